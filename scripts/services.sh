@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Makes sure Redis, an MQTT broker and a MongoDB wire-protocol server (SecantusDB) are
+# installed and running on their usual local ports. Installs what is missing; starts what
+# is not running; leaves running services alone. Data of the servers it starts lives in var/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var
+
+REDIS_PORT=${REDIS_PORT:-6379}
+MQTT_PORT=${MQTT_PORT:-1883}
+MONGO_PORT=${MONGO_PORT:-27017}
+
+say() { printf '[services] %s\n' "$*"; }
+
+listening() { # port
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.settimeout(0.5)
+sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+PY
+}
+
+wait_for() { # name port seconds
+  for _ in $(seq 1 $(( $3 * 4 ))); do
+    listening "$2" && return 0
+    sleep 0.25
+  done
+  say "$1 did not start on port $2"; return 1
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    say "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Redis
+if ! listening "$REDIS_PORT"; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  say "starting redis-server on $REDIS_PORT"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$PWD/var" --logfile "$PWD/var/redis.log"
+  wait_for redis "$REDIS_PORT" 10
+fi
+command -v redis-cli >/dev/null || apt_install redis-tools
+
+# MQTT 5 broker
+if ! listening "$MQTT_PORT"; then
+  command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
+  say "starting mosquitto on $MQTT_PORT"
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MQTT_PORT" > var/mosquitto.conf
+  mosquitto -d -c "$PWD/var/mosquitto.conf"
+  wait_for mosquitto "$MQTT_PORT" 10
+fi
+command -v mosquitto_sub >/dev/null || apt_install mosquitto-clients
+
+# MongoDB wire protocol: SecantusDB in the project's venv
+if [ ! -x .venv/bin/secantusd-py ]; then
+  say "installing SecantusDB into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q SecantusDB
+fi
+if ! listening "$MONGO_PORT"; then
+  say "starting SecantusDB on $MONGO_PORT (data in var/mongo)"
+  mkdir -p var/mongo
+  nohup .venv/bin/secantusd-py --port "$MONGO_PORT" --storage-path "$PWD/var/mongo" \
+    > var/secantusd.log 2>&1 &
+  wait_for secantusdb "$MONGO_PORT" 60
+fi
+say "redis :$REDIS_PORT, mqtt :$MQTT_PORT, mongodb :$MONGO_PORT are up"

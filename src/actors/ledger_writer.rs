@@ -1,0 +1,261 @@
+//! `LedgerWriter`: drains the outlets' outbox streams into the MongoDB ledger.
+//!
+//! Outlets mark themselves dirty after a commit; the writer reads each dirty outbox after
+//! its durable watermark, inserts one unordered `insert_many` for all of them (a duplicate
+//! key is "already written"), trims what is durable, and raises the watermarks that
+//! confirms and movements wait on. A periodic pass reads every outbox, so nothing depends
+//! on a nudge arriving. A failed batch is retried with backoff; nothing is trimmed before
+//! it is durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::warn;
+
+use super::Shared;
+use crate::domain::{now_ms, OutletId};
+use crate::keys::OutletKeys;
+use crate::ledger::LedgerEntry;
+
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Wakes the writer. At most one is ever waiting in its mailbox (see `OutboxSignal`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Nudge;
+
+/// Drains every outbox completely (graceful shutdown, import). Answers with the error that
+/// stopped it, if any.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct FlushAll;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Which outlets have new outbox entries, shared by the outlet actors and the writer.
+pub struct OutboxSignal {
+    index: HashMap<OutletId, usize>,
+    dirty: Vec<AtomicBool>,
+    nudged: AtomicBool,
+    writer: OnceLock<Recipient<Nudge>>,
+}
+
+impl OutboxSignal {
+    pub fn new(outlets: &[OutletId]) -> Self {
+        Self {
+            index: outlets.iter().cloned().enumerate().map(|(i, o)| (o, i)).collect(),
+            dirty: outlets.iter().map(|_| AtomicBool::new(false)).collect(),
+            nudged: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        }
+    }
+
+    /// Marks the outlet dirty and wakes the writer unless a wake-up is already on its way, so
+    /// the writer's mailbox never holds more than one `Nudge`.
+    pub fn mark(&self, outlet: &OutletId) {
+        if let Some(&i) = self.index.get(outlet) {
+            self.mark_index(i);
+        }
+    }
+
+    fn mark_index(&self, i: usize) {
+        self.dirty[i].store(true, Ordering::Release);
+        if !self.nudged.swap(true, Ordering::AcqRel) {
+            if let Some(writer) = self.writer.get() {
+                writer.do_send(Nudge);
+            }
+        }
+    }
+
+    fn take_dirty(&self) -> Vec<usize> {
+        self.nudged.store(false, Ordering::Release);
+        (0..self.dirty.len())
+            .filter(|&i| self.dirty[i].swap(false, Ordering::AcqRel))
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct Core {
+    shared: Shared,
+    outlets: Arc<Vec<(OutletId, OutletKeys)>>,
+    batch_size_max: usize,
+}
+
+impl Core {
+    /// One pass over `which`: read, insert, trim, raise watermarks. Returns whether an outbox
+    /// had more than this pass could take.
+    async fn drain(&self, which: &[usize]) -> anyhow::Result<bool> {
+        let _gate = self.shared.ledger_gate.lock().await;
+        let metrics = &self.shared.metrics;
+        let mut budget = self.batch_size_max;
+        let mut docs = Vec::new();
+        let mut tops = Vec::new();
+        let mut more = false;
+        for &i in which {
+            let (outlet, keys) = &self.outlets[i];
+            if budget == 0 {
+                self.shared.signal.mark_index(i);
+                more = true;
+                continue;
+            }
+            let after = self.shared.durable.get(outlet);
+            let (entries, len) = self.shared.store.read_outbox(keys, after, budget).await?;
+            metrics.ledger_outbox_entries.with_label_values(&[outlet.as_str()]).set(len as i64);
+            let Some(last) = entries.last() else {
+                metrics.ledger_outbox_age_ms.with_label_values(&[outlet.as_str()]).set(0);
+                continue;
+            };
+            if entries.len() == budget {
+                self.shared.signal.mark_index(i);
+                more = true;
+            }
+            tops.push((i, last.seq));
+            budget -= entries.len();
+            for e in &entries {
+                docs.push(LedgerEntry::from_outbox(&e.json)?);
+            }
+            let oldest = docs[docs.len() - entries.len()].at_ms;
+            metrics
+                .ledger_outbox_age_ms
+                .with_label_values(&[outlet.as_str()])
+                .set(now_ms() - oldest);
+        }
+        if docs.is_empty() {
+            return Ok(more);
+        }
+        self.shared.ledger.insert_batch(&docs).await?;
+        metrics.ledger_documents.inc_by(docs.len() as u64);
+        for (i, top) in tops {
+            let (outlet, keys) = &self.outlets[i];
+            self.shared.durable.advance(outlet, top);
+            self.shared.store.trim_outbox(keys, top).await?;
+        }
+        Ok(more)
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.outlets.len()).collect()
+    }
+}
+
+pub struct LedgerWriter {
+    core: Core,
+    poll_interval: Duration,
+    draining: bool,
+    /// A nudge or poll arrived while a pass was in flight.
+    again: bool,
+    failures: u32,
+}
+
+impl LedgerWriter {
+    pub fn new(shared: Shared, outlets: &[OutletId], batch_size_max: usize, poll_interval: Duration) -> Self {
+        let outlets = outlets.iter().map(|o| (o.clone(), shared.store.keys(o))).collect();
+        Self {
+            core: Core { shared, outlets: Arc::new(outlets), batch_size_max },
+            poll_interval,
+            draining: false,
+            again: false,
+            failures: 0,
+        }
+    }
+
+    fn kick(&mut self, which: Vec<usize>, ctx: &mut Context<Self>) {
+        if self.draining {
+            self.again = true;
+            for i in which {
+                self.core.shared.signal.dirty[i].store(true, Ordering::Release);
+            }
+            return;
+        }
+        if which.is_empty() {
+            return;
+        }
+        self.draining = true;
+        let core = self.core.clone();
+        let fut = async move {
+            let result = core.drain(&which).await;
+            (which, result)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(which, result), act, ctx| {
+            act.draining = false;
+            match result {
+                Ok(more) => {
+                    act.failures = 0;
+                    if more || std::mem::take(&mut act.again) {
+                        let next = act.core.shared.signal.take_dirty();
+                        act.kick(next, ctx);
+                    }
+                }
+                Err(e) => {
+                    act.failures += 1;
+                    act.core.shared.metrics.ledger_write_errors.inc();
+                    warn!(error = %format!("{e:#}"), failures = act.failures, "ledger batch failed; retrying");
+                    let delay = RETRY_DELAY_MIN
+                        .saturating_mul(2u32.saturating_pow(act.failures.min(16)))
+                        .min(RETRY_DELAY_MAX);
+                    ctx.run_later(delay, move |act, ctx| act.kick(which, ctx));
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for LedgerWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let _ = self.core.shared.signal.writer.set(ctx.address().recipient());
+        ctx.run_interval(self.poll_interval, |act, ctx| {
+            let all = act.core.all();
+            act.kick(all, ctx);
+        });
+        let all = self.core.all();
+        self.kick(all, ctx);
+    }
+}
+
+impl Supervised for LedgerWriter {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // The Redis and MongoDB handles reconnect by themselves; only pass state resets.
+        self.draining = false;
+        self.again = true;
+        self.failures = 0;
+    }
+}
+
+impl Handler<Nudge> for LedgerWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Nudge, ctx: &mut Self::Context) {
+        let dirty = self.core.shared.signal.take_dirty();
+        self.kick(dirty, ctx);
+    }
+}
+
+impl Handler<FlushAll> for LedgerWriter {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+        let core = self.core.clone();
+        Box::pin(async move {
+            let all = core.all();
+            while core.drain(&all).await.map_err(|e| format!("{e:#}"))? {}
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Stop> for LedgerWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

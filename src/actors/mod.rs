@@ -1,0 +1,29 @@
+//! The actors: one `OutletActor` per outlet, and the `LedgerWriter`.
+
+pub mod ledger_writer;
+pub mod outlet;
+
+use std::sync::Arc;
+
+use crate::durable::Durability;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::stock_view::StockView;
+use crate::store::RedisStore;
+
+pub use ledger_writer::{LedgerWriter, OutboxSignal};
+pub use outlet::OutletActor;
+
+/// What the actors share. Cloning is cheap: every field is a handle.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: RedisStore,
+    pub ledger: Ledger,
+    pub stock: Arc<StockView>,
+    pub durable: Arc<Durability>,
+    pub signal: Arc<OutboxSignal>,
+    /// Held by the ledger writer while it drains and by an outlet while it rebuilds from the
+    /// ledger, so that a rebuild never reads a ledger that a drain in flight is about to extend.
+    pub ledger_gate: Arc<tokio::sync::Mutex<()>>,
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,525 @@
+//! `OutletActor`: the single writer of one outlet inside this process.
+//!
+//! It takes requests in arrival order and commits them to Redis in batches: while one batch
+//! is in flight, whatever arrives queues up and goes in the next (group commit), so many
+//! requests cost one round trip. The Redis script decides every operation (it re-checks
+//! every invariant); the actor replies only after Redis has the decision. It keeps the
+//! committed counters in the shared `StockView` for reads and owns the expiry timers of its
+//! live holds: one timer for the earliest deadline, moved when an earlier one arrives.
+//!
+//! Why no fast refusal from memory: an idempotent replay of a hold that took the last unit
+//! must get its first answer, not "out of stock", and only the script knows every key. A
+//! refusal costs a share of one round trip, which group commit makes small.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::Shared;
+use crate::domain::{now_ms, Channel, IdempotencyKey, LedgerKind, Line, OutletId, ReservationId, ReservationStatus, Sku};
+use crate::keys::OutletKeys;
+use crate::store::{BatchArgs, BatchReply, Op, Outcome, ReleaseReason, ResRecord, Snapshot};
+
+/// After a failed reload, wait this long before the next try.
+const RELOAD_RETRY: Duration = Duration::from_millis(500);
+
+/// Hold a cart. The actor picks the reservation id and computes `expires_at`.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, OutletError>")]
+pub struct Reserve {
+    pub idem: IdempotencyKey,
+    pub hash: String,
+    pub lines: Vec<Line>,
+    pub ttl_ms: i64,
+    pub channel: Channel,
+    pub customer_ref: Option<String>,
+}
+
+/// Turn a hold into a sale.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, OutletError>")]
+pub struct Confirm {
+    pub id: ReservationId,
+    pub payment_ref: String,
+}
+
+/// Release a hold at the customer's request.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, OutletError>")]
+pub struct Cancel {
+    pub id: ReservationId,
+}
+
+/// Apply one movement (or one half of a transfer) to this outlet.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, OutletError>")]
+pub struct ApplyMovement {
+    pub key: String,
+    pub hash: String,
+    pub kind: LedgerKind,
+    pub sku: Sku,
+    pub qty: i64,
+    pub event_id: String,
+    pub event_at_ms: i64,
+    pub note: Option<String>,
+    pub counterpart: Option<OutletId>,
+}
+
+/// Read a reservation, live or finished (within its retention).
+#[derive(Message)]
+#[rtype(result = "Result<Option<ResRecord>, OutletError>")]
+pub struct GetReservation {
+    pub id: ReservationId,
+}
+
+/// Answers once nothing is queued or in flight (graceful shutdown, import).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutletError {
+    /// Nothing was decided; the request may be retried with the same key.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Bounds and retention an outlet works with (from settings).
+#[derive(Debug, Clone)]
+pub struct OutletLimits {
+    pub batch_size_max: usize,
+    pub pending_max: usize,
+    pub mailbox_capacity: usize,
+    pub res_retain_ms: i64,
+    pub event_retain_ms: i64,
+    pub outbox_max: u64,
+}
+
+struct Pending {
+    op: Op,
+    /// `None` for the actor's own operations (expiry releases).
+    reply: Option<oneshot::Sender<Result<Outcome, OutletError>>>,
+}
+
+pub struct OutletActor {
+    outlet: OutletId,
+    keys: OutletKeys,
+    shared: Shared,
+    limits: OutletLimits,
+    /// The outlet seq of the last change this actor saw committed.
+    seq: u64,
+    /// Live holds and their deadlines.
+    held: HashMap<ReservationId, i64>,
+    /// Deadlines not yet handed to a release, earliest first.
+    expiry: BTreeSet<(i64, ReservationId)>,
+    wake: Option<(i64, SpawnHandle)>,
+    pending: VecDeque<Pending>,
+    /// A batch or a reload is in flight.
+    busy: bool,
+    /// The in-memory state may differ from Redis (an error, a refused invariant, lost keys).
+    needs_reload: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl OutletActor {
+    pub fn new(outlet: OutletId, shared: Shared, limits: OutletLimits) -> Self {
+        Self {
+            keys: shared.store.keys(&outlet),
+            outlet,
+            shared,
+            limits,
+            seq: 0,
+            held: HashMap::new(),
+            expiry: BTreeSet::new(),
+            wake: None,
+            pending: VecDeque::new(),
+            busy: false,
+            needs_reload: true,
+            drain_waiters: Vec::new(),
+        }
+    }
+
+    fn enqueue(&mut self, op: Op, ctx: &mut Context<Self>) -> ResponseFuture<Result<Outcome, OutletError>> {
+        if self.pending.len() >= self.limits.pending_max {
+            self.unavailable("queue_full");
+            return Box::pin(async { Err(OutletError::Unavailable("the outlet is overloaded; try again".into())) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.push_back(Pending { op, reply: Some(tx) });
+        self.flush(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(OutletError::Unavailable("the outlet stopped".into())))
+        })
+    }
+
+    fn unavailable(&self, cause: &str) {
+        self.shared
+            .metrics
+            .outlet_unavailable
+            .with_label_values(&[self.outlet.as_str(), cause])
+            .inc();
+    }
+
+    /// Starts the next round trip if none is in flight: a reload when the mirror may be
+    /// stale, else the next batch.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || (self.pending.is_empty() && !self.needs_reload) {
+            return;
+        }
+        self.busy = true;
+        if self.needs_reload {
+            let fut = recover(self.shared.clone(), self.outlet.clone(), self.keys.clone(), self.limits.clone());
+            ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+                act.busy = false;
+                match result {
+                    Ok(snapshot) => {
+                        act.needs_reload = false;
+                        act.install(snapshot, ctx);
+                        act.flush(ctx);
+                    }
+                    Err(e) => {
+                        error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed; retrying");
+                        act.fail_pending("the outlet's store is unreachable");
+                        ctx.run_later(RELOAD_RETRY, |act, ctx| act.flush(ctx));
+                    }
+                }
+                act.answer_drain_waiters();
+            }));
+            return;
+        }
+        let n = self.pending.len().min(self.limits.batch_size_max);
+        let batch: Vec<Pending> = self.pending.drain(..n).collect();
+        let store = self.shared.store.clone();
+        let keys = self.keys.clone();
+        let outlet = self.outlet.clone();
+        let seen_seq = self.seq;
+        let limits = self.limits.clone();
+        let fut = async move {
+            let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
+            let args = BatchArgs {
+                outlet: outlet.as_str(),
+                now_ms: now_ms(),
+                seen_seq,
+                res_retain_ms: limits.res_retain_ms,
+                event_retain_ms: limits.event_retain_ms,
+                outbox_max: limits.outbox_max,
+            };
+            let reply = store.apply(&keys, &args, &ops).await;
+            (batch, reply)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(batch, reply), act, ctx| {
+            act.busy = false;
+            act.finish(batch, reply, ctx);
+            act.flush(ctx);
+            act.answer_drain_waiters();
+        }));
+    }
+
+    fn finish(&mut self, batch: Vec<Pending>, reply: anyhow::Result<BatchReply>, ctx: &mut Context<Self>) {
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // The script may or may not have run: reload before the next batch, and let
+                // callers retry with their idempotency keys.
+                warn!(outlet = %self.outlet, error = %format!("{e:#}"), "outlet batch failed");
+                self.needs_reload = true;
+                self.unavailable("redis");
+                reply_all(batch, "the outlet's store is unreachable; retry with the same key");
+                return;
+            }
+        };
+        if reply.lost {
+            warn!(outlet = %self.outlet, "the outlet's Redis state is missing; rebuilding from the ledger");
+            self.needs_reload = true;
+            for p in batch.into_iter().rev() {
+                self.pending.push_front(p);
+            }
+            return;
+        }
+        if reply.backlog {
+            self.unavailable("ledger_backlog");
+            reply_all(batch, "the ledger is behind; try again shortly");
+            return;
+        }
+        self.shared
+            .metrics
+            .outlet_batch_ops
+            .with_label_values(&[self.outlet.as_str()])
+            .observe(batch.len() as f64);
+        let mut wrote = false;
+        for (p, outcome) in batch.into_iter().zip(reply.results) {
+            wrote |= self.absorb(&p.op, &outcome);
+            if let Some(tx) = p.reply {
+                let _ = tx.send(Ok(outcome));
+            }
+        }
+        if wrote {
+            self.shared.signal.mark(&self.outlet);
+        }
+        self.reschedule(ctx);
+    }
+
+    /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
+    fn absorb(&mut self, op: &Op, outcome: &Outcome) -> bool {
+        for row in outcome.stock() {
+            let before = self.shared.stock.get(&self.outlet, &row.sku).unwrap_or_default();
+            let after = row.counters();
+            let uncovered = |c: crate::domain::Counters| (-c.available()).min(c.reserved).max(0);
+            let newly_uncovered = uncovered(after) - uncovered(before);
+            if newly_uncovered > 0 && matches!(op, Op::Movement { .. }) {
+                self.shared.metrics.oversells.inc_by(newly_uncovered as u64);
+            }
+            self.shared.stock.record(&self.outlet, &row.sku, after);
+        }
+        if let Some(res) = outcome.reservation() {
+            self.track(res);
+        }
+        match outcome {
+            Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => {
+                self.seq = self.seq.max(*seq);
+                if matches!(op, Op::Release { reason: ReleaseReason::Expired, .. }) {
+                    self.shared.metrics.expirations.inc();
+                }
+                true
+            }
+            Outcome::Broken { message } => {
+                error!(outlet = %self.outlet, %message, "an outlet invariant did not hold in Redis; reloading");
+                self.needs_reload = true;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps the live-hold set and the expiry queue in step with a reservation's status.
+    fn track(&mut self, res: &ResRecord) {
+        if res.status == ReservationStatus::Held {
+            self.held.insert(res.id.clone(), res.expires_at);
+            self.expiry.insert((res.expires_at, res.id.clone()));
+        } else if let Some(at) = self.held.remove(&res.id) {
+            self.expiry.remove(&(at, res.id.clone()));
+        }
+    }
+
+    fn install(&mut self, snapshot: Snapshot, ctx: &mut Context<Self>) {
+        self.seq = snapshot.seq;
+        self.shared.stock.replace(&self.outlet, snapshot.counters);
+        self.held.clear();
+        self.expiry.clear();
+        for res in &snapshot.held {
+            self.track(res);
+        }
+        info!(outlet = %self.outlet, seq = self.seq, holds = self.held.len(), "outlet loaded");
+        self.reschedule(ctx);
+    }
+
+    /// Keeps one timer, for the earliest deadline.
+    fn reschedule(&mut self, ctx: &mut Context<Self>) {
+        let Some(&(at, _)) = self.expiry.first() else {
+            if let Some((_, handle)) = self.wake.take() {
+                ctx.cancel_future(handle);
+            }
+            return;
+        };
+        if self.wake.as_ref().is_some_and(|(scheduled, _)| *scheduled <= at) {
+            return;
+        }
+        if let Some((_, handle)) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        // +1 ms: the script releases only when now >= expires_at.
+        let delay = Duration::from_millis((at - now_ms()).max(0) as u64 + 1);
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.wake = None;
+            act.expire_due(ctx);
+        });
+        self.wake = Some((at, handle));
+    }
+
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        while self.expiry.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, id) = self.expiry.pop_first().expect("checked first");
+            let op = Op::Release { id, reason: ReleaseReason::Expired };
+            self.pending.push_back(Pending { op, reply: None });
+        }
+        self.flush(ctx);
+        self.reschedule(ctx);
+    }
+
+    fn fail_pending(&mut self, message: &str) {
+        self.unavailable("reload");
+        reply_all(self.pending.drain(..).collect(), message);
+    }
+
+    fn answer_drain_waiters(&mut self) {
+        if !self.busy && self.pending.is_empty() {
+            for tx in self.drain_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+fn reply_all(batch: Vec<Pending>, message: &str) {
+    for p in batch {
+        if let Some(tx) = p.reply {
+            let _ = tx.send(Err(OutletError::Unavailable(message.to_owned())));
+        }
+    }
+}
+
+/// Reads the outlet from Redis; when Redis has nothing for it (or is behind the ledger),
+/// rebuilds it from the ledger first.
+async fn recover(shared: Shared, outlet: OutletId, keys: OutletKeys, limits: OutletLimits) -> anyhow::Result<Snapshot> {
+    if let Some(snapshot) = shared.store.snapshot(&keys).await? {
+        if snapshot.seq >= shared.durable.get(&outlet) {
+            return Ok(snapshot);
+        }
+    }
+    let _gate = shared.ledger_gate.lock().await;
+    let durable = shared.ledger.max_seq(&outlet).await?;
+    let current = shared.store.snapshot(&keys).await?;
+    if let Some(snapshot) = current.as_ref().filter(|s| s.seq >= durable) {
+        return Ok(snapshot.clone());
+    }
+    if durable == 0 {
+        return Ok(Snapshot::default());
+    }
+    let started = std::time::Instant::now();
+    let projection = shared.ledger.projection(&outlet).await?;
+    let plan = projection.restore_plan(now_ms(), limits.res_retain_ms, limits.event_retain_ms)?;
+    let behind = current.is_some();
+    shared.store.restore(&keys, &plan, behind).await?;
+    info!(
+        %outlet,
+        seq = projection.seq,
+        skus = projection.counters.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        redis_was_behind = behind,
+        "outlet rebuilt from the ledger"
+    );
+    shared
+        .store
+        .snapshot(&keys)
+        .await?
+        .context("the outlet's state vanished right after its restore")
+}
+
+impl Actor for OutletActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.limits.mailbox_capacity);
+        // Load (or rebuild) before the first message is handled.
+        self.busy = true;
+        let fut = recover(self.shared.clone(), self.outlet.clone(), self.keys.clone(), self.limits.clone());
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(snapshot) => {
+                    act.needs_reload = false;
+                    act.install(snapshot, ctx);
+                }
+                Err(e) => error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed"),
+            }
+        }));
+    }
+}
+
+impl Handler<Reserve> for OutletActor {
+    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+
+    fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) -> Self::Result {
+        let op = Op::Reserve {
+            id: ReservationId::new(&self.outlet),
+            idem: msg.idem,
+            hash: msg.hash,
+            lines: msg.lines,
+            expires_at: now_ms() + msg.ttl_ms,
+            channel: msg.channel,
+            customer_ref: msg.customer_ref,
+        };
+        self.enqueue(op, ctx)
+    }
+}
+
+impl Handler<Confirm> for OutletActor {
+    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+
+    fn handle(&mut self, msg: Confirm, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(Op::Confirm { id: msg.id, payment_ref: msg.payment_ref }, ctx)
+    }
+}
+
+impl Handler<Cancel> for OutletActor {
+    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(Op::Release { id: msg.id, reason: ReleaseReason::Cancelled }, ctx)
+    }
+}
+
+impl Handler<ApplyMovement> for OutletActor {
+    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+
+    fn handle(&mut self, msg: ApplyMovement, ctx: &mut Self::Context) -> Self::Result {
+        let op = Op::Movement {
+            key: msg.key,
+            hash: msg.hash,
+            kind: msg.kind,
+            sku: msg.sku,
+            qty: msg.qty,
+            event_id: msg.event_id,
+            event_at: msg.event_at_ms,
+            note: msg.note,
+            counterpart: msg.counterpart.map(|o| o.to_string()),
+        };
+        self.enqueue(op, ctx)
+    }
+}
+
+impl Handler<GetReservation> for OutletActor {
+    type Result = ResponseFuture<Result<Option<ResRecord>, OutletError>>;
+
+    fn handle(&mut self, msg: GetReservation, _: &mut Self::Context) -> Self::Result {
+        let store = self.shared.store.clone();
+        let keys = self.keys.clone();
+        Box::pin(async move {
+            store
+                .reservation(&keys, &msg.id)
+                .await
+                .map_err(|e| OutletError::Unavailable(format!("{e:#}")))
+        })
+    }
+}
+
+impl Handler<Drain> for OutletActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.drain_waiters.push(tx);
+        self.answer_drain_waiters();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Stop> for OutletActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,172 @@
+//! Wiring: `Core` (stores, actors) and `Application` (the HTTP server over a core). Tests,
+//! `serve` and `import` all build through here.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Supervisor};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+use anyhow::Context;
+use tracing::info;
+
+use crate::actors::ledger_writer::{self, FlushAll};
+use crate::actors::outlet::{self, Drain, OutletLimits};
+use crate::actors::{LedgerWriter, OutboxSignal, OutletActor, Shared};
+use crate::catalogue::Catalogue;
+use crate::domain::OutletId;
+use crate::durable::Durability;
+use crate::health::Health;
+use crate::http::auth::Auth;
+use crate::http::AppState;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::stock_view::StockView;
+use crate::store::RedisStore;
+
+/// Everything but HTTP: connections, the outlet actors and the ledger writer.
+pub struct Core {
+    pub settings: Arc<Settings>,
+    pub catalogue: Arc<Catalogue>,
+    pub shared: Shared,
+    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+    writer: Addr<LedgerWriter>,
+}
+
+impl Core {
+    /// Connects, creates indexes, starts the writer and one actor per outlet, and returns once
+    /// every outlet is loaded (rebuilt from the ledger where Redis had lost it).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let catalogue = Arc::new(Catalogue::load(&settings.catalogue)?);
+        let store = RedisStore::connect(&settings.redis).await?;
+        store.ping().await?;
+        let ledger = Ledger::connect(&settings.mongo).await?;
+        ledger.ensure_indexes().await?;
+        let ids: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();
+        let mut start = Vec::with_capacity(ids.len());
+        for id in &ids {
+            start.push((id.clone(), ledger.max_seq(id).await?));
+        }
+        let shared = Shared {
+            store,
+            ledger,
+            stock: Arc::new(StockView::new(ids.iter().cloned())),
+            durable: Arc::new(Durability::new(start)),
+            signal: Arc::new(OutboxSignal::new(&ids)),
+            ledger_gate: Arc::new(tokio::sync::Mutex::new(())),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let writer = {
+            let shared = shared.clone();
+            let ids = ids.clone();
+            let batch = settings.ledger.batch_size_max;
+            let poll = Duration::from_millis(settings.ledger.poll_interval_ms);
+            Supervisor::start(move |_| LedgerWriter::new(shared, &ids, batch, poll))
+        };
+        let limits = OutletLimits {
+            batch_size_max: settings.outlet.batch_size_max,
+            pending_max: settings.outlet.pending_max,
+            mailbox_capacity: settings.outlet.mailbox_capacity,
+            res_retain_ms: (settings.reservations.retain_secs * 1000) as i64,
+            event_retain_ms: (settings.movements.retain_secs * 1000) as i64,
+            outbox_max: settings.ledger.outbox_max,
+        };
+        let outlets: HashMap<_, _> = ids
+            .iter()
+            .map(|id| (id.clone(), OutletActor::new(id.clone(), shared.clone(), limits.clone()).start()))
+            .collect();
+        for addr in outlets.values() {
+            addr.send(Drain).await.context("an outlet actor stopped while loading")?;
+        }
+        info!(outlets = outlets.len(), skus = catalogue.skus.len(), "core started");
+        Ok(Self {
+            settings: Arc::new(settings),
+            catalogue,
+            shared,
+            outlets: Arc::new(outlets),
+            writer,
+        })
+    }
+
+    /// Lets every outlet finish what it has queued, writes every outbox to the ledger, and
+    /// stops the actors.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        for addr in self.outlets.values() {
+            let _ = addr.send(Drain).await;
+        }
+        let flushed = self.writer.send(FlushAll).await;
+        for addr in self.outlets.values() {
+            addr.do_send(outlet::Stop);
+        }
+        self.writer.do_send(ledger_writer::Stop);
+        flushed
+            .context("the ledger writer stopped")?
+            .map_err(|e| anyhow::anyhow!("flushing the ledger: {e}"))?;
+        info!("core stopped; every outbox is in the ledger");
+        Ok(())
+    }
+}
+
+/// The HTTP server over a core.
+pub struct Application {
+    port: u16,
+    server: Server,
+    core: Core,
+}
+
+impl Application {
+    /// Starts the core and binds `http.host:http.port` (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let core = Core::start(settings).await?;
+        let http = &core.settings.http;
+        let listener = TcpListener::bind((http.host.as_str(), http.port))
+            .with_context(|| format!("binding {}:{}", http.host, http.port))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            catalogue: core.catalogue.clone(),
+            outlets: core.outlets.clone(),
+            stock: core.shared.stock.clone(),
+            durable: core.shared.durable.clone(),
+            ledger: core.shared.ledger.clone(),
+            health: Health {
+                store: core.shared.store.clone(),
+                ledger: core.shared.ledger.clone(),
+                mqtt_host: core.settings.mqtt.host.clone(),
+                mqtt_port: core.settings.mqtt.port,
+            },
+            auth: Auth::new(&core.settings.api_keys)?,
+            metrics: core.shared.metrics.clone(),
+            settings: core.settings.clone(),
+        });
+        let server = HttpServer::new(move || crate::http::app(state.clone()))
+            .listen(listener)?
+            .workers(http.workers)
+            .shutdown_timeout(http.shutdown_timeout_secs)
+            .run();
+        info!(port, "listening");
+        Ok(Self { port, server, core })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Stops accepting, lets requests in flight finish, then drains the core.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM or `handle().stop()`), then shuts
+    /// the core down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await.context("HTTP server")?;
+        self.core.shutdown().await
+    }
+}

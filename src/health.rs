@@ -1,0 +1,57 @@
+//! Readiness of the dependencies: Redis, MongoDB and the MQTT broker.
+
+use std::time::Duration;
+
+use crate::ledger::Ledger;
+use crate::store::RedisStore;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Health {
+    pub store: RedisStore,
+    pub ledger: Ledger,
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+}
+
+pub struct Report {
+    pub redis: String,
+    pub mongo: String,
+    pub mqtt: String,
+}
+
+impl Report {
+    pub fn down(&self) -> Vec<&'static str> {
+        [("redis", &self.redis), ("mongo", &self.mongo), ("mqtt", &self.mqtt)]
+            .into_iter()
+            .filter(|(_, s)| *s != "ok")
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    pub fn ready(&self) -> bool {
+        self.down().is_empty()
+    }
+}
+
+fn status(r: Result<anyhow::Result<()>, tokio::time::error::Elapsed>) -> String {
+    match r {
+        Ok(Ok(())) => "ok".into(),
+        Ok(Err(e)) => format!("down: {e:#}"),
+        Err(_) => "down: timed out".into(),
+    }
+}
+
+impl Health {
+    pub async fn check(&self) -> Report {
+        let (redis, mongo, mqtt) = tokio::join!(
+            tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.ledger.ping()),
+            tokio::time::timeout(
+                CHECK_TIMEOUT,
+                crate::mqtt::probe_broker(&self.mqtt_host, self.mqtt_port, CHECK_TIMEOUT)
+            ),
+        );
+        Report { redis: status(redis), mongo: status(mongo), mqtt: status(mqtt) }
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP API of API.md: one file per resource. Handlers parse and authorize at the edge,
+//! talk to outlet actors by message, and never touch Redis or the ledger's internals.
+
+pub mod auth;
+pub mod error;
+mod ledger;
+mod movements;
+mod ops;
+mod reservations;
+mod stock;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::dev::Service;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::actors::OutletActor;
+use crate::catalogue::Catalogue;
+use crate::domain::{Invalid, OutletId};
+use crate::durable::Durability;
+use crate::health::Health;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::stock_view::StockView;
+use auth::Auth;
+use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub catalogue: Arc<Catalogue>,
+    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+    pub stock: Arc<StockView>,
+    pub durable: Arc<Durability>,
+    pub ledger: Ledger,
+    pub health: Health,
+    pub auth: Auth,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, ApiError> {
+        self.outlets
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
+    }
+
+    fn durable_wait(&self) -> Duration {
+        Duration::from_secs(self.settings.ledger.durable_wait_secs)
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/outlets", web::get().to(stock::list_outlets))
+                .route("/outlets/{outlet}/stock", web::get().to(stock::outlet_stock))
+                .route("/outlets/{outlet}/stock/{sku}", web::get().to(stock::sku_stock))
+                .route("/availability", web::post().to(stock::availability))
+                .route("/reservations", web::post().to(reservations::create))
+                .route("/reservations/{id}", web::get().to(reservations::get))
+                .route("/reservations/{id}/confirm", web::post().to(reservations::confirm))
+                .route("/reservations/{id}/cancel", web::post().to(reservations::cancel))
+                .route("/movements", web::post().to(movements::create))
+                .route("/ledger", web::get().to(ledger::page)),
+        )
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))
+        }));
+}
+
+/// Builds the actix `App` for one worker: routes, state, request metrics.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    actix_web::App::new()
+        .app_data(state)
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::Validation(Invalid::new("query", e.to_string())).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
+        .configure(routes)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let method = req.method().to_string();
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                metrics
+                    .http_seconds
+                    .with_label_values(&[method.as_str(), route.as_str(), res.status().as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(res)
+            }
+        })
+}
+
+/// Reads a JSON body of at most `http.body_limit_bytes` and parses it, naming the field
+/// that is wrong when it does not fit `T`.
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<T, ApiError> {
+    let limit = state.settings.http.body_limit_bytes;
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Validation(Invalid::new("body", e.to_string())))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_json(&body)
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(Invalid::new("body", "a JSON body is required").into());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // "missing field `qty`" names the field below the path.
+        let field = match message.split('`').nth(1) {
+            Some(name) if message.starts_with("missing field") => {
+                if path == "." { name.to_owned() } else { format!("{path}.{name}") }
+            }
+            _ if path == "." => "body".to_owned(),
+            _ => path,
+        };
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        ApiError::Validation(Invalid::new(field, message))
+    })
+}

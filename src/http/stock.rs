@@ -1,0 +1,142 @@
+//! Stock reads: outlets, an outlet's stock, one SKU, and cart availability.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Action, Caller};
+use super::error::ApiError;
+use super::{json_body, AppState};
+use crate::domain::{Counters, Invalid, Line, OutletId, Qty, Sku};
+
+pub(super) fn counters_json(outlet: Option<&OutletId>, sku: &Sku, c: Counters) -> serde_json::Value {
+    let mut v = json!({
+        "sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
+        "available": c.available(), "seq": c.seq,
+    });
+    if let Some(outlet) = outlet {
+        v["outlet"] = json!(outlet);
+    }
+    v
+}
+
+fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
+    state
+        .catalogue
+        .known_outlet("outlet", raw)
+        .map_err(|_| ApiError::NotFound(format!("no outlet '{raw}'")))
+}
+
+pub async fn list_outlets(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadStock, None)?;
+    Ok(HttpResponse::Ok().json(&state.catalogue.outlets))
+}
+
+pub async fn outlet_stock(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadStock, None)?;
+    let outlet = path_outlet(&state, &path)?;
+    let rows: Vec<_> = state
+        .stock
+        .outlet(&outlet)
+        .into_iter()
+        .map(|(sku, c)| counters_json(None, &sku, c))
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+pub async fn sku_stock(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadStock, None)?;
+    let (outlet, sku) = path.into_inner();
+    let outlet = path_outlet(&state, &outlet)?;
+    let sku = state
+        .catalogue
+        .known_sku("sku", &sku)
+        .map_err(|_| ApiError::NotFound(format!("no sku '{sku}'")))?;
+    let c = state.stock.get(&outlet, &sku).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, c)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLine {
+    sku: String,
+    qty: i64,
+}
+
+/// Validates cart lines: 1 to `lines_max`, known SKUs, bounded quantities, no SKU twice.
+pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>, ApiError> {
+    let limits = &state.settings.reservations;
+    if raw.is_empty() || raw.len() > limits.lines_max {
+        return Err(Invalid::new("lines", format!("must hold 1 to {} lines", limits.lines_max)).into());
+    }
+    let mut lines: Vec<Line> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        let sku = state.catalogue.known_sku(&format!("lines[{i}].sku"), &l.sku)?;
+        if lines.iter().any(|x| x.sku == sku) {
+            return Err(Invalid::new(format!("lines[{i}].sku"), "the same sku is listed twice").into());
+        }
+        let qty = Qty::parse(&format!("lines[{i}].qty"), l.qty, limits.qty_max)?;
+        lines.push(Line { sku, qty });
+    }
+    Ok(lines)
+}
+
+/// Whether `outlet` can fill every line right now, and what it has of each.
+pub(super) fn can_serve(state: &AppState, outlet: &OutletId, lines: &[Line]) -> (bool, Vec<serde_json::Value>) {
+    let mut all = true;
+    let per_line = lines
+        .iter()
+        .map(|l| {
+            let available = state.stock.get(outlet, &l.sku).unwrap_or_default().available().max(0);
+            all &= available >= l.qty.get();
+            json!({"sku": l.sku, "available": available})
+        })
+        .collect();
+    (all, per_line)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityRequest {
+    pin: Option<String>,
+    outlets: Option<Vec<String>>,
+    lines: Vec<RawLine>,
+}
+
+pub async fn availability(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadStock, None)?;
+    let body: AvailabilityRequest = json_body(&req, payload, &state).await?;
+    if body.pin.is_some() {
+        return Err(Invalid::new("pin", "delivery zones are not configured; name outlets instead").into());
+    }
+    let lines = parse_lines(&state, &body.lines)?;
+    let outlets: Vec<OutletId> = match body.outlets {
+        Some(raw) => raw
+            .iter()
+            .enumerate()
+            .map(|(i, o)| state.catalogue.known_outlet(&format!("outlets[{i}]"), o))
+            .collect::<Result<_, _>>()?,
+        None => state.catalogue.outlets.iter().map(|o| o.id.clone()).collect(),
+    };
+    let answer: Vec<_> = outlets
+        .iter()
+        .map(|o| {
+            let (all, per_line) = can_serve(&state, o, &lines);
+            json!({"outlet": o, "can_serve": all, "lines": per_line})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(answer))
+}

@@ -1,0 +1,75 @@
+//! Every Redis key of shelfsync is spelled here and nowhere else.
+//!
+//! All keys of one outlet carry the hash tag `{outlet}` so that one script can touch them
+//! all on Redis Cluster. The prefix stands before the tag and may not contain braces.
+
+use crate::domain::OutletId;
+
+/// The keys of one outlet, in the order the scripts expect them as `KEYS[1..]`.
+#[derive(Debug, Clone)]
+pub struct OutletKeys {
+    /// hash sku → units on hand
+    pub on_hand: String,
+    /// hash sku → units held by live reservations
+    pub reserved: String,
+    /// hash sku → outlet seq of the SKU's last change
+    pub sku_seq: String,
+    /// string: the outlet's sequence number (the presence marker of the outlet's state)
+    pub seq: String,
+    /// hash reservation id → reservation JSON
+    pub reservations: String,
+    /// hash Idempotency-Key → {id, hash}
+    pub idempotency: String,
+    /// hash event key → {hash, result}
+    pub events: String,
+    /// stream of ledger documents, entry id `{seq}-0`
+    pub outbox: String,
+    /// sorted set of what to forget and when (ms): `r:{id}`, `i:{key}`, `e:{key}`
+    pub forget: String,
+}
+
+impl OutletKeys {
+    pub fn new(prefix: &str, outlet: &OutletId) -> Self {
+        let key = |name: &str| format!("{prefix}:{{{outlet}}}:{name}");
+        Self {
+            on_hand: key("on_hand"),
+            reserved: key("reserved"),
+            sku_seq: key("sku_seq"),
+            seq: key("seq"),
+            reservations: key("res"),
+            idempotency: key("idem"),
+            events: key("events"),
+            outbox: key("outbox"),
+            forget: key("forget"),
+        }
+    }
+
+    /// The keys as the scripts take them.
+    pub fn all(&self) -> [&str; 9] {
+        [
+            &self.on_hand,
+            &self.reserved,
+            &self.sku_seq,
+            &self.seq,
+            &self.reservations,
+            &self.idempotency,
+            &self.events,
+            &self.outbox,
+            &self.forget,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_an_outlet_shares_its_hash_tag() {
+        let outlet = OutletId::parse("o", "bhopal-mp-nagar").unwrap();
+        let keys = OutletKeys::new("t1", &outlet);
+        for k in keys.all() {
+            assert!(k.starts_with("t1:{bhopal-mp-nagar}:"), "{k}");
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The MongoDB ledger: the append-only record of truth, one document per outlet seq.
+//!
+//! Documents are only ever inserted (by `LedgerWriter`), never updated or deleted. Times are
+//! kept as milliseconds since the epoch in fields ending `_ms`, exactly as the scripts wrote
+//! them, so the outbox JSON and the stored document are the same value.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use futures_util::TryStreamExt;
+use mongodb::bson::doc;
+use mongodb::error::ErrorKind;
+use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId, ReservationStatus, Sku};
+use crate::settings::MongoSettings;
+use crate::store::{MovementResult, ReleaseReason, ResRecord, RestorePlan};
+
+const ENTRIES: &str = "ledger";
+/// MongoDB's duplicate key error: the document is already written.
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLine {
+    pub sku: Sku,
+    pub d_on_hand: i64,
+    pub d_reserved: i64,
+}
+
+/// One ledger document. `lines` carries the exact deltas, so the ledger alone explains every
+/// number: on_hand and reserved of a SKU are the sums of its deltas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// `{outlet}:{seq}`, filled in by the writer; a second insert of the same seq collides.
+    #[serde(rename = "_id", default)]
+    pub id: String,
+    pub outlet: OutletId,
+    pub seq: i64,
+    pub kind: LedgerKind,
+    pub at_ms: i64,
+    pub lines: Vec<LedgerLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<ReservationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReleaseReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qty: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The other outlet of a transfer half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterpart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hand_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<i64>,
+}
+
+impl LedgerEntry {
+    /// Parses an outbox entry's JSON and gives it its `_id`.
+    pub fn from_outbox(json: &str) -> anyhow::Result<Self> {
+        let mut entry: LedgerEntry = serde_json::from_str(json).with_context(|| format!("outbox document {json}"))?;
+        entry.id = format!("{}:{}", entry.outlet, entry.seq);
+        Ok(entry)
+    }
+
+    /// The document as `/v1/ledger` shows it: times in RFC 3339 beside the stored ms.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("ledger entry serializes");
+        let obj = v.as_object_mut().expect("ledger entry is an object");
+        obj.remove("_id");
+        obj.insert("at".into(), rfc3339_ms(self.at_ms).into());
+        if let Some(ms) = self.event_at_ms {
+            obj.insert("event_at".into(), rfc3339_ms(ms).into());
+        }
+        if let Some(ms) = self.expires_at_ms {
+            obj.insert("expires_at".into(), rfc3339_ms(ms).into());
+        }
+        v
+    }
+}
+
+/// A movement's remembered answer, for replays after a rebuild.
+#[derive(Debug, Clone)]
+struct EventRecord {
+    hash: String,
+    result: MovementResult,
+    at_ms: i64,
+}
+
+/// The outlet as the ledger explains it, up to some seq.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    pub seq: u64,
+    pub counters: BTreeMap<Sku, Counters>,
+    pub reservations: BTreeMap<ReservationId, ResRecord>,
+    events: BTreeMap<String, EventRecord>,
+}
+
+impl Projection {
+    /// Folds one document in; documents must come in seq order.
+    pub fn apply(&mut self, e: &LedgerEntry) -> anyhow::Result<()> {
+        let seq = u64::try_from(e.seq).context("negative seq")?;
+        anyhow::ensure!(seq == self.seq + 1, "ledger of {} jumps from seq {} to {}", e.outlet, self.seq, seq);
+        self.seq = seq;
+        for line in &e.lines {
+            let c = self.counters.entry(line.sku.clone()).or_default();
+            c.on_hand += line.d_on_hand;
+            c.reserved += line.d_reserved;
+            c.seq = seq;
+        }
+        match e.kind {
+            LedgerKind::ReservationHeld => {
+                let id = e.reservation.clone().context("held entry without reservation")?;
+                let lines = e
+                    .lines
+                    .iter()
+                    .map(|l| Ok(Line { sku: l.sku.clone(), qty: Qty::parse("qty", l.d_reserved, i64::MAX)? }))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let record = ResRecord {
+                    id: id.clone(),
+                    status: ReservationStatus::Held,
+                    lines,
+                    expires_at: e.expires_at_ms.context("held entry without expires_at_ms")?,
+                    channel: e.channel.context("held entry without channel")?,
+                    customer_ref: e.customer_ref.clone(),
+                    idem: e.idempotency_key.clone().context("held entry without idempotency_key")?,
+                    hash: e.body_hash.clone().unwrap_or_default(),
+                    created_at: e.at_ms,
+                    held_seq: seq,
+                    payment_ref: None,
+                    ended_seq: None,
+                    ended_at: None,
+                };
+                self.reservations.insert(id, record);
+            }
+            LedgerKind::SaleWeb | LedgerKind::ReservationReleased => {
+                let id = e.reservation.as_ref().context("reservation entry without reservation")?;
+                let record = self.reservations.get_mut(id).with_context(|| format!("{id} ends before it is held"))?;
+                record.status = match (e.kind, e.reason) {
+                    (LedgerKind::SaleWeb, _) => ReservationStatus::Confirmed,
+                    (_, Some(ReleaseReason::Cancelled)) => ReservationStatus::Cancelled,
+                    _ => ReservationStatus::Expired,
+                };
+                record.payment_ref = e.payment_ref.clone();
+                record.ended_seq = Some(seq);
+                record.ended_at = Some(e.at_ms);
+            }
+            _ => {
+                if let (Some(key), Some(hash), [line]) = (&e.event_key, &e.body_hash, &e.lines[..]) {
+                    let c = self.counters[&line.sku];
+                    let result = MovementResult {
+                        seq,
+                        on_hand: c.on_hand,
+                        reserved: c.reserved,
+                        available: c.available(),
+                        shortfall: e.shortfall,
+                    };
+                    let record = EventRecord { hash: hash.clone(), result, at_ms: e.at_ms };
+                    self.events.insert(key.clone(), record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis state to restore at `now_ms`: counters, live holds, and whatever
+    /// reservations, Idempotency-Keys and event keys are still inside their retention.
+    pub fn restore_plan(&self, now_ms: i64, res_retain_ms: i64, event_retain_ms: i64) -> anyhow::Result<RestorePlan> {
+        let mut plan = RestorePlan {
+            seq: self.seq,
+            counters: self.counters.iter().map(|(sku, c)| (sku.clone(), c.on_hand, c.reserved, c.seq)).collect(),
+            ..RestorePlan::default()
+        };
+        for r in self.reservations.values() {
+            let forget_res_at = r.ended_at.map(|at| at + res_retain_ms);
+            if forget_res_at.is_some_and(|at| at <= now_ms) {
+                continue;
+            }
+            plan.reservations.push((r.id.to_string(), serde_json::to_string(r)?));
+            if let Some(at) = forget_res_at {
+                plan.forget.push((at, format!("r:{}", r.id)));
+            }
+            let forget_idem_at = r.created_at + res_retain_ms;
+            if forget_idem_at > now_ms {
+                let idem = serde_json::json!({"id": r.id, "hash": r.hash});
+                plan.idem.push((r.idem.to_string(), idem.to_string()));
+                plan.forget.push((forget_idem_at, format!("i:{}", r.idem)));
+            }
+        }
+        for (key, e) in &self.events {
+            let forget_at = e.at_ms + event_retain_ms;
+            if forget_at > now_ms {
+                let record = serde_json::json!({"hash": e.hash, "result": e.result});
+                plan.events.push((key.clone(), record.to_string()));
+                plan.forget.push((forget_at, format!("e:{key}")));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    db: Database,
+    entries: Collection<LedgerEntry>,
+}
+
+impl Ledger {
+    /// Connects once; clones share the client's pool.
+    pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(settings.uri.expose()).await.context("parsing mongo.uri")?;
+        options.app_name = Some("shelfsync".into());
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        let client = Client::with_options(options).context("creating the MongoDB client")?;
+        let db = client.database(&settings.database);
+        // A ledger document counts as durable once the server has journaled it.
+        let durable = WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build();
+        let entries = db.collection_with_options(ENTRIES, CollectionOptions::builder().write_concern(durable).build());
+        Ok(Self { db, entries })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.db.run_command(doc! {"ping": 1}).await.context("pinging MongoDB")?;
+        Ok(())
+    }
+
+    pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
+        let unique = IndexOptions::builder().unique(true).name("outlet_seq".to_string()).build();
+        let indexes = [
+            IndexModel::builder().keys(doc! {"outlet": 1, "seq": 1}).options(unique).build(),
+            IndexModel::builder()
+                .keys(doc! {"outlet": 1, "reservation": 1})
+                .options(IndexOptions::builder().name("outlet_reservation".to_string()).build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"outlet": 1, "lines.sku": 1, "seq": 1})
+                .options(IndexOptions::builder().name("outlet_sku_seq".to_string()).build())
+                .build(),
+        ];
+        self.entries.create_indexes(indexes).await.context("creating ledger indexes")?;
+        Ok(())
+    }
+
+    /// Inserts a batch, unordered. A duplicate key means "already written" (a retry after a
+    /// crash between insert and outbox trim), so only other errors fail the batch.
+    pub async fn insert_batch(&self, entries: &[LedgerEntry]) -> anyhow::Result<()> {
+        match self.entries.insert_many(entries).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                {
+                    Ok(())
+                }
+                _ => Err(anyhow::Error::new(e).context(format!("inserting a ledger batch of {}", entries.len()))),
+            },
+        }
+    }
+
+    /// The highest seq the ledger holds for the outlet (0 when none).
+    pub async fn max_seq(&self, outlet: &OutletId) -> anyhow::Result<u64> {
+        let last = self
+            .entries
+            .find_one(doc! {"outlet": outlet.as_str()})
+            .sort(doc! {"seq": -1})
+            .await
+            .with_context(|| format!("reading the last ledger seq of {outlet}"))?;
+        Ok(last.map_or(0, |e| e.seq.max(0) as u64))
+    }
+
+    /// The outlet's documents after `after_seq` in seq order, optionally only those
+    /// touching `sku`.
+    pub async fn page(&self, outlet: &OutletId, sku: Option<&Sku>, after_seq: u64, limit: i64) -> anyhow::Result<Vec<LedgerEntry>> {
+        let mut filter = doc! {"outlet": outlet.as_str(), "seq": {"$gt": after_seq as i64}};
+        if let Some(sku) = sku {
+            filter.insert("lines.sku", sku.as_str());
+        }
+        self.entries
+            .find(filter)
+            .sort(doc! {"seq": 1})
+            .limit(limit)
+            .await
+            .context("querying the ledger")?
+            .try_collect()
+            .await
+            .context("reading ledger documents")
+    }
+
+    /// Folds the outlet's whole ledger into a projection.
+    pub async fn projection(&self, outlet: &OutletId) -> anyhow::Result<Projection> {
+        let mut cursor = self
+            .entries
+            .find(doc! {"outlet": outlet.as_str()})
+            .sort(doc! {"seq": 1})
+            .await
+            .with_context(|| format!("reading the ledger of {outlet}"))?;
+        let mut projection = Projection::default();
+        while let Some(entry) = cursor.try_next().await.context("reading a ledger document")? {
+            projection.apply(&entry)?;
+        }
+        Ok(projection)
+    }
+}

@@ -1,0 +1,29 @@
+//! shelfsync: real-time stock for a retail chain, with zero oversells.
+//!
+//! See ARCHITECTURE.md for the code map and the invariants.
+
+pub mod actors;
+pub mod app;
+pub mod catalogue;
+pub mod domain;
+pub mod durable;
+pub mod health;
+pub mod http;
+pub mod import;
+pub mod keys;
+pub mod ledger;
+pub mod metrics;
+pub mod mqtt;
+pub mod settings;
+pub mod stock_view;
+pub mod store;
+
+pub use app::{Application, Core};
+pub use settings::Settings;
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}

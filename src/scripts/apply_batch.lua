@@ -1,0 +1,44 @@
+-- apply_batch.lua: applies a batch of one outlet's operations in arrival order, atomically,
+-- in one round trip (the outlet actor's group commit).
+-- KEYS: 1 on_hand  2 reserved  3 sku_seq  4 seq  5 res  6 idem  7 events  8 outbox  9 forget
+--       (all of one outlet, sharing its hash tag; see keys.rs)
+-- ARGV: 1 outlet id   2 now (ms)   3 ops (JSON array)   4 the seq the actor last saw
+--       5 reservation retention (ms)   6 event retention (ms)   7 outbox bound (entries)
+--       8 most forgotten records per call
+-- returns JSON, one of
+--   {"results":[...]}      one result per op, in order (see each operation's file)
+--   {"lost":true}          the outlet's state is gone (Redis restarted empty): nothing applied
+--   {"backlog":true}       the outbox is at its bound (the ledger is behind): nothing applied
+-- invariant: the outlet's seq never goes backwards and never skips; nothing is applied to an
+-- outlet whose state is missing.
+
+local seen_seq = tonumber(ARGV[4])
+local seq_now = tonumber(redis.call('GET', K_SEQ) or '0')
+if seq_now < seen_seq then
+  return cjson.encode({lost = true})
+end
+if redis.call('XLEN', K_OUTBOX) >= tonumber(ARGV[7]) then
+  return cjson.encode({backlog = true})
+end
+
+-- Forget finished reservations, old Idempotency-Keys and old event keys, a bounded number
+-- per call, so that memory stays bounded without a sweeper of its own.
+local due = redis.call('ZRANGEBYSCORE', K_FORGET, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[8]))
+for _, member in ipairs(due) do
+  local tag, key = string.sub(member, 1, 1), string.sub(member, 3)
+  if tag == 'r' then
+    redis.call('HDEL', K_RES, key)
+  elseif tag == 'i' then
+    redis.call('HDEL', K_IDEM, key)
+  else
+    redis.call('HDEL', K_EVENTS, key)
+  end
+end
+if #due > 0 then redis.call('ZREM', K_FORGET, unpack(due)) end
+
+local handlers = {reserve = reserve, confirm = confirm, release = release, movement = movement}
+local results = {}
+for i, op in ipairs(cjson.decode(ARGV[3])) do
+  results[i] = handlers[op.op](op)
+end
+return cjson.encode({results = results})

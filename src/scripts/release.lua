@@ -1,0 +1,23 @@
+-- release.lua: returns a live hold's units (cancel by the customer, or expiry).
+-- op: {op="release", id, reason="cancelled"|"expired"}
+-- returns one of
+--   {r="ok", seq, res, stock}
+--   {r="noop", res}        not held any more (or, for an expiry, not yet due)
+--   {r="not_found"}
+-- invariant: a hold's units are returned exactly once, whichever of cancel and expiry
+-- comes first. A cancel that arrives after expires_at ends the hold as expired.
+local function release(op)
+  local res = load_res(op.id)
+  if not res then return {r = 'not_found'} end
+  if res.status ~= 'held' then return {r = 'noop', res = res} end
+  local reason = op.reason
+  if NOW >= res.expires_at then
+    reason = 'expired'
+  elseif reason == 'expired' then
+    return {r = 'noop', res = res}
+  end
+  local broken = check_held(res)
+  if broken then return broken end
+  local seq, stock = end_hold(res, reason, 'reservation_released', {reason = reason})
+  return {r = 'ok', seq = seq, res = res, stock = stock}
+end

@@ -1,0 +1,24 @@
+-- restore.lua: writes an outlet rebuilt from the ledger back into Redis.
+-- KEYS: the nine keys of one outlet (see apply_batch.lua).
+-- ARGV: 1 JSON {seq, counters=[[sku, on_hand, reserved, sku_seq]...], reservations=[[id, json]...],
+--               idem=[[key, json]...], events=[[key, json]...], forget=[[score, member]...]}
+--       2 "1" to replace existing state (Redis came back behind the ledger), else "0"
+-- returns 1 when restored, 0 when the outlet already has state (left untouched).
+-- invariant: a restore overwrites live state only when told to; the seq key is written last, so a
+-- restore cut short leaves the outlet still "missing" and is simply done again.
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+for i = 1, 9 do
+  redis.call('DEL', KEYS[i])
+end
+local p = cjson.decode(ARGV[1])
+for _, c in ipairs(p.counters) do
+  redis.call('HSET', KEYS[1], c[1], c[2])
+  redis.call('HSET', KEYS[2], c[1], c[3])
+  redis.call('HSET', KEYS[3], c[1], c[4])
+end
+for _, r in ipairs(p.reservations) do redis.call('HSET', KEYS[5], r[1], r[2]) end
+for _, r in ipairs(p.idem) do redis.call('HSET', KEYS[6], r[1], r[2]) end
+for _, r in ipairs(p.events) do redis.call('HSET', KEYS[7], r[1], r[2]) end
+for _, f in ipairs(p.forget) do redis.call('ZADD', KEYS[9], f[1], f[2]) end
+redis.call('SET', KEYS[4], p.seq)
+return 1

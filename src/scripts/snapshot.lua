@@ -1,0 +1,25 @@
+-- snapshot.lua: reads one outlet's live state atomically (start-up, reload, reconciler).
+-- KEYS: the nine keys of one outlet (see apply_batch.lua).
+-- ARGV: none.
+-- returns false when the outlet has no state in Redis, else an array
+--   {seq, on_hand JSON {sku: n}, reserved JSON, sku_seq JSON, {held reservation JSON...}}
+-- invariant: read-only; every number belongs to the same seq.
+if redis.call('EXISTS', KEYS[4]) == 0 then return false end
+
+local function numbers(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return '{}' end
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = tonumber(flat[i + 1]) end
+  return cjson.encode(t)
+end
+
+local held, n = {}, 0
+local all = redis.call('HGETALL', KEYS[5])
+for i = 2, #all, 2 do
+  if cjson.decode(all[i]).status == 'held' then
+    n = n + 1
+    held[n] = all[i]
+  end
+end
+return {redis.call('GET', KEYS[4]), numbers(KEYS[1]), numbers(KEYS[2]), numbers(KEYS[3]), held}

@@ -1,0 +1,196 @@
+//! Typed settings: `config.toml` first, then `SHELFSYNC__SECTION__KEY` environment overrides.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// A value that never prints (API keys, secrets in URIs).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+    pub mongo: MongoSettings,
+    pub mqtt: MqttSettings,
+    pub reservations: ReservationSettings,
+    pub movements: MovementSettings,
+    pub outlet: OutletSettings,
+    pub ledger: LedgerSettings,
+    pub reconciler: ReconcilerSettings,
+    pub catalogue: CatalogueSettings,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// Largest request body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    pub workers: usize,
+    /// How long a graceful stop waits for requests in flight.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    /// Prefix of every key; lets several instances or tests share one Redis.
+    pub key_prefix: String,
+    /// A command that takes longer fails the batch with `unavailable`.
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MongoSettings {
+    pub uri: Secret,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    /// Prefix of every topic (may be empty); lets several instances or tests share a broker.
+    pub topic_prefix: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReservationSettings {
+    /// Hold time when a request gives none.
+    pub ttl_secs: u64,
+    /// Longest hold a request may ask for.
+    pub ttl_secs_max: u64,
+    pub lines_max: usize,
+    pub qty_max: i64,
+    /// How long a finished reservation and an `Idempotency-Key` are remembered.
+    pub retain_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MovementSettings {
+    pub qty_max: i64,
+    /// How long an `event_id` is remembered for replays.
+    pub retain_secs: u64,
+    pub note_len_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutletSettings {
+    /// Most operations one Redis round trip of an outlet carries (group commit).
+    pub batch_size_max: usize,
+    /// Operations waiting for the next round trip; past it requests get 503.
+    pub pending_max: usize,
+    /// Actor mailbox capacity (actix's default is 16).
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LedgerSettings {
+    /// Most documents in one `insert_many`.
+    pub batch_size_max: usize,
+    /// Entries an outlet's outbox may hold before writes to it get 503.
+    pub outbox_max: u64,
+    /// How long a confirm or movement waits for its ledger document before 503.
+    pub durable_wait_secs: u64,
+    /// How often the writer looks at every outbox even without a nudge.
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReconcilerSettings {
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogueSettings {
+    pub outlets_file: PathBuf,
+    pub skus_file: PathBuf,
+    pub stock_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Storefront,
+    Pos,
+    Manager,
+    Viewer,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiKeySettings {
+    pub key: Secret,
+    pub role: Role,
+    /// Outlets a `pos` or `manager` key may touch.
+    #[serde(default)]
+    pub outlets: Vec<String>,
+    /// Free text for operators ("demo only", "bhopal counter 2").
+    #[serde(default)]
+    pub label: String,
+}
+
+impl Settings {
+    /// Loads `path`, then applies `SHELFSYNC__…` environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("SHELFSYNC__").split("__"))
+            .extract()
+            .with_context(|| format!("reading settings from {}", path.display()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.redis.key_prefix.contains(['{', '}']) {
+            bail!("redis.key_prefix must not contain braces: they would move the hash tag");
+        }
+        if self.reservations.ttl_secs == 0 || self.reservations.ttl_secs > self.reservations.ttl_secs_max {
+            bail!("reservations.ttl_secs must be between 1 and reservations.ttl_secs_max");
+        }
+        if self.outlet.batch_size_max == 0 || self.ledger.batch_size_max == 0 {
+            bail!("batch sizes must be at least 1");
+        }
+        let mut seen = HashSet::new();
+        for key in &self.api_keys {
+            if key.key.expose().len() < 16 {
+                bail!("api key '{}' is shorter than 16 characters", key.label);
+            }
+            if !seen.insert(key.key.expose()) {
+                bail!("api key '{}' is configured twice", key.label);
+            }
+            if matches!(key.role, Role::Pos | Role::Manager) && key.outlets.is_empty() {
+                bail!("api key '{}' ({:?}) names no outlets", key.label, key.role);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The committed counters of every outlet, readable without a message to an actor.
+//!
+//! Only `OutletActor` writes here (after Redis has the change); HTTP reads. A value never goes
+//! back to an older seq, so a reader sees each SKU's numbers move forward only.
+
+use std::collections::HashMap;
+
+use dashmap::DashMap;
+
+use crate::domain::{Counters, OutletId, Sku};
+
+pub struct StockView {
+    outlets: HashMap<OutletId, DashMap<Sku, Counters>>,
+}
+
+impl StockView {
+    pub fn new(outlets: impl IntoIterator<Item = OutletId>) -> Self {
+        Self {
+            outlets: outlets.into_iter().map(|o| (o, DashMap::new())).collect(),
+        }
+    }
+
+    pub fn get(&self, outlet: &OutletId, sku: &Sku) -> Option<Counters> {
+        self.outlets.get(outlet)?.get(sku).map(|c| *c)
+    }
+
+    /// Every SKU the outlet has a record of, sorted by SKU.
+    pub fn outlet(&self, outlet: &OutletId) -> Vec<(Sku, Counters)> {
+        let mut rows: Vec<_> = self
+            .outlets
+            .get(outlet)
+            .map(|m| m.iter().map(|e| (e.key().clone(), *e.value())).collect())
+            .unwrap_or_default();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+
+    /// Records committed numbers unless the view already has a newer seq for the SKU.
+    pub(crate) fn record(&self, outlet: &OutletId, sku: &Sku, counters: Counters) {
+        let Some(m) = self.outlets.get(outlet) else { return };
+        m.entry(sku.clone())
+            .and_modify(|c| {
+                if counters.seq >= c.seq {
+                    *c = counters;
+                }
+            })
+            .or_insert(counters);
+    }
+
+    /// Replaces an outlet's numbers wholesale (after a load or rebuild from Redis).
+    pub(crate) fn replace(&self, outlet: &OutletId, counters: impl IntoIterator<Item = (Sku, Counters)>) {
+        let Some(m) = self.outlets.get(outlet) else { return };
+        m.clear();
+        for (sku, c) in counters {
+            m.insert(sku, c);
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The Redis side: the outlet scripts, their operations and outcomes, and the outbox.
+//!
+//! Only `OutletActor` calls `apply`, `snapshot` and `restore`; only `LedgerWriter` reads and
+//! trims outboxes. Nothing else talks to Redis.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Channel, Counters, IdempotencyKey, LedgerKind, Line, ReservationId, ReservationStatus, Sku};
+use crate::keys::OutletKeys;
+use crate::settings::RedisSettings;
+
+const APPLY_BATCH: &str = concat!(
+    include_str!("scripts/prelude.lua"),
+    include_str!("scripts/reserve.lua"),
+    include_str!("scripts/confirm.lua"),
+    include_str!("scripts/release.lua"),
+    include_str!("scripts/movement.lua"),
+    include_str!("scripts/apply_batch.lua"),
+);
+
+/// Records forgotten per batch call; bounds the extra work a batch may carry.
+const FORGET_PER_CALL_MAX: usize = 256;
+
+/// One operation of an outlet batch, as the scripts read it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Reserve {
+        id: ReservationId,
+        idem: IdempotencyKey,
+        hash: String,
+        lines: Vec<Line>,
+        expires_at: i64,
+        channel: Channel,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        customer_ref: Option<String>,
+    },
+    Confirm {
+        id: ReservationId,
+        payment_ref: String,
+    },
+    Release {
+        id: ReservationId,
+        reason: ReleaseReason,
+    },
+    Movement {
+        /// The dedup key: the event id, or `transfer_in:{event id}` for the receiving half.
+        key: String,
+        hash: String,
+        kind: LedgerKind,
+        sku: Sku,
+        qty: i64,
+        event_id: String,
+        event_at: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        counterpart: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    Cancelled,
+    Expired,
+}
+
+/// A reservation as Redis keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResRecord {
+    pub id: ReservationId,
+    pub status: ReservationStatus,
+    pub lines: Vec<Line>,
+    pub expires_at: i64,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_ref: Option<String>,
+    pub idem: IdempotencyKey,
+    pub hash: String,
+    pub created_at: i64,
+    pub held_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+}
+
+/// The answer to a movement, kept so that a replay returns it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementResult {
+    pub seq: u64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortLine {
+    pub sku: Sku,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// A SKU's counters after a change, as a script returns them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StockRow {
+    pub sku: Sku,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub seq: u64,
+}
+
+impl StockRow {
+    pub fn counters(&self) -> Counters {
+        Counters {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            seq: self.seq,
+        }
+    }
+}
+
+/// What a script decided for one operation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok {
+        seq: u64,
+        #[serde(default)]
+        res: Option<ResRecord>,
+        #[serde(default)]
+        result: Option<MovementResult>,
+        stock: Vec<StockRow>,
+    },
+    Replay {
+        #[serde(default)]
+        res: Option<ResRecord>,
+        #[serde(default)]
+        result: Option<MovementResult>,
+    },
+    Conflict {
+        #[serde(default)]
+        res: Option<ResRecord>,
+        message: String,
+    },
+    OutOfStock {
+        lines: Vec<ShortLine>,
+    },
+    NotFound,
+    Expired {
+        res: ResRecord,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        stock: Vec<StockRow>,
+    },
+    Noop {
+        res: ResRecord,
+    },
+    Invalid {
+        field: String,
+        message: String,
+    },
+    /// An invariant did not hold in Redis: a bug or a second writer.
+    Broken {
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// Counters this outcome changed, if it changed any.
+    pub fn stock(&self) -> &[StockRow] {
+        match self {
+            Outcome::Ok { stock, .. } | Outcome::Expired { stock, .. } => stock,
+            _ => &[],
+        }
+    }
+
+    /// The reservation this outcome left, if it names one.
+    pub fn reservation(&self) -> Option<&ResRecord> {
+        match self {
+            Outcome::Ok { res, .. } | Outcome::Replay { res, .. } | Outcome::Conflict { res, .. } => res.as_ref(),
+            Outcome::Expired { res, .. } | Outcome::Noop { res } => Some(res),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to one batch.
+#[derive(Debug, Deserialize)]
+pub struct BatchReply {
+    #[serde(default)]
+    pub results: Vec<Outcome>,
+    #[serde(default)]
+    pub lost: bool,
+    #[serde(default)]
+    pub backlog: bool,
+}
+
+/// Everything a batch call needs beside its operations.
+#[derive(Debug, Clone)]
+pub struct BatchArgs<'a> {
+    pub outlet: &'a str,
+    pub now_ms: i64,
+    pub seen_seq: u64,
+    pub res_retain_ms: i64,
+    pub event_retain_ms: i64,
+    pub outbox_max: u64,
+}
+
+/// An outlet's state as read atomically from Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub counters: BTreeMap<Sku, Counters>,
+    pub held: Vec<ResRecord>,
+}
+
+/// What `restore.lua` writes: an outlet rebuilt from the ledger.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RestorePlan {
+    pub seq: u64,
+    /// `[sku, on_hand, reserved, sku_seq]`
+    pub counters: Vec<(Sku, i64, i64, u64)>,
+    /// `[id, reservation JSON]`
+    pub reservations: Vec<(String, String)>,
+    /// `[Idempotency-Key, {id, hash} JSON]`
+    pub idem: Vec<(String, String)>,
+    /// `[event key, {hash, result} JSON]`
+    pub events: Vec<(String, String)>,
+    /// `[forget at (ms), member]`
+    pub forget: Vec<(i64, String)>,
+}
+
+/// One outbox entry: a ledger document's JSON at its seq.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub json: String,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    apply_batch: Arc<Script>,
+    snapshot: Arc<Script>,
+    restore: Arc<Script>,
+}
+
+impl RedisStore {
+    /// Connects once; clones share the connection (it is multiplexed).
+    pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let client = redis::Client::open(settings.url.expose()).context("parsing redis.url")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .context("connecting to redis")?;
+        Ok(Self {
+            conn,
+            prefix: settings.key_prefix.as_str().into(),
+            apply_batch: Arc::new(Script::new(APPLY_BATCH)),
+            snapshot: Arc::new(Script::new(include_str!("scripts/snapshot.lua"))),
+            restore: Arc::new(Script::new(include_str!("scripts/restore.lua"))),
+        })
+    }
+
+    pub fn keys(&self, outlet: &crate::domain::OutletId) -> OutletKeys {
+        OutletKeys::new(&self.prefix, outlet)
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.context("PING")?;
+        Ok(())
+    }
+
+    /// Runs one batch of an outlet's operations in one round trip. EVALSHA falls back to
+    /// EVAL when Redis has forgotten the script (NOSCRIPT after a restart).
+    pub async fn apply(&self, keys: &OutletKeys, args: &BatchArgs<'_>, ops: &[&Op]) -> anyhow::Result<BatchReply> {
+        let ops_json = serde_json::to_string(ops).context("encoding batch")?;
+        let mut invocation = self.apply_batch.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(args.outlet)
+            .arg(args.now_ms)
+            .arg(ops_json)
+            .arg(args.seen_seq)
+            .arg(args.res_retain_ms)
+            .arg(args.event_retain_ms)
+            .arg(args.outbox_max)
+            .arg(FORGET_PER_CALL_MAX);
+        let mut conn = self.conn.clone();
+        let raw: String = invocation
+            .invoke_async(&mut conn)
+            .await
+            .with_context(|| format!("applying a batch of {} to outlet {}", ops.len(), args.outlet))?;
+        let reply: BatchReply = serde_json::from_str(&raw).with_context(|| format!("decoding batch reply {raw}"))?;
+        if !reply.lost && !reply.backlog && reply.results.len() != ops.len() {
+            anyhow::bail!("batch of {} got {} results", ops.len(), reply.results.len());
+        }
+        Ok(reply)
+    }
+
+    /// The outlet's live state, or `None` when Redis has nothing for it.
+    pub async fn snapshot(&self, keys: &OutletKeys) -> anyhow::Result<Option<Snapshot>> {
+        let mut invocation = self.snapshot.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        let mut conn = self.conn.clone();
+        let raw: Option<(u64, String, String, String, Vec<String>)> =
+            invocation.invoke_async(&mut conn).await.context("reading an outlet snapshot")?;
+        let Some((seq, on_hand, reserved, sku_seq, held)) = raw else {
+            return Ok(None);
+        };
+        let on_hand: BTreeMap<Sku, i64> = serde_json::from_str(&on_hand)?;
+        let reserved: BTreeMap<Sku, i64> = serde_json::from_str(&reserved)?;
+        let sku_seq: BTreeMap<Sku, u64> = serde_json::from_str(&sku_seq)?;
+        let counters = on_hand
+            .into_iter()
+            .map(|(sku, on_hand)| {
+                let c = Counters {
+                    on_hand,
+                    reserved: reserved.get(&sku).copied().unwrap_or(0),
+                    seq: sku_seq.get(&sku).copied().unwrap_or(0),
+                };
+                (sku, c)
+            })
+            .collect();
+        let held = held
+            .iter()
+            .map(|json| serde_json::from_str(json).context("decoding a held reservation"))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(Snapshot { seq, counters, held }))
+    }
+
+    /// Writes a rebuilt outlet; `false` when the outlet already had state. `replace` also
+    /// overwrites existing state (a Redis that came back behind the ledger).
+    pub async fn restore(&self, keys: &OutletKeys, plan: &RestorePlan, replace: bool) -> anyhow::Result<bool> {
+        let mut invocation = self.restore.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation.arg(serde_json::to_string(plan)?).arg(if replace { "1" } else { "0" });
+        let mut conn = self.conn.clone();
+        let done: i64 = invocation.invoke_async(&mut conn).await.context("restoring an outlet")?;
+        Ok(done == 1)
+    }
+
+    pub async fn reservation(&self, keys: &OutletKeys, id: &ReservationId) -> anyhow::Result<Option<ResRecord>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&keys.reservations)
+            .arg(id.as_str())
+            .query_async(&mut conn)
+            .await
+            .context("reading a reservation")?;
+        raw.map(|json| serde_json::from_str(&json).context("decoding a reservation"))
+            .transpose()
+    }
+
+    /// Up to `count` outbox entries after `after_seq`, and the outbox length, in one round trip.
+    pub async fn read_outbox(&self, keys: &OutletKeys, after_seq: u64, count: usize) -> anyhow::Result<(Vec<OutboxEntry>, u64)> {
+        let mut conn = self.conn.clone();
+        let (entries, len): (Vec<(String, Vec<(String, String)>)>, u64) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&keys.outbox)
+            .arg(format!("({after_seq}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .cmd("XLEN")
+            .arg(&keys.outbox)
+            .query_async(&mut conn)
+            .await
+            .context("reading an outbox")?;
+        let entries = entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let seq = id
+                    .split_once('-')
+                    .and_then(|(seq, _)| seq.parse().ok())
+                    .with_context(|| format!("outbox entry id {id}"))?;
+                let json = fields
+                    .into_iter()
+                    .find(|(name, _)| name == "d")
+                    .map(|(_, v)| v)
+                    .with_context(|| format!("outbox entry {id} has no document"))?;
+                Ok(OutboxEntry { seq, json })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok((entries, len))
+    }
+
+    /// Drops outbox entries up to and including `seq` (they are durable in the ledger).
+    pub async fn trim_outbox(&self, keys: &OutletKeys, seq: u64) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XTRIM")
+            .arg(&keys.outbox)
+            .arg("MINID")
+            .arg(format!("{seq}-1"))
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("trimming an outbox")?;
+        Ok(())
+    }
+}

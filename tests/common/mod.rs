@@ -1,0 +1,180 @@
+//! Test harness: each test gets its own Redis key prefix, MongoDB database and MQTT topic
+//! prefix on the real servers, and a real shelfsync on a free port.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use shelfsync::domain::OutletId;
+use shelfsync::ledger::{Ledger, Projection};
+use shelfsync::store::{RedisStore, Snapshot};
+use shelfsync::{Application, Settings};
+
+pub const ADMIN: &str = "demo-admin-key-change-me";
+pub const STOREFRONT: &str = "demo-storefront-key-change-me";
+pub const VIEWER: &str = "demo-viewer-key-change-me";
+pub const POS_VIJAY_NAGAR: &str = "demo-pos-indore-vijay-nagar";
+pub const MANAGER_INDORE: &str = "demo-manager-indore-key-change-me";
+
+pub const OUTLET: &str = "indore-vijay-nagar";
+pub const OTHER_OUTLET: &str = "indore-palasia";
+pub const SKU: &str = "kaju-katli-1kg";
+pub const SKU2: &str = "soan-papdi-500g";
+pub const SKU3: &str = "ratlami-sev-400g";
+
+/// Settings of `config.toml` with a fresh prefix, database and port 0.
+pub fn test_settings() -> Settings {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut s = Settings::load(format!("{root}/config.toml").as_ref()).expect("config.toml");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    s.http.port = 0;
+    s.http.workers = 2;
+    s.redis.key_prefix = format!("test-{}", &id[..12]);
+    s.mongo.database = format!("shelfsync_test_{}", &id[..12]);
+    s.mqtt.topic_prefix = format!("test-{}/", &id[..12]);
+    s.ledger.poll_interval_ms = 200;
+    for f in [&mut s.catalogue.outlets_file, &mut s.catalogue.skus_file, &mut s.catalogue.stock_file] {
+        *f = std::path::Path::new(root).join(&*f);
+    }
+    s
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    handle: ServerHandle,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    shelfsync::init_tracing();
+    let app = Application::build(settings.clone()).await.expect("app builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let done = actix_web::rt::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    TestApp { url, http, settings, handle, done }
+}
+
+impl TestApp {
+    /// Graceful stop: requests finish, actors drain, every outbox reaches the ledger.
+    pub async fn stop(self) -> Settings {
+        self.handle.stop(true).await;
+        self.done.await.expect("app task").expect("clean shutdown");
+        self.settings
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
+        self.http.post(format!("{}{path}", self.url)).bearer_auth(key).json(&body).send().await.unwrap()
+    }
+
+    pub async fn reserve(&self, idem: &str, body: Value) -> Response {
+        self.http
+            .post(format!("{}/v1/reservations", self.url))
+            .bearer_auth(STOREFRONT)
+            .header("Idempotency-Key", idem)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Holds `qty` of `sku` at `outlet`; panics unless 201. Returns the reservation.
+    pub async fn hold(&self, outlet: &str, sku: &str, qty: i64, ttl_secs: i64) -> Value {
+        let idem = uuid::Uuid::new_v4().to_string();
+        let body = json!({"outlet": outlet, "lines": [{"sku": sku, "qty": qty}], "ttl_secs": ttl_secs});
+        let res = self.reserve(&idem, body).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    pub async fn movement(&self, key: &str, body: Value) -> Response {
+        self.post("/v1/movements", key, body).await
+    }
+
+    /// Sets on_hand by a `count` movement (admin) and waits for its durable answer.
+    pub async fn set_stock(&self, outlet: &str, sku: &str, qty: i64) -> Value {
+        let body = json!({"event_id": format!("count-{}", uuid::Uuid::new_v4().simple()), "outlet": outlet,
+            "sku": sku, "kind": "count", "qty": qty, "at": "2026-11-21T09:00:00Z"});
+        let res = self.movement(ADMIN, body).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    pub async fn stock(&self, outlet: &str, sku: &str) -> Value {
+        let res = self.get(&format!("/v1/outlets/{outlet}/stock/{sku}"), VIEWER).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    pub async fn reservation(&self, id: &str) -> Value {
+        let res = self.get(&format!("/v1/reservations/{id}"), STOREFRONT).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+}
+
+pub async fn redis_store(settings: &Settings) -> RedisStore {
+    RedisStore::connect(&settings.redis).await.unwrap()
+}
+
+/// The outlet's live state, read straight from Redis.
+pub async fn redis_snapshot(settings: &Settings, outlet: &str) -> Snapshot {
+    let store = redis_store(settings).await;
+    let outlet = OutletId::parse("outlet", outlet).unwrap();
+    store.snapshot(&store.keys(&outlet)).await.unwrap().unwrap_or_default()
+}
+
+/// The outlet as its MongoDB ledger explains it.
+pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection {
+    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    ledger.projection(&OutletId::parse("outlet", outlet).unwrap()).await.unwrap()
+}
+
+/// Deletes every Redis key under the settings' prefix (a Redis that restarted empty).
+pub async fn wipe_redis(settings: &Settings) {
+    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", settings.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    }
+}
+
+/// Removes what a test left on the shared servers.
+pub async fn cleanup(settings: &Settings) {
+    wipe_redis(settings).await;
+    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose()).await.unwrap();
+    let _ = client.database(&settings.mongo.database).drop().await;
+}
+
+/// Polls `check` every 50 ms until it holds or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
