@@ -76,12 +76,23 @@ impl Core {
         };
         let outlets: HashMap<_, _> = ids
             .iter()
-            .map(|id| (id.clone(), OutletActor::new(id.clone(), shared.clone(), limits.clone()).start()))
+            .map(|id| {
+                (
+                    id.clone(),
+                    OutletActor::new(id.clone(), shared.clone(), limits.clone()).start(),
+                )
+            })
             .collect();
         for addr in outlets.values() {
-            addr.send(Drain).await.context("an outlet actor stopped while loading")?;
+            addr.send(Drain)
+                .await
+                .context("an outlet actor stopped while loading")?;
         }
-        info!(outlets = outlets.len(), skus = catalogue.skus.len(), "core started");
+        info!(
+            outlets = outlets.len(),
+            skus = catalogue.skus.len(),
+            "core started"
+        );
         Ok(Self {
             settings: Arc::new(settings),
             catalogue,

@@ -70,7 +70,8 @@ struct StockRecord {
 }
 
 fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
     reader
         .deserialize()
         .enumerate()

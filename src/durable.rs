@@ -22,7 +22,10 @@ pub struct Durability {
 impl Durability {
     /// One watermark per outlet, starting at what the ledger already holds.
     pub fn new(start: impl IntoIterator<Item = (OutletId, u64)>) -> Self {
-        let marks = start.into_iter().map(|(o, seq)| (o, watch::channel(seq).0)).collect();
+        let marks = start
+            .into_iter()
+            .map(|(o, seq)| (o, watch::channel(seq).0))
+            .collect();
         Self { marks }
     }
 
@@ -44,10 +47,21 @@ impl Durability {
     }
 
     /// Waits until the outlet's ledger holds `seq`, at most `timeout`.
-    pub async fn wait(&self, outlet: &OutletId, seq: u64, timeout: Duration) -> Result<(), NotDurable> {
-        let not_durable = || NotDurable { outlet: outlet.clone(), seq };
+    pub async fn wait(
+        &self,
+        outlet: &OutletId,
+        seq: u64,
+        timeout: Duration,
+    ) -> Result<(), NotDurable> {
+        let not_durable = || NotDurable {
+            outlet: outlet.clone(),
+            seq,
+        };
         let mut rx = self.marks.get(outlet).ok_or_else(not_durable)?.subscribe();
-        let reached = matches!(tokio::time::timeout(timeout, rx.wait_for(|v| *v >= seq)).await, Ok(Ok(_)));
+        let reached = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|v| *v >= seq)).await,
+            Ok(Ok(_))
+        );
         if reached {
             Ok(())
         } else {

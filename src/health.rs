@@ -22,11 +22,15 @@ pub struct Report {
 
 impl Report {
     pub fn down(&self) -> Vec<&'static str> {
-        [("redis", &self.redis), ("mongo", &self.mongo), ("mqtt", &self.mqtt)]
-            .into_iter()
-            .filter(|(_, s)| *s != "ok")
-            .map(|(name, _)| name)
-            .collect()
+        [
+            ("redis", &self.redis),
+            ("mongo", &self.mongo),
+            ("mqtt", &self.mqtt),
+        ]
+        .into_iter()
+        .filter(|(_, s)| *s != "ok")
+        .map(|(name, _)| name)
+        .collect()
     }
 
     pub fn ready(&self) -> bool {
@@ -52,6 +56,10 @@ impl Health {
                 crate::mqtt::probe_broker(&self.mqtt_host, self.mqtt_port, CHECK_TIMEOUT)
             ),
         );
-        Report { redis: status(redis), mongo: status(mongo), mqtt: status(mqtt) }
+        Report {
+            redis: status(redis),
+            mongo: status(mongo),
+            mqtt: status(mqtt),
+        }
     }
 }

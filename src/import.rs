@@ -64,7 +64,10 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
         })
         .buffer_unordered(IN_FLIGHT_MAX);
     while let Some((outlet, outcome)) = outcomes.next().await {
-        match outcome.context("outlet actor")?.map_err(|e| anyhow::anyhow!("{outlet}: {e}"))? {
+        match outcome
+            .context("outlet actor")?
+            .map_err(|e| anyhow::anyhow!("{outlet}: {e}"))?
+        {
             Outcome::Ok { .. } => report.applied += 1,
             Outcome::Replay { .. } => report.replayed += 1,
             other => bail!("{outlet}: opening stock refused: {other:?}"),

@@ -10,11 +10,16 @@ use anyhow::Context;
 use futures_util::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::error::ErrorKind;
-use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern,
+};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId, ReservationStatus, Sku};
+use crate::domain::{
+    rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId,
+    ReservationStatus, Sku,
+};
 use crate::settings::MongoSettings;
 use crate::store::{MovementResult, ReleaseReason, ResRecord, RestorePlan};
 
@@ -81,7 +86,8 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// Parses an outbox entry's JSON and gives it its `_id`.
     pub fn from_outbox(json: &str) -> anyhow::Result<Self> {
-        let mut entry: LedgerEntry = serde_json::from_str(json).with_context(|| format!("outbox document {json}"))?;
+        let mut entry: LedgerEntry =
+            serde_json::from_str(json).with_context(|| format!("outbox document {json}"))?;
         entry.id = format!("{}:{}", entry.outlet, entry.seq);
         Ok(entry)
     }
@@ -123,7 +129,13 @@ impl Projection {
     /// Folds one document in; documents must come in seq order.
     pub fn apply(&mut self, e: &LedgerEntry) -> anyhow::Result<()> {
         let seq = u64::try_from(e.seq).context("negative seq")?;
-        anyhow::ensure!(seq == self.seq + 1, "ledger of {} jumps from seq {} to {}", e.outlet, self.seq, seq);
+        anyhow::ensure!(
+            seq == self.seq + 1,
+            "ledger of {} jumps from seq {} to {}",
+            e.outlet,
+            self.seq,
+            seq
+        );
         self.seq = seq;
         for line in &e.lines {
             let c = self.counters.entry(line.sku.clone()).or_default();
@@ -133,20 +145,33 @@ impl Projection {
         }
         match e.kind {
             LedgerKind::ReservationHeld => {
-                let id = e.reservation.clone().context("held entry without reservation")?;
+                let id = e
+                    .reservation
+                    .clone()
+                    .context("held entry without reservation")?;
                 let lines = e
                     .lines
                     .iter()
-                    .map(|l| Ok(Line { sku: l.sku.clone(), qty: Qty::parse("qty", l.d_reserved, i64::MAX)? }))
+                    .map(|l| {
+                        Ok(Line {
+                            sku: l.sku.clone(),
+                            qty: Qty::parse("qty", l.d_reserved, i64::MAX)?,
+                        })
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let record = ResRecord {
                     id: id.clone(),
                     status: ReservationStatus::Held,
                     lines,
-                    expires_at: e.expires_at_ms.context("held entry without expires_at_ms")?,
+                    expires_at: e
+                        .expires_at_ms
+                        .context("held entry without expires_at_ms")?,
                     channel: e.channel.context("held entry without channel")?,
                     customer_ref: e.customer_ref.clone(),
-                    idem: e.idempotency_key.clone().context("held entry without idempotency_key")?,
+                    idem: e
+                        .idempotency_key
+                        .clone()
+                        .context("held entry without idempotency_key")?,
                     hash: e.body_hash.clone().unwrap_or_default(),
                     created_at: e.at_ms,
                     held_seq: seq,
@@ -157,8 +182,14 @@ impl Projection {
                 self.reservations.insert(id, record);
             }
             LedgerKind::SaleWeb | LedgerKind::ReservationReleased => {
-                let id = e.reservation.as_ref().context("reservation entry without reservation")?;
-                let record = self.reservations.get_mut(id).with_context(|| format!("{id} ends before it is held"))?;
+                let id = e
+                    .reservation
+                    .as_ref()
+                    .context("reservation entry without reservation")?;
+                let record = self
+                    .reservations
+                    .get_mut(id)
+                    .with_context(|| format!("{id} ends before it is held"))?;
                 record.status = match (e.kind, e.reason) {
                     (LedgerKind::SaleWeb, _) => ReservationStatus::Confirmed,
                     (_, Some(ReleaseReason::Cancelled)) => ReservationStatus::Cancelled,
@@ -169,7 +200,8 @@ impl Projection {
                 record.ended_at = Some(e.at_ms);
             }
             _ => {
-                if let (Some(key), Some(hash), [line]) = (&e.event_key, &e.body_hash, &e.lines[..]) {
+                if let (Some(key), Some(hash), [line]) = (&e.event_key, &e.body_hash, &e.lines[..])
+                {
                     let c = self.counters[&line.sku];
                     let result = MovementResult {
                         seq,
@@ -178,7 +210,11 @@ impl Projection {
                         available: c.available(),
                         shortfall: e.shortfall,
                     };
-                    let record = EventRecord { hash: hash.clone(), result, at_ms: e.at_ms };
+                    let record = EventRecord {
+                        hash: hash.clone(),
+                        result,
+                        at_ms: e.at_ms,
+                    };
                     self.events.insert(key.clone(), record);
                 }
             }
@@ -188,10 +224,19 @@ impl Projection {
 
     /// The Redis state to restore at `now_ms`: counters, live holds, and whatever
     /// reservations, Idempotency-Keys and event keys are still inside their retention.
-    pub fn restore_plan(&self, now_ms: i64, res_retain_ms: i64, event_retain_ms: i64) -> anyhow::Result<RestorePlan> {
+    pub fn restore_plan(
+        &self,
+        now_ms: i64,
+        res_retain_ms: i64,
+        event_retain_ms: i64,
+    ) -> anyhow::Result<RestorePlan> {
         let mut plan = RestorePlan {
             seq: self.seq,
-            counters: self.counters.iter().map(|(sku, c)| (sku.clone(), c.on_hand, c.reserved, c.seq)).collect(),
+            counters: self
+                .counters
+                .iter()
+                .map(|(sku, c)| (sku.clone(), c.on_hand, c.reserved, c.seq))
+                .collect(),
             ..RestorePlan::default()
         };
         for r in self.reservations.values() {
@@ -199,7 +244,8 @@ impl Projection {
             if forget_res_at.is_some_and(|at| at <= now_ms) {
                 continue;
             }
-            plan.reservations.push((r.id.to_string(), serde_json::to_string(r)?));
+            plan.reservations
+                .push((r.id.to_string(), serde_json::to_string(r)?));
             if let Some(at) = forget_res_at {
                 plan.forget.push((at, format!("r:{}", r.id)));
             }
@@ -231,14 +277,22 @@ pub struct Ledger {
 impl Ledger {
     /// Connects once; clones share the client's pool.
     pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Self> {
-        let mut options = ClientOptions::parse(settings.uri.expose()).await.context("parsing mongo.uri")?;
+        let mut options = ClientOptions::parse(settings.uri.expose())
+            .await
+            .context("parsing mongo.uri")?;
         options.app_name = Some("shelfsync".into());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         let client = Client::with_options(options).context("creating the MongoDB client")?;
         let db = client.database(&settings.database);
         // A ledger document counts as durable once the server has journaled it.
-        let durable = WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build();
-        let entries = db.collection_with_options(ENTRIES, CollectionOptions::builder().write_concern(durable).build());
+        let durable = WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build();
+        let entries = db.collection_with_options(
+            ENTRIES,
+            CollectionOptions::builder().write_concern(durable).build(),
+        );
         Ok(Self { db, entries })
     }
 
@@ -247,24 +301,44 @@ impl Ledger {
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.db.run_command(doc! {"ping": 1}).await.context("pinging MongoDB")?;
+        self.db
+            .run_command(doc! {"ping": 1})
+            .await
+            .context("pinging MongoDB")?;
         Ok(())
     }
 
     pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
-        let unique = IndexOptions::builder().unique(true).name("outlet_seq".to_string()).build();
+        let unique = IndexOptions::builder()
+            .unique(true)
+            .name("outlet_seq".to_string())
+            .build();
         let indexes = [
-            IndexModel::builder().keys(doc! {"outlet": 1, "seq": 1}).options(unique).build(),
+            IndexModel::builder()
+                .keys(doc! {"outlet": 1, "seq": 1})
+                .options(unique)
+                .build(),
             IndexModel::builder()
                 .keys(doc! {"outlet": 1, "reservation": 1})
-                .options(IndexOptions::builder().name("outlet_reservation".to_string()).build())
+                .options(
+                    IndexOptions::builder()
+                        .name("outlet_reservation".to_string())
+                        .build(),
+                )
                 .build(),
             IndexModel::builder()
                 .keys(doc! {"outlet": 1, "lines.sku": 1, "seq": 1})
-                .options(IndexOptions::builder().name("outlet_sku_seq".to_string()).build())
+                .options(
+                    IndexOptions::builder()
+                        .name("outlet_sku_seq".to_string())
+                        .build(),
+                )
                 .build(),
         ];
-        self.entries.create_indexes(indexes).await.context("creating ledger indexes")?;
+        self.entries
+            .create_indexes(indexes)
+            .await
+            .context("creating ledger indexes")?;
         Ok(())
     }
 
@@ -276,14 +350,14 @@ impl Ledger {
             Err(e) => match e.kind.as_ref() {
                 ErrorKind::InsertMany(failure)
                     if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                        && failure.write_errors.as_ref().is_some_and(|errors| {
+                            errors.iter().all(|w| w.code == DUPLICATE_KEY)
+                        }) =>
                 {
                     Ok(())
                 }
-                _ => Err(anyhow::Error::new(e).context(format!("inserting a ledger batch of {}", entries.len()))),
+                _ => Err(anyhow::Error::new(e)
+                    .context(format!("inserting a ledger batch of {}", entries.len()))),
             },
         }
     }
@@ -301,7 +375,13 @@ impl Ledger {
 
     /// The outlet's documents after `after_seq` in seq order, optionally only those
     /// touching `sku`.
-    pub async fn page(&self, outlet: &OutletId, sku: Option<&Sku>, after_seq: u64, limit: i64) -> anyhow::Result<Vec<LedgerEntry>> {
+    pub async fn page(
+        &self,
+        outlet: &OutletId,
+        sku: Option<&Sku>,
+        after_seq: u64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<LedgerEntry>> {
         let mut filter = doc! {"outlet": outlet.as_str(), "seq": {"$gt": after_seq as i64}};
         if let Some(sku) = sku {
             filter.insert("lines.sku", sku.as_str());
@@ -326,7 +406,11 @@ impl Ledger {
             .await
             .with_context(|| format!("reading the ledger of {outlet}"))?;
         let mut projection = Projection::default();
-        while let Some(entry) = cursor.try_next().await.context("reading a ledger document")? {
+        while let Some(entry) = cursor
+            .try_next()
+            .await
+            .context("reading a ledger document")?
+        {
             projection.apply(&entry)?;
         }
         Ok(projection)

@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shelfsync", version, about = "Real-time stock sync for a retail chain")]
+#[command(
+    name = "shelfsync",
+    version,
+    about = "Real-time stock sync for a retail chain"
+)]
 struct Cli {
     /// Settings file; every key can be overridden as SHELFSYNC__SECTION__KEY.
-    #[arg(long, global = true, default_value = "config.toml", env = "SHELFSYNC_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "SHELFSYNC_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -32,7 +41,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = shelfsync::Settings::load(&cli.config)?;
     match cli.command {
-        Command::Serve => shelfsync::Application::build(settings).await?.run_until_stopped().await,
+        Command::Serve => {
+            shelfsync::Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::Import { force } => {
             let report = shelfsync::import::run(settings, force).await?;
             println!(

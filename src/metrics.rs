@@ -1,6 +1,9 @@
 //! Prometheus metrics, one registry per application (tests run several side by side).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -21,13 +24,21 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("shelfsync".into()), None).expect("registry");
         let http_seconds = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["method", "route", "status"],
         )
         .expect("metric");
         let reservations = IntCounterVec::new(
-            Opts::new("reservations_total", "Reservation requests by operation and outcome"),
+            Opts::new(
+                "reservations_total",
+                "Reservation requests by operation and outcome",
+            ),
             &["op", "outcome"],
         )
         .expect("metric");
@@ -41,31 +52,51 @@ impl Metrics {
             "Units held for customers that a counter sale or wastage took (the goal is 0)",
         )
         .expect("metric");
-        let expirations = IntCounter::new("expirations_total", "Holds released by their expiry timer").expect("metric");
+        let expirations =
+            IntCounter::new("expirations_total", "Holds released by their expiry timer")
+                .expect("metric");
         let outlet_batch_ops = HistogramVec::new(
-            HistogramOpts::new("outlet_batch_ops", "Operations per Redis round trip of an outlet (group commit)")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            HistogramOpts::new(
+                "outlet_batch_ops",
+                "Operations per Redis round trip of an outlet (group commit)",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
             &["outlet"],
         )
         .expect("metric");
         let outlet_unavailable = IntCounterVec::new(
-            Opts::new("outlet_unavailable_total", "Operations answered 503 by an outlet, by cause"),
+            Opts::new(
+                "outlet_unavailable_total",
+                "Operations answered 503 by an outlet, by cause",
+            ),
             &["outlet", "cause"],
         )
         .expect("metric");
         let ledger_outbox_entries = IntGaugeVec::new(
-            Opts::new("ledger_outbox_entries", "Outbox entries not yet durable in the ledger"),
+            Opts::new(
+                "ledger_outbox_entries",
+                "Outbox entries not yet durable in the ledger",
+            ),
             &["outlet"],
         )
         .expect("metric");
         let ledger_outbox_age_ms = IntGaugeVec::new(
-            Opts::new("ledger_outbox_age_ms", "Age of the oldest outbox entry when the writer last read it"),
+            Opts::new(
+                "ledger_outbox_age_ms",
+                "Age of the oldest outbox entry when the writer last read it",
+            ),
             &["outlet"],
         )
         .expect("metric");
-        let ledger_documents = IntCounter::new("ledger_documents_total", "Ledger documents written").expect("metric");
-        let ledger_write_errors =
-            IntCounter::new("ledger_write_errors_total", "Ledger batches that failed and will be retried").expect("metric");
+        let ledger_documents =
+            IntCounter::new("ledger_documents_total", "Ledger documents written").expect("metric");
+        let ledger_write_errors = IntCounter::new(
+            "ledger_write_errors_total",
+            "Ledger batches that failed and will be retried",
+        )
+        .expect("metric");
 
         for c in [
             Box::new(http_seconds.clone()) as Box<dyn prometheus::core::Collector>,
@@ -101,7 +132,9 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }

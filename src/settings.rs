@@ -173,7 +173,9 @@ impl Settings {
         if self.redis.key_prefix.contains(['{', '}']) {
             bail!("redis.key_prefix must not contain braces: they would move the hash tag");
         }
-        if self.reservations.ttl_secs == 0 || self.reservations.ttl_secs > self.reservations.ttl_secs_max {
+        if self.reservations.ttl_secs == 0
+            || self.reservations.ttl_secs > self.reservations.ttl_secs_max
+        {
             bail!("reservations.ttl_secs must be between 1 and reservations.ttl_secs_max");
         }
         if self.outlet.batch_size_max == 0 || self.ledger.batch_size_max == 0 {

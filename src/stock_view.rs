@@ -37,7 +37,9 @@ impl StockView {
 
     /// Records committed numbers unless the view already has a newer seq for the SKU.
     pub(crate) fn record(&self, outlet: &OutletId, sku: &Sku, counters: Counters) {
-        let Some(m) = self.outlets.get(outlet) else { return };
+        let Some(m) = self.outlets.get(outlet) else {
+            return;
+        };
         m.entry(sku.clone())
             .and_modify(|c| {
                 if counters.seq >= c.seq {
@@ -48,8 +50,14 @@ impl StockView {
     }
 
     /// Replaces an outlet's numbers wholesale (after a load or rebuild from Redis).
-    pub(crate) fn replace(&self, outlet: &OutletId, counters: impl IntoIterator<Item = (Sku, Counters)>) {
-        let Some(m) = self.outlets.get(outlet) else { return };
+    pub(crate) fn replace(
+        &self,
+        outlet: &OutletId,
+        counters: impl IntoIterator<Item = (Sku, Counters)>,
+    ) {
+        let Some(m) = self.outlets.get(outlet) else {
+            return;
+        };
         m.clear();
         for (sku, c) in counters {
             m.insert(sku, c);

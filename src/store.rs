@@ -12,7 +12,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Channel, Counters, IdempotencyKey, LedgerKind, Line, ReservationId, ReservationStatus, Sku};
+use crate::domain::{
+    Channel, Counters, IdempotencyKey, LedgerKind, Line, ReservationId, ReservationStatus, Sku,
+};
 use crate::keys::OutletKeys;
 use crate::settings::RedisSettings;
 
@@ -191,7 +193,9 @@ impl Outcome {
     /// The reservation this outcome left, if it names one.
     pub fn reservation(&self) -> Option<&ResRecord> {
         match self {
-            Outcome::Ok { res, .. } | Outcome::Replay { res, .. } | Outcome::Conflict { res, .. } => res.as_ref(),
+            Outcome::Ok { res, .. }
+            | Outcome::Replay { res, .. }
+            | Outcome::Conflict { res, .. } => res.as_ref(),
             Outcome::Expired { res, .. } | Outcome::Noop { res } => Some(res),
             _ => None,
         }
@@ -244,6 +248,9 @@ pub struct RestorePlan {
     pub forget: Vec<(i64, String)>,
 }
 
+/// A stream entry as XRANGE returns it: id and field-value pairs.
+type RawStreamEntry = (String, Vec<(String, String)>);
+
 /// One outbox entry: a ledger document's JSON at its seq.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
@@ -287,13 +294,21 @@ impl RedisStore {
 
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.context("PING")?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .context("PING")?;
         Ok(())
     }
 
     /// Runs one batch of an outlet's operations in one round trip. EVALSHA falls back to
     /// EVAL when Redis has forgotten the script (NOSCRIPT after a restart).
-    pub async fn apply(&self, keys: &OutletKeys, args: &BatchArgs<'_>, ops: &[&Op]) -> anyhow::Result<BatchReply> {
+    pub async fn apply(
+        &self,
+        keys: &OutletKeys,
+        args: &BatchArgs<'_>,
+        ops: &[&Op],
+    ) -> anyhow::Result<BatchReply> {
         let ops_json = serde_json::to_string(ops).context("encoding batch")?;
         let mut invocation = self.apply_batch.prepare_invoke();
         for key in keys.all() {
@@ -309,11 +324,15 @@ impl RedisStore {
             .arg(args.outbox_max)
             .arg(FORGET_PER_CALL_MAX);
         let mut conn = self.conn.clone();
-        let raw: String = invocation
-            .invoke_async(&mut conn)
-            .await
-            .with_context(|| format!("applying a batch of {} to outlet {}", ops.len(), args.outlet))?;
-        let reply: BatchReply = serde_json::from_str(&raw).with_context(|| format!("decoding batch reply {raw}"))?;
+        let raw: String = invocation.invoke_async(&mut conn).await.with_context(|| {
+            format!(
+                "applying a batch of {} to outlet {}",
+                ops.len(),
+                args.outlet
+            )
+        })?;
+        let reply: BatchReply =
+            serde_json::from_str(&raw).with_context(|| format!("decoding batch reply {raw}"))?;
         if !reply.lost && !reply.backlog && reply.results.len() != ops.len() {
             anyhow::bail!("batch of {} got {} results", ops.len(), reply.results.len());
         }
@@ -327,8 +346,10 @@ impl RedisStore {
             invocation.key(key);
         }
         let mut conn = self.conn.clone();
-        let raw: Option<(u64, String, String, String, Vec<String>)> =
-            invocation.invoke_async(&mut conn).await.context("reading an outlet snapshot")?;
+        let raw: Option<(u64, String, String, String, Vec<String>)> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .context("reading an outlet snapshot")?;
         let Some((seq, on_hand, reserved, sku_seq, held)) = raw else {
             return Ok(None);
         };
@@ -350,23 +371,41 @@ impl RedisStore {
             .iter()
             .map(|json| serde_json::from_str(json).context("decoding a held reservation"))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Some(Snapshot { seq, counters, held }))
+        Ok(Some(Snapshot {
+            seq,
+            counters,
+            held,
+        }))
     }
 
     /// Writes a rebuilt outlet; `false` when the outlet already had state. `replace` also
     /// overwrites existing state (a Redis that came back behind the ledger).
-    pub async fn restore(&self, keys: &OutletKeys, plan: &RestorePlan, replace: bool) -> anyhow::Result<bool> {
+    pub async fn restore(
+        &self,
+        keys: &OutletKeys,
+        plan: &RestorePlan,
+        replace: bool,
+    ) -> anyhow::Result<bool> {
         let mut invocation = self.restore.prepare_invoke();
         for key in keys.all() {
             invocation.key(key);
         }
-        invocation.arg(serde_json::to_string(plan)?).arg(if replace { "1" } else { "0" });
+        invocation
+            .arg(serde_json::to_string(plan)?)
+            .arg(if replace { "1" } else { "0" });
         let mut conn = self.conn.clone();
-        let done: i64 = invocation.invoke_async(&mut conn).await.context("restoring an outlet")?;
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .context("restoring an outlet")?;
         Ok(done == 1)
     }
 
-    pub async fn reservation(&self, keys: &OutletKeys, id: &ReservationId) -> anyhow::Result<Option<ResRecord>> {
+    pub async fn reservation(
+        &self,
+        keys: &OutletKeys,
+        id: &ReservationId,
+    ) -> anyhow::Result<Option<ResRecord>> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = redis::cmd("HGET")
             .arg(&keys.reservations)
@@ -379,9 +418,14 @@ impl RedisStore {
     }
 
     /// Up to `count` outbox entries after `after_seq`, and the outbox length, in one round trip.
-    pub async fn read_outbox(&self, keys: &OutletKeys, after_seq: u64, count: usize) -> anyhow::Result<(Vec<OutboxEntry>, u64)> {
+    pub async fn read_outbox(
+        &self,
+        keys: &OutletKeys,
+        after_seq: u64,
+        count: usize,
+    ) -> anyhow::Result<(Vec<OutboxEntry>, u64)> {
         let mut conn = self.conn.clone();
-        let (entries, len): (Vec<(String, Vec<(String, String)>)>, u64) = redis::pipe()
+        let (entries, len): (Vec<RawStreamEntry>, u64) = redis::pipe()
             .cmd("XRANGE")
             .arg(&keys.outbox)
             .arg(format!("({after_seq}-0"))

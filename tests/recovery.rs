@@ -11,41 +11,86 @@ use shelfsync::domain::{ReservationStatus, Sku};
 
 /// Holds, confirms, cancels, counter sales, receipts and a transfer across two outlets.
 async fn mixed_run(app: &TestApp) -> Vec<String> {
-    for (outlet, sku, qty) in [(OUTLET, SKU, 30), (OUTLET, SKU2, 20), (OTHER_OUTLET, SKU, 10)] {
+    for (outlet, sku, qty) in [
+        (OUTLET, SKU, 30),
+        (OUTLET, SKU2, 20),
+        (OTHER_OUTLET, SKU, 10),
+    ] {
         app.set_stock(outlet, sku, qty).await;
     }
     let mut live = Vec::new();
     for i in 0..12 {
-        let hold = app.hold(OUTLET, if i % 2 == 0 { SKU } else { SKU2 }, 1 + i % 3, 300).await;
+        let hold = app
+            .hold(OUTLET, if i % 2 == 0 { SKU } else { SKU2 }, 1 + i % 3, 300)
+            .await;
         let id = hold["id"].as_str().unwrap().to_owned();
         match i % 4 {
             0 => {
-                let res = app.post(&format!("/v1/reservations/{id}/confirm"), STOREFRONT, json!({"payment_ref": format!("pay_{i}")})).await;
+                let res = app
+                    .post(
+                        &format!("/v1/reservations/{id}/confirm"),
+                        STOREFRONT,
+                        json!({"payment_ref": format!("pay_{i}")}),
+                    )
+                    .await;
                 assert_eq!(res.status(), StatusCode::OK);
             }
             1 => {
-                let res = app.post(&format!("/v1/reservations/{id}/cancel"), STOREFRONT, json!({})).await;
+                let res = app
+                    .post(
+                        &format!("/v1/reservations/{id}/cancel"),
+                        STOREFRONT,
+                        json!({}),
+                    )
+                    .await;
                 assert_eq!(res.status(), StatusCode::OK);
             }
             _ => live.push(id),
         }
     }
-    for (i, kind) in ["sale_counter", "receipt", "wastage", "return", "sale_counter"].iter().enumerate() {
+    for (i, kind) in [
+        "sale_counter",
+        "receipt",
+        "wastage",
+        "return",
+        "sale_counter",
+    ]
+    .iter()
+    .enumerate()
+    {
         let body = json!({"event_id": format!("pos-{i}"), "outlet": OUTLET, "sku": SKU, "kind": kind, "qty": 2, "at": "2026-11-21T10:00:00Z"});
-        assert_eq!(app.movement(POS_VIJAY_NAGAR, body).await.status(), StatusCode::CREATED, "{kind}");
+        assert_eq!(
+            app.movement(POS_VIJAY_NAGAR, body).await.status(),
+            StatusCode::CREATED,
+            "{kind}"
+        );
     }
     let transfer = json!({"event_id": "xfer-1", "outlet": OUTLET, "sku": SKU2, "kind": "transfer", "qty": 3,
         "to_outlet": OTHER_OUTLET, "at": "2026-11-21T10:05:00Z"});
-    assert_eq!(app.movement(MANAGER_INDORE, transfer).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.movement(MANAGER_INDORE, transfer).await.status(),
+        StatusCode::CREATED
+    );
     live
 }
 
 async fn assert_ledger_explains_redis(settings: &shelfsync::Settings, outlet: &str) {
     let projection = ledger_projection(settings, outlet).await;
     let redis = redis_snapshot(settings, outlet).await;
-    assert_eq!(projection.seq, redis.seq, "{outlet}: ledger and Redis at the same seq");
-    assert_eq!(projection.counters, redis.counters, "{outlet}: ledger projection == Redis counters");
-    let mut live: Vec<_> = projection.reservations.values().filter(|r| r.status == ReservationStatus::Held).cloned().collect();
+    assert_eq!(
+        projection.seq, redis.seq,
+        "{outlet}: ledger and Redis at the same seq"
+    );
+    assert_eq!(
+        projection.counters, redis.counters,
+        "{outlet}: ledger projection == Redis counters"
+    );
+    let mut live: Vec<_> = projection
+        .reservations
+        .values()
+        .filter(|r| r.status == ReservationStatus::Held)
+        .cloned()
+        .collect();
     let mut held = redis.held.clone();
     live.sort_by(|a, b| a.id.cmp(&b.id));
     held.sort_by(|a, b| a.id.cmp(&b.id));
@@ -66,7 +111,11 @@ async fn the_ledger_projection_equals_redis_after_a_mixed_run() {
         assert_ledger_explains_redis(&settings, outlet).await;
     }
     let projection = ledger_projection(&settings, OTHER_OUTLET).await;
-    assert_eq!(projection.counters[&Sku::parse("s", SKU2).unwrap()].on_hand, 3, "transfer_in arrived");
+    assert_eq!(
+        projection.counters[&Sku::parse("s", SKU2).unwrap()].on_hand,
+        3,
+        "transfer_in arrived"
+    );
     cleanup(&settings).await;
 }
 
@@ -82,12 +131,24 @@ async fn a_restart_keeps_every_hold_and_its_expiry() {
 
     let long_now = app.reservation(long["id"].as_str().unwrap()).await;
     assert_eq!(long_now["status"], "held");
-    assert_eq!(long_now["expires_at"], long["expires_at"], "same deadline after the restart");
+    assert_eq!(
+        long_now["expires_at"], long["expires_at"],
+        "same deadline after the restart"
+    );
     let short_id = short["id"].as_str().unwrap().to_owned();
-    let expired = eventually(6, || async { app.reservation(&short_id).await["status"] == "expired" }).await;
-    assert!(expired, "the restarted service still expires the short hold");
+    let expired = eventually(6, || async {
+        app.reservation(&short_id).await["status"] == "expired"
+    })
+    .await;
+    assert!(
+        expired,
+        "the restarted service still expires the short hold"
+    );
     let stock = app.stock(OUTLET, SKU).await;
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(10), Some(3)));
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(10), Some(3))
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
@@ -97,31 +158,62 @@ async fn redis_wiped_while_stopped_is_rebuilt_from_the_ledger() {
     let app = spawn_app().await;
     let live = mixed_run(&app).await;
     let mut before = Vec::new();
-    for (outlet, sku) in [(OUTLET, SKU), (OUTLET, SKU2), (OTHER_OUTLET, SKU), (OTHER_OUTLET, SKU2)] {
+    for (outlet, sku) in [
+        (OUTLET, SKU),
+        (OUTLET, SKU2),
+        (OTHER_OUTLET, SKU),
+        (OTHER_OUTLET, SKU2),
+    ] {
         before.push(app.stock(outlet, sku).await);
     }
     let settings = app.stop().await;
 
     wipe_redis(&settings).await;
-    assert_eq!(redis_snapshot(&settings, OUTLET).await.seq, 0, "Redis is empty");
+    assert_eq!(
+        redis_snapshot(&settings, OUTLET).await.seq,
+        0,
+        "Redis is empty"
+    );
     let app = spawn_app_with(settings).await;
 
     let mut after = Vec::new();
-    for (outlet, sku) in [(OUTLET, SKU), (OUTLET, SKU2), (OTHER_OUTLET, SKU), (OTHER_OUTLET, SKU2)] {
+    for (outlet, sku) in [
+        (OUTLET, SKU),
+        (OUTLET, SKU2),
+        (OTHER_OUTLET, SKU),
+        (OTHER_OUTLET, SKU2),
+    ] {
         after.push(app.stock(outlet, sku).await);
     }
-    assert_eq!(before, after, "the same numbers and seqs, rebuilt from the ledger");
+    assert_eq!(
+        before, after,
+        "the same numbers and seqs, rebuilt from the ledger"
+    );
     for id in &live {
-        assert_eq!(app.reservation(id).await["status"], "held", "live hold {id} survived");
+        assert_eq!(
+            app.reservation(id).await["status"],
+            "held",
+            "live hold {id} survived"
+        );
     }
     // Replays still answer from the rebuilt idempotency records.
     let replay = app
         .movement(POS_VIJAY_NAGAR, json!({"event_id": "pos-0", "outlet": OUTLET, "sku": SKU, "kind": "sale_counter", "qty": 2, "at": "2026-11-21T10:00:00Z"}))
         .await;
     assert_eq!(replay.status(), StatusCode::CREATED);
-    assert_eq!(app.stock(OUTLET, SKU).await, before[0], "the replay changed nothing");
+    assert_eq!(
+        app.stock(OUTLET, SKU).await,
+        before[0],
+        "the replay changed nothing"
+    );
     // And the rebuilt outlet keeps working.
-    let res = app.post(&format!("/v1/reservations/{}/confirm", live[0]), STOREFRONT, json!({"payment_ref": "pay_after"})).await;
+    let res = app
+        .post(
+            &format!("/v1/reservations/{}/confirm", live[0]),
+            STOREFRONT,
+            json!({"payment_ref": "pay_after"}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let settings = app.stop().await;
     assert_ledger_explains_redis(&settings, OUTLET).await;
@@ -137,12 +229,25 @@ async fn redis_wiped_while_running_is_rebuilt_before_the_next_write() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     wipe_redis(&app.settings).await;
 
-    let hold = app.reserve("after-wipe", json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 5}]})).await;
-    let too_many = app.reserve("after-wipe-2", json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]})).await;
+    let hold = app
+        .reserve(
+            "after-wipe",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 5}]}),
+        )
+        .await;
+    let too_many = app
+        .reserve(
+            "after-wipe-2",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
 
     assert_eq!(hold.status(), StatusCode::CREATED);
     let body: Value = too_many.json().await.unwrap();
-    assert_eq!(body["error"], "out_of_stock", "the rebuilt outlet still counts the first hold");
+    assert_eq!(
+        body["error"], "out_of_stock",
+        "the rebuilt outlet still counts the first hold"
+    );
     let settings = app.stop().await;
     assert_ledger_explains_redis(&settings, OUTLET).await;
     cleanup(&settings).await;

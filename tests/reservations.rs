@@ -25,8 +25,14 @@ async fn last_5_units_go_to_exactly_5_of_200_concurrent_buyers() {
     });
     let answers = join_all(buyers).await;
 
-    let held: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).collect();
-    let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).collect();
+    let held: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .collect();
     assert_eq!(held.len(), 5, "exactly five holds");
     assert_eq!(refused.len(), 195, "every other buyer is refused");
     for (_, body) in &refused {
@@ -35,7 +41,14 @@ async fn last_5_units_go_to_exactly_5_of_200_concurrent_buyers() {
         assert_eq!(body["lines"][0]["available"], 0);
     }
     let stock = app.stock(OUTLET, SKU).await;
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64(), stock["available"].as_i64()), (Some(5), Some(5), Some(0)));
+    assert_eq!(
+        (
+            stock["on_hand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(5), Some(5), Some(0))
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
@@ -54,7 +67,10 @@ async fn a_cart_with_one_short_line_holds_nothing() {
     assert_eq!(res.status(), StatusCode::CONFLICT);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "out_of_stock");
-    assert_eq!(body["lines"], json!([{"sku": SKU3, "requested": 2, "available": 1}]));
+    assert_eq!(
+        body["lines"],
+        json!([{"sku": SKU3, "requested": 2, "available": 1}])
+    );
     for (sku, on_hand) in [(SKU, 10), (SKU2, 10), (SKU3, 1)] {
         let s = app.stock(OUTLET, sku).await;
         assert_eq!(s["reserved"], 0, "{sku} holds nothing");
@@ -70,11 +86,19 @@ async fn out_of_stock_names_other_shops_in_the_city_that_have_it() {
     app.set_stock(OUTLET, SKU, 0).await;
     app.set_stock(OTHER_OUTLET, SKU, 4).await;
 
-    let res = app.reserve("alt-1", json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 2}]})).await;
+    let res = app
+        .reserve(
+            "alt-1",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 2}]}),
+        )
+        .await;
 
     assert_eq!(res.status(), StatusCode::CONFLICT);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["alternatives"], json!([{"outlet": OTHER_OUTLET, "can_serve": true}]));
+    assert_eq!(
+        body["alternatives"],
+        json!([{"outlet": OTHER_OUTLET, "can_serve": true}])
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
@@ -87,7 +111,10 @@ async fn an_expired_hold_returns_its_stock() {
     assert_eq!(app.stock(OUTLET, SKU).await["available"], 1);
 
     let id = hold["id"].as_str().unwrap().to_owned();
-    let released = eventually(5, || async { app.stock(OUTLET, SKU).await["available"] == 3 }).await;
+    let released = eventually(5, || async {
+        app.stock(OUTLET, SKU).await["available"] == 3
+    })
+    .await;
 
     assert!(released, "the expiry timer released the hold");
     let r = app.reservation(&id).await;
@@ -105,9 +132,15 @@ async fn confirming_twice_with_the_same_payment_ref_sells_once() {
     let id = hold["id"].as_str().unwrap();
     let path = format!("/v1/reservations/{id}/confirm");
 
-    let first = app.post(&path, STOREFRONT, json!({"payment_ref": "pay_123"})).await;
-    let second = app.post(&path, STOREFRONT, json!({"payment_ref": "pay_123"})).await;
-    let other = app.post(&path, STOREFRONT, json!({"payment_ref": "pay_999"})).await;
+    let first = app
+        .post(&path, STOREFRONT, json!({"payment_ref": "pay_123"}))
+        .await;
+    let second = app
+        .post(&path, STOREFRONT, json!({"payment_ref": "pay_123"}))
+        .await;
+    let other = app
+        .post(&path, STOREFRONT, json!({"payment_ref": "pay_999"}))
+        .await;
 
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(second.status(), StatusCode::OK);
@@ -117,10 +150,16 @@ async fn confirming_twice_with_the_same_payment_ref_sells_once() {
     assert_eq!(a["payment_ref"], "pay_123");
     assert_eq!(other.status(), StatusCode::CONFLICT);
     let stock = app.stock(OUTLET, SKU).await;
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(3), Some(0)));
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(3), Some(0))
+    );
     // The confirm answered only once durable: the sale is already in the ledger.
     let sales = ledger_projection(&app.settings, OUTLET).await;
-    assert_eq!(sales.counters[&shelfsync::domain::Sku::parse("s", SKU).unwrap()].on_hand, 3);
+    assert_eq!(
+        sales.counters[&shelfsync::domain::Sku::parse("s", SKU).unwrap()].on_hand,
+        3
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
@@ -134,18 +173,40 @@ async fn confirm_after_expiry_is_410_and_cancel_after_confirm_is_409() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let late = app
-        .post(&format!("/v1/reservations/{}/confirm", short["id"].as_str().unwrap()), STOREFRONT, json!({"payment_ref": "pay_1"}))
+        .post(
+            &format!("/v1/reservations/{}/confirm", short["id"].as_str().unwrap()),
+            STOREFRONT,
+            json!({"payment_ref": "pay_1"}),
+        )
         .await;
     let long_id = long["id"].as_str().unwrap();
-    let ok = app.post(&format!("/v1/reservations/{long_id}/confirm"), STOREFRONT, json!({"payment_ref": "pay_2"})).await;
-    let cancel = app.post(&format!("/v1/reservations/{long_id}/cancel"), STOREFRONT, json!({})).await;
+    let ok = app
+        .post(
+            &format!("/v1/reservations/{long_id}/confirm"),
+            STOREFRONT,
+            json!({"payment_ref": "pay_2"}),
+        )
+        .await;
+    let cancel = app
+        .post(
+            &format!("/v1/reservations/{long_id}/cancel"),
+            STOREFRONT,
+            json!({}),
+        )
+        .await;
 
     assert_eq!(late.status(), StatusCode::GONE);
-    assert_eq!(late.json::<Value>().await.unwrap()["error"], "reservation_expired");
+    assert_eq!(
+        late.json::<Value>().await.unwrap()["error"],
+        "reservation_expired"
+    );
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(cancel.status(), StatusCode::CONFLICT);
     let stock = app.stock(OUTLET, SKU).await;
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(4), Some(0)));
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(4), Some(0))
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
@@ -156,7 +217,12 @@ async fn cancel_racing_expiry_releases_each_hold_once() {
     app.set_stock(OUTLET, SKU, 40).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
-        ids.push(app.hold(OUTLET, SKU, 2, 1).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            app.hold(OUTLET, SKU, 2, 1).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(app.stock(OUTLET, SKU).await["available"], 0);
 
@@ -167,21 +233,41 @@ async fn cancel_racing_expiry_releases_each_hold_once() {
             let (app, id) = (&app, id.clone());
             cancels.push(async move {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                app.post(&format!("/v1/reservations/{id}/cancel"), STOREFRONT, json!({})).await.status()
+                app.post(
+                    &format!("/v1/reservations/{id}/cancel"),
+                    STOREFRONT,
+                    json!({}),
+                )
+                .await
+                .status()
             });
         }
     }
     let statuses = join_all(cancels).await;
 
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     let stock = app.stock(OUTLET, SKU).await;
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64(), stock["available"].as_i64()), (Some(40), Some(0), Some(40)));
+    assert_eq!(
+        (
+            stock["on_hand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(40), Some(0), Some(40))
+    );
     let settings = app.stop().await;
     // The ledger has exactly one release per hold.
     let projection = ledger_projection(&settings, OUTLET).await;
     let sku = shelfsync::domain::Sku::parse("s", SKU).unwrap();
     assert_eq!(projection.counters[&sku].reserved, 0);
-    assert_eq!(projection.seq, 1 + 20 + 20, "one count, 20 holds, 20 releases");
+    assert_eq!(
+        projection.seq,
+        1 + 20 + 20,
+        "one count, 20 holds, 20 releases"
+    );
     cleanup(&settings).await;
 }
 
@@ -207,9 +293,19 @@ async fn an_idempotent_replay_returns_the_same_hold_and_holds_nothing_more() {
 async fn the_same_idempotency_key_with_another_body_is_409() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 5).await;
-    let first = app.reserve("key-1", json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]})).await;
+    let first = app
+        .reserve(
+            "key-1",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
 
-    let other = app.reserve("key-1", json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 2}]})).await;
+    let other = app
+        .reserve(
+            "key-1",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 2}]}),
+        )
+        .await;
 
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(other.status(), StatusCode::CONFLICT);
@@ -226,13 +322,23 @@ async fn availability_answers_per_outlet() {
     app.set_stock(OTHER_OUTLET, SKU, 1).await;
 
     let res = app
-        .post("/v1/availability", STOREFRONT, json!({"outlets": [OUTLET, OTHER_OUTLET], "lines": [{"sku": SKU, "qty": 2}]}))
+        .post(
+            "/v1/availability",
+            STOREFRONT,
+            json!({"outlets": [OUTLET, OTHER_OUTLET], "lines": [{"sku": SKU, "qty": 2}]}),
+        )
         .await;
 
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body[0], json!({"outlet": OUTLET, "can_serve": true, "lines": [{"sku": SKU, "available": 3}]}));
-    assert_eq!(body[1], json!({"outlet": OTHER_OUTLET, "can_serve": false, "lines": [{"sku": SKU, "available": 1}]}));
+    assert_eq!(
+        body[0],
+        json!({"outlet": OUTLET, "can_serve": true, "lines": [{"sku": SKU, "available": 3}]})
+    );
+    assert_eq!(
+        body[1],
+        json!({"outlet": OTHER_OUTLET, "can_serve": false, "lines": [{"sku": SKU, "available": 1}]})
+    );
     let settings = app.stop().await;
     cleanup(&settings).await;
 }

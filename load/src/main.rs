@@ -41,7 +41,9 @@ struct Counts {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
     let auth = format!("Bearer {}", args.key);
     // Targets: every (outlet, sku) with stock available.
     let outlets: Vec<Value> = http
@@ -62,11 +64,17 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        for r in rows.iter().filter(|r| r["available"].as_i64().unwrap_or(0) > 0) {
+        for r in rows
+            .iter()
+            .filter(|r| r["available"].as_i64().unwrap_or(0) > 0)
+        {
             targets.push((id.clone(), r["sku"].as_str().unwrap_or_default().to_owned()));
         }
     }
-    anyhow::ensure!(!targets.is_empty(), "no stock to hold; run `make run` (it imports the demo chain)");
+    anyhow::ensure!(
+        !targets.is_empty(),
+        "no stock to hold; run `make run` (it imports the demo chain)"
+    );
     let targets = Arc::new(targets);
     let counts = Arc::new(Counts::default());
     let deadline = Instant::now() + Duration::from_secs(args.secs);

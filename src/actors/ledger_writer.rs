@@ -49,7 +49,12 @@ pub struct OutboxSignal {
 impl OutboxSignal {
     pub fn new(outlets: &[OutletId]) -> Self {
         Self {
-            index: outlets.iter().cloned().enumerate().map(|(i, o)| (o, i)).collect(),
+            index: outlets
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, o)| (o, i))
+                .collect(),
             dirty: outlets.iter().map(|_| AtomicBool::new(false)).collect(),
             nudged: AtomicBool::new(false),
             writer: OnceLock::new(),
@@ -107,9 +112,15 @@ impl Core {
             }
             let after = self.shared.durable.get(outlet);
             let (entries, len) = self.shared.store.read_outbox(keys, after, budget).await?;
-            metrics.ledger_outbox_entries.with_label_values(&[outlet.as_str()]).set(len as i64);
+            metrics
+                .ledger_outbox_entries
+                .with_label_values(&[outlet.as_str()])
+                .set(len as i64);
             let Some(last) = entries.last() else {
-                metrics.ledger_outbox_age_ms.with_label_values(&[outlet.as_str()]).set(0);
+                metrics
+                    .ledger_outbox_age_ms
+                    .with_label_values(&[outlet.as_str()])
+                    .set(0);
                 continue;
             };
             if entries.len() == budget {
@@ -155,10 +166,22 @@ pub struct LedgerWriter {
 }
 
 impl LedgerWriter {
-    pub fn new(shared: Shared, outlets: &[OutletId], batch_size_max: usize, poll_interval: Duration) -> Self {
-        let outlets = outlets.iter().map(|o| (o.clone(), shared.store.keys(o))).collect();
+    pub fn new(
+        shared: Shared,
+        outlets: &[OutletId],
+        batch_size_max: usize,
+        poll_interval: Duration,
+    ) -> Self {
+        let outlets = outlets
+            .iter()
+            .map(|o| (o.clone(), shared.store.keys(o)))
+            .collect();
         Self {
-            core: Core { shared, outlets: Arc::new(outlets), batch_size_max },
+            core: Core {
+                shared,
+                outlets: Arc::new(outlets),
+                batch_size_max,
+            },
             poll_interval,
             draining: false,
             again: false,
@@ -211,7 +234,12 @@ impl Actor for LedgerWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let _ = self.core.shared.signal.writer.set(ctx.address().recipient());
+        let _ = self
+            .core
+            .shared
+            .signal
+            .writer
+            .set(ctx.address().recipient());
         ctx.run_interval(self.poll_interval, |act, ctx| {
             let all = act.core.all();
             act.kick(all, ctx);

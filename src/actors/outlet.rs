@@ -20,7 +20,10 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::Shared;
-use crate::domain::{now_ms, Channel, IdempotencyKey, LedgerKind, Line, OutletId, ReservationId, ReservationStatus, Sku};
+use crate::domain::{
+    now_ms, Channel, IdempotencyKey, LedgerKind, Line, OutletId, ReservationId, ReservationStatus,
+    Sku,
+};
 use crate::keys::OutletKeys;
 use crate::store::{BatchArgs, BatchReply, Op, Outcome, ReleaseReason, ResRecord, Snapshot};
 
@@ -147,13 +150,24 @@ impl OutletActor {
         }
     }
 
-    fn enqueue(&mut self, op: Op, ctx: &mut Context<Self>) -> ResponseFuture<Result<Outcome, OutletError>> {
+    fn enqueue(
+        &mut self,
+        op: Op,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Outcome, OutletError>> {
         if self.pending.len() >= self.limits.pending_max {
             self.unavailable("queue_full");
-            return Box::pin(async { Err(OutletError::Unavailable("the outlet is overloaded; try again".into())) });
+            return Box::pin(async {
+                Err(OutletError::Unavailable(
+                    "the outlet is overloaded; try again".into(),
+                ))
+            });
         }
         let (tx, rx) = oneshot::channel();
-        self.pending.push_back(Pending { op, reply: Some(tx) });
+        self.pending.push_back(Pending {
+            op,
+            reply: Some(tx),
+        });
         self.flush(ctx);
         Box::pin(async move {
             rx.await
@@ -177,7 +191,12 @@ impl OutletActor {
         }
         self.busy = true;
         if self.needs_reload {
-            let fut = recover(self.shared.clone(), self.outlet.clone(), self.keys.clone(), self.limits.clone());
+            let fut = recover(
+                self.shared.clone(),
+                self.outlet.clone(),
+                self.keys.clone(),
+                self.limits.clone(),
+            );
             ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
                 act.busy = false;
                 match result {
@@ -224,7 +243,12 @@ impl OutletActor {
         }));
     }
 
-    fn finish(&mut self, batch: Vec<Pending>, reply: anyhow::Result<BatchReply>, ctx: &mut Context<Self>) {
+    fn finish(
+        &mut self,
+        batch: Vec<Pending>,
+        reply: anyhow::Result<BatchReply>,
+        ctx: &mut Context<Self>,
+    ) {
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -233,7 +257,10 @@ impl OutletActor {
                 warn!(outlet = %self.outlet, error = %format!("{e:#}"), "outlet batch failed");
                 self.needs_reload = true;
                 self.unavailable("redis");
-                reply_all(batch, "the outlet's store is unreachable; retry with the same key");
+                reply_all(
+                    batch,
+                    "the outlet's store is unreachable; retry with the same key",
+                );
                 return;
             }
         };
@@ -271,7 +298,11 @@ impl OutletActor {
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome) -> bool {
         for row in outcome.stock() {
-            let before = self.shared.stock.get(&self.outlet, &row.sku).unwrap_or_default();
+            let before = self
+                .shared
+                .stock
+                .get(&self.outlet, &row.sku)
+                .unwrap_or_default();
             let after = row.counters();
             let uncovered = |c: crate::domain::Counters| (-c.available()).min(c.reserved).max(0);
             let newly_uncovered = uncovered(after) - uncovered(before);
@@ -286,7 +317,13 @@ impl OutletActor {
         match outcome {
             Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => {
                 self.seq = self.seq.max(*seq);
-                if matches!(op, Op::Release { reason: ReleaseReason::Expired, .. }) {
+                if matches!(
+                    op,
+                    Op::Release {
+                        reason: ReleaseReason::Expired,
+                        ..
+                    }
+                ) {
                     self.shared.metrics.expirations.inc();
                 }
                 true
@@ -330,7 +367,11 @@ impl OutletActor {
             }
             return;
         };
-        if self.wake.as_ref().is_some_and(|(scheduled, _)| *scheduled <= at) {
+        if self
+            .wake
+            .as_ref()
+            .is_some_and(|(scheduled, _)| *scheduled <= at)
+        {
             return;
         }
         if let Some((_, handle)) = self.wake.take() {
@@ -349,7 +390,10 @@ impl OutletActor {
         let now = now_ms();
         while self.expiry.first().is_some_and(|(at, _)| *at <= now) {
             let (_, id) = self.expiry.pop_first().expect("checked first");
-            let op = Op::Release { id, reason: ReleaseReason::Expired };
+            let op = Op::Release {
+                id,
+                reason: ReleaseReason::Expired,
+            };
             self.pending.push_back(Pending { op, reply: None });
         }
         self.flush(ctx);
@@ -380,7 +424,12 @@ fn reply_all(batch: Vec<Pending>, message: &str) {
 
 /// Reads the outlet from Redis; when Redis has nothing for it (or is behind the ledger),
 /// rebuilds it from the ledger first.
-async fn recover(shared: Shared, outlet: OutletId, keys: OutletKeys, limits: OutletLimits) -> anyhow::Result<Snapshot> {
+async fn recover(
+    shared: Shared,
+    outlet: OutletId,
+    keys: OutletKeys,
+    limits: OutletLimits,
+) -> anyhow::Result<Snapshot> {
     if let Some(snapshot) = shared.store.snapshot(&keys).await? {
         if snapshot.seq >= shared.durable.get(&outlet) {
             return Ok(snapshot);
@@ -422,7 +471,12 @@ impl Actor for OutletActor {
         ctx.set_mailbox_capacity(self.limits.mailbox_capacity);
         // Load (or rebuild) before the first message is handled.
         self.busy = true;
-        let fut = recover(self.shared.clone(), self.outlet.clone(), self.keys.clone(), self.limits.clone());
+        let fut = recover(
+            self.shared.clone(),
+            self.outlet.clone(),
+            self.keys.clone(),
+            self.limits.clone(),
+        );
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
@@ -457,7 +511,13 @@ impl Handler<Confirm> for OutletActor {
     type Result = ResponseFuture<Result<Outcome, OutletError>>;
 
     fn handle(&mut self, msg: Confirm, ctx: &mut Self::Context) -> Self::Result {
-        self.enqueue(Op::Confirm { id: msg.id, payment_ref: msg.payment_ref }, ctx)
+        self.enqueue(
+            Op::Confirm {
+                id: msg.id,
+                payment_ref: msg.payment_ref,
+            },
+            ctx,
+        )
     }
 }
 
@@ -465,7 +525,13 @@ impl Handler<Cancel> for OutletActor {
     type Result = ResponseFuture<Result<Outcome, OutletError>>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
-        self.enqueue(Op::Release { id: msg.id, reason: ReleaseReason::Cancelled }, ctx)
+        self.enqueue(
+            Op::Release {
+                id: msg.id,
+                reason: ReleaseReason::Cancelled,
+            },
+            ctx,
+        )
     }
 }
 

@@ -43,7 +43,11 @@ impl Auth {
                     .iter()
                     .map(|o| OutletId::parse("api_keys.outlets", o))
                     .collect::<Result<_, _>>()?;
-                let grant = Grant { role: k.role, outlets, label: k.label.clone() };
+                let grant = Grant {
+                    role: k.role,
+                    outlets,
+                    label: k.label.clone(),
+                };
                 Ok((k.key.expose().to_owned(), Arc::new(grant)))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -61,13 +65,19 @@ impl Grant {
         use MovementKind::*;
         match self.role {
             Role::Admin => true,
-            Role::Viewer => matches!(action, ReadStock | ReadReservation | ReadLedger | ReadMetrics),
+            Role::Viewer => matches!(
+                action,
+                ReadStock | ReadReservation | ReadLedger | ReadMetrics
+            ),
             Role::Storefront => matches!(action, ReadStock | Reserve | ReadReservation),
             Role::Pos => matches!(
                 action,
                 ReadStock | ReadLedger | Move(SaleCounter | Receipt | Wastage | Return | Transfer)
             ),
-            Role::Manager => matches!(action, ReadStock | ReadReservation | ReadLedger | ReadMetrics | Move(_)),
+            Role::Manager => matches!(
+                action,
+                ReadStock | ReadReservation | ReadLedger | ReadMetrics | Move(_)
+            ),
         }
     }
 
@@ -84,11 +94,15 @@ impl Caller {
     pub fn require(&self, action: Action, outlet: Option<&OutletId>) -> Result<(), ApiError> {
         let grant = &self.0;
         if !grant.role_allows(action) {
-            return Err(ApiError::Forbidden(format!("a {:?} key may not do this", grant.role).to_lowercase()));
+            return Err(ApiError::Forbidden(
+                format!("a {:?} key may not do this", grant.role).to_lowercase(),
+            ));
         }
         if let (true, Some(outlet)) = (grant.scoped(), outlet) {
             if !grant.outlets.contains(outlet) {
-                return Err(ApiError::Forbidden(format!("this key may not touch outlet {outlet}")));
+                return Err(ApiError::Forbidden(format!(
+                    "this key may not touch outlet {outlet}"
+                )));
             }
         }
         Ok(())
@@ -96,7 +110,11 @@ impl Caller {
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, key) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
@@ -106,7 +124,9 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .expect("AppState is registered");
         let grant = bearer(req).and_then(|key| state.auth.grant(key));
         ready(grant.map(Caller).ok_or(ApiError::Unauthorized))
     }

@@ -20,9 +20,15 @@ pub enum ApiError {
     #[error("{0}")]
     Validation(#[from] Invalid),
     #[error("not enough stock for every line")]
-    OutOfStock { lines: Vec<ShortLine>, alternatives: Vec<Value> },
+    OutOfStock {
+        lines: Vec<ShortLine>,
+        alternatives: Vec<Value>,
+    },
     #[error("{message}")]
-    Conflict { message: String, details: Option<Value> },
+    Conflict {
+        message: String,
+        details: Option<Value>,
+    },
     #[error("the reservation expired before it was confirmed")]
     Expired { reservation: Value },
     #[error("the request body is larger than {limit} bytes")]
@@ -36,7 +42,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::Conflict { message: message.into(), details: None }
+        Self::Conflict {
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn code(&self) -> &'static str {
@@ -99,11 +108,17 @@ impl ResponseError for ApiError {
                 body["field"] = invalid.field.clone().into();
                 body["message"] = invalid.message.clone().into();
             }
-            Self::OutOfStock { lines, alternatives } => {
+            Self::OutOfStock {
+                lines,
+                alternatives,
+            } => {
                 body["lines"] = json!(lines);
                 body["alternatives"] = json!(alternatives);
             }
-            Self::Conflict { details: Some(details), .. } => {
+            Self::Conflict {
+                details: Some(details),
+                ..
+            } => {
                 if let (Some(b), Some(d)) = (body.as_object_mut(), details.as_object()) {
                     b.extend(d.clone());
                 }

@@ -63,13 +63,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .route("/outlets", web::get().to(stock::list_outlets))
-                .route("/outlets/{outlet}/stock", web::get().to(stock::outlet_stock))
-                .route("/outlets/{outlet}/stock/{sku}", web::get().to(stock::sku_stock))
+                .route(
+                    "/outlets/{outlet}/stock",
+                    web::get().to(stock::outlet_stock),
+                )
+                .route(
+                    "/outlets/{outlet}/stock/{sku}",
+                    web::get().to(stock::sku_stock),
+                )
                 .route("/availability", web::post().to(stock::availability))
                 .route("/reservations", web::post().to(reservations::create))
                 .route("/reservations/{id}", web::get().to(reservations::get))
-                .route("/reservations/{id}/confirm", web::post().to(reservations::confirm))
-                .route("/reservations/{id}/cancel", web::post().to(reservations::cancel))
+                .route(
+                    "/reservations/{id}/confirm",
+                    web::post().to(reservations::confirm),
+                )
+                .route(
+                    "/reservations/{id}/cancel",
+                    web::post().to(reservations::cancel),
+                )
                 .route("/movements", web::post().to(movements::create))
                 .route("/ledger", web::get().to(ledger::page)),
         )
@@ -96,7 +108,10 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|e, _| {
             ApiError::Validation(Invalid::new("query", e.to_string())).into()
         }))
-        .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| ApiError::NotFound(e.to_string()).into()),
+        )
         .configure(routes)
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
@@ -105,7 +120,10 @@ pub fn app(
             let fut = srv.call(req);
             async move {
                 let res = fut.await?;
-                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into());
                 metrics
                     .http_seconds
                     .with_label_values(&[method.as_str(), route.as_str(), res.status().as_str()])
@@ -154,12 +172,20 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         // "missing field `qty`" names the field below the path.
         let field = match message.split('`').nth(1) {
             Some(name) if message.starts_with("missing field") => {
-                if path == "." { name.to_owned() } else { format!("{path}.{name}") }
+                if path == "." {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                }
             }
             _ if path == "." => "body".to_owned(),
             _ => path,
         };
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
         ApiError::Validation(Invalid::new(field, message))
     })
 }

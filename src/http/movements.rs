@@ -32,9 +32,15 @@ pub struct MovementRequest {
 
 impl MovementRequest {
     /// Validates every field into a `Movement`.
-    pub fn parse(self, catalogue: &Catalogue, limits: &MovementSettings) -> Result<Movement, Invalid> {
+    pub fn parse(
+        self,
+        catalogue: &Catalogue,
+        limits: &MovementSettings,
+    ) -> Result<Movement, Invalid> {
         let event_id = EventId::parse("event_id", &self.event_id)?;
-        let outlet = self.outlet.ok_or_else(|| Invalid::new("outlet", "is required"))?;
+        let outlet = self
+            .outlet
+            .ok_or_else(|| Invalid::new("outlet", "is required"))?;
         let outlet = catalogue.known_outlet("outlet", &outlet)?;
         let sku = catalogue.known_sku("sku", &self.sku)?;
         let kind = MovementKind::parse("kind", &self.kind)?;
@@ -57,7 +63,10 @@ impl MovementRequest {
             .with_timezone(&chrono::Utc);
         if let Some(note) = &self.note {
             if note.len() > limits.note_len_max {
-                return Err(Invalid::new("note", format!("must be at most {} bytes", limits.note_len_max)));
+                return Err(Invalid::new(
+                    "note",
+                    format!("must be at most {} bytes", limits.note_len_max),
+                ));
             }
         }
         let to_outlet = match (kind, self.to_outlet) {
@@ -68,11 +77,22 @@ impl MovementRequest {
                 }
                 Some(to)
             }
-            (MovementKind::Transfer, None) => return Err(Invalid::new("to_outlet", "is required for a transfer")),
+            (MovementKind::Transfer, None) => {
+                return Err(Invalid::new("to_outlet", "is required for a transfer"))
+            }
             (_, Some(_)) => return Err(Invalid::new("to_outlet", "is only for a transfer")),
             (_, None) => None,
         };
-        Ok(Movement { event_id, outlet, sku, kind, qty: self.qty, at, note: self.note, to_outlet })
+        Ok(Movement {
+            event_id,
+            outlet,
+            sku,
+            kind,
+            qty: self.qty,
+            at,
+            note: self.note,
+            to_outlet,
+        })
     }
 }
 
@@ -97,13 +117,23 @@ async fn apply_half(
 ) -> Result<MovementResult, ApiError> {
     let kind = msg.kind;
     let outcome = actor.send(msg).await??;
-    let count = |o: &str| state.metrics.movements.with_label_values(&[kind.as_str(), o]).inc();
+    let count = |o: &str| {
+        state
+            .metrics
+            .movements
+            .with_label_values(&[kind.as_str(), o])
+            .inc()
+    };
     let result = match outcome {
-        Outcome::Ok { result: Some(r), .. } => {
+        Outcome::Ok {
+            result: Some(r), ..
+        } => {
             count("applied");
             r
         }
-        Outcome::Replay { result: Some(r), .. } => {
+        Outcome::Replay {
+            result: Some(r), ..
+        } => {
             count("replay");
             r
         }
@@ -113,12 +143,18 @@ async fn apply_half(
         }
         Outcome::OutOfStock { lines } => {
             count("out_of_stock");
-            return Err(ApiError::OutOfStock { lines, alternatives: Vec::new() });
+            return Err(ApiError::OutOfStock {
+                lines,
+                alternatives: Vec::new(),
+            });
         }
         Outcome::Invalid { field, message } => return Err(Invalid::new(field, message).into()),
         other => return Err(anyhow::anyhow!("unexpected movement outcome {other:?}").into()),
     };
-    state.durable.wait(outlet, result.seq, state.durable_wait()).await?;
+    state
+        .durable
+        .wait(outlet, result.seq, state.durable_wait())
+        .await?;
     Ok(result)
 }
 
@@ -139,7 +175,11 @@ pub async fn apply(state: &AppState, m: &Movement) -> Result<serde_json::Value, 
         counterpart,
     };
     let source = state.outlet(&m.outlet)?;
-    let msg = half(ledger_kind(m.kind), m.event_id.to_string(), m.to_outlet.clone());
+    let msg = half(
+        ledger_kind(m.kind),
+        m.event_id.to_string(),
+        m.to_outlet.clone(),
+    );
     let result = apply_half(state, source, &m.outlet, msg).await?;
     let mut body = serde_json::to_value(&result).expect("serializes");
     if let Some(to) = &m.to_outlet {

@@ -10,7 +10,10 @@ use super::stock::{can_serve, parse_lines, RawLine};
 use super::{json_body, AppState};
 use crate::actors::outlet::{Cancel, Confirm, GetReservation, Reserve};
 use crate::catalogue::OutletKind;
-use crate::domain::{digest, rfc3339_ms, Channel, EventId, IdempotencyKey, Invalid, Line, OutletId, ReservationId, ReservationStatus};
+use crate::domain::{
+    digest, rfc3339_ms, Channel, EventId, IdempotencyKey, Invalid, Line, OutletId, ReservationId,
+    ReservationStatus,
+};
 use crate::store::{Outcome, ResRecord};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -94,7 +97,9 @@ pub async fn create(
     let outlet = match (&body.outlet, &body.pin) {
         (Some(o), None) => state.catalogue.known_outlet("outlet", o)?,
         (None, Some(_)) => {
-            return Err(Invalid::new("pin", "delivery zones are not configured; give an outlet").into())
+            return Err(
+                Invalid::new("pin", "delivery zones are not configured; give an outlet").into(),
+            )
         }
         _ => return Err(Invalid::new("outlet", "give exactly one of outlet and pin").into()),
     };
@@ -103,11 +108,15 @@ pub async fn create(
     let limits = &state.settings.reservations;
     let ttl_secs = body.ttl_secs.unwrap_or(limits.ttl_secs as i64);
     if !(1..=limits.ttl_secs_max as i64).contains(&ttl_secs) {
-        return Err(Invalid::new("ttl_secs", format!("must be 1 to {}", limits.ttl_secs_max)).into());
+        return Err(
+            Invalid::new("ttl_secs", format!("must be 1 to {}", limits.ttl_secs_max)).into(),
+        );
     }
     if let Some(c) = &body.customer_ref {
         if c.is_empty() || c.len() > CUSTOMER_REF_LEN_MAX || c.chars().any(char::is_control) {
-            return Err(Invalid::new("customer_ref", "must be 1 to 128 printable characters").into());
+            return Err(
+                Invalid::new("customer_ref", "must be 1 to 128 printable characters").into(),
+            );
         }
     }
     let canonical = Canonical {
@@ -127,7 +136,13 @@ pub async fn create(
         customer_ref: body.customer_ref,
     };
     let outcome = state.outlet(&outlet)?.send(msg).await??;
-    let counter = |outcome: &str| state.metrics.reservations.with_label_values(&["reserve", outcome]).inc();
+    let counter = |outcome: &str| {
+        state
+            .metrics
+            .reservations
+            .with_label_values(&["reserve", outcome])
+            .inc()
+    };
     match outcome {
         Outcome::Ok { res: Some(res), .. } => {
             counter("held");
@@ -139,7 +154,10 @@ pub async fn create(
         }
         Outcome::OutOfStock { lines: short } => {
             counter("out_of_stock");
-            Err(ApiError::OutOfStock { lines: short, alternatives: alternatives(&state, &outlet, &lines) })
+            Err(ApiError::OutOfStock {
+                lines: short,
+                alternatives: alternatives(&state, &outlet, &lines),
+            })
         }
         Outcome::Conflict { message, .. } => {
             counter("conflict");
@@ -150,17 +168,25 @@ pub async fn create(
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
-    ReservationId::parse("id", raw).map_err(|_| ApiError::NotFound(format!("no reservation '{raw}'")))
+    ReservationId::parse("id", raw)
+        .map_err(|_| ApiError::NotFound(format!("no reservation '{raw}'")))
 }
 
 fn not_found(id: &ReservationId) -> ApiError {
     ApiError::NotFound(format!("no reservation '{id}'"))
 }
 
-pub async fn get(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadReservation, None)?;
     let id = path_id(&path)?;
-    let outlet = state.outlets.get(&id.outlet()).ok_or_else(|| not_found(&id))?;
+    let outlet = state
+        .outlets
+        .get(&id.outlet())
+        .ok_or_else(|| not_found(&id))?;
     let res = outlet.send(GetReservation { id: id.clone() }).await??;
     let res = res.ok_or_else(|| not_found(&id))?;
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
@@ -185,11 +211,29 @@ pub async fn confirm(
     // Payment references are opaque ids of the payment provider.
     let payment_ref = EventId::parse("payment_ref", &body.payment_ref)?.to_string();
     let outlet_id = id.outlet();
-    let outlet = state.outlets.get(&outlet_id).ok_or_else(|| not_found(&id))?;
-    let outcome = outlet.send(Confirm { id: id.clone(), payment_ref }).await??;
-    let counter = |outcome: &str| state.metrics.reservations.with_label_values(&["confirm", outcome]).inc();
+    let outlet = state
+        .outlets
+        .get(&outlet_id)
+        .ok_or_else(|| not_found(&id))?;
+    let outcome = outlet
+        .send(Confirm {
+            id: id.clone(),
+            payment_ref,
+        })
+        .await??;
+    let counter = |outcome: &str| {
+        state
+            .metrics
+            .reservations
+            .with_label_values(&["confirm", outcome])
+            .inc()
+    };
     let (res, seq) = match outcome {
-        Outcome::Ok { res: Some(res), seq, .. } => {
+        Outcome::Ok {
+            res: Some(res),
+            seq,
+            ..
+        } => {
             counter("confirmed");
             (res, seq)
         }
@@ -200,7 +244,9 @@ pub async fn confirm(
         }
         Outcome::Expired { res, .. } => {
             counter("expired");
-            return Err(ApiError::Expired { reservation: reservation_json(&res) });
+            return Err(ApiError::Expired {
+                reservation: reservation_json(&res),
+            });
         }
         Outcome::Conflict { message, res } => {
             counter("conflict");
@@ -210,14 +256,24 @@ pub async fn confirm(
         Outcome::NotFound => return Err(not_found(&id)),
         other => return Err(anyhow::anyhow!("unexpected confirm outcome {other:?}").into()),
     };
-    state.durable.wait(&outlet_id, seq, state.durable_wait()).await?;
+    state
+        .durable
+        .wait(&outlet_id, seq, state.durable_wait())
+        .await?;
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }
 
-pub async fn cancel(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Action::Reserve, None)?;
     let id = path_id(&path)?;
-    let outlet = state.outlets.get(&id.outlet()).ok_or_else(|| not_found(&id))?;
+    let outlet = state
+        .outlets
+        .get(&id.outlet())
+        .ok_or_else(|| not_found(&id))?;
     let outcome = outlet.send(Cancel { id: id.clone() }).await??;
     let res = match outcome {
         Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,
@@ -231,7 +287,10 @@ pub async fn cancel(caller: Caller, state: web::Data<AppState>, path: web::Path<
         .inc();
     if res.status == ReservationStatus::Confirmed {
         let details = Some(json!({"reservation": reservation_json(&res)}));
-        return Err(ApiError::Conflict { message: "the reservation is confirmed".into(), details });
+        return Err(ApiError::Conflict {
+            message: "the reservation is confirmed".into(),
+            details,
+        });
     }
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }

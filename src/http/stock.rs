@@ -9,7 +9,11 @@ use super::error::ApiError;
 use super::{json_body, AppState};
 use crate::domain::{Counters, Invalid, Line, OutletId, Qty, Sku};
 
-pub(super) fn counters_json(outlet: Option<&OutletId>, sku: &Sku, c: Counters) -> serde_json::Value {
+pub(super) fn counters_json(
+    outlet: Option<&OutletId>,
+    sku: &Sku,
+    c: Counters,
+) -> serde_json::Value {
     let mut v = json!({
         "sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
         "available": c.available(), "seq": c.seq,
@@ -27,7 +31,10 @@ fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no outlet '{raw}'")))
 }
 
-pub async fn list_outlets(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_outlets(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadStock, None)?;
     Ok(HttpResponse::Ok().json(&state.catalogue.outlets))
 }
@@ -75,13 +82,21 @@ pub(super) struct RawLine {
 pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>, ApiError> {
     let limits = &state.settings.reservations;
     if raw.is_empty() || raw.len() > limits.lines_max {
-        return Err(Invalid::new("lines", format!("must hold 1 to {} lines", limits.lines_max)).into());
+        return Err(Invalid::new(
+            "lines",
+            format!("must hold 1 to {} lines", limits.lines_max),
+        )
+        .into());
     }
     let mut lines: Vec<Line> = Vec::with_capacity(raw.len());
     for (i, l) in raw.iter().enumerate() {
-        let sku = state.catalogue.known_sku(&format!("lines[{i}].sku"), &l.sku)?;
+        let sku = state
+            .catalogue
+            .known_sku(&format!("lines[{i}].sku"), &l.sku)?;
         if lines.iter().any(|x| x.sku == sku) {
-            return Err(Invalid::new(format!("lines[{i}].sku"), "the same sku is listed twice").into());
+            return Err(
+                Invalid::new(format!("lines[{i}].sku"), "the same sku is listed twice").into(),
+            );
         }
         let qty = Qty::parse(&format!("lines[{i}].qty"), l.qty, limits.qty_max)?;
         lines.push(Line { sku, qty });
@@ -90,12 +105,21 @@ pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>
 }
 
 /// Whether `outlet` can fill every line right now, and what it has of each.
-pub(super) fn can_serve(state: &AppState, outlet: &OutletId, lines: &[Line]) -> (bool, Vec<serde_json::Value>) {
+pub(super) fn can_serve(
+    state: &AppState,
+    outlet: &OutletId,
+    lines: &[Line],
+) -> (bool, Vec<serde_json::Value>) {
     let mut all = true;
     let per_line = lines
         .iter()
         .map(|l| {
-            let available = state.stock.get(outlet, &l.sku).unwrap_or_default().available().max(0);
+            let available = state
+                .stock
+                .get(outlet, &l.sku)
+                .unwrap_or_default()
+                .available()
+                .max(0);
             all &= available >= l.qty.get();
             json!({"sku": l.sku, "available": available})
         })
@@ -120,7 +144,11 @@ pub async fn availability(
     caller.require(Action::ReadStock, None)?;
     let body: AvailabilityRequest = json_body(&req, payload, &state).await?;
     if body.pin.is_some() {
-        return Err(Invalid::new("pin", "delivery zones are not configured; name outlets instead").into());
+        return Err(Invalid::new(
+            "pin",
+            "delivery zones are not configured; name outlets instead",
+        )
+        .into());
     }
     let lines = parse_lines(&state, &body.lines)?;
     let outlets: Vec<OutletId> = match body.outlets {
@@ -129,7 +157,12 @@ pub async fn availability(
             .enumerate()
             .map(|(i, o)| state.catalogue.known_outlet(&format!("outlets[{i}]"), o))
             .collect::<Result<_, _>>()?,
-        None => state.catalogue.outlets.iter().map(|o| o.id.clone()).collect(),
+        None => state
+            .catalogue
+            .outlets
+            .iter()
+            .map(|o| o.id.clone())
+            .collect(),
     };
     let answer: Vec<_> = outlets
         .iter()

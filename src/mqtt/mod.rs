@@ -21,10 +21,18 @@ const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 /// Connects, expects a CONNACK with reason code 0 (success), and disconnects.
 pub async fn probe_broker(host: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
     tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect((host, port)).await.context("connecting")?;
-        stream.write_all(&CONNECT).await.context("sending CONNECT")?;
+        let mut stream = TcpStream::connect((host, port))
+            .await
+            .context("connecting")?;
+        stream
+            .write_all(&CONNECT)
+            .await
+            .context("sending CONNECT")?;
         let mut head = [0u8; 4];
-        stream.read_exact(&mut head).await.context("reading CONNACK")?;
+        stream
+            .read_exact(&mut head)
+            .await
+            .context("reading CONNACK")?;
         if head[0] != 0x20 {
             bail!("expected CONNACK, got packet type {:#x}", head[0]);
         }

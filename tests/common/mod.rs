@@ -35,7 +35,11 @@ pub fn test_settings() -> Settings {
     s.mongo.database = format!("shelfsync_test_{}", &id[..12]);
     s.mqtt.topic_prefix = format!("test-{}/", &id[..12]);
     s.ledger.poll_interval_ms = 200;
-    for f in [&mut s.catalogue.outlets_file, &mut s.catalogue.skus_file, &mut s.catalogue.stock_file] {
+    for f in [
+        &mut s.catalogue.outlets_file,
+        &mut s.catalogue.skus_file,
+        &mut s.catalogue.stock_file,
+    ] {
         *f = std::path::Path::new(root).join(&*f);
     }
     s
@@ -55,12 +59,23 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     shelfsync::init_tracing();
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let done = actix_web::rt::spawn(app.run_until_stopped());
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    TestApp { url, http, settings, handle, done }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp {
+        url,
+        http,
+        settings,
+        handle,
+        done,
+    }
 }
 
 impl TestApp {
@@ -72,11 +87,22 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {
-        self.http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
-        self.http.post(format!("{}{path}", self.url)).bearer_auth(key).json(&body).send().await.unwrap()
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn reserve(&self, idem: &str, body: Value) -> Response {
@@ -93,7 +119,8 @@ impl TestApp {
     /// Holds `qty` of `sku` at `outlet`; panics unless 201. Returns the reservation.
     pub async fn hold(&self, outlet: &str, sku: &str, qty: i64, ttl_secs: i64) -> Value {
         let idem = uuid::Uuid::new_v4().to_string();
-        let body = json!({"outlet": outlet, "lines": [{"sku": sku, "qty": qty}], "ttl_secs": ttl_secs});
+        let body =
+            json!({"outlet": outlet, "lines": [{"sku": sku, "qty": qty}], "ttl_secs": ttl_secs});
         let res = self.reserve(&idem, body).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         res.json().await.unwrap()
@@ -113,13 +140,17 @@ impl TestApp {
     }
 
     pub async fn stock(&self, outlet: &str, sku: &str) -> Value {
-        let res = self.get(&format!("/v1/outlets/{outlet}/stock/{sku}"), VIEWER).await;
+        let res = self
+            .get(&format!("/v1/outlets/{outlet}/stock/{sku}"), VIEWER)
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         res.json().await.unwrap()
     }
 
     pub async fn reservation(&self, id: &str) -> Value {
-        let res = self.get(&format!("/v1/reservations/{id}"), STOREFRONT).await;
+        let res = self
+            .get(&format!("/v1/reservations/{id}"), STOREFRONT)
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         res.json().await.unwrap()
     }
@@ -133,13 +164,20 @@ pub async fn redis_store(settings: &Settings) -> RedisStore {
 pub async fn redis_snapshot(settings: &Settings, outlet: &str) -> Snapshot {
     let store = redis_store(settings).await;
     let outlet = OutletId::parse("outlet", outlet).unwrap();
-    store.snapshot(&store.keys(&outlet)).await.unwrap().unwrap_or_default()
+    store
+        .snapshot(&store.keys(&outlet))
+        .await
+        .unwrap()
+        .unwrap_or_default()
 }
 
 /// The outlet as its MongoDB ledger explains it.
 pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection {
     let ledger = Ledger::connect(&settings.mongo).await.unwrap();
-    ledger.projection(&OutletId::parse("outlet", outlet).unwrap()).await.unwrap()
+    ledger
+        .projection(&OutletId::parse("outlet", outlet).unwrap())
+        .await
+        .unwrap()
 }
 
 /// Deletes every Redis key under the settings' prefix (a Redis that restarted empty).
@@ -152,14 +190,20 @@ pub async fn wipe_redis(settings: &Settings) {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
 /// Removes what a test left on the shared servers.
 pub async fn cleanup(settings: &Settings) {
     wipe_redis(settings).await;
-    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose()).await.unwrap();
+    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose())
+        .await
+        .unwrap();
     let _ = client.database(&settings.mongo.database).drop().await;
 }
 
