@@ -29,6 +29,13 @@ struct Args {
     /// ...or this many holds, whichever comes first.
     #[arg(long, default_value_t = 200_000)]
     holds_max: u64,
+    /// Instead of hold/cancel: place this many holds that are left to expire, and report how
+    /// long after the last deadline the last of them was released.
+    #[arg(long)]
+    expiry_holds: Option<u64>,
+    /// Hold time of the expiry run.
+    #[arg(long, default_value_t = 20)]
+    expiry_ttl_secs: u64,
 }
 
 #[derive(Default)]
@@ -76,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
         "no stock to hold; run `make run` (it imports the demo chain)"
     );
     let targets = Arc::new(targets);
+    if let Some(holds) = args.expiry_holds {
+        return expiry_run(&args, &http, &auth, &outlets, targets, holds).await;
+    }
     let counts = Arc::new(Counts::default());
     let deadline = Instant::now() + Duration::from_secs(args.secs);
     let started = Instant::now();
@@ -145,5 +155,114 @@ async fn main() -> anyhow::Result<()> {
         ms(0.999),
         hist.max() as f64 / 1000.0
     );
+    Ok(())
+}
+
+/// Sum of `reserved` over every outlet and SKU.
+async fn reserved_total(
+    http: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    outlets: &[Value],
+) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for o in outlets {
+        let id = o["id"].as_str().unwrap_or_default();
+        let rows: Vec<Value> = http
+            .get(format!("{url}/v1/outlets/{id}/stock"))
+            .header("Authorization", auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        total += rows
+            .iter()
+            .map(|r| r["reserved"].as_i64().unwrap_or(0))
+            .sum::<i64>();
+    }
+    Ok(total)
+}
+
+/// Places `holds` one-unit holds, leaves them to expire, and measures the release lag.
+async fn expiry_run(
+    args: &Args,
+    http: &reqwest::Client,
+    auth: &str,
+    outlets: &[Value],
+    targets: Arc<Vec<(String, String)>>,
+    holds: u64,
+) -> anyhow::Result<()> {
+    let baseline = reserved_total(http, &args.url, auth, outlets).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let last_deadline = Arc::new(std::sync::Mutex::new(String::new()));
+    let placed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (http, auth, url) = (http.clone(), auth.to_owned(), args.url.clone());
+        let (targets, next, last_deadline, placed) = (
+            targets.clone(),
+            next.clone(),
+            last_deadline.clone(),
+            placed.clone(),
+        );
+        let ttl = args.expiry_ttl_secs;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= holds {
+                    break;
+                }
+                let (outlet, sku) = &targets[(i as usize * 7919) % targets.len()];
+                let res = http
+                    .post(format!("{url}/v1/reservations"))
+                    .header("Authorization", &auth)
+                    .header("Idempotency-Key", format!("expiry-{}-{c}-{i}", std::process::id()))
+                    .json(&json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1}], "ttl_secs": ttl}))
+                    .send()
+                    .await;
+                if let Ok(r) = res {
+                    if r.status() == 201 {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        let at = body["expires_at"].as_str().unwrap_or_default().to_owned();
+                        let mut last = last_deadline.lock().expect("lock");
+                        if at > *last {
+                            *last = at;
+                        }
+                        placed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let placed = placed.load(Ordering::Relaxed);
+    let live = reserved_total(http, &args.url, auth, outlets).await? - baseline;
+    println!(
+        "placed {placed} holds in {:.1} s; {live} units live at once",
+        started.elapsed().as_secs_f64()
+    );
+    let last = last_deadline.lock().expect("lock").clone();
+    let last = chrono::DateTime::parse_from_rfc3339(&last)?.with_timezone(&chrono::Utc);
+    let mut released_at = None;
+    let give_up = Instant::now() + Duration::from_secs(args.expiry_ttl_secs + 30);
+    while Instant::now() < give_up {
+        if reserved_total(http, &args.url, auth, outlets).await? <= baseline {
+            released_at = Some(chrono::Utc::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match released_at {
+        Some(at) => {
+            let lag_ms = (at - last).num_milliseconds();
+            println!(
+                "every hold released {lag_ms} ms after the last expires_at (polling every 50 ms)"
+            );
+        }
+        None => println!("holds still reserved 30 s after the last deadline"),
+    }
     Ok(())
 }
