@@ -137,6 +137,7 @@ impl Application {
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
+            claims: core.shared.store.clone(),
             catalogue: core.catalogue.clone(),
             outlets: core.outlets.clone(),
             stock: core.shared.stock.clone(),

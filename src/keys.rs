@@ -60,6 +60,24 @@ impl OutletKeys {
     }
 }
 
+/// Which kind of client key a claim is for.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimKind {
+    /// An `Idempotency-Key` of a reservation request.
+    Reservation,
+    /// The `event_id` of a movement.
+    Event,
+}
+
+/// The chain-wide claim of a client key by one outlet (not outlet-tagged: it spans outlets).
+pub fn claim(prefix: &str, kind: ClaimKind, key: &str) -> String {
+    let tag = match kind {
+        ClaimKind::Reservation => "r",
+        ClaimKind::Event => "e",
+    };
+    format!("{prefix}:claim:{tag}:{key}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     Channel, Counters, IdempotencyKey, LedgerKind, Line, ReservationId, ReservationStatus, Sku,
 };
-use crate::keys::OutletKeys;
+use crate::keys::{ClaimKind, OutletKeys};
 use crate::settings::RedisSettings;
 
 const APPLY_BATCH: &str = concat!(
@@ -290,6 +290,31 @@ impl RedisStore {
 
     pub fn keys(&self, outlet: &crate::domain::OutletId) -> OutletKeys {
         OutletKeys::new(&self.prefix, outlet)
+    }
+
+    /// Claims a client key (`Idempotency-Key`, `event_id`) for `outlet` chain-wide for
+    /// `ttl_secs`, and returns the outlet that holds the claim: `outlet` itself, or the one
+    /// that claimed it first. Outlet scripts remember keys per outlet; this makes the same key
+    /// sent to another outlet a conflict instead of a second write.
+    pub async fn claim(
+        &self,
+        kind: ClaimKind,
+        key: &str,
+        outlet: &crate::domain::OutletId,
+        ttl_secs: u64,
+    ) -> anyhow::Result<String> {
+        let mut conn = self.conn.clone();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(crate::keys::claim(&self.prefix, kind, key))
+            .arg(outlet.as_str())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut conn)
+            .await
+            .context("claiming a client key")?;
+        Ok(previous.unwrap_or_else(|| outlet.to_string()))
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

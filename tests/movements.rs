@@ -178,3 +178,18 @@ async fn the_ledger_pages_in_seq_order() {
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
+
+#[actix_web::test]
+async fn the_same_event_id_at_another_outlet_is_409() {
+    let app = spawn_app().await;
+    let receipt = |outlet: &str| json!({"event_id": "grn-42", "outlet": outlet, "sku": SKU, "kind": "receipt", "qty": 5, "at": "2026-11-21T09:42:00Z"});
+
+    let first = app.movement(MANAGER_INDORE, receipt(OUTLET)).await;
+    let elsewhere = app.movement(MANAGER_INDORE, receipt(OTHER_OUTLET)).await;
+
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(elsewhere.status(), StatusCode::CONFLICT);
+    assert_eq!(app.stock(OTHER_OUTLET, SKU).await["on_hand"], 0);
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}

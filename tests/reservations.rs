@@ -342,3 +342,33 @@ async fn availability_answers_per_outlet() {
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
+
+#[actix_web::test]
+async fn the_same_idempotency_key_at_another_outlet_is_409() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    app.set_stock(OTHER_OUTLET, SKU, 5).await;
+    let first = app
+        .reserve(
+            "shared-key",
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
+
+    let elsewhere = app
+        .reserve(
+            "shared-key",
+            json!({"outlet": OTHER_OUTLET, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
+
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(elsewhere.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        app.stock(OTHER_OUTLET, SKU).await["reserved"],
+        0,
+        "nothing held at the other outlet"
+    );
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}

@@ -33,6 +33,8 @@ use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
+    /// Used only for chain-wide claims of client keys (see `claim_key`).
+    pub claims: crate::store::RedisStore,
     pub catalogue: Arc<Catalogue>,
     pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
     pub stock: Arc<StockView>,
@@ -49,6 +51,27 @@ impl AppState {
         self.outlets
             .get(id)
             .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
+    }
+
+    /// Claims a client key for `outlet`; 409 when another outlet already has it.
+    async fn claim_key(
+        &self,
+        kind: crate::keys::ClaimKind,
+        key: &str,
+        outlet: &OutletId,
+        ttl_secs: u64,
+    ) -> Result<(), ApiError> {
+        let owner = self
+            .claims
+            .claim(kind, key, outlet, ttl_secs)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+        if owner != outlet.as_str() {
+            return Err(ApiError::conflict(format!(
+                "this key was already used for outlet {owner}"
+            )));
+        }
+        Ok(())
     }
 
     fn durable_wait(&self) -> Duration {

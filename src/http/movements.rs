@@ -13,6 +13,7 @@ use crate::actors::outlet::ApplyMovement;
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
 use crate::domain::{EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId};
+use crate::keys::ClaimKind;
 use crate::settings::MovementSettings;
 use crate::store::{MovementResult, Outcome};
 
@@ -163,6 +164,10 @@ async fn apply_half(
 /// that was cut between its halves.
 pub async fn apply(state: &AppState, m: &Movement) -> Result<serde_json::Value, ApiError> {
     let hash = m.body_hash();
+    let retain = state.settings.movements.retain_secs;
+    state
+        .claim_key(ClaimKind::Event, m.event_id.as_str(), &m.outlet, retain)
+        .await?;
     let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| ApplyMovement {
         key,
         hash: hash.clone(),

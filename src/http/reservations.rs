@@ -14,6 +14,7 @@ use crate::domain::{
     digest, rfc3339_ms, Channel, EventId, IdempotencyKey, Invalid, Line, OutletId, ReservationId,
     ReservationStatus,
 };
+use crate::keys::ClaimKind;
 use crate::store::{Outcome, ResRecord};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -127,6 +128,14 @@ pub async fn create(
         customer_ref: body.customer_ref.as_deref(),
     };
     let hash = digest(&serde_json::to_vec(&canonical).expect("serializes"));
+    state
+        .claim_key(
+            ClaimKind::Reservation,
+            idem.as_str(),
+            &outlet,
+            limits.retain_secs,
+        )
+        .await?;
     let msg = Reserve {
         idem,
         hash,
