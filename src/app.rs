@@ -43,13 +43,22 @@ impl Core {
         let catalogue = Arc::new(Catalogue::load(&settings.catalogue)?);
         let store = RedisStore::connect(&settings.redis).await?;
         store.ping().await?;
+        let started = std::time::Instant::now();
         let ledger = Ledger::connect(&settings.mongo).await?;
         ledger.ensure_indexes().await?;
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ledger indexes ready"
+        );
         let ids: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();
         let mut start = Vec::with_capacity(ids.len());
         for id in &ids {
             start.push((id.clone(), ledger.max_seq(id).await?));
         }
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ledger watermarks read"
+        );
         let shared = Shared {
             store,
             ledger,
