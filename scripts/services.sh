@@ -40,6 +40,8 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+command -v python3 >/dev/null || apt_install python3
+
 # Redis
 if ! listening "$REDIS_PORT"; then
   command -v redis-server >/dev/null || apt_install redis-server
@@ -63,7 +65,7 @@ command -v mosquitto_sub >/dev/null || apt_install mosquitto-clients
 # MongoDB wire protocol: SecantusDB in the project's venv
 if [ ! -x .venv/bin/secantusd-py ]; then
   say "installing SecantusDB into .venv"
-  python3 -m venv .venv
+  python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; python3 -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q SecantusDB
 fi

@@ -51,9 +51,16 @@ impl Core {
             "ledger indexes ready"
         );
         let ids: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();
+        // The writer starts after the last document it can prove durable: everything before
+        // the oldest outbox entry (outboxes are trimmed only after a successful insert), and
+        // never past the ledger's last document. Entries from there on are inserted again;
+        // the duplicates are checked and skipped.
         let mut start = Vec::with_capacity(ids.len());
         for id in &ids {
-            start.push((id.clone(), ledger.max_seq(id).await?));
+            let in_ledger = ledger.max_seq(id).await?;
+            let pending = store.first_outbox_seq(&store.keys(id)).await?;
+            let durable = pending.map_or(in_ledger, |first| in_ledger.min(first - 1));
+            start.push((id.clone(), durable));
         }
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -64,10 +64,10 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
         })
         .buffer_unordered(IN_FLIGHT_MAX);
     while let Some((outlet, outcome)) = outcomes.next().await {
-        match outcome
+        let committed = outcome
             .context("outlet actor")?
-            .map_err(|e| anyhow::anyhow!("{outlet}: {e}"))?
-        {
+            .map_err(|e| anyhow::anyhow!("{outlet}: {e}"))?;
+        match committed.outcome {
             Outcome::Ok { .. } => report.applied += 1,
             Outcome::Replay { .. } => report.replayed += 1,
             other => bail!("{outlet}: opening stock refused: {other:?}"),

@@ -342,24 +342,53 @@ impl Ledger {
         Ok(())
     }
 
-    /// Inserts a batch, unordered. A duplicate key means "already written" (a retry after a
-    /// crash between insert and outbox trim), so only other errors fail the batch.
+    /// Inserts a batch, unordered. A duplicate key is "already written" (a retry after a
+    /// crash between insert and outbox trim) only when the stored document is the same one;
+    /// a different document at the same seq means Redis and the ledger diverged, and the
+    /// batch fails loudly instead of being trimmed away.
     pub async fn insert_batch(&self, entries: &[LedgerEntry]) -> anyhow::Result<()> {
-        match self.entries.insert_many(entries).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(failure)
-                    if failure.write_concern_error.is_none()
-                        && failure.write_errors.as_ref().is_some_and(|errors| {
-                            errors.iter().all(|w| w.code == DUPLICATE_KEY)
-                        }) =>
-                {
-                    Ok(())
+        let failure = match self.entries.insert_many(entries).ordered(false).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let duplicates: Vec<usize> = match failure.kind.as_ref() {
+            ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => match &f.write_errors {
+                Some(errors) if errors.iter().all(|w| w.code == DUPLICATE_KEY) => {
+                    errors.iter().map(|w| w.index).collect()
                 }
-                _ => Err(anyhow::Error::new(e)
-                    .context(format!("inserting a ledger batch of {}", entries.len()))),
+                _ => Vec::new(),
             },
+            _ => Vec::new(),
+        };
+        if duplicates.is_empty() {
+            return Err(anyhow::Error::new(failure)
+                .context(format!("inserting a ledger batch of {}", entries.len())));
         }
+        let ids: Vec<&str> = duplicates
+            .iter()
+            .filter_map(|&i| entries.get(i))
+            .map(|e| e.id.as_str())
+            .collect();
+        let stored: Vec<LedgerEntry> = self
+            .entries
+            .find(doc! {"_id": {"$in": &ids}})
+            .await
+            .context("reading back duplicate ledger documents")?
+            .try_collect()
+            .await
+            .context("reading back duplicate ledger documents")?;
+        for &i in &duplicates {
+            let mine = &entries[i];
+            match stored.iter().find(|s| s.id == mine.id) {
+                Some(theirs) if theirs == mine => {}
+                Some(_) => anyhow::bail!(
+                    "ledger document {} differs from the outbox entry with the same seq: Redis and the ledger diverged",
+                    mine.id
+                ),
+                None => anyhow::bail!("ledger document {} reported as duplicate but not found", mine.id),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the ledger holds the outlet's document at `seq`.

@@ -480,6 +480,12 @@ impl RedisStore {
         Ok((entries, len))
     }
 
+    /// The seq of the oldest entry still in the outbox, if any.
+    pub async fn first_outbox_seq(&self, keys: &OutletKeys) -> anyhow::Result<Option<u64>> {
+        let (entries, _) = self.read_outbox(keys, 0, 1).await?;
+        Ok(entries.first().map(|e| e.seq))
+    }
+
     /// Drops outbox entries up to and including `seq` (they are durable in the ledger).
     pub async fn trim_outbox(&self, keys: &OutletKeys, seq: u64) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();

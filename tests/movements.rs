@@ -193,3 +193,25 @@ async fn the_same_event_id_at_another_outlet_is_409() {
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
+
+#[actix_web::test]
+async fn an_adjustment_may_not_take_held_units() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    app.hold(OUTLET, SKU, 3, 300).await;
+    let adjust = |id: &str, qty: i64| json!({"event_id": id, "outlet": OUTLET, "sku": SKU, "kind": "adjustment", "qty": qty, "at": "2026-11-21T09:42:00Z"});
+
+    let too_far = app.movement(MANAGER_INDORE, adjust("a-1", -3)).await;
+    let fine = app.movement(MANAGER_INDORE, adjust("a-2", -2)).await;
+
+    assert_eq!(too_far.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(too_far.json::<Value>().await.unwrap()["field"], "qty");
+    assert_eq!(fine.status(), StatusCode::CREATED);
+    let stock = app.stock(OUTLET, SKU).await;
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["available"].as_i64()),
+        (Some(3), Some(0))
+    );
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}

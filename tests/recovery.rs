@@ -252,3 +252,41 @@ async fn redis_wiped_while_running_is_rebuilt_before_the_next_write() {
     assert_ledger_explains_redis(&settings, OUTLET).await;
     cleanup(&settings).await;
 }
+
+#[actix_web::test]
+async fn a_duplicate_ledger_insert_is_accepted_only_when_it_is_the_same_document() {
+    let settings = test_settings();
+    let ledger = shelfsync::ledger::Ledger::connect(&settings.mongo)
+        .await
+        .unwrap();
+    ledger.ensure_indexes().await.unwrap();
+    let doc = |seq: i64, qty: i64| {
+        let json = format!(
+            r#"{{"outlet":"{OUTLET}","seq":{seq},"kind":"receipt","at_ms":1795262698186,"lines":[{{"sku":"{SKU}","d_on_hand":{qty},"d_reserved":0}}],"event_id":"e{seq}","event_key":"e{seq}","body_hash":"h","qty":{qty}}}"#
+        );
+        shelfsync::ledger::LedgerEntry::from_outbox(&json).unwrap()
+    };
+    ledger.insert_batch(&[doc(1, 5), doc(2, 3)]).await.unwrap();
+
+    let replay = ledger
+        .insert_batch(&[doc(1, 5), doc(2, 3), doc(3, 1)])
+        .await;
+    let diverged = ledger
+        .insert_batch(&[doc(3, 1), doc(4, 2), doc(2, 9)])
+        .await;
+
+    assert!(
+        replay.is_ok(),
+        "re-inserting the same documents is a no-op: {replay:?}"
+    );
+    let err = format!("{:#}", diverged.unwrap_err());
+    assert!(err.contains("diverged"), "{err}");
+    let projection = ledger_projection(&settings, OUTLET).await;
+    assert_eq!(projection.seq, 4);
+    assert_eq!(
+        projection.counters[&Sku::parse("s", SKU).unwrap()].on_hand,
+        5 + 3 + 1 + 2,
+        "the stored seq 2 is untouched"
+    );
+    cleanup(&settings).await;
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::Shared;
 use crate::domain::{now_ms, OutletId};
@@ -123,20 +123,30 @@ impl Core {
                     .set(0);
                 continue;
             };
+            // A document that cannot be read holds back its own outlet only (a bug: loud).
+            let parsed: anyhow::Result<Vec<LedgerEntry>> = entries
+                .iter()
+                .map(|e| LedgerEntry::from_outbox(&e.json))
+                .collect();
+            let parsed = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    error!(%outlet, error = %format!("{e:#}"), "unreadable outbox document; this outlet's ledger is stuck");
+                    metrics.ledger_write_errors.inc();
+                    continue;
+                }
+            };
             if entries.len() == budget {
                 self.shared.signal.mark_index(i);
                 more = true;
             }
             tops.push((i, last.seq));
             budget -= entries.len();
-            for e in &entries {
-                docs.push(LedgerEntry::from_outbox(&e.json)?);
-            }
-            let oldest = docs[docs.len() - entries.len()].at_ms;
             metrics
                 .ledger_outbox_age_ms
                 .with_label_values(&[outlet.as_str()])
-                .set(now_ms() - oldest);
+                .set(now_ms() - parsed[0].at_ms);
+            docs.extend(parsed);
         }
         if docs.is_empty() {
             return Ok(more);

@@ -11,7 +11,7 @@
 //! must get its first answer, not "out of stock", and only the script knows every key. A
 //! refusal costs a share of one round trip, which group commit makes small.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,10 +29,12 @@ use crate::store::{BatchArgs, BatchReply, Op, Outcome, ReleaseReason, ResRecord,
 
 /// After a failed reload, wait this long before the next try.
 const RELOAD_RETRY: Duration = Duration::from_millis(500);
+/// Expiry releases refused because the ledger is behind are tried again after this.
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Hold a cart. The actor picks the reservation id and computes `expires_at`.
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, OutletError>")]
+#[rtype(result = "Result<Committed, OutletError>")]
 pub struct Reserve {
     pub idem: IdempotencyKey,
     pub hash: String,
@@ -44,7 +46,7 @@ pub struct Reserve {
 
 /// Turn a hold into a sale.
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, OutletError>")]
+#[rtype(result = "Result<Committed, OutletError>")]
 pub struct Confirm {
     pub id: ReservationId,
     pub payment_ref: String,
@@ -52,14 +54,14 @@ pub struct Confirm {
 
 /// Release a hold at the customer's request.
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, OutletError>")]
+#[rtype(result = "Result<Committed, OutletError>")]
 pub struct Cancel {
     pub id: ReservationId,
 }
 
 /// Apply one movement (or one half of a transfer) to this outlet.
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, OutletError>")]
+#[rtype(result = "Result<Committed, OutletError>")]
 pub struct ApplyMovement {
     pub key: String,
     pub hash: String,
@@ -88,6 +90,13 @@ pub struct Drain;
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// A decision Redis has, and the durability generation it belongs to (see `Durability`).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub outcome: Outcome,
+    pub generation: u64,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OutletError {
     /// Nothing was decided; the request may be retried with the same key.
@@ -109,7 +118,7 @@ pub struct OutletLimits {
 struct Pending {
     op: Op,
     /// `None` for the actor's own operations (expiry releases).
-    reply: Option<oneshot::Sender<Result<Outcome, OutletError>>>,
+    reply: Option<oneshot::Sender<Result<Committed, OutletError>>>,
 }
 
 pub struct OutletActor {
@@ -130,6 +139,11 @@ pub struct OutletActor {
     /// The in-memory state may differ from Redis (an error, a refused invariant, lost keys).
     needs_reload: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// Expiry releases waiting for the ledger to catch up.
+    deferred_releases: Vec<ReservationId>,
+    /// Holds whose Redis record broke an invariant: not expired automatically again (that
+    /// would loop); logged loudly and left for an operator and the reconciler.
+    quarantined: HashSet<ReservationId>,
 }
 
 impl OutletActor {
@@ -147,6 +161,8 @@ impl OutletActor {
             busy: false,
             needs_reload: true,
             drain_waiters: Vec::new(),
+            deferred_releases: Vec::new(),
+            quarantined: HashSet::new(),
         }
     }
 
@@ -154,7 +170,7 @@ impl OutletActor {
         &mut self,
         op: Op,
         ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<Outcome, OutletError>> {
+    ) -> ResponseFuture<Result<Committed, OutletError>> {
         if self.pending.len() >= self.limits.pending_max {
             self.unavailable("queue_full");
             return Box::pin(async {
@@ -196,6 +212,7 @@ impl OutletActor {
                 self.outlet.clone(),
                 self.keys.clone(),
                 self.limits.clone(),
+                self.seq,
             );
             ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
                 act.busy = false;
@@ -274,6 +291,24 @@ impl OutletActor {
         }
         if reply.backlog {
             self.unavailable("ledger_backlog");
+            let retry_was_scheduled = !self.deferred_releases.is_empty();
+            for p in &batch {
+                if let (None, Op::Release { id, .. }) = (&p.reply, &p.op) {
+                    self.deferred_releases.push(id.clone());
+                }
+            }
+            if !retry_was_scheduled && !self.deferred_releases.is_empty() {
+                ctx.run_later(RELEASE_RETRY, |act, ctx| {
+                    for id in std::mem::take(&mut act.deferred_releases) {
+                        let op = Op::Release {
+                            id,
+                            reason: ReleaseReason::Expired,
+                        };
+                        act.pending.push_back(Pending { op, reply: None });
+                    }
+                    act.flush(ctx);
+                });
+            }
             reply_all(batch, "the ledger is behind; try again shortly");
             return;
         }
@@ -283,10 +318,20 @@ impl OutletActor {
             .with_label_values(&[self.outlet.as_str()])
             .observe(batch.len() as f64);
         let mut wrote = false;
+        let generation = self.shared.durable.generation(&self.outlet);
         for (p, outcome) in batch.into_iter().zip(reply.results) {
             wrote |= self.absorb(&p.op, &outcome);
+            let answer = match outcome {
+                Outcome::Broken { .. } => Err(OutletError::Unavailable(
+                    "the outlet found an inconsistency and is reloading; try again".into(),
+                )),
+                outcome => Ok(Committed {
+                    outcome,
+                    generation,
+                }),
+            };
             if let Some(tx) = p.reply {
-                let _ = tx.send(Ok(outcome));
+                let _ = tx.send(answer);
             }
         }
         if wrote {
@@ -330,6 +375,9 @@ impl OutletActor {
             }
             Outcome::Broken { message } => {
                 error!(outlet = %self.outlet, %message, "an outlet invariant did not hold in Redis; reloading");
+                if let Op::Release { id, .. } | Op::Confirm { id, .. } = op {
+                    self.quarantined.insert(id.clone());
+                }
                 self.needs_reload = true;
                 false
             }
@@ -339,7 +387,7 @@ impl OutletActor {
 
     /// Keeps the live-hold set and the expiry queue in step with a reservation's status.
     fn track(&mut self, res: &ResRecord) {
-        if res.status == ReservationStatus::Held {
+        if res.status == ReservationStatus::Held && !self.quarantined.contains(&res.id) {
             self.held.insert(res.id.clone(), res.expires_at);
             self.expiry.insert((res.expires_at, res.id.clone()));
         } else if let Some(at) = self.held.remove(&res.id) {
@@ -348,6 +396,12 @@ impl OutletActor {
     }
 
     fn install(&mut self, snapshot: Snapshot, ctx: &mut Context<Self>) {
+        if snapshot.seq < self.seq {
+            // Seqs above this one will be given out again: waiters for the lost ones must not
+            // take the new documents for theirs.
+            warn!(outlet = %self.outlet, from = self.seq, to = snapshot.seq, "outlet state went back; new durability generation");
+            self.shared.durable.new_generation(&self.outlet);
+        }
         self.seq = snapshot.seq;
         self.shared.stock.replace(&self.outlet, snapshot.counters);
         self.held.clear();
@@ -422,26 +476,29 @@ fn reply_all(batch: Vec<Pending>, message: &str) {
     }
 }
 
-/// Reads the outlet from Redis; when Redis has nothing for it (or is behind the ledger),
-/// rebuilds it from the ledger first.
+/// Reads the outlet from Redis. When Redis is missing anything the actor (`seen_seq`) or the
+/// ledger has seen, decides under the ledger gate, so that no writer pass is half-way: if the
+/// ledger is ahead of Redis, the outlet is rebuilt from the ledger; otherwise Redis keeps what
+/// it has (what it lost was never durable, and its waiters are failed by the new generation).
 async fn recover(
     shared: Shared,
     outlet: OutletId,
     keys: OutletKeys,
     limits: OutletLimits,
+    seen_seq: u64,
 ) -> anyhow::Result<Snapshot> {
     if let Some(snapshot) = shared.store.snapshot(&keys).await? {
-        if snapshot.seq >= shared.durable.get(&outlet) {
+        if snapshot.seq >= seen_seq.max(shared.durable.get(&outlet)) {
             return Ok(snapshot);
         }
     }
     let _gate = shared.ledger_gate.lock().await;
-    let durable = shared.ledger.max_seq(&outlet).await?;
+    let in_ledger = shared.ledger.max_seq(&outlet).await?;
     let current = shared.store.snapshot(&keys).await?;
-    if let Some(snapshot) = current.as_ref().filter(|s| s.seq >= durable) {
+    if let Some(snapshot) = current.as_ref().filter(|s| s.seq >= in_ledger) {
         return Ok(snapshot.clone());
     }
-    if durable == 0 {
+    if in_ledger == 0 {
         return Ok(Snapshot::default());
     }
     let started = std::time::Instant::now();
@@ -476,6 +533,7 @@ impl Actor for OutletActor {
             self.outlet.clone(),
             self.keys.clone(),
             self.limits.clone(),
+            0,
         );
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -491,7 +549,7 @@ impl Actor for OutletActor {
 }
 
 impl Handler<Reserve> for OutletActor {
-    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) -> Self::Result {
         let op = Op::Reserve {
@@ -508,7 +566,7 @@ impl Handler<Reserve> for OutletActor {
 }
 
 impl Handler<Confirm> for OutletActor {
-    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: Confirm, ctx: &mut Self::Context) -> Self::Result {
         self.enqueue(
@@ -522,7 +580,7 @@ impl Handler<Confirm> for OutletActor {
 }
 
 impl Handler<Cancel> for OutletActor {
-    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         self.enqueue(
@@ -536,7 +594,7 @@ impl Handler<Cancel> for OutletActor {
 }
 
 impl Handler<ApplyMovement> for OutletActor {
-    type Result = ResponseFuture<Result<Outcome, OutletError>>;
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: ApplyMovement, ctx: &mut Self::Context) -> Self::Result {
         let op = Op::Movement {

@@ -3,19 +3,23 @@
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Datelike;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::{json_body, AppState};
-use crate::actors::outlet::ApplyMovement;
+use crate::actors::outlet::{ApplyMovement, Committed};
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
 use crate::domain::{EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId};
 use crate::keys::ClaimKind;
 use crate::settings::MovementSettings;
 use crate::store::{MovementResult, Outcome};
+
+/// How far ahead of the service's clock a movement's `at` may be.
+const AT_AHEAD_MINUTES_MAX: i64 = 10;
 
 /// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic).
 #[derive(Debug, Deserialize)]
@@ -62,6 +66,15 @@ impl MovementRequest {
         let at = chrono::DateTime::parse_from_rfc3339(&self.at)
             .map_err(|_| Invalid::new("at", "must be an RFC 3339 time, e.g. 2025-08-09T09:42:00Z"))?
             .with_timezone(&chrono::Utc);
+        // A POS may send late (offline queues), never from the future: a clock that is far
+        // ahead is a broken device, and its times would not fit the ledger's millisecond fields.
+        let now = chrono::Utc::now();
+        if at > now + chrono::Duration::minutes(AT_AHEAD_MINUTES_MAX) || at.year() < 2000 {
+            return Err(Invalid::new(
+                "at",
+                format!("must be between 2000 and {AT_AHEAD_MINUTES_MAX} minutes from now"),
+            ));
+        }
         if let Some(note) = &self.note {
             if note.len() > limits.note_len_max {
                 return Err(Invalid::new(
@@ -117,7 +130,10 @@ async fn apply_half(
     msg: ApplyMovement,
 ) -> Result<MovementResult, ApiError> {
     let kind = msg.kind;
-    let outcome = actor.send(msg).await??;
+    let Committed {
+        outcome,
+        generation,
+    } = actor.send(msg).await??;
     let count = |o: &str| {
         state
             .metrics
@@ -154,7 +170,7 @@ async fn apply_half(
     };
     state
         .durable
-        .wait(outlet, result.seq, state.durable_wait())
+        .wait(outlet, result.seq, generation, state.durable_wait())
         .await?;
     Ok(result)
 }

@@ -8,7 +8,7 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::stock::{can_serve, parse_lines, RawLine};
 use super::{json_body, AppState};
-use crate::actors::outlet::{Cancel, Confirm, GetReservation, Reserve};
+use crate::actors::outlet::{Cancel, Committed, Confirm, GetReservation, Reserve};
 use crate::catalogue::OutletKind;
 use crate::domain::{
     digest, rfc3339_ms, Channel, EventId, IdempotencyKey, Invalid, Line, OutletId, ReservationId,
@@ -144,7 +144,7 @@ pub async fn create(
         channel,
         customer_ref: body.customer_ref,
     };
-    let outcome = state.outlet(&outlet)?.send(msg).await??;
+    let Committed { outcome, .. } = state.outlet(&outlet)?.send(msg).await??;
     let counter = |outcome: &str| {
         state
             .metrics
@@ -224,7 +224,10 @@ pub async fn confirm(
         .outlets
         .get(&outlet_id)
         .ok_or_else(|| not_found(&id))?;
-    let outcome = outlet
+    let Committed {
+        outcome,
+        generation,
+    } = outlet
         .send(Confirm {
             id: id.clone(),
             payment_ref,
@@ -267,7 +270,7 @@ pub async fn confirm(
     };
     state
         .durable
-        .wait(&outlet_id, seq, state.durable_wait())
+        .wait(&outlet_id, seq, generation, state.durable_wait())
         .await?;
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }
@@ -283,7 +286,7 @@ pub async fn cancel(
         .outlets
         .get(&id.outlet())
         .ok_or_else(|| not_found(&id))?;
-    let outcome = outlet.send(Cancel { id: id.clone() }).await??;
+    let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
     let res = match outcome {
         Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,
         Outcome::NotFound => return Err(not_found(&id)),

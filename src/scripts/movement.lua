@@ -8,9 +8,9 @@
 --   {r="conflict", message}    this event key was applied before with another body
 --   {r="out_of_stock", lines}  a transfer_out larger than what is available
 --   {r="invalid", field, message}
--- invariant: every event key is applied at most once. Facts (counter sales, wastage) are
--- recorded even when they take available below zero; the shortfall against live holds is
--- reported, never hidden.
+-- invariant: every event key is applied at most once. Requests (transfer_out, a negative
+-- adjustment) never take available below zero. Facts (counter sales, wastage, counts) are
+-- recorded even when they do; the answer then carries the shortfall (-available).
 local function movement(op)
   local prior = redis.call('HGET', K_EVENTS, op.key)
   if prior then
@@ -34,8 +34,9 @@ local function movement(op)
     return {r = 'out_of_stock', lines = {{sku = op.sku, requested = op.qty,
       available = math.max(c.on_hand - c.reserved, 0)}}}
   end
-  if op.kind == 'adjustment' and c.on_hand + d < 0 then
-    return {r = 'invalid', field = 'qty', message = 'the adjustment would take on_hand below zero (on_hand is ' .. c.on_hand .. ')'}
+  if op.kind == 'adjustment' and d < 0 and c.on_hand + d - c.reserved < 0 then
+    return {r = 'invalid', field = 'qty', message = 'the adjustment would take available below zero (on_hand ' ..
+      c.on_hand .. ', reserved ' .. c.reserved .. ')'}
   end
 
   local seq = next_seq()
@@ -43,8 +44,7 @@ local function movement(op)
   local after = counters(op.sku)
   local available = after.on_hand - after.reserved
   local result = {seq = seq, on_hand = after.on_hand, reserved = after.reserved, available = available}
-  local shortfall = math.min(-available, after.reserved)
-  if shortfall > 0 then result.shortfall = shortfall end
+  if available < 0 then result.shortfall = -available end
   redis.call('HSET', K_EVENTS, op.key, cjson.encode({hash = op.hash, result = result}))
   redis.call('ZADD', K_FORGET, NOW + EVENT_RETAIN_MS, 'e:' .. op.key)
   append(seq, op.kind, {{sku = op.sku, d_on_hand = d, d_reserved = 0}}, {

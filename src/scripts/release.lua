@@ -5,15 +5,13 @@
 --   {r="noop", res}        not held any more (or, for an expiry, not yet due)
 --   {r="not_found"}
 -- invariant: a hold's units are returned exactly once, whichever of cancel and expiry
--- comes first. A cancel that arrives after expires_at ends the hold as expired.
+-- comes first; an expiry never releases a hold before its expires_at.
 local function release(op)
   local res = load_res(op.id)
   if not res then return {r = 'not_found'} end
   if res.status ~= 'held' then return {r = 'noop', res = res} end
   local reason = op.reason
-  if NOW >= res.expires_at then
-    reason = 'expired'
-  elseif reason == 'expired' then
+  if reason == 'expired' and NOW < res.expires_at then
     return {r = 'noop', res = res}
   end
   local broken = check_held(res)
