@@ -23,6 +23,8 @@ use crate::http::auth::Auth;
 use crate::http::AppState;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::mqtt::{Disconnect, MqttSession, MqttStatus};
+use crate::services::Services;
 use crate::settings::Settings;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
@@ -74,6 +76,7 @@ impl Core {
             signal: Arc::new(OutboxSignal::new(&ids)),
             ledger_gate: Arc::new(tokio::sync::Mutex::new(())),
             metrics: Arc::new(Metrics::new()),
+            feed: Arc::new(crate::feed::Feed::new(settings.mqtt.orders_queue_max)),
         };
         let writer = {
             let shared = shared.clone();
@@ -142,6 +145,7 @@ pub struct Application {
     port: u16,
     server: Server,
     core: Core,
+    mqtt: Addr<MqttSession>,
 }
 
 impl Application {
@@ -152,22 +156,33 @@ impl Application {
         let listener = TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState {
+        let services = Arc::new(Services {
             claims: core.shared.store.clone(),
             catalogue: core.catalogue.clone(),
             outlets: core.outlets.clone(),
             stock: core.shared.stock.clone(),
             durable: core.shared.durable.clone(),
             ledger: core.shared.ledger.clone(),
+            metrics: core.shared.metrics.clone(),
+            settings: core.settings.clone(),
+        });
+        let mqtt_status = Arc::new(MqttStatus::default());
+        let mqtt = {
+            let (services, feed, status) = (
+                services.clone(),
+                core.shared.feed.clone(),
+                mqtt_status.clone(),
+            );
+            Supervisor::start(move |_| MqttSession::new(services, feed, status))
+        };
+        let state = web::Data::new(AppState {
+            services: services.clone(),
             health: Health {
                 store: core.shared.store.clone(),
                 ledger: core.shared.ledger.clone(),
-                mqtt_host: core.settings.mqtt.host.clone(),
-                mqtt_port: core.settings.mqtt.port,
+                mqtt: mqtt_status.clone(),
             },
             auth: Auth::new(&core.settings.api_keys)?,
-            metrics: core.shared.metrics.clone(),
-            settings: core.settings.clone(),
         });
         let server = HttpServer::new(move || crate::http::app(state.clone()))
             .listen(listener)?
@@ -175,7 +190,12 @@ impl Application {
             .shutdown_timeout(http.shutdown_timeout_secs)
             .run();
         info!(port, "listening");
-        Ok(Self { port, server, core })
+        Ok(Self {
+            port,
+            server,
+            core,
+            mqtt,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -195,6 +215,8 @@ impl Application {
     /// the core down gracefully.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("HTTP server")?;
+        // POS messages in flight stay unacknowledged: the broker redelivers them next time.
+        let _ = self.mqtt.send(Disconnect).await;
         self.core.shutdown().await
     }
 }

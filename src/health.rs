@@ -1,4 +1,4 @@
-//! Readiness of the dependencies: Redis, MongoDB and the MQTT broker.
+//! Readiness of the dependencies: Redis, MongoDB and the MQTT session.
 
 use std::time::Duration;
 
@@ -10,8 +10,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Health {
     pub store: RedisStore,
     pub ledger: Ledger,
-    pub mqtt_host: String,
-    pub mqtt_port: u16,
+    pub mqtt: std::sync::Arc<crate::mqtt::MqttStatus>,
 }
 
 pub struct Report {
@@ -48,18 +47,19 @@ fn status(r: Result<anyhow::Result<()>, tokio::time::error::Elapsed>) -> String 
 
 impl Health {
     pub async fn check(&self) -> Report {
-        let (redis, mongo, mqtt) = tokio::join!(
+        let (redis, mongo) = tokio::join!(
             tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()),
             tokio::time::timeout(CHECK_TIMEOUT, self.ledger.ping()),
-            tokio::time::timeout(
-                CHECK_TIMEOUT,
-                crate::mqtt::probe_broker(&self.mqtt_host, self.mqtt_port, CHECK_TIMEOUT)
-            ),
         );
+        let mqtt = if self.mqtt.connected() {
+            "ok".to_owned()
+        } else {
+            "down: the session is not connected".to_owned()
+        };
         Report {
             redis: status(redis),
             mongo: status(mongo),
-            mqtt: status(mqtt),
+            mqtt,
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::settings::MongoSettings;
 use crate::store::{MovementResult, ReleaseReason, ResRecord, RestorePlan};
 
 const ENTRIES: &str = "ledger";
+/// POS messages that could not be applied, with the reason.
+pub const REJECTED: &str = "rejected";
 /// MongoDB's duplicate key error: the document is already written.
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -388,6 +390,18 @@ impl Ledger {
                 None => anyhow::bail!("ledger document {} reported as duplicate but not found", mine.id),
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a POS message that could not be applied, once per `id` (a digest of its topic
+    /// and payload), so a redelivery after a crash does not record it twice.
+    pub async fn record_rejected(&self, id: &str, record: Document) -> anyhow::Result<()> {
+        self.db
+            .collection::<Document>(REJECTED)
+            .update_one(doc! {"_id": id}, doc! {"$setOnInsert": record})
+            .upsert(true)
+            .await
+            .context("recording a rejected POS message")?;
         Ok(())
     }
 

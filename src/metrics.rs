@@ -1,8 +1,8 @@
 //! Prometheus metrics, one registry per application (tests run several side by side).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +18,13 @@ pub struct Metrics {
     pub ledger_outbox_age_ms: IntGaugeVec,
     pub ledger_documents: IntCounter,
     pub ledger_write_errors: IntCounter,
+    pub mqtt_connected: IntGauge,
+    pub mqtt_reconnects: IntCounter,
+    pub mqtt_messages_in: IntCounterVec,
+    pub mqtt_messages_out: IntCounterVec,
+    pub mqtt_dlq: IntCounter,
+    pub mqtt_publish_queue: IntGauge,
+    pub mqtt_orders_dropped: IntGauge,
 }
 
 impl Metrics {
@@ -98,6 +105,33 @@ impl Metrics {
         )
         .expect("metric");
 
+        let mqtt_connected =
+            IntGauge::new("mqtt_connected", "1 while the MQTT session is connected")
+                .expect("metric");
+        let mqtt_reconnects =
+            IntCounter::new("mqtt_reconnects_total", "MQTT connections lost").expect("metric");
+        let mqtt_messages_in = IntCounterVec::new(
+            Opts::new("mqtt_messages_in_total", "POS messages by outcome"),
+            &["outcome"],
+        )
+        .expect("metric");
+        let mqtt_messages_out = IntCounterVec::new(
+            Opts::new("mqtt_messages_out_total", "Messages published by kind"),
+            &["kind"],
+        )
+        .expect("metric");
+        let mqtt_dlq =
+            IntCounter::new("mqtt_dlq_total", "POS messages rejected to dlq/").expect("metric");
+        let mqtt_publish_queue = IntGauge::new(
+            "mqtt_publish_queue",
+            "Stock values and orders waiting to be published",
+        )
+        .expect("metric");
+        let mqtt_orders_dropped = IntGauge::new(
+            "mqtt_orders_dropped",
+            "Orders dropped from a full publish queue",
+        )
+        .expect("metric");
         for c in [
             Box::new(http_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reservations.clone()),
@@ -110,6 +144,13 @@ impl Metrics {
             Box::new(ledger_outbox_age_ms.clone()),
             Box::new(ledger_documents.clone()),
             Box::new(ledger_write_errors.clone()),
+            Box::new(mqtt_connected.clone()),
+            Box::new(mqtt_reconnects.clone()),
+            Box::new(mqtt_messages_in.clone()),
+            Box::new(mqtt_messages_out.clone()),
+            Box::new(mqtt_dlq.clone()),
+            Box::new(mqtt_publish_queue.clone()),
+            Box::new(mqtt_orders_dropped.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -126,6 +167,13 @@ impl Metrics {
             ledger_outbox_age_ms,
             ledger_documents,
             ledger_write_errors,
+            mqtt_connected,
+            mqtt_reconnects,
+            mqtt_messages_in,
+            mqtt_messages_out,
+            mqtt_dlq,
+            mqtt_publish_queue,
+            mqtt_orders_dropped,
         }
     }
 

@@ -78,7 +78,27 @@ pub struct MqttSettings {
     pub port: u16,
     /// Prefix of every topic (may be empty); lets several instances or tests share a broker.
     pub topic_prefix: String,
+    /// Also the name of the persistent session on the broker: one per instance.
     pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// How long the broker keeps the session (and queues POS messages) while we are away.
+    pub session_expiry_secs: u32,
+    pub keep_alive_secs: u64,
+    /// Message expiry of the retained `stock/…` values.
+    pub stock_expiry_secs: u32,
+    /// Larger POS messages are rejected to `dlq/…`.
+    pub payload_max_bytes: usize,
+    /// POS messages in flight at once (also our receive maximum); acknowledged in order.
+    pub inflight_max: u16,
+    pub reconnect_delay_min_ms: u64,
+    pub reconnect_delay_max_ms: u64,
+    /// Requests (publishes, acks) the client may queue towards the broker.
+    pub request_channel_capacity: usize,
+    /// Confirmed orders waiting for the broker; past it the oldest is dropped and counted.
+    pub orders_queue_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

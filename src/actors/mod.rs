@@ -26,4 +26,6 @@ pub struct Shared {
     /// ledger, so that a rebuild never reads a ledger that a drain in flight is about to extend.
     pub ledger_gate: Arc<tokio::sync::Mutex<()>>,
     pub metrics: Arc<Metrics>,
+    /// Committed changes for the publishers (MQTT; later SSE and WebSocket).
+    pub feed: Arc<crate::feed::Feed>,
 }

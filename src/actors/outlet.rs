@@ -355,6 +355,12 @@ impl OutletActor {
                 self.shared.metrics.oversells.inc_by(newly_uncovered as u64);
             }
             self.shared.stock.record(&self.outlet, &row.sku, after);
+            self.shared
+                .feed
+                .stock_changed(&self.outlet, &row.sku, after);
+        }
+        if let (Op::Confirm { .. }, Outcome::Ok { res: Some(res), .. }) = (op, outcome) {
+            self.shared.feed.order_confirmed(res.clone());
         }
         if let Some(res) = outcome.reservation() {
             self.track(res);

@@ -48,7 +48,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The API.md error code.
+    pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",

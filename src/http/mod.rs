@@ -6,76 +6,35 @@ pub mod error;
 mod ledger;
 mod movements;
 mod ops;
-mod reservations;
+pub(crate) mod reservations;
 mod stock;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::Addr;
 use actix_web::dev::Service;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::actors::OutletActor;
-use crate::catalogue::Catalogue;
-use crate::domain::{Invalid, OutletId};
-use crate::durable::Durability;
+use crate::domain::Invalid;
 use crate::health::Health;
-use crate::ledger::Ledger;
-use crate::metrics::Metrics;
-use crate::settings::Settings;
-use crate::stock_view::StockView;
+use crate::services::Services;
 use auth::Auth;
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: the shared services, plus what only HTTP needs.
 pub struct AppState {
-    /// Used only for chain-wide claims of client keys (see `claim_key`).
-    pub claims: crate::store::RedisStore,
-    pub catalogue: Arc<Catalogue>,
-    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
-    pub stock: Arc<StockView>,
-    pub durable: Arc<Durability>,
-    pub ledger: Ledger,
+    pub services: Arc<Services>,
     pub health: Health,
     pub auth: Auth,
-    pub metrics: Arc<Metrics>,
-    pub settings: Arc<Settings>,
 }
 
-impl AppState {
-    fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, ApiError> {
-        self.outlets
-            .get(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
-    }
+impl std::ops::Deref for AppState {
+    type Target = Services;
 
-    /// Claims a client key for `outlet`; 409 when another outlet already has it.
-    async fn claim_key(
-        &self,
-        kind: crate::keys::ClaimKind,
-        key: &str,
-        outlet: &OutletId,
-        ttl_secs: u64,
-    ) -> Result<(), ApiError> {
-        let owner = self
-            .claims
-            .claim(kind, key, outlet, ttl_secs)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
-        if owner != outlet.as_str() {
-            return Err(ApiError::conflict(format!(
-                "this key was already used for outlet {owner}"
-            )));
-        }
-        Ok(())
-    }
-
-    fn durable_wait(&self) -> Duration {
-        Duration::from_secs(self.settings.ledger.durable_wait_secs)
+    fn deref(&self) -> &Services {
+        &self.services
     }
 }
 

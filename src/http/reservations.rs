@@ -41,7 +41,7 @@ struct Canonical<'a> {
     customer_ref: Option<&'a str>,
 }
 
-pub(super) fn reservation_json(r: &ResRecord) -> Value {
+pub(crate) fn reservation_json(r: &ResRecord) -> Value {
     let mut v = json!({
         "id": r.id, "outlet": r.id.outlet(), "status": r.status, "lines": r.lines,
         "expires_at": rfc3339_ms(r.expires_at), "channel": r.channel,

@@ -34,6 +34,8 @@ pub fn test_settings() -> Settings {
     s.redis.key_prefix = format!("test-{}", &id[..12]);
     s.mongo.database = format!("shelfsync_test_{}", &id[..12]);
     s.mqtt.topic_prefix = format!("test-{}/", &id[..12]);
+    s.mqtt.client_id = format!("shelfsync-test-{}", &id[..12]);
+    s.mqtt.reconnect_delay_max_ms = 1000;
     s.ledger.poll_interval_ms = 200;
     for f in [
         &mut s.catalogue.outlets_file,
@@ -221,4 +223,170 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A Mosquitto of the test's own on a free port (for outages), killed when dropped.
+pub struct TestBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("shelfsync-broker-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Room for a long offline queue; no persistence, so a restart comes back empty.
+        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n");
+        std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    /// Starts the broker (again) on the same port, empty.
+    pub async fn restart(&mut self) {
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (make test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            eventually(10, || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await
+        );
+    }
+
+    /// kill -9: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A message a test client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Value,
+    pub retain: bool,
+}
+
+/// An MQTT 5 test client: publishes QoS 1 and collects what it is subscribed to.
+pub struct MqttClient {
+    pub client: rumqttc::v5::AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    seen: Vec<Received>,
+}
+
+impl MqttClient {
+    pub async fn connect(port: u16) -> Self {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                            Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                        });
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        if tx
+                            .send(Received {
+                                topic,
+                                payload,
+                                retain: p.retain,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("test client connects")
+            .unwrap();
+        Self {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    pub async fn subscribe(&self, topic: &str) {
+        use rumqttc::v5::mqttbytes::QoS;
+        self.client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        use rumqttc::v5::mqttbytes::QoS;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a received message satisfies `pred`, up to `secs`.
+    pub async fn wait_for(
+        &mut self,
+        secs: u64,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(found) = self.seen.iter().find(|r| pred(r)) {
+                return Some(found.clone());
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => self.seen.push(r),
+                _ => return None,
+            }
+        }
+    }
 }

@@ -1,0 +1,212 @@
+//! Movements: counter sales, receipts, wastage, returns, adjustments, counts and transfers,
+//! from HTTP or MQTT, each answered once its ledger document is durable.
+
+use actix::Addr;
+use chrono::Datelike;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::actors::outlet::{ApplyMovement, Committed};
+use crate::actors::OutletActor;
+use crate::catalogue::Catalogue;
+use crate::domain::{EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId};
+use crate::http::error::ApiError;
+use crate::keys::ClaimKind;
+use crate::services::Services;
+use crate::settings::MovementSettings;
+use crate::store::{MovementResult, Outcome};
+
+/// How far ahead of the service's clock a movement's `at` may be.
+const AT_AHEAD_MINUTES_MAX: i64 = 10;
+
+/// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovementRequest {
+    pub event_id: String,
+    pub outlet: Option<String>,
+    pub sku: String,
+    pub kind: String,
+    pub qty: i64,
+    pub at: String,
+    pub note: Option<String>,
+    pub to_outlet: Option<String>,
+}
+
+impl MovementRequest {
+    /// Validates every field into a `Movement`.
+    pub fn parse(
+        self,
+        catalogue: &Catalogue,
+        limits: &MovementSettings,
+    ) -> Result<Movement, Invalid> {
+        let event_id = EventId::parse("event_id", &self.event_id)?;
+        let outlet = self
+            .outlet
+            .ok_or_else(|| Invalid::new("outlet", "is required"))?;
+        let outlet = catalogue.known_outlet("outlet", &outlet)?;
+        let sku = catalogue.known_sku("sku", &self.sku)?;
+        let kind = MovementKind::parse("kind", &self.kind)?;
+        let max = limits.qty_max;
+        let qty_ok = match kind {
+            MovementKind::Adjustment => self.qty != 0 && self.qty.abs() <= max,
+            MovementKind::Count => (0..=max).contains(&self.qty),
+            _ => (1..=max).contains(&self.qty),
+        };
+        if !qty_ok {
+            let rule = match kind {
+                MovementKind::Adjustment => format!("must be non-zero, between -{max} and {max}"),
+                MovementKind::Count => format!("must be the counted on_hand, 0 to {max}"),
+                _ => format!("must be 1 to {max}"),
+            };
+            return Err(Invalid::new("qty", rule));
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(&self.at)
+            .map_err(|_| Invalid::new("at", "must be an RFC 3339 time, e.g. 2025-08-09T09:42:00Z"))?
+            .with_timezone(&chrono::Utc);
+        // A POS may send late (offline queues), never from the future: a clock that is far
+        // ahead is a broken device, and its times would not fit the ledger's millisecond fields.
+        let now = chrono::Utc::now();
+        if at > now + chrono::Duration::minutes(AT_AHEAD_MINUTES_MAX) || at.year() < 2000 {
+            return Err(Invalid::new(
+                "at",
+                format!("must be between 2000 and {AT_AHEAD_MINUTES_MAX} minutes from now"),
+            ));
+        }
+        if let Some(note) = &self.note {
+            if note.len() > limits.note_len_max {
+                return Err(Invalid::new(
+                    "note",
+                    format!("must be at most {} bytes", limits.note_len_max),
+                ));
+            }
+        }
+        let to_outlet = match (kind, self.to_outlet) {
+            (MovementKind::Transfer, Some(to)) => {
+                let to = catalogue.known_outlet("to_outlet", &to)?;
+                if to == outlet {
+                    return Err(Invalid::new("to_outlet", "must differ from outlet"));
+                }
+                Some(to)
+            }
+            (MovementKind::Transfer, None) => {
+                return Err(Invalid::new("to_outlet", "is required for a transfer"))
+            }
+            (_, Some(_)) => return Err(Invalid::new("to_outlet", "is only for a transfer")),
+            (_, None) => None,
+        };
+        Ok(Movement {
+            event_id,
+            outlet,
+            sku,
+            kind,
+            qty: self.qty,
+            at,
+            note: self.note,
+            to_outlet,
+        })
+    }
+}
+
+fn ledger_kind(kind: MovementKind) -> LedgerKind {
+    match kind {
+        MovementKind::SaleCounter => LedgerKind::SaleCounter,
+        MovementKind::Receipt => LedgerKind::Receipt,
+        MovementKind::Wastage => LedgerKind::Wastage,
+        MovementKind::Return => LedgerKind::Return,
+        MovementKind::Adjustment => LedgerKind::Adjustment,
+        MovementKind::Count => LedgerKind::Count,
+        MovementKind::Transfer => LedgerKind::TransferOut,
+    }
+}
+
+/// Applies one half of a movement at one outlet and waits until it is durable.
+async fn apply_half(
+    state: &Services,
+    actor: &Addr<OutletActor>,
+    outlet: &OutletId,
+    msg: ApplyMovement,
+) -> Result<MovementResult, ApiError> {
+    let kind = msg.kind;
+    let Committed {
+        outcome,
+        generation,
+    } = actor.send(msg).await??;
+    let count = |o: &str| {
+        state
+            .metrics
+            .movements
+            .with_label_values(&[kind.as_str(), o])
+            .inc()
+    };
+    let result = match outcome {
+        Outcome::Ok {
+            result: Some(r), ..
+        } => {
+            count("applied");
+            r
+        }
+        Outcome::Replay {
+            result: Some(r), ..
+        } => {
+            count("replay");
+            r
+        }
+        Outcome::Conflict { message, .. } => {
+            count("conflict");
+            return Err(ApiError::conflict(message));
+        }
+        Outcome::OutOfStock { lines } => {
+            count("out_of_stock");
+            return Err(ApiError::OutOfStock {
+                lines,
+                alternatives: Vec::new(),
+            });
+        }
+        Outcome::Invalid { field, message } => return Err(Invalid::new(field, message).into()),
+        other => return Err(anyhow::anyhow!("unexpected movement outcome {other:?}").into()),
+    };
+    state
+        .durable
+        .wait(outlet, result.seq, generation, state.durable_wait())
+        .await?;
+    Ok(result)
+}
+
+/// Applies a validated movement; a transfer applies its `transfer_out` and then its
+/// `transfer_in`, each idempotent, so a retry with the same `event_id` completes a transfer
+/// that was cut between its halves.
+pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, ApiError> {
+    let hash = m.body_hash();
+    let retain = state.settings.movements.retain_secs;
+    state
+        .claim_key(ClaimKind::Event, m.event_id.as_str(), &m.outlet, retain)
+        .await?;
+    let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| ApplyMovement {
+        key,
+        hash: hash.clone(),
+        kind,
+        sku: m.sku.clone(),
+        qty: m.qty,
+        event_id: m.event_id.to_string(),
+        event_at_ms: m.at.timestamp_millis(),
+        note: m.note.clone(),
+        counterpart,
+    };
+    let source = state.outlet(&m.outlet)?;
+    let msg = half(
+        ledger_kind(m.kind),
+        m.event_id.to_string(),
+        m.to_outlet.clone(),
+    );
+    let result = apply_half(state, source, &m.outlet, msg).await?;
+    let mut body = serde_json::to_value(&result).expect("serializes");
+    if let Some(to) = &m.to_outlet {
+        let key = format!("transfer_in:{}", m.event_id);
+        let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
+        let incoming = apply_half(state, state.outlet(to)?, to, msg).await?;
+        body["to"] = json!({"outlet": to, "seq": incoming.seq, "on_hand": incoming.on_hand,
+            "reserved": incoming.reserved, "available": incoming.available});
+    }
+    Ok(body)
+}

@@ -1,0 +1,184 @@
+//! POS intake: each message on `pos/{outlet}/movements` is parsed, validated and applied as a
+//! movement, and acknowledged (PUBACK) only once its fate is durable: the movement in the
+//! ledger, or the message in the `rejected` collection and echoed to `dlq/{outlet}`.
+//!
+//! Messages are handled concurrently within the broker's in-flight window and acknowledged
+//! in the order they arrived (MQTT 5, 4.6). An outage of Redis or MongoDB is waited out
+//! with backoff rather than acknowledged: a POS message is never lost and never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mongodb::bson::doc;
+use rumqttc::v5::mqttbytes::v5::Publish;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::topics::Topics;
+use crate::domain::{digest, now_ms, Movement};
+use crate::http::error::ApiError;
+use crate::movements::{apply, MovementRequest};
+use crate::services::Services;
+
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// Why a message was not applied: an API.md error code and a sentence.
+struct Rejection {
+    code: &'static str,
+    reason: String,
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        let reason = match &e {
+            ApiError::Validation(invalid) => invalid.to_string(),
+            other => other.to_string(),
+        };
+        Self {
+            code: e.code(),
+            reason,
+        }
+    }
+}
+
+pub struct Intake {
+    services: Arc<Services>,
+    client: AsyncClient,
+    topics: Topics,
+}
+
+impl Intake {
+    pub fn new(services: Arc<Services>, client: AsyncClient, topics: Topics) -> Self {
+        Self {
+            services,
+            client,
+            topics,
+        }
+    }
+
+    fn decide(&self, topic: &str, payload: &[u8]) -> Result<Movement, Rejection> {
+        let invalid = |reason: String| Rejection {
+            code: "validation_failed",
+            reason,
+        };
+        let outlet = self
+            .topics
+            .pos_outlet(topic)
+            .ok_or_else(|| invalid(format!("{topic} is not a POS movements topic")))?;
+        let limit = self.services.settings.mqtt.payload_max_bytes;
+        if payload.len() > limit {
+            return Err(Rejection {
+                code: "payload_too_large",
+                reason: format!("the payload is larger than {limit} bytes"),
+            });
+        }
+        let mut request: MovementRequest = crate::http::parse_json(payload)?;
+        match &request.outlet {
+            Some(named) if named != outlet => {
+                return Err(invalid(format!(
+                    "outlet: the payload names {named} but the topic {outlet}"
+                )))
+            }
+            _ => request.outlet = Some(outlet.to_owned()),
+        }
+        Ok(request
+            .parse(&self.services.catalogue, &self.services.settings.movements)
+            .map_err(ApiError::from)?)
+    }
+
+    /// Decides one message's fate; returns only once it is durable, whatever it is.
+    async fn handle(&self, publish: &Publish) {
+        let metrics = &self.services.metrics;
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let movement = match self.decide(&topic, &publish.payload) {
+            Ok(m) => m,
+            Err(rejection) => return self.reject(&topic, &publish.payload, rejection).await,
+        };
+        let mut delay = RETRY_DELAY_MIN;
+        loop {
+            match apply(&self.services, &movement).await {
+                Ok(_) => {
+                    metrics
+                        .mqtt_messages_in
+                        .with_label_values(&["applied"])
+                        .inc();
+                    return;
+                }
+                Err(ApiError::Unavailable(reason)) => {
+                    warn!(event_id = %movement.event_id, %reason, "POS movement waits for the stores");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_DELAY_MAX);
+                }
+                Err(other) => return self.reject(&topic, &publish.payload, other.into()).await,
+            }
+        }
+    }
+
+    /// Keeps the message in `rejected` (idempotent by content) and echoes it to `dlq/…`.
+    async fn reject(&self, topic: &str, payload: &[u8], rejection: Rejection) {
+        let outlet = self.topics.pos_outlet(topic).unwrap_or("_unknown");
+        let text = String::from_utf8_lossy(payload);
+        let id = digest(format!("{topic}\n{text}").as_bytes());
+        let record = doc! {
+            "topic": topic, "outlet": outlet, "payload": text.as_ref(),
+            "code": rejection.code, "reason": &rejection.reason, "at_ms": now_ms(),
+        };
+        let mut delay = RETRY_DELAY_MIN;
+        while let Err(e) = self
+            .services
+            .ledger
+            .record_rejected(&id, record.clone())
+            .await
+        {
+            warn!(error = %format!("{e:#}"), "keeping a rejected POS message failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_DELAY_MAX);
+        }
+        let echo = json!({"topic": topic, "payload": text, "code": rejection.code, "reason": rejection.reason});
+        let _ = self
+            .client
+            .publish(
+                self.topics.dlq(outlet),
+                QoS::AtLeastOnce,
+                false,
+                echo.to_string(),
+            )
+            .await;
+        let metrics = &self.services.metrics;
+        metrics
+            .mqtt_messages_in
+            .with_label_values(&["rejected"])
+            .inc();
+        metrics.mqtt_dlq.inc();
+    }
+}
+
+/// Handles POS messages within a window of `window`, acknowledging them in arrival order.
+pub async fn run(intake: Intake, rx: mpsc::Receiver<Publish>, window: usize) {
+    let intake = Arc::new(intake);
+    let messages =
+        futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
+    messages
+        .map(|publish| {
+            let intake = intake.clone();
+            async move {
+                intake.handle(&publish).await;
+                publish
+            }
+        })
+        .buffered(window.max(1))
+        .for_each(|publish| {
+            let client = intake.client.clone();
+            async move {
+                if let Err(e) = client.ack(&publish).await {
+                    warn!(error = %e, "acknowledging a POS message failed; the broker will redeliver it");
+                }
+            }
+        })
+        .await;
+}

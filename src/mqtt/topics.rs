@@ -1,0 +1,69 @@
+//! Every MQTT topic of shelfsync is spelled here and nowhere else (API.md, MQTT).
+
+use crate::domain::{OutletId, Sku};
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Retained absolute stock of one SKU at one outlet.
+    pub fn stock(&self, outlet: &OutletId, sku: &Sku) -> String {
+        format!("{}stock/{outlet}/{sku}", self.prefix)
+    }
+
+    /// What shelfsync subscribes to for POS movements.
+    pub fn pos_subscription(&self) -> String {
+        format!("{}pos/+/movements", self.prefix)
+    }
+
+    /// The outlet segment of a POS topic, if `topic` is one.
+    pub fn pos_outlet<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix("pos/")?;
+        let outlet = rest.strip_suffix("/movements")?;
+        (!outlet.is_empty() && !outlet.contains('/')).then_some(outlet)
+    }
+
+    /// Confirmed orders to pick at an outlet.
+    pub fn orders(&self, outlet: &OutletId) -> String {
+        format!("{}orders/{outlet}", self.prefix)
+    }
+
+    /// `online` / `offline` (retained; the last will says `offline`).
+    pub fn status(&self) -> String {
+        format!("{}shelfsync/status", self.prefix)
+    }
+
+    /// POS messages that could not be applied. `outlet` is the topic's segment as sent.
+    pub fn dlq(&self, outlet: &str) -> String {
+        format!("{}dlq/{outlet}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pos_topics_parse_only_with_the_prefix_and_one_outlet_level() {
+        let t = Topics::new("t1/");
+        assert_eq!(
+            t.pos_outlet("t1/pos/bhopal-mp-nagar/movements"),
+            Some("bhopal-mp-nagar")
+        );
+        assert_eq!(t.pos_outlet("pos/bhopal-mp-nagar/movements"), None);
+        assert_eq!(t.pos_outlet("t1/pos/a/b/movements"), None);
+        assert_eq!(t.pos_outlet("t1/pos//movements"), None);
+        assert_eq!(t.pos_subscription(), "t1/pos/+/movements");
+        let o = OutletId::parse("o", "x").unwrap();
+        let s = Sku::parse("s", "y").unwrap();
+        assert_eq!(t.stock(&o, &s), "t1/stock/x/y");
+    }
+}

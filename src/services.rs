@@ -1,0 +1,65 @@
+//! The services both edges (HTTP and MQTT) use: outlet actors, stock reads, durability,
+//! the ledger, key claims, metrics and settings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+
+use crate::actors::OutletActor;
+use crate::catalogue::Catalogue;
+use crate::domain::OutletId;
+use crate::durable::Durability;
+use crate::http::error::ApiError;
+use crate::keys::ClaimKind;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::stock_view::StockView;
+use crate::store::RedisStore;
+
+pub struct Services {
+    /// Used only for chain-wide claims of client keys (see `claim_key`).
+    pub claims: RedisStore,
+    pub catalogue: Arc<Catalogue>,
+    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+    pub stock: Arc<StockView>,
+    pub durable: Arc<Durability>,
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+}
+
+impl Services {
+    pub fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, ApiError> {
+        self.outlets
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
+    }
+
+    /// Claims a client key for `outlet`; 409 when another outlet already has it.
+    pub async fn claim_key(
+        &self,
+        kind: ClaimKind,
+        key: &str,
+        outlet: &OutletId,
+        ttl_secs: u64,
+    ) -> Result<(), ApiError> {
+        let owner = self
+            .claims
+            .claim(kind, key, outlet, ttl_secs)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+        if owner != outlet.as_str() {
+            return Err(ApiError::conflict(format!(
+                "this key was already used for outlet {owner}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn durable_wait(&self) -> Duration {
+        Duration::from_secs(self.settings.ledger.durable_wait_secs)
+    }
+}

@@ -1,0 +1,225 @@
+//! MQTT: POS movements in, retained stock and orders out, and broker outages, against real
+//! Mosquitto brokers (the machine's on 1883; a test's own for outages).
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shelfsync::domain::{LedgerKind, OutletId};
+use shelfsync::ledger::Ledger;
+
+fn sale(event_id: &str, qty: i64) -> String {
+    json!({"event_id": event_id, "sku": SKU, "kind": "sale_counter", "qty": qty, "at": "2026-11-21T09:42:00Z"}).to_string()
+}
+
+fn pos_topic(app: &TestApp, outlet: &str) -> String {
+    format!("{}pos/{outlet}/movements", app.settings.mqtt.topic_prefix)
+}
+
+/// Ledger documents of `kind` for the outlet, counted from the projection's source.
+async fn ledger_kinds(settings: &shelfsync::Settings, outlet: &str, kind: LedgerKind) -> usize {
+    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let entries = ledger
+        .page(&OutletId::parse("o", outlet).unwrap(), None, 0, 1000)
+        .await
+        .unwrap();
+    entries.iter().filter(|e| e.kind == kind).count()
+}
+
+async fn mqtt_ready(app: &TestApp) -> bool {
+    eventually(10, || async {
+        let body: Value = app
+            .http
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["mqtt"] == "ok"
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_pos_movement_lands_once_in_the_ledger_and_moves_the_counter() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+
+    pos.publish(&pos_topic(&app, OUTLET), sale("pos-1", 3))
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 7
+        })
+        .await
+    );
+    let settings = app.stop().await;
+    assert_eq!(
+        ledger_kinds(&settings, OUTLET, LedgerKind::SaleCounter).await,
+        1
+    );
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn the_same_pos_message_published_three_times_lands_once() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+
+    for _ in 0..3 {
+        pos.publish(&pos_topic(&app, OUTLET), sale("pos-dup", 2))
+            .await;
+    }
+    pos.publish(&pos_topic(&app, OUTLET), sale("pos-after", 1))
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 7
+        })
+        .await,
+        "2 once, then 1"
+    );
+    let settings = app.stop().await;
+    assert_eq!(
+        ledger_kinds(&settings, OUTLET, LedgerKind::SaleCounter).await,
+        2
+    );
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_applies() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+    let prefix = app.settings.mqtt.topic_prefix.clone();
+    let mut watcher = MqttClient::connect(app.settings.mqtt.port).await;
+    watcher.subscribe(&format!("{prefix}dlq/#")).await;
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+
+    pos.publish(&pos_topic(&app, OUTLET), "{not json").await;
+    pos.publish(&pos_topic(&app, OUTLET), sale("pos-neg", -4))
+        .await;
+    pos.publish(&pos_topic(&app, "atlantis"), sale("pos-x", 1))
+        .await;
+    pos.publish(&pos_topic(&app, OUTLET), sale("pos-good", 1))
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 9
+        })
+        .await,
+        "the good one applied"
+    );
+    let bad_json = watcher
+        .wait_for(10, |r| {
+            r.topic == format!("{prefix}dlq/{OUTLET}") && r.payload["payload"] == "{not json"
+        })
+        .await;
+    assert_eq!(
+        bad_json.expect("echoed to dlq").payload["code"],
+        "validation_failed"
+    );
+    let neg = watcher
+        .wait_for(10, |r| {
+            r.payload["reason"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("qty"))
+        })
+        .await;
+    assert!(
+        neg.is_some(),
+        "a quantity out of range is rejected naming the field"
+    );
+    assert!(
+        watcher
+            .wait_for(10, |r| r.topic == format!("{prefix}dlq/atlantis"))
+            .await
+            .is_some(),
+        "unknown outlet"
+    );
+    let client = mongodb::Client::with_uri_str(app.settings.mongo.uri.expose())
+        .await
+        .unwrap();
+    let rejected = client
+        .database(&app.settings.mongo.database)
+        .collection::<mongodb::bson::Document>("rejected");
+    assert_eq!(
+        rejected
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap(),
+        3,
+        "every bad message is kept"
+    );
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_late_subscriber_sees_the_retained_value_with_the_right_seq() {
+    let app = spawn_app().await;
+    assert!(mqtt_ready(&app).await);
+    app.set_stock(OUTLET, SKU, 10).await;
+    let hold = app.hold(OUTLET, SKU, 4, 300).await;
+
+    let topic = format!("{}stock/{OUTLET}/{SKU}", app.settings.mqtt.topic_prefix);
+    let seq = hold["seq"].as_u64().unwrap();
+    let mut late = MqttClient::connect(app.settings.mqtt.port).await;
+    late.subscribe(&topic).await;
+    let value = late
+        .wait_for(10, |r| r.payload["seq"].as_u64() == Some(seq))
+        .await
+        .expect("the retained value");
+
+    assert!(value.retain);
+    assert_eq!(value.payload["on_hand"], 10);
+    assert_eq!(value.payload["reserved"], 4);
+    assert_eq!(value.payload["available"], 6);
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_confirmed_order_is_published_for_pickers() {
+    let app = spawn_app().await;
+    assert!(mqtt_ready(&app).await);
+    app.set_stock(OUTLET, SKU, 10).await;
+    let mut picker = MqttClient::connect(app.settings.mqtt.port).await;
+    picker
+        .subscribe(&format!(
+            "{}orders/{OUTLET}",
+            app.settings.mqtt.topic_prefix
+        ))
+        .await;
+    let hold = app.hold(OUTLET, SKU, 2, 300).await;
+    let id = hold["id"].as_str().unwrap();
+
+    let res = app
+        .post(
+            &format!("/v1/reservations/{id}/confirm"),
+            STOREFRONT,
+            json!({"payment_ref": "pay_9"}),
+        )
+        .await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let order = picker
+        .wait_for(10, |r| r.payload["id"] == id)
+        .await
+        .expect("the order reaches the picker");
+    assert_eq!(order.payload["status"], "confirmed");
+    assert_eq!(order.payload["lines"], json!([{"sku": SKU, "qty": 2}]));
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
