@@ -223,3 +223,155 @@ async fn a_confirmed_order_is_published_for_pickers() {
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
+
+/// Settings of a fresh test pointed at the test's own broker.
+fn on_broker(broker: &TestBroker) -> shelfsync::Settings {
+    let mut settings = test_settings();
+    settings.mqtt.port = broker.port;
+    settings
+}
+
+#[actix_web::test]
+async fn pos_movements_published_while_the_service_is_stopped_all_land_exactly_once() {
+    let broker = TestBroker::start().await;
+    let app = spawn_app_with(on_broker(&broker)).await;
+    app.set_stock(OUTLET, SKU, 5000).await;
+    assert!(
+        mqtt_ready(&app).await,
+        "subscribed: the broker now keeps a session for us"
+    );
+    let topic = pos_topic(&app, OUTLET);
+    let settings = app.stop().await;
+
+    let pos = MqttClient::connect(broker.port).await;
+    for i in 0..1000 {
+        pos.publish(&topic, sale(&format!("offline-{i}"), 1)).await;
+    }
+    // The redelivery of the first 10 again (a POS that retries) must change nothing.
+    for i in 0..10 {
+        pos.publish(&topic, sale(&format!("offline-{i}"), 1)).await;
+    }
+    let app = spawn_app_with(settings).await;
+
+    let all_in = eventually(60, || async {
+        app.stock(OUTLET, SKU).await["on_hand"] == 4000
+    })
+    .await;
+    assert!(
+        all_in,
+        "on_hand is {}",
+        app.stock(OUTLET, SKU).await["on_hand"]
+    );
+    let settings = app.stop().await;
+    let projection = ledger_projection(&settings, OUTLET).await;
+    assert_eq!(projection.seq, 1 + 1000, "one count and exactly 1000 sales");
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_broker_restarted_empty_is_reseeded_and_no_later_pos_message_is_lost() {
+    let mut broker = TestBroker::start().await;
+    let app = spawn_app_with(on_broker(&broker)).await;
+    app.set_stock(OUTLET, SKU, 500).await;
+    assert!(mqtt_ready(&app).await);
+    let topic = pos_topic(&app, OUTLET);
+    {
+        let pos = MqttClient::connect(broker.port).await;
+        for i in 0..50 {
+            pos.publish(&topic, sale(&format!("before-{i}"), 1)).await;
+        }
+        assert!(
+            eventually(20, || async {
+                app.stock(OUTLET, SKU).await["on_hand"] == 450
+            })
+            .await
+        );
+    }
+
+    broker.kill();
+    assert!(
+        eventually(10, || async { !mqtt_ready_now(&app).await }).await,
+        "readyz sees the broker gone"
+    );
+    broker.restart().await;
+    assert!(mqtt_ready(&app).await, "reconnected and subscribed again");
+
+    let mut watcher = MqttClient::connect(broker.port).await;
+    watcher
+        .subscribe(&format!(
+            "{}stock/{OUTLET}/{SKU}",
+            app.settings.mqtt.topic_prefix
+        ))
+        .await;
+    let reseeded = watcher
+        .wait_for(10, |r| r.retain && r.payload["on_hand"] == 450)
+        .await;
+    assert!(
+        reseeded.is_some(),
+        "the empty broker was reseeded with the current value"
+    );
+    let pos = MqttClient::connect(broker.port).await;
+    for i in 0..200 {
+        pos.publish(&topic, sale(&format!("after-{i}"), 1)).await;
+    }
+    assert!(
+        eventually(30, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 250
+        })
+        .await,
+        "all 200 applied"
+    );
+    let settings = app.stop().await;
+    assert_eq!(ledger_projection(&settings, OUTLET).await.seq, 1 + 50 + 200);
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_hold_made_while_the_broker_is_down_reaches_subscribers_when_it_returns() {
+    let mut broker = TestBroker::start().await;
+    let app = spawn_app_with(on_broker(&broker)).await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+
+    broker.kill();
+    let hold = app.hold(OUTLET, SKU, 3, 300).await;
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    broker.restart().await;
+
+    let mut watcher = MqttClient::connect(broker.port).await;
+    watcher
+        .subscribe(&format!(
+            "{}stock/{OUTLET}/{SKU}",
+            app.settings.mqtt.topic_prefix
+        ))
+        .await;
+    let seq = hold["seq"].as_u64().unwrap();
+    let value = watcher
+        .wait_for(15, |r| r.payload["seq"].as_u64() == Some(seq))
+        .await;
+    assert_eq!(
+        value.expect("the hold's value arrives").payload["available"],
+        7
+    );
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+async fn mqtt_ready_now(app: &TestApp) -> bool {
+    let body: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["mqtt"] == "ok"
+}

@@ -8,18 +8,21 @@
 //! again (a fresh session has none, rumqtt #250), publishes the retained `online`, and
 //! reseeds every retained stock value, so a broker that restarted empty is whole again.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use rand::Rng;
 use rumqttc::v5::mqttbytes::v5::{ConnectProperties, LastWill, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::pos::{self, Intake};
 use super::topics::Topics;
@@ -53,6 +56,9 @@ pub struct MqttSession {
     feed: Arc<Feed>,
     status: Arc<MqttStatus>,
     client: Option<AsyncClient>,
+    tasks: Vec<SpawnHandle>,
+    /// Set by a graceful `Disconnect`: tasks that end then are not a failure.
+    closing: Arc<AtomicBool>,
 }
 
 impl MqttSession {
@@ -62,7 +68,34 @@ impl MqttSession {
             feed,
             status,
             client: None,
+            tasks: Vec::new(),
+            closing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Runs one of the session's tasks. A task that panics or ends (other than at a graceful
+    /// disconnect) stops the actor, and its supervisor opens a new session: a panic in a
+    /// spawned future would otherwise take the whole arbiter down.
+    fn supervise(
+        &mut self,
+        ctx: &mut Context<Self>,
+        name: &'static str,
+        task: impl Future<Output = ()> + 'static,
+    ) {
+        let closing = self.closing.clone();
+        let handle = ctx.spawn(AssertUnwindSafe(task).catch_unwind().into_actor(self).map(
+            move |result, _, ctx| {
+                if closing.load(Ordering::Acquire) {
+                    return;
+                }
+                match result {
+                    Err(_) => error!(task = name, "an MQTT task panicked; restarting the session"),
+                    Ok(()) => warn!(task = name, "an MQTT task ended; restarting the session"),
+                }
+                ctx.stop();
+            },
+        ));
+        self.tasks.push(handle);
     }
 
     fn open(&mut self, ctx: &mut Context<Self>) {
@@ -93,28 +126,26 @@ impl MqttSession {
         // As many slots as the broker may have in flight, so the driver never waits here.
         let (pos_tx, pos_rx) = mpsc::channel(usize::from(m.inflight_max));
         let intake = Intake::new(self.services.clone(), client.clone(), topics.clone());
-        ctx.spawn(
-            drive(
-                eventloop,
-                client.clone(),
-                topics.clone(),
-                self.services.clone(),
-                self.feed.clone(),
-                self.status.clone(),
-                pos_tx,
-            )
-            .into_actor(self),
+        let window = usize::from(m.inflight_max);
+        let driver = drive(Driver {
+            eventloop,
+            client: client.clone(),
+            topics: topics.clone(),
+            services: self.services.clone(),
+            feed: self.feed.clone(),
+            status: self.status.clone(),
+            closing: self.closing.clone(),
+            pos_tx,
+        });
+        let publisher = publish(
+            client.clone(),
+            topics,
+            self.services.clone(),
+            self.feed.clone(),
         );
-        ctx.spawn(pos::run(intake, pos_rx, usize::from(m.inflight_max)).into_actor(self));
-        ctx.spawn(
-            publish(
-                client.clone(),
-                topics,
-                self.services.clone(),
-                self.feed.clone(),
-            )
-            .into_actor(self),
-        );
+        self.supervise(ctx, "driver", driver);
+        self.supervise(ctx, "pos intake", pos::run(intake, pos_rx, window));
+        self.supervise(ctx, "publisher", publisher);
         self.client = Some(client);
     }
 }
@@ -133,9 +164,11 @@ impl Actor for MqttSession {
 
 impl Supervised for MqttSession {
     fn restarting(&mut self, _: &mut Self::Context) {
-        // started() opens a new client; the broker's persistent session carries over.
+        // started() opens a new client; the broker's persistent session carries over, and
+        // the POS messages that were in flight are redelivered.
         self.status.set(false);
         self.client = None;
+        self.tasks.clear();
     }
 }
 
@@ -143,6 +176,7 @@ impl Handler<Disconnect> for MqttSession {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Disconnect, _: &mut Self::Context) -> Self::Result {
+        self.closing.store(true, Ordering::Release);
         let client = self.client.take();
         let status_topic = Topics::new(&self.services.settings.mqtt.topic_prefix).status();
         Box::pin(
@@ -152,26 +186,44 @@ impl Handler<Disconnect> for MqttSession {
                         .publish(status_topic, QoS::AtLeastOnce, true, "offline")
                         .await;
                     let _ = client.disconnect().await;
-                    // Give the event loop a moment to flush both.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The driver is still polling: give it a moment to send both.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
             .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
+            .map(|_, act, ctx| {
+                for task in act.tasks.drain(..) {
+                    ctx.cancel_future(task);
+                }
+                act.status.set(false);
+            }),
         )
     }
 }
 
 /// Polls the event loop forever: connection state, POS messages in, reconnects with backoff.
-async fn drive(
-    mut eventloop: EventLoop,
+struct Driver {
+    eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
     services: Arc<Services>,
     feed: Arc<Feed>,
     status: Arc<MqttStatus>,
+    closing: Arc<AtomicBool>,
     pos_tx: mpsc::Sender<Publish>,
-) {
+}
+
+async fn drive(driver: Driver) {
+    let Driver {
+        mut eventloop,
+        client,
+        topics,
+        services,
+        feed,
+        status,
+        closing,
+        pos_tx,
+    } = driver;
     let m = &services.settings.mqtt;
     let metrics = &services.metrics;
     let delay_min = Duration::from_millis(m.reconnect_delay_min_ms);
@@ -180,8 +232,6 @@ async fn drive(
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                status.set(true);
-                metrics.mqtt_connected.set(1);
                 delay = delay_min;
                 info!(
                     session_present = ack.session_present,
@@ -202,12 +252,18 @@ async fn drive(
                 }
                 info!(values = seeded, "reseeding retained stock");
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // Ready only once subscribed: until then a POS message would find no subscriber.
+                status.set(true);
+                metrics.mqtt_connected.set(1);
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if pos_tx.send(publish).await.is_err() {
                     return;
                 }
             }
             Ok(_) => {}
+            Err(_) if closing.load(Ordering::Acquire) => return,
             Err(e) => {
                 if status.connected() {
                     metrics.mqtt_reconnects.inc();
