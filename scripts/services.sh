@@ -56,7 +56,9 @@ command -v redis-cli >/dev/null || apt_install redis-tools
 if ! listening "$MQTT_PORT"; then
   command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
   say "starting mosquitto on $MQTT_PORT"
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MQTT_PORT" > var/mosquitto.conf
+  # A deep queue per session: Mosquitto's default (1000) silently drops QoS 1 POS messages
+  # queued for shelfsync past it during a burst or while shelfsync restarts.
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$MQTT_PORT" > var/mosquitto.conf
   mosquitto -d -c "$PWD/var/mosquitto.conf"
   wait_for mosquitto "$MQTT_PORT" 10
 fi

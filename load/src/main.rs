@@ -36,6 +36,21 @@ struct Args {
     /// Hold time of the expiry run.
     #[arg(long, default_value_t = 20)]
     expiry_ttl_secs: u64,
+    /// Instead of hold/cancel: publish this many POS receipts over MQTT and report the rate at
+    /// which shelfsync applied them durably.
+    #[arg(long)]
+    mqtt_pos: Option<u64>,
+    /// Instead of hold/cancel: make this many holds (each cancelled) and report the latency
+    /// from each hold's answer to its value reaching a `stock/#` subscriber.
+    #[arg(long)]
+    mqtt_latency_holds: Option<u64>,
+    #[arg(long, default_value = "127.0.0.1")]
+    mqtt_host: String,
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// The service's `mqtt.topic_prefix`.
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
 }
 
 #[derive(Default)]
@@ -85,6 +100,12 @@ async fn main() -> anyhow::Result<()> {
     let targets = Arc::new(targets);
     if let Some(holds) = args.expiry_holds {
         return expiry_run(&args, &http, &auth, &outlets, targets, holds).await;
+    }
+    if let Some(n) = args.mqtt_pos {
+        return mqtt::pos_run(&args, &http, &auth, &outlets, &targets, n).await;
+    }
+    if let Some(n) = args.mqtt_latency_holds {
+        return mqtt::latency_run(&args, &http, &auth, targets, n).await;
     }
     let counts = Arc::new(Counts::default());
     let deadline = Instant::now() + Duration::from_secs(args.secs);
@@ -265,4 +286,208 @@ async fn expiry_run(
         None => println!("holds still reserved 30 s after the last deadline"),
     }
     Ok(())
+}
+
+/// MQTT figures: POS intake rate and commit-to-subscriber latency.
+mod mqtt {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use hdrhistogram::Histogram;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use serde_json::{json, Value};
+
+    use super::Args;
+
+    type Seen = Arc<Mutex<HashMap<(String, String), Vec<(u64, Instant)>>>>;
+
+    async fn connect(args: &Args, name: &str, seen: Option<Seen>) -> anyhow::Result<AsyncClient> {
+        let mut options = MqttOptions::new(
+            format!("shelfsync-load-{name}-{}", std::process::id()),
+            &args.mqtt_host,
+            args.mqtt_port,
+        );
+        options.set_keep_alive(Duration::from_secs(10));
+        let (client, mut eventloop) = AsyncClient::new(options, 100_000);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let prefix = args.topic_prefix.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let at = Instant::now();
+                        let (Some(seen), Ok(v)) =
+                            (&seen, serde_json::from_slice::<Value>(&p.payload))
+                        else {
+                            continue;
+                        };
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let mut parts = topic
+                            .strip_prefix(&prefix)
+                            .unwrap_or(&topic)
+                            .split('/')
+                            .skip(1);
+                        if let (Some(o), Some(s), Some(seq)) =
+                            (parts.next(), parts.next(), v["seq"].as_u64())
+                        {
+                            seen.lock()
+                                .expect("lock")
+                                .entry((o.to_owned(), s.to_owned()))
+                                .or_default()
+                                .push((seq, at));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+        Ok(client)
+    }
+
+    async fn on_hand_total(
+        http: &reqwest::Client,
+        url: &str,
+        auth: &str,
+        outlets: &[Value],
+    ) -> anyhow::Result<i64> {
+        let mut total = 0;
+        for o in outlets {
+            let id = o["id"].as_str().unwrap_or_default();
+            let rows: Vec<Value> = http
+                .get(format!("{url}/v1/outlets/{id}/stock"))
+                .header("Authorization", auth)
+                .send()
+                .await?
+                .json()
+                .await?;
+            total += rows
+                .iter()
+                .map(|r| r["on_hand"].as_i64().unwrap_or(0))
+                .sum::<i64>();
+        }
+        Ok(total)
+    }
+
+    /// Publishes `n` receipts of one unit (QoS 1) and waits until all are applied.
+    pub async fn pos_run(
+        args: &Args,
+        http: &reqwest::Client,
+        auth: &str,
+        outlets: &[Value],
+        targets: &[(String, String)],
+        n: u64,
+    ) -> anyhow::Result<()> {
+        let before = on_hand_total(http, &args.url, auth, outlets).await?;
+        let pos = connect(args, "pos", None).await?;
+        let started = Instant::now();
+        let run = std::process::id();
+        for i in 0..n {
+            let (outlet, sku) = &targets[(i as usize * 7919) % targets.len()];
+            let body = json!({"event_id": format!("load-{run}-{i}"), "sku": sku, "kind": "receipt", "qty": 1,
+                "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+            pos.publish(
+                format!("{}pos/{outlet}/movements", args.topic_prefix),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await?;
+        }
+        let published = started.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if on_hand_total(http, &args.url, auth, outlets).await? - before >= n as i64 {
+                let secs = started.elapsed().as_secs_f64();
+                println!("published {n} POS receipts in {published:.2} s; all applied durably after {secs:.2} s: {:.0} messages/s", n as f64 / secs);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("not every receipt was applied within 120 s")
+    }
+
+    /// Holds (each then cancelled) and the delay until a `stock/#` subscriber sees each hold's seq.
+    pub async fn latency_run(
+        args: &Args,
+        http: &reqwest::Client,
+        auth: &str,
+        targets: Arc<Vec<(String, String)>>,
+        n: u64,
+    ) -> anyhow::Result<()> {
+        let seen: Seen = Arc::default();
+        let sub = connect(args, "sub", Some(seen.clone())).await?;
+        sub.subscribe(format!("{}stock/#", args.topic_prefix), QoS::AtMostOnce)
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await; // the retained flood passes
+        let holds = Arc::new(Mutex::new(Vec::new()));
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for c in 0..args.clients {
+            let (http, auth, url, targets, holds, next) = (
+                http.clone(),
+                auth.to_owned(),
+                args.url.clone(),
+                targets.clone(),
+                holds.clone(),
+                next.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let (outlet, sku) = targets[(i as usize * 7919) % targets.len()].clone();
+                    let res = http.post(format!("{url}/v1/reservations")).header("Authorization", &auth)
+                        .header("Idempotency-Key", format!("lat-{}-{c}-{i}", std::process::id()))
+                        .json(&json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1}], "ttl_secs": 60})).send().await;
+                    let answered = Instant::now();
+                    let Ok(res) = res else { continue };
+                    if res.status() != 201 { continue }
+                    let body: Value = res.json().await.unwrap_or_default();
+                    if let (Some(seq), Some(id)) = (body["seq"].as_u64(), body["id"].as_str()) {
+                        holds.lock().expect("lock").push((outlet, sku, seq, answered));
+                        let _ = http.post(format!("{url}/v1/reservations/{id}/cancel")).header("Authorization", &auth).send().await;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seen = seen.lock().expect("lock");
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut missing = 0;
+        for (outlet, sku, seq, answered) in holds.lock().expect("lock").iter() {
+            let arrival = seen
+                .get(&(outlet.clone(), sku.clone()))
+                .and_then(|v| v.iter().filter(|(s, _)| s >= seq).map(|(_, t)| *t).min());
+            match arrival {
+                Some(t) => {
+                    hist.record(t.saturating_duration_since(*answered).as_micros().max(1) as u64)?
+                }
+                None => missing += 1,
+            }
+        }
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "holds {}  seen by the subscriber {}  missing {missing}",
+            hist.len() + missing,
+            hist.len()
+        );
+        println!("commit (hold answered) to stock/# subscriber, ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", ms(0.5), ms(0.9), ms(0.99), hist.max() as f64 / 1000.0);
+        Ok(())
+    }
 }
