@@ -179,12 +179,13 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sum of `reserved` over every outlet and SKU.
-async fn reserved_total(
+/// Sum of one counter (`reserved`, `on_hand`) over every outlet and SKU.
+async fn stock_total(
     http: &reqwest::Client,
     url: &str,
     auth: &str,
     outlets: &[Value],
+    field: &str,
 ) -> anyhow::Result<i64> {
     let mut total = 0;
     for o in outlets {
@@ -198,7 +199,7 @@ async fn reserved_total(
             .await?;
         total += rows
             .iter()
-            .map(|r| r["reserved"].as_i64().unwrap_or(0))
+            .map(|r| r[field].as_i64().unwrap_or(0))
             .sum::<i64>();
     }
     Ok(total)
@@ -213,7 +214,7 @@ async fn expiry_run(
     targets: Arc<Vec<(String, String)>>,
     holds: u64,
 ) -> anyhow::Result<()> {
-    let baseline = reserved_total(http, &args.url, auth, outlets).await?;
+    let baseline = stock_total(http, &args.url, auth, outlets, "reserved").await?;
     let next = Arc::new(AtomicU64::new(0));
     let last_deadline = Arc::new(std::sync::Mutex::new(String::new()));
     let placed = Arc::new(AtomicU64::new(0));
@@ -260,7 +261,7 @@ async fn expiry_run(
         t.await?;
     }
     let placed = placed.load(Ordering::Relaxed);
-    let live = reserved_total(http, &args.url, auth, outlets).await? - baseline;
+    let live = stock_total(http, &args.url, auth, outlets, "reserved").await? - baseline;
     println!(
         "placed {placed} holds in {:.1} s; {live} units live at once",
         started.elapsed().as_secs_f64()
@@ -270,7 +271,7 @@ async fn expiry_run(
     let mut released_at = None;
     let give_up = Instant::now() + Duration::from_secs(args.expiry_ttl_secs + 30);
     while Instant::now() < give_up {
-        if reserved_total(http, &args.url, auth, outlets).await? <= baseline {
+        if stock_total(http, &args.url, auth, outlets, "reserved").await? <= baseline {
             released_at = Some(chrono::Utc::now());
             break;
         }
@@ -300,7 +301,7 @@ mod mqtt {
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     use serde_json::{json, Value};
 
-    use super::Args;
+    use super::{stock_total, Args};
 
     type Seen = Arc<Mutex<HashMap<(String, String), Vec<(u64, Instant)>>>>;
 
@@ -355,30 +356,6 @@ mod mqtt {
         Ok(client)
     }
 
-    async fn on_hand_total(
-        http: &reqwest::Client,
-        url: &str,
-        auth: &str,
-        outlets: &[Value],
-    ) -> anyhow::Result<i64> {
-        let mut total = 0;
-        for o in outlets {
-            let id = o["id"].as_str().unwrap_or_default();
-            let rows: Vec<Value> = http
-                .get(format!("{url}/v1/outlets/{id}/stock"))
-                .header("Authorization", auth)
-                .send()
-                .await?
-                .json()
-                .await?;
-            total += rows
-                .iter()
-                .map(|r| r["on_hand"].as_i64().unwrap_or(0))
-                .sum::<i64>();
-        }
-        Ok(total)
-    }
-
     /// Publishes `n` receipts of one unit (QoS 1) and waits until all are applied.
     pub async fn pos_run(
         args: &Args,
@@ -388,7 +365,7 @@ mod mqtt {
         targets: &[(String, String)],
         n: u64,
     ) -> anyhow::Result<()> {
-        let before = on_hand_total(http, &args.url, auth, outlets).await?;
+        let before = stock_total(http, &args.url, auth, outlets, "on_hand").await?;
         let pos = connect(args, "pos", None).await?;
         let started = Instant::now();
         let run = std::process::id();
@@ -407,7 +384,7 @@ mod mqtt {
         let published = started.elapsed().as_secs_f64();
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            if on_hand_total(http, &args.url, auth, outlets).await? - before >= n as i64 {
+            if stock_total(http, &args.url, auth, outlets, "on_hand").await? - before >= n as i64 {
                 let secs = started.elapsed().as_secs_f64();
                 println!("published {n} POS receipts in {published:.2} s; all applied durably after {secs:.2} s: {:.0} messages/s", n as f64 / secs);
                 return Ok(());
