@@ -111,6 +111,10 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
         .await;
     pos.publish(&pos_topic(&app, "atlantis"), sale("pos-x", 1))
         .await;
+    let oversized = json!({"event_id": "pos-big", "sku": SKU, "kind": "receipt", "qty": 1,
+        "at": "2026-11-21T09:42:00Z", "note": "x".repeat(5000)});
+    pos.publish(&pos_topic(&app, OUTLET), oversized.to_string())
+        .await;
     pos.publish(&pos_topic(&app, OUTLET), sale("pos-good", 1))
         .await;
 
@@ -148,6 +152,10 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
             .is_some(),
         "unknown outlet"
     );
+    let big = watcher
+        .wait_for(10, |r| r.payload["code"] == "payload_too_large")
+        .await;
+    assert!(big.is_some(), "an oversized payload is rejected");
     let client = mongodb::Client::with_uri_str(app.settings.mongo.uri.expose())
         .await
         .unwrap();
@@ -159,7 +167,7 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
             .count_documents(mongodb::bson::doc! {})
             .await
             .unwrap(),
-        3,
+        4,
         "every bad message is kept"
     );
     let settings = app.stop().await;
