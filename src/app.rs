@@ -77,6 +77,10 @@ impl Core {
             ledger_gate: Arc::new(tokio::sync::Mutex::new(())),
             metrics: Arc::new(Metrics::new()),
             feed: Arc::new(crate::feed::Feed::new(settings.mqtt.orders_queue_max)),
+            hub: Arc::new(crate::hub::Hub::new(
+                settings.streams.ring_events,
+                settings.streams.clients_max,
+            )),
         };
         let writer = {
             let shared = shared.clone();
@@ -148,6 +152,21 @@ pub struct Application {
     mqtt: Addr<MqttSession>,
 }
 
+/// Stops an application gracefully: live streams end, requests in flight finish, then
+/// `run_until_stopped` drains the core.
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    hub: Arc<crate::hub::Hub>,
+}
+
+impl AppHandle {
+    pub async fn stop(&self) {
+        self.hub.close();
+        self.server.stop(true).await;
+    }
+}
+
 impl Application {
     /// Starts the core and binds `http.host:http.port` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -165,6 +184,7 @@ impl Application {
             ledger: core.shared.ledger.clone(),
             metrics: core.shared.metrics.clone(),
             settings: core.settings.clone(),
+            hub: core.shared.hub.clone(),
         });
         let mqtt_status = Arc::new(MqttStatus::default());
         let mqtt = {
@@ -188,7 +208,18 @@ impl Application {
             .listen(listener)?
             .workers(http.workers)
             .shutdown_timeout(http.shutdown_timeout_secs)
+            // Our own signal handling: live streams must end before the graceful wait.
+            .disable_signals()
             .run();
+        let handle = AppHandle {
+            server: server.handle(),
+            hub: core.shared.hub.clone(),
+        };
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            info!("stop signal: shutting down gracefully");
+            handle.stop().await;
+        });
         info!(port, "listening");
         Ok(Self {
             port,
@@ -206,9 +237,11 @@ impl Application {
         &self.core
     }
 
-    /// Stops accepting, lets requests in flight finish, then drains the core.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+            hub: self.core.shared.hub.clone(),
+        }
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM or `handle().stop()`), then shuts
@@ -219,4 +252,19 @@ impl Application {
         let _ = self.mqtt.send(Disconnect).await;
         self.core.shutdown().await
     }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

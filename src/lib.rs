@@ -10,6 +10,7 @@ pub mod durable;
 pub mod feed;
 pub mod health;
 pub mod http;
+pub mod hub;
 pub mod import;
 pub mod keys;
 pub mod ledger;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub mqtt_dlq: IntCounter,
     pub mqtt_publish_queue: IntGauge,
     pub mqtt_orders_dropped: IntGauge,
+    pub stream_clients: IntGaugeVec,
+    pub stream_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,6 +134,19 @@ impl Metrics {
             "Orders dropped from a full publish queue",
         )
         .expect("metric");
+        let stream_clients = IntGaugeVec::new(
+            Opts::new("stream_clients", "Connected live stream clients"),
+            &["kind"],
+        )
+        .expect("metric");
+        let stream_dropped = IntCounterVec::new(
+            Opts::new(
+                "stream_dropped_total",
+                "Live stream clients dropped for falling behind",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
         for c in [
             Box::new(http_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reservations.clone()),
@@ -151,6 +166,8 @@ impl Metrics {
             Box::new(mqtt_dlq.clone()),
             Box::new(mqtt_publish_queue.clone()),
             Box::new(mqtt_orders_dropped.clone()),
+            Box::new(stream_clients.clone()),
+            Box::new(stream_dropped.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -174,6 +191,8 @@ impl Metrics {
             mqtt_dlq,
             mqtt_publish_queue,
             mqtt_orders_dropped,
+            stream_clients,
+            stream_dropped,
         }
     }
 

@@ -29,6 +29,7 @@ pub struct Services {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    pub hub: Arc<crate::hub::Hub>,
 }
 
 impl Services {

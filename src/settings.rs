@@ -42,6 +42,7 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub reconciler: ReconcilerSettings,
     pub catalogue: CatalogueSettings,
+    pub streams: StreamSettings,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
 }
@@ -146,6 +147,19 @@ pub struct LedgerSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReconcilerSettings {
     pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamSettings {
+    /// Concurrent SSE and WebSocket clients; past it, 503.
+    pub clients_max: usize,
+    /// Events the hub keeps for its slowest reader; a client further behind is dropped.
+    pub ring_events: usize,
+    /// Events buffered for one client.
+    pub client_buffer_events: usize,
+    /// A client whose buffer stays full this long is dropped.
+    pub stall_secs: u64,
+    pub keepalive_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

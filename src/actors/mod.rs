@@ -28,4 +28,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Committed changes for the publishers (MQTT; later SSE and WebSocket).
     pub feed: Arc<crate::feed::Feed>,
+    /// Committed changes for live stream clients (SSE, WebSocket).
+    pub hub: Arc<crate::hub::Hub>,
 }

@@ -24,6 +24,7 @@ use crate::domain::{
     now_ms, Channel, IdempotencyKey, LedgerKind, Line, OutletId, ReservationId, ReservationStatus,
     Sku,
 };
+use crate::hub::LiveEvent;
 use crate::keys::OutletKeys;
 use crate::store::{BatchArgs, BatchReply, Op, Outcome, ReleaseReason, ResRecord, Snapshot};
 
@@ -358,9 +359,18 @@ impl OutletActor {
             self.shared
                 .feed
                 .stock_changed(&self.outlet, &row.sku, after);
+            let event = LiveEvent::Stock {
+                outlet: self.outlet.clone(),
+                sku: row.sku.clone(),
+                counters: after,
+            };
+            self.shared.hub.publish(event);
         }
         if let (Op::Confirm { .. }, Outcome::Ok { res: Some(res), .. }) = (op, outcome) {
             self.shared.feed.order_confirmed(res.clone());
+            self.shared
+                .hub
+                .publish(LiveEvent::Order(std::sync::Arc::new(res.clone())));
         }
         if let Some(res) = outcome.reservation() {
             self.track(res);

@@ -119,6 +119,22 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
+impl Caller {
+    /// The caller by its `Authorization` header, or else by a `?key=` (browsers' EventSource
+    /// and WebSocket cannot set headers).
+    pub fn from_request_or_key(
+        req: &HttpRequest,
+        state: &AppState,
+        key: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        bearer(req)
+            .or(key)
+            .and_then(|k| state.auth.grant(k))
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;

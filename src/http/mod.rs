@@ -8,6 +8,7 @@ mod movements;
 mod ops;
 pub(crate) mod reservations;
 mod stock;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,7 +66,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::post().to(reservations::cancel),
                 )
                 .route("/movements", web::post().to(movements::create))
-                .route("/ledger", web::get().to(ledger::page)),
+                .route("/ledger", web::get().to(ledger::page))
+                .route("/stream", web::get().to(stream::stream)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))

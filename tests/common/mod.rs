@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use shelfsync::domain::OutletId;
@@ -51,7 +50,7 @@ pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
     pub settings: Settings,
-    handle: ServerHandle,
+    handle: shelfsync::app::AppHandle,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -83,7 +82,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 impl TestApp {
     /// Graceful stop: requests finish, actors drain, every outbox reaches the ledger.
     pub async fn stop(self) -> Settings {
-        self.handle.stop(true).await;
+        self.handle.stop().await;
         self.done.await.expect("app task").expect("clean shutdown");
         self.settings
     }
@@ -389,4 +388,82 @@ impl MqttClient {
             }
         }
     }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: Value,
+}
+
+/// A live SSE client collecting events in the background.
+pub struct SseClient {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Sse>,
+}
+
+impl SseClient {
+    /// Connects to `/v1/stream?{query}` with `key` and waits for the response head.
+    pub async fn connect(app: &TestApp, query: &str, key: &str) -> Result<Self, StatusCode> {
+        use futures_util::StreamExt;
+        let res = app
+            .http
+            .get(format!("{}/v1/stream?{query}", app.url))
+            .bearer_auth(key)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .unwrap();
+        if res.status() != StatusCode::OK {
+            return Err(res.status());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut body = res.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let mut event = String::new();
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event: ") {
+                            event = v.to_owned();
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            data.push_str(v);
+                        }
+                    }
+                    if event.is_empty() {
+                        continue; // a comment (keep-alive)
+                    }
+                    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    if tx.send(Sse { event, data }).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Self { rx })
+    }
+
+    /// The next event, waiting at most `secs`.
+    pub async fn next(&mut self, secs: u64) -> Option<Sse> {
+        tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// The first `n` SKUs of the demo catalogue.
+pub fn catalogue_skus(n: usize) -> Vec<String> {
+    let path = format!("{}/catalogue/skus.csv", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect()
 }

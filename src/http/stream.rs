@@ -1,0 +1,127 @@
+//! `GET /v1/stream`: Server-Sent Events of live stock (API.md, Live streams).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::auth::{Action, Caller};
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::{OutletId, Sku};
+use crate::hub::{stock_json, Filter, LiveEvent, Membership};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    outlets: Option<String>,
+    skus: Option<String>,
+    /// Browsers' EventSource cannot set headers: the API key may come here instead.
+    key: Option<String>,
+}
+
+fn sse(event: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let caller = Caller::from_request_or_key(&req, &state, q.key.as_deref())?;
+    caller.require(Action::ReadStock, None)?;
+    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?;
+    let member = state.hub.join().ok_or_else(|| {
+        ApiError::Unavailable("too many live stream clients; try again shortly".into())
+    })?;
+    // Subscribed first, snapshot second: a change in between is in both, and the seq check
+    // below drops the older copy. Nothing falls between them.
+    let snapshot = filter.snapshot(&state.catalogue, &state.stock);
+    let seen: HashMap<(OutletId, Sku), u64> = snapshot
+        .iter()
+        .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
+        .collect();
+    let rows: Vec<_> = snapshot
+        .iter()
+        .map(|(o, s, c)| stock_json(o, s, c))
+        .collect();
+    let limits = &state.settings.streams;
+    let (tx, rx) = mpsc::channel::<Bytes>(limits.client_buffer_events.max(1));
+    tx.try_send(sse("snapshot", &serde_json::Value::from(rows)))
+        .expect("a fresh buffer has room");
+    state
+        .metrics
+        .stream_clients
+        .with_label_values(&["sse"])
+        .inc();
+    actix_web::rt::spawn(forward(
+        member,
+        filter,
+        seen,
+        tx,
+        Duration::from_secs(limits.stall_secs),
+        Duration::from_secs(limits.keepalive_secs),
+        state.into_inner(),
+    ));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// Moves this client's events from the hub into its own bounded buffer; ends (dropping the
+/// client) when it falls behind, and when the client goes away.
+async fn forward(
+    mut member: Membership,
+    filter: Filter,
+    mut seen: HashMap<(OutletId, Sku), u64>,
+    tx: mpsc::Sender<Bytes>,
+    stall: Duration,
+    keepalive: Duration,
+    state: std::sync::Arc<AppState>,
+) {
+    let metrics = &state.metrics;
+    let mut tick = tokio::time::interval(keepalive);
+    tick.tick().await;
+    let closing = state.hub.closing();
+    tokio::pin!(closing);
+    let slow = loop {
+        let frame = tokio::select! {
+            _ = tx.closed() => break false,
+            _ = &mut closing => break false,
+            _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            event = member.rx.recv() => match event {
+                Ok(LiveEvent::Stock { outlet, sku, counters }) => {
+                    if !filter.wants(&outlet, &sku) {
+                        continue;
+                    }
+                    let last = seen.entry((outlet.clone(), sku.clone())).or_insert(0);
+                    if counters.seq <= *last {
+                        continue;
+                    }
+                    *last = counters.seq;
+                    sse("stock", &stock_json(&outlet, &sku, &counters))
+                }
+                Ok(LiveEvent::Order(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break false,
+            },
+        };
+        if tx.send_timeout(frame, stall).await.is_err() {
+            break !tx.is_closed();
+        }
+    };
+    if slow {
+        metrics.stream_dropped.with_label_values(&["sse"]).inc();
+    }
+    metrics.stream_clients.with_label_values(&["sse"]).dec();
+}

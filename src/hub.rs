@@ -1,0 +1,180 @@
+//! The live hub: every committed change fans out to SSE and WebSocket clients.
+//!
+//! Outlet actors publish into one bounded broadcast ring and never wait. Each client reads
+//! at its own pace through a small forwarder with a bounded buffer of its own; a client that
+//! falls behind (the ring overtook it, or its buffer stayed full for `stall_secs`) is
+//! dropped. It reconnects and gets a fresh snapshot, and it can never slow the actors or
+//! the other clients.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::catalogue::Catalogue;
+use crate::domain::{Counters, Invalid, OutletId, Sku};
+use crate::stock_view::StockView;
+use crate::store::ResRecord;
+
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    Stock {
+        outlet: OutletId,
+        sku: Sku,
+        counters: Counters,
+    },
+    Order(Arc<ResRecord>),
+}
+
+pub struct Hub {
+    tx: broadcast::Sender<LiveEvent>,
+    clients: AtomicUsize,
+    clients_max: usize,
+    /// Set at shutdown: every live stream ends, so a graceful stop need not wait for them.
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+/// A client's place in the hub; leaving (drop) frees it.
+pub struct Membership {
+    pub rx: broadcast::Receiver<LiveEvent>,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Hub {
+    pub fn new(ring_events: usize, clients_max: usize) -> Self {
+        Self {
+            tx: broadcast::channel(ring_events.max(1)).0,
+            clients: AtomicUsize::new(0),
+            clients_max,
+            closed: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Ends every live stream (graceful shutdown).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once the hub is closed.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Never waits; with no client connected the event is simply not kept.
+    pub fn publish(&self, event: LiveEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    /// A place for one more client, or `None` at `clients_max`.
+    pub fn join(self: &Arc<Self>) -> Option<Membership> {
+        let taken = self.clients.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.clients_max {
+            self.clients.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Membership {
+            rx: self.tx.subscribe(),
+            hub: self.clone(),
+        })
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+}
+
+/// Which outlets and SKUs a client wants (empty: all).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    outlets: Option<HashSet<OutletId>>,
+    skus: Option<HashSet<Sku>>,
+}
+
+impl Filter {
+    /// Parses comma-separated lists, each id checked against the catalogue.
+    pub fn parse(
+        catalogue: &Catalogue,
+        outlets: Option<&str>,
+        skus: Option<&str>,
+    ) -> Result<Self, Invalid> {
+        let split = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        Self::from_lists(catalogue, outlets.map(split), skus.map(split))
+    }
+
+    pub fn from_lists(
+        catalogue: &Catalogue,
+        outlets: Option<Vec<String>>,
+        skus: Option<Vec<String>>,
+    ) -> Result<Self, Invalid> {
+        let outlets = outlets
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.iter()
+                    .map(|o| catalogue.known_outlet("outlets", o))
+                    .collect::<Result<HashSet<_>, _>>()
+            })
+            .transpose()?;
+        let skus = skus
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.iter()
+                    .map(|s| catalogue.known_sku("skus", s))
+                    .collect::<Result<HashSet<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Self { outlets, skus })
+    }
+
+    pub fn wants_outlet(&self, outlet: &OutletId) -> bool {
+        self.outlets.as_ref().is_none_or(|o| o.contains(outlet))
+    }
+
+    pub fn wants(&self, outlet: &OutletId, sku: &Sku) -> bool {
+        self.wants_outlet(outlet) && self.skus.as_ref().is_none_or(|s| s.contains(sku))
+    }
+
+    /// Every matching (outlet, SKU) with its committed numbers.
+    pub fn snapshot(
+        &self,
+        catalogue: &Catalogue,
+        stock: &StockView,
+    ) -> Vec<(OutletId, Sku, Counters)> {
+        let mut rows = Vec::new();
+        for outlet in catalogue
+            .outlets
+            .iter()
+            .map(|o| &o.id)
+            .filter(|o| self.wants_outlet(o))
+        {
+            for (sku, c) in stock.outlet(outlet) {
+                if self.wants(outlet, &sku) {
+                    rows.push((outlet.clone(), sku, c));
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// A stock value as the streams show it.
+pub fn stock_json(outlet: &OutletId, sku: &Sku, c: &Counters) -> Value {
+    json!({"outlet": outlet, "sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
+        "available": c.available(), "seq": c.seq})
+}

@@ -1,0 +1,206 @@
+//! Live streams: SSE against the real service.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[actix_web::test]
+async fn an_sse_client_gets_the_snapshot_then_each_change_in_seq_order() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OUTLET, SKU2, 4).await;
+    let mut sse = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
+        .await
+        .unwrap();
+
+    let snapshot = sse.next(5).await.expect("a snapshot first");
+    for _ in 0..5 {
+        app.hold(OUTLET, SKU, 1, 300).await;
+    }
+
+    assert_eq!(snapshot.event, "snapshot");
+    let rows = snapshot.data.as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["sku"] == SKU)
+        .expect("the SKU is in the snapshot");
+    assert_eq!(
+        (row["on_hand"].as_i64(), row["available"].as_i64()),
+        (Some(10), Some(10))
+    );
+    assert!(rows.iter().all(|r| r["outlet"] == OUTLET));
+    let mut seqs = Vec::new();
+    for i in 1..=5 {
+        let change = sse.next(5).await.expect("one stock event per change");
+        assert_eq!(change.event, "stock");
+        assert_eq!(change.data["sku"], SKU);
+        assert_eq!(change.data["reserved"], i);
+        assert_eq!(change.data["available"], 10 - i);
+        seqs.push(change.data["seq"].as_u64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order: {seqs:?}");
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_filter_excludes_other_outlets_and_skus() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OTHER_OUTLET, SKU, 10).await;
+    app.set_stock(OTHER_OUTLET, SKU2, 10).await;
+    let mut sse = SseClient::connect(&app, &format!("outlets={OTHER_OUTLET}&skus={SKU2}"), VIEWER)
+        .await
+        .unwrap();
+    let snapshot = sse.next(5).await.unwrap();
+
+    app.hold(OUTLET, SKU, 1, 300).await;
+    app.hold(OTHER_OUTLET, SKU, 1, 300).await;
+    app.hold(OTHER_OUTLET, SKU2, 2, 300).await;
+
+    assert_eq!(snapshot.data.as_array().unwrap().len(), 1);
+    let first = sse.next(5).await.expect("the matching change");
+    assert_eq!(
+        (first.data["outlet"].as_str(), first.data["sku"].as_str()),
+        (Some(OTHER_OUTLET), Some(SKU2))
+    );
+    assert_eq!(first.data["reserved"], 2);
+    let unknown = app.get("/v1/stream?outlets=atlantis", VIEWER).await;
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn five_hundred_concurrent_sse_clients_all_receive_a_change() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    let query = format!("outlets={OUTLET}&skus={SKU}");
+    let clients = join_all((0..500).map(|_| SseClient::connect(&app, &query, VIEWER))).await;
+    let mut clients: Vec<_> = clients.into_iter().map(|c| c.unwrap()).collect();
+    for c in clients.iter_mut() {
+        assert_eq!(c.next(10).await.expect("snapshot").event, "snapshot");
+    }
+
+    let hold = app.hold(OUTLET, SKU, 3, 300).await;
+
+    let seq = hold["seq"].as_u64().unwrap();
+    let got = join_all(clients.iter_mut().map(|c| async move { c.next(10).await })).await;
+    let received = got
+        .iter()
+        .filter(|e| {
+            e.as_ref()
+                .is_some_and(|e| e.data["seq"].as_u64() == Some(seq))
+        })
+        .count();
+    assert_eq!(received, 500);
+    let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"shelfsync_stream_clients{kind="sse"} 500"#),
+        "{metrics}"
+    );
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn past_the_client_limit_a_stream_is_503() {
+    let mut settings = test_settings();
+    settings.streams.clients_max = 2;
+    let app = spawn_app_with(settings).await;
+    let _a = SseClient::connect(&app, "", VIEWER).await.unwrap();
+    let _b = SseClient::connect(&app, "", VIEWER).await.unwrap();
+
+    let third = SseClient::connect(&app, "", VIEWER).await;
+
+    assert_eq!(third.err(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    let no_key = app
+        .http
+        .get(format!("{}/v1/stream", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
+
+#[actix_web::test]
+async fn a_client_that_never_reads_is_dropped_while_a_normal_client_keeps_receiving() {
+    let mut settings = test_settings();
+    settings.streams.client_buffer_events = 32;
+    settings.streams.stall_secs = 1;
+    let app = spawn_app_with(settings).await;
+    let skus = catalogue_skus(50);
+    for sku in &skus {
+        app.set_stock(OUTLET, sku, 100_000).await;
+    }
+    // A stalled reader: a tiny receive window, a request, and never a read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    let request = format!("GET /v1/stream?outlets={OUTLET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
+        .await
+        .unwrap();
+    let mut normal = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
+        .await
+        .unwrap();
+    normal.next(5).await.expect("snapshot");
+
+    // 700 carts of 50 lines: 35,000 changes (about 4.5 MB of events), more than the kernel's
+    // socket buffers (up to 4 MB here) can absorb for the stalled reader.
+    let lines: Vec<_> = skus.iter().map(|s| json!({"sku": s, "qty": 1})).collect();
+    let holds = futures_util::stream::iter(0..700)
+        .map(|i| {
+            let (app, lines) = (&app, &lines);
+            async move {
+                app.reserve(
+                    &format!("big-{i}"),
+                    json!({"outlet": OUTLET, "lines": lines, "ttl_secs": 300}),
+                )
+                .await
+                .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(holds.iter().all(|s| *s == StatusCode::CREATED));
+    let mut received = 0;
+    while received < 35_000 {
+        let e = normal
+            .next(10)
+            .await
+            .expect("the normal client keeps receiving");
+        assert_eq!(e.event, "stock");
+        received += 1;
+    }
+
+    let dropped = eventually(10, || async {
+        let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
+        metrics.contains(r#"shelfsync_stream_dropped_total{kind="sse"} 1"#)
+            && metrics.contains(r#"shelfsync_stream_clients{kind="sse"} 1"#)
+    })
+    .await;
+    let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    let stream_lines: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("shelfsync_stream"))
+        .collect();
+    assert!(
+        dropped,
+        "the stalled client was dropped; the normal one is still there: {stream_lines:?}"
+    );
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}
