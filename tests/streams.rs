@@ -204,3 +204,107 @@ async fn a_client_that_never_reads_is_dropped_while_a_normal_client_keeps_receiv
     let settings = app.stop().await;
     cleanup(&settings).await;
 }
+
+/// A WebSocket test client on `/v1/ws`.
+async fn ws_connect(
+    app: &TestApp,
+    query: &str,
+) -> actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec> {
+    let (_, conn) = awc::Client::new()
+        .ws(format!(
+            "{}/v1/ws?{query}",
+            app.url.replace("http://", "ws://")
+        ))
+        .connect()
+        .await
+        .expect("websocket connects");
+    conn
+}
+
+async fn ws_next(
+    conn: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), conn.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .unwrap();
+        if let awc::ws::Frame::Text(bytes) = frame {
+            return serde_json::from_slice(&bytes).unwrap();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_websocket_client_subscribes_changes_its_filter_and_sees_orders() {
+    use futures_util::SinkExt;
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OTHER_OUTLET, SKU2, 10).await;
+    let mut conn = ws_connect(&app, &format!("key={VIEWER}&outlets={OUTLET}")).await;
+
+    let snapshot = ws_next(&mut conn).await;
+    app.hold(OTHER_OUTLET, SKU2, 1, 300).await;
+    let hold = app.hold(OUTLET, SKU, 2, 300).await;
+    let first = ws_next(&mut conn).await;
+
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot["stock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["outlet"] == OUTLET));
+    assert_eq!(
+        (first["type"].as_str(), first["outlet"].as_str()),
+        (Some("stock"), Some(OUTLET)),
+        "the other outlet is filtered out"
+    );
+    assert_eq!(first["reserved"], 2);
+
+    let id = hold["id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/reservations/{id}/confirm"),
+            STOREFRONT,
+            json!({"payment_ref": "pay_ws"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut order = None;
+    for _ in 0..4 {
+        let frame = ws_next(&mut conn).await;
+        if frame["type"] == "order" {
+            order = Some(frame);
+            break;
+        }
+    }
+    assert_eq!(order.expect("an order frame")["reservation"]["id"], id);
+
+    let subscribe = json!({"subscribe": {"outlets": [OTHER_OUTLET], "skus": [SKU2]}}).to_string();
+    conn.send(awc::ws::Message::Text(subscribe.into()))
+        .await
+        .unwrap();
+    let fresh = ws_next(&mut conn).await;
+    assert_eq!(fresh["type"], "snapshot");
+    assert_eq!(fresh["stock"].as_array().unwrap().len(), 1);
+    assert_eq!(fresh["stock"][0]["reserved"], 1);
+    app.hold(OUTLET, SKU, 1, 300).await;
+    app.hold(OTHER_OUTLET, SKU2, 3, 300).await;
+    let next = ws_next(&mut conn).await;
+    assert_eq!(
+        (next["outlet"].as_str(), next["reserved"].as_i64()),
+        (Some(OTHER_OUTLET), Some(4))
+    );
+
+    conn.send(awc::ws::Message::Text(
+        "{\"subscribe\":{\"outlets\":[\"atlantis\"]}}".into(),
+    ))
+    .await
+    .unwrap();
+    let error = ws_next(&mut conn).await;
+    assert_eq!(error["type"], "error");
+    drop(conn);
+    let settings = app.stop().await;
+    cleanup(&settings).await;
+}

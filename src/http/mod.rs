@@ -9,6 +9,7 @@ mod ops;
 pub(crate) mod reservations;
 mod stock;
 mod stream;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,7 +68,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/movements", web::post().to(movements::create))
                 .route("/ledger", web::get().to(ledger::page))
-                .route("/stream", web::get().to(stream::stream)),
+                .route("/stream", web::get().to(stream::stream))
+                .route("/ws", web::get().to(ws::ws)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))

@@ -1,0 +1,237 @@
+//! `GET /v1/ws`: the live events as WebSocket JSON text frames, with `subscribe` messages
+//! that change the filter, confirmed orders for kitchen and picker tablets, and a ping/pong
+//! heartbeat.
+//!
+//! The session actor runs only as fast as its socket takes frames (actix polls it with the
+//! response body), so a client that stops reading cannot grow a buffer here: it falls behind
+//! the hub's ring and is closed when it lags.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::{Action, Caller};
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::{OutletId, Sku};
+use crate::hub::{stock_json, Filter, LiveEvent, Membership};
+
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    key: Option<String>,
+    outlets: Option<String>,
+    skus: Option<String>,
+}
+
+/// What a client may send.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    subscribe: Subscribe,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    #[serde(default)]
+    outlets: Option<Vec<String>>,
+    #[serde(default)]
+    skus: Option<Vec<String>>,
+}
+
+pub async fn ws(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let q = query.into_inner();
+    let caller = Caller::from_request_or_key(&req, &state, q.key.as_deref())?;
+    caller.require(Action::ReadStock, None)?;
+    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())
+        .map_err(ApiError::from)?;
+    let member = state.hub.join().ok_or_else(|| {
+        ApiError::Unavailable("too many live stream clients; try again shortly".into())
+    })?;
+    let session = WsSession {
+        state: state.clone(),
+        filter,
+        seen: HashMap::new(),
+        heartbeat: Instant::now(),
+        member: Some(member),
+    };
+    ws::start(session, &req, payload)
+}
+
+struct WsSession {
+    state: web::Data<AppState>,
+    filter: Filter,
+    seen: HashMap<(OutletId, Sku), u64>,
+    heartbeat: Instant,
+    member: Option<Membership>,
+}
+
+/// An event from the hub, or the news that this client fell behind it.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum FromHub {
+    Event(LiveEvent),
+    FellBehind,
+}
+
+impl WsSession {
+    fn send_snapshot(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let rows = self
+            .filter
+            .snapshot(&self.state.catalogue, &self.state.stock);
+        self.seen = rows
+            .iter()
+            .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
+            .collect();
+        let stock: Vec<_> = rows.iter().map(|(o, s, c)| stock_json(o, s, c)).collect();
+        ctx.text(json!({"type": "snapshot", "stock": stock}).to_string());
+    }
+
+    fn error(ctx: &mut ws::WebsocketContext<Self>, message: &str) {
+        ctx.text(
+            json!({"type": "error", "error": "validation_failed", "message": message}).to_string(),
+        );
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.state
+            .metrics
+            .stream_clients
+            .with_label_values(&["ws"])
+            .inc();
+        // Subscribed before the snapshot: a change in between is in both, and the seq check
+        // drops the older copy. Nothing falls between them.
+        let rx = self.member.as_ref().expect("joined").rx.resubscribe();
+        self.send_snapshot(ctx);
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((FromHub::Event(event), rx)),
+                Err(RecvError::Lagged(_)) => Some((FromHub::FellBehind, rx)),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        ctx.add_stream(events);
+        let closing = self.state.hub.closing();
+        ctx.spawn(
+            closing
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.close(Some(ws::CloseCode::Away.into()))),
+        );
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
+            if act.heartbeat.elapsed() > CLIENT_TIMEOUT {
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.member = None;
+        self.state
+            .metrics
+            .stream_clients
+            .with_label_values(&["ws"])
+            .dec();
+    }
+}
+
+impl StreamHandler<FromHub> for WsSession {
+    fn handle(&mut self, msg: FromHub, ctx: &mut Self::Context) {
+        match msg {
+            FromHub::Event(LiveEvent::Stock {
+                outlet,
+                sku,
+                counters,
+            }) => {
+                if !self.filter.wants(&outlet, &sku) {
+                    return;
+                }
+                let last = self.seen.entry((outlet.clone(), sku.clone())).or_insert(0);
+                if counters.seq <= *last {
+                    return;
+                }
+                *last = counters.seq;
+                let mut frame = stock_json(&outlet, &sku, &counters);
+                frame["type"] = "stock".into();
+                ctx.text(frame.to_string());
+            }
+            FromHub::Event(LiveEvent::Order(order)) => {
+                if self.filter.wants_outlet(&order.id.outlet()) {
+                    let reservation = super::reservations::reservation_json(&order);
+                    ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
+                }
+            }
+            FromHub::FellBehind => {
+                self.state
+                    .metrics
+                    .stream_dropped
+                    .with_label_values(&["ws"])
+                    .inc();
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Again,
+                    description: Some("fell behind; reconnect for a fresh snapshot".into()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let Ok(msg) = msg else {
+            ctx.stop();
+            return;
+        };
+        match msg {
+            ws::Message::Ping(bytes) => {
+                self.heartbeat = Instant::now();
+                ctx.pong(&bytes);
+            }
+            ws::Message::Pong(_) => self.heartbeat = Instant::now(),
+            ws::Message::Text(text) => {
+                self.heartbeat = Instant::now();
+                let parsed = match super::parse_json::<ClientMessage>(text.as_bytes()) {
+                    Ok(m) => m,
+                    Err(e) => return Self::error(ctx, &e.to_string()),
+                };
+                match Filter::from_lists(
+                    &self.state.catalogue,
+                    parsed.subscribe.outlets,
+                    parsed.subscribe.skus,
+                ) {
+                    Ok(filter) => {
+                        self.filter = filter;
+                        self.send_snapshot(ctx);
+                    }
+                    Err(invalid) => Self::error(ctx, &invalid.to_string()),
+                }
+            }
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            _ => {}
+        }
+    }
+}
