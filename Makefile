@@ -5,15 +5,18 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services build import serve load-quick lint fmt
+.PHONY: run test services browser-deps build import serve load-quick lint fmt
 
 run: services build import serve
 
-test: services
+test: services browser-deps
 	$(CARGO) test --release --workspace --locked -- --test-threads=4
 
 services:
 	bash scripts/services.sh
+
+browser-deps:
+	bash scripts/browser-deps.sh
 
 build:
 	$(CARGO) build --release --workspace --locked

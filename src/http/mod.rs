@@ -2,6 +2,7 @@
 //! talk to outlet actors by message, and never touch Redis or the ledger's internals.
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod ledger;
 mod movements;
@@ -41,7 +42,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
+    cfg.route("/", web::get().to(dashboard::page))
+        .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .service(

@@ -1,0 +1,51 @@
+// Drives the dashboard in Debian's headless Chromium: the page shows a SKU's number, a hold
+// made over HTTP appears on the page, and the manager form records a wastage.
+// Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [url, viewer, manager, storefront, outlet, sku, screenshot] = process.argv.slice(2);
+const fail = (msg) => { console.error("FAIL: " + msg); process.exit(1); };
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1024, height: 768 } }); // a tablet
+  page.on("pageerror", (e) => fail("page error: " + e.message));
+  await page.goto(`${url}/?key=${viewer}&manager_key=${manager}&outlets=${outlet}`);
+  const selector = `tr[data-outlet="${outlet}"][data-sku="${sku}"] td.avail`;
+  await page.locator(selector).waitFor({ timeout: 15000 });
+  const shown = async () => Number(await page.locator(selector).textContent());
+  const before = await shown();
+  const waitFor = async (want, what) => {
+    const started = Date.now();
+    await page.waitForFunction(([sel, w]) => document.querySelector(sel)?.textContent === String(w),
+      [selector, want], { timeout: 5000 }).catch(() => fail(`${what}: the page did not show ${want}`));
+    return Date.now() - started;
+  };
+
+  const res = await fetch(`${url}/v1/reservations`, {
+    method: "POST",
+    headers: { "Authorization": `Bearer ${storefront}`, "Content-Type": "application/json",
+               "Idempotency-Key": `browser-${Date.now()}` },
+    body: JSON.stringify({ outlet, lines: [{ sku, qty: 2 }] }),
+  });
+  if (res.status !== 201) fail("reserve answered " + res.status);
+  const holdMs = await waitFor(before - 2, "hold");
+
+  await page.selectOption("#m-outlet", outlet);
+  await page.fill("#m-sku", sku);
+  await page.selectOption("#m-kind", "wastage");
+  await page.fill("#m-qty", "1");
+  await page.fill("#m-note", "dropped tray");
+  await page.click("#m-submit");
+  const wastageMs = await waitFor(before - 3, "wastage");
+  await page.locator("#form-result.good").waitFor({ timeout: 5000 }).catch(() => fail("the form did not report success"));
+  await page.locator("#feed li", { hasText: "wastage" }).first().waitFor({ timeout: 5000 })
+    .catch(() => fail("the recent movements do not show the wastage"));
+  await page.screenshot({ path: screenshot });
+  console.log(JSON.stringify({ before, after_hold: before - 2, after_wastage: before - 3, hold_to_page_ms: holdMs, wastage_to_page_ms: wastageMs }));
+} finally {
+  await browser.close();
+}
