@@ -48,6 +48,13 @@ struct Args {
     mqtt_host: String,
     #[arg(long, default_value_t = 1883)]
     mqtt_port: u16,
+    /// Instead of hold/cancel: keep this many SSE clients on one outlet, make holds there,
+    /// and report the latency from each hold's answer to each client receiving it.
+    #[arg(long)]
+    sse_clients: Option<usize>,
+    /// Holds of the SSE run.
+    #[arg(long, default_value_t = 300)]
+    sse_holds: u64,
     /// The service's `mqtt.topic_prefix`.
     #[arg(long, default_value = "")]
     topic_prefix: String,
@@ -103,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.mqtt_pos {
         return mqtt::pos_run(&args, &http, &auth, &outlets, &targets, n).await;
+    }
+    if let Some(n) = args.sse_clients {
+        return sse::latency_run(&args, &http, &auth, &targets, n).await;
     }
     if let Some(n) = args.mqtt_latency_holds {
         return mqtt::latency_run(&args, &http, &auth, targets, n).await;
@@ -465,6 +475,143 @@ mod mqtt {
             hist.len()
         );
         println!("commit (hold answered) to stock/# subscriber, ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", ms(0.5), ms(0.9), ms(0.99), hist.max() as f64 / 1000.0);
+        Ok(())
+    }
+}
+
+/// SSE figures: change-to-client latency with many clients.
+mod sse {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use futures_util::StreamExt;
+    use hdrhistogram::Histogram;
+    use serde_json::{json, Value};
+
+    use super::Args;
+
+    type Arrivals = Arc<Mutex<HashMap<(String, u64), Instant>>>;
+
+    pub async fn latency_run(
+        args: &Args,
+        http: &reqwest::Client,
+        auth: &str,
+        targets: &[(String, String)],
+        clients: usize,
+    ) -> anyhow::Result<()> {
+        let outlet = targets[0].0.clone();
+        let skus: Vec<String> = targets
+            .iter()
+            .filter(|(o, _)| *o == outlet)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let key = auth.trim_start_matches("Bearer ").to_owned();
+        let mut arrivals: Vec<Arrivals> = Vec::new();
+        let mut snapshots = Vec::new();
+        for _ in 0..clients {
+            let res = http
+                .get(format!("{}/v1/stream?outlets={outlet}&key={key}", args.url))
+                .send()
+                .await?;
+            anyhow::ensure!(res.status() == 200, "stream answered {}", res.status());
+            let seen: Arrivals = Arc::default();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+            let seen2 = seen.clone();
+            tokio::spawn(async move {
+                let mut ready_tx = Some(ready_tx);
+                let mut body = res.bytes_stream();
+                let mut buf = String::new();
+                while let Some(Ok(chunk)) = body.next().await {
+                    let at = Instant::now();
+                    buf.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buf.find("\n\n") {
+                        let block: String = buf.drain(..end + 2).collect();
+                        if block.starts_with("event: snapshot") {
+                            if let Some(tx) = ready_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        } else if let Some(data) = block.strip_prefix("event: stock\ndata: ") {
+                            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                                if let (Some(sku), Some(seq)) =
+                                    (v["sku"].as_str(), v["seq"].as_u64())
+                                {
+                                    seen2
+                                        .lock()
+                                        .expect("lock")
+                                        .insert((sku.to_owned(), seq), at);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            snapshots.push(ready_rx);
+            arrivals.push(seen);
+        }
+        for s in snapshots {
+            tokio::time::timeout(Duration::from_secs(30), s).await??;
+        }
+        println!("{clients} SSE clients on {outlet} have their snapshot");
+        let mut holds = Vec::new();
+        for i in 0..args.sse_holds {
+            let sku = &skus[i as usize % skus.len()];
+            let sent = Instant::now();
+            let res = http
+                .post(format!("{}/v1/reservations", args.url))
+                .header("Authorization", auth)
+                .header("Idempotency-Key", format!("sse-{}-{i}", std::process::id()))
+                .json(&json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1}], "ttl_secs": 30}))
+                .send()
+                .await?;
+            let answered = Instant::now();
+            if res.status() == 201 {
+                let body: Value = res.json().await?;
+                holds.push((
+                    sku.clone(),
+                    body["seq"].as_u64().unwrap_or(0),
+                    sent,
+                    answered,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The commit lies between the request's send and its answer: the event may reach the
+        // clients before the answer reaches us. Both bounds are reported.
+        let mut from_answer = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut from_send = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut missing = 0u64;
+        for seen in &arrivals {
+            let seen = seen.lock().expect("lock");
+            for (sku, seq, sent, answered) in &holds {
+                match seen.get(&(sku.clone(), *seq)) {
+                    Some(at) => {
+                        from_answer.record(
+                            at.saturating_duration_since(*answered).as_micros().max(1) as u64,
+                        )?;
+                        from_send
+                            .record(at.saturating_duration_since(*sent).as_micros().max(1) as u64)?;
+                    }
+                    None => missing += 1,
+                }
+            }
+        }
+        println!(
+            "{} holds x {clients} clients: {} deliveries, {missing} missing",
+            holds.len(),
+            from_answer.len()
+        );
+        for (name, h) in [("hold answered", &from_answer), ("hold sent", &from_send)] {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "{name} -> SSE client, ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                h.max() as f64 / 1000.0
+            );
+        }
         Ok(())
     }
 }
