@@ -49,7 +49,9 @@ impl MovementRequest {
         let kind = MovementKind::parse("kind", &self.kind)?;
         let max = limits.qty_max;
         let qty_ok = match kind {
-            MovementKind::Adjustment => self.qty != 0 && self.qty.abs() <= max,
+            MovementKind::Adjustment => {
+                self.qty != 0 && self.qty.unsigned_abs() <= max.unsigned_abs()
+            }
             MovementKind::Count => (0..=max).contains(&self.qty),
             _ => (1..=max).contains(&self.qty),
         };

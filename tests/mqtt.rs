@@ -112,8 +112,11 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
     pos.publish(&pos_topic(&app, "atlantis"), sale("pos-x", 1))
         .await;
     let oversized = json!({"event_id": "pos-big", "sku": SKU, "kind": "receipt", "qty": 1,
-        "at": "2026-11-21T09:42:00Z", "note": "x".repeat(5000)});
+        "at": "2026-11-21T09:42:00Z", "note": "x".repeat(20_000)});
     pos.publish(&pos_topic(&app, OUTLET), oversized.to_string())
+        .await;
+    let count = json!({"event_id": "pos-count", "sku": SKU, "kind": "count", "qty": 50, "at": "2026-11-21T09:42:00Z"});
+    pos.publish(&pos_topic(&app, OUTLET), count.to_string())
         .await;
     pos.publish(&pos_topic(&app, OUTLET), sale("pos-good", 1))
         .await;
@@ -155,7 +158,14 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
     let big = watcher
         .wait_for(10, |r| r.payload["code"] == "payload_too_large")
         .await;
-    assert!(big.is_some(), "an oversized payload is rejected");
+    assert!(
+        big.is_some(),
+        "an oversized payload (20 KB) is rejected, the session stays up"
+    );
+    let forbidden = watcher
+        .wait_for(10, |r| r.payload["code"] == "forbidden")
+        .await;
+    assert!(forbidden.is_some(), "a POS may not send a count");
     let client = mongodb::Client::with_uri_str(app.settings.mongo.uri.expose())
         .await
         .unwrap();
@@ -167,7 +177,7 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
             .count_documents(mongodb::bson::doc! {})
             .await
             .unwrap(),
-        4,
+        5,
         "every bad message is kept"
     );
     let settings = app.stop().await;

@@ -63,7 +63,10 @@ pub async fn ws(
     let member = state.hub.join().ok_or_else(|| {
         ApiError::Unavailable("too many live stream clients; try again shortly".into())
     })?;
+    // Confirmed orders name customers' reservations: only for keys that may read those.
+    let orders = caller.require(Action::ReadReservation, None).is_ok();
     let session = WsSession {
+        orders,
         state: state.clone(),
         filter,
         seen: HashMap::new(),
@@ -74,6 +77,8 @@ pub async fn ws(
 }
 
 struct WsSession {
+    /// Whether this client may see `order` frames.
+    orders: bool,
     state: web::Data<AppState>,
     filter: Filter,
     seen: HashMap<(OutletId, Sku), u64>,
@@ -131,11 +136,10 @@ impl Actor for WsSession {
         });
         ctx.add_stream(events);
         let closing = self.state.hub.closing();
-        ctx.spawn(
-            closing
-                .into_actor(self)
-                .map(|_, _, ctx| ctx.close(Some(ws::CloseCode::Away.into()))),
-        );
+        ctx.spawn(closing.into_actor(self).map(|_, _, ctx| {
+            ctx.close(Some(ws::CloseCode::Away.into()));
+            ctx.stop();
+        }));
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
             if act.heartbeat.elapsed() > CLIENT_TIMEOUT {
                 ctx.stop();
@@ -176,7 +180,7 @@ impl StreamHandler<FromHub> for WsSession {
                 ctx.text(frame.to_string());
             }
             FromHub::Event(LiveEvent::Order(order)) => {
-                if self.filter.wants_outlet(&order.id.outlet()) {
+                if self.orders && self.filter.wants_outlet(&order.id.outlet()) {
                     let reservation = super::reservations::reservation_json(&order);
                     ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
                 }

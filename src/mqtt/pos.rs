@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::topics::Topics;
-use crate::domain::{digest, now_ms, Movement};
+use crate::domain::{digest, now_ms, Movement, MovementKind};
 use crate::http::error::ApiError;
 use crate::movements::{apply, MovementRequest};
 use crate::services::Services;
@@ -50,14 +50,21 @@ pub struct Intake {
     services: Arc<Services>,
     client: AsyncClient,
     topics: Topics,
+    status: Arc<super::MqttStatus>,
 }
 
 impl Intake {
-    pub fn new(services: Arc<Services>, client: AsyncClient, topics: Topics) -> Self {
+    pub fn new(
+        services: Arc<Services>,
+        client: AsyncClient,
+        topics: Topics,
+        status: Arc<super::MqttStatus>,
+    ) -> Self {
         Self {
             services,
             client,
             topics,
+            status,
         }
     }
 
@@ -86,9 +93,23 @@ impl Intake {
             }
             _ => request.outlet = Some(outlet.to_owned()),
         }
-        Ok(request
+        let movement = request
             .parse(&self.services.catalogue, &self.services.settings.movements)
-            .map_err(ApiError::from)?)
+            .map_err(ApiError::from)?;
+        // The POS role's movements, as over HTTP: counts and adjustments are managers'.
+        if matches!(
+            movement.kind,
+            MovementKind::Count | MovementKind::Adjustment
+        ) {
+            return Err(Rejection {
+                code: "forbidden",
+                reason: format!(
+                    "a POS may not send {}; a manager records it over HTTP",
+                    movement.kind.as_str()
+                ),
+            });
+        }
+        Ok(movement)
     }
 
     /// Decides one message's fate; returns only once it is durable, whatever it is.
@@ -139,16 +160,23 @@ impl Intake {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RETRY_DELAY_MAX);
         }
-        let echo = json!({"topic": topic, "payload": text, "code": rejection.code, "reason": rejection.reason});
-        let _ = self
-            .client
-            .publish(
-                self.topics.dlq(outlet),
-                QoS::AtLeastOnce,
-                false,
-                echo.to_string(),
-            )
-            .await;
+        // The echo carries at most `payload_max_bytes` of the payload (the record above keeps
+        // all of it), so that DLQ subscribers with small packet limits still receive it.
+        let limit = self.services.settings.mqtt.payload_max_bytes;
+        let cut = (0..=limit.min(text.len()))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let echo = json!({"topic": topic, "payload": &text[..cut], "truncated": cut < text.len(),
+            "code": rejection.code, "reason": rejection.reason});
+        // The echo is a notification (the record above is what keeps the message): it must not
+        // hold the in-order acks behind a full request channel.
+        let _ = self.client.try_publish(
+            self.topics.dlq(outlet),
+            QoS::AtLeastOnce,
+            false,
+            echo.to_string(),
+        );
         let metrics = &self.services.metrics;
         metrics
             .mqtt_messages_in
@@ -159,23 +187,29 @@ impl Intake {
 }
 
 /// Handles POS messages within a window of `window`, acknowledging them in arrival order.
-pub async fn run(intake: Intake, rx: mpsc::Receiver<Publish>, window: usize) {
+/// A message from an older connection is handled (a no-op by `event_id` on redelivery) but
+/// not acknowledged: the broker redelivers it on the current connection. Acks never wait on
+/// the request channel; one that does not fit is redelivered and acknowledged later.
+pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usize) {
     let intake = Arc::new(intake);
     let messages =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
     messages
-        .map(|publish| {
+        .map(|(epoch, publish)| {
             let intake = intake.clone();
             async move {
                 intake.handle(&publish).await;
-                publish
+                (epoch, publish)
             }
         })
         .buffered(window.max(1))
-        .for_each(|publish| {
-            let client = intake.client.clone();
+        .for_each(|(epoch, publish)| {
+            let intake = intake.clone();
             async move {
-                if let Err(e) = client.ack(&publish).await {
+                if epoch != intake.status.epoch() {
+                    return;
+                }
+                if let Err(e) = intake.client.try_ack(&publish) {
                     warn!(error = %e, "acknowledging a POS message failed; the broker will redeliver it");
                 }
             }

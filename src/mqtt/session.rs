@@ -7,17 +7,25 @@
 //! publisher sends the feed of committed changes. On every ConnAck the driver subscribes
 //! again (a fresh session has none, rumqtt #250), publishes the retained `online`, and
 //! reseeds every retained stock value, so a broker that restarted empty is whole again.
+//!
+//! Nothing in the driver waits on the client's own request channel (the driver is what
+//! drains it): subscribing and `online` go out from a task of their own. POS messages carry
+//! the connection epoch they arrived on; a copy from an older connection is processed (a
+//! no-op by `event_id`) but never acknowledged, because the broker redelivers it on the new
+//! connection, possibly under a packet id that now names another message.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{ConnectProperties, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectProperties, LastWill, Packet, Publish, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
@@ -30,10 +38,21 @@ use crate::domain::rfc3339_ms;
 use crate::feed::Feed;
 use crate::services::Services;
 
-/// Whether the session is connected right now (for `/readyz`).
+/// The largest packet we accept. The broker must not send us a larger one (MQTT 5 Maximum
+/// Packet Size); between `mqtt.payload_max_bytes` and this, a POS message is rejected to the
+/// DLQ. Without it rumqttc's default (10 KiB) would drop the connection on every redelivery.
+const PACKET_SIZE_MAX_BYTES: u32 = 256 * 1024;
+/// A connection that lasted this long resets the reconnect backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// After a refused subscription, try again after this long.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+/// Whether the session is connected and subscribed right now (for `/readyz`), and the
+/// connection epoch (one per ConnAck).
 #[derive(Default)]
 pub struct MqttStatus {
     connected: AtomicBool,
+    epoch: AtomicU64,
 }
 
 impl MqttStatus {
@@ -43,6 +62,14 @@ impl MqttStatus {
 
     fn set(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 }
 
@@ -118,14 +145,23 @@ impl MqttSession {
         properties.session_expiry_interval = Some(m.session_expiry_secs);
         // The broker sends at most this many unacknowledged POS messages: the intake window.
         properties.receive_maximum = Some(m.inflight_max);
+        properties.max_packet_size = Some(PACKET_SIZE_MAX_BYTES);
         options.set_connect_properties(properties);
         if let (Some(user), Some(password)) = (&m.username, &m.password) {
             options.set_credentials(user, password.expose());
         }
         let (client, eventloop) = AsyncClient::new(options, m.request_channel_capacity);
         // As many slots as the broker may have in flight, so the driver never waits here.
-        let (pos_tx, pos_rx) = mpsc::channel(usize::from(m.inflight_max));
-        let intake = Intake::new(self.services.clone(), client.clone(), topics.clone());
+        // The broker has at most `inflight_max` unacknowledged messages out per connection;
+        // room for two connections' worth keeps the driver from waiting here in practice, and
+        // when it does wait, the intake frees a slot without any help from the driver.
+        let (pos_tx, pos_rx) = mpsc::channel(2 * usize::from(m.inflight_max));
+        let intake = Intake::new(
+            self.services.clone(),
+            client.clone(),
+            topics.clone(),
+            self.status.clone(),
+        );
         let window = usize::from(m.inflight_max);
         let driver = drive(Driver {
             eventloop,
@@ -143,9 +179,15 @@ impl MqttSession {
             self.services.clone(),
             self.feed.clone(),
         );
+        let refresher = refresh(
+            self.services.clone(),
+            self.feed.clone(),
+            self.status.clone(),
+        );
         self.supervise(ctx, "driver", driver);
         self.supervise(ctx, "pos intake", pos::run(intake, pos_rx, window));
         self.supervise(ctx, "publisher", publisher);
+        self.supervise(ctx, "refresher", refresher);
         self.client = Some(client);
     }
 }
@@ -182,10 +224,9 @@ impl Handler<Disconnect> for MqttSession {
         Box::pin(
             async move {
                 if let Some(client) = client {
-                    let _ = client
-                        .publish(status_topic, QoS::AtLeastOnce, true, "offline")
-                        .await;
-                    let _ = client.disconnect().await;
+                    // try_*: with the broker down and the channel full, a stop must not hang.
+                    let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, "offline");
+                    let _ = client.try_disconnect();
                     // The driver is still polling: give it a moment to send both.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -210,7 +251,7 @@ struct Driver {
     feed: Arc<Feed>,
     status: Arc<MqttStatus>,
     closing: Arc<AtomicBool>,
-    pos_tx: mpsc::Sender<Publish>,
+    pos_tx: mpsc::Sender<(u64, Publish)>,
 }
 
 async fn drive(driver: Driver) {
@@ -229,42 +270,50 @@ async fn drive(driver: Driver) {
     let delay_min = Duration::from_millis(m.reconnect_delay_min_ms);
     let delay_max = Duration::from_millis(m.reconnect_delay_max_ms);
     let mut delay = delay_min;
+    let mut connected_at: Option<Instant> = None;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                delay = delay_min;
+                let epoch = status.next_epoch();
                 info!(
                     session_present = ack.session_present,
-                    "connected to the MQTT broker"
+                    epoch, "connected to the MQTT broker"
                 );
-                // try_*: the event loop is not polled while this task waits, so never wait on
-                // its own request channel here.
-                if let Err(e) = client.try_subscribe(topics.pos_subscription(), QoS::AtLeastOnce) {
-                    warn!(error = %e, "subscribing to POS movements failed");
-                }
-                let _ = client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online");
-                let mut seeded = 0;
-                for outlet in services.catalogue.outlets.iter().map(|o| &o.id) {
-                    for (sku, counters) in services.stock.outlet(outlet) {
-                        feed.stock_changed(outlet, &sku, counters);
-                        seeded += 1;
-                    }
-                }
-                info!(values = seeded, "reseeding retained stock");
+                subscribe(client.clone(), topics.clone(), Duration::ZERO);
+                reseed(&services, &feed);
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                // Ready only once subscribed: until then a POS message would find no subscriber.
-                status.set(true);
-                metrics.mqtt_connected.set(1);
+            Ok(Event::Incoming(Packet::SubAck(suback))) => {
+                let refused: Vec<_> = suback
+                    .return_codes
+                    .iter()
+                    .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                    .collect();
+                if refused.is_empty() {
+                    // Ready only once subscribed: until then a POS message finds no subscriber.
+                    status.set(true);
+                    metrics.mqtt_connected.set(1);
+                    connected_at = Some(Instant::now());
+                } else {
+                    error!(codes = ?refused, "the broker refused the POS subscription; trying again");
+                    subscribe(client.clone(), topics.clone(), RESUBSCRIBE_DELAY);
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if pos_tx.send(publish).await.is_err() {
+                if pos_tx.send((status.epoch(), publish)).await.is_err() {
                     return;
                 }
             }
             Ok(_) => {}
             Err(_) if closing.load(Ordering::Acquire) => return,
             Err(e) => {
+                // Only a connection that lasted resets the backoff: one that is dropped right
+                // after ConnAck (an oversized packet, a duplicate client id) must not spin.
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+                {
+                    delay = delay_min;
+                }
                 if status.connected() {
                     metrics.mqtt_reconnects.inc();
                 }
@@ -329,5 +378,48 @@ async fn publish(client: AsyncClient, topics: Topics, services: Arc<Services>, f
         metrics
             .mqtt_orders_dropped
             .set(feed.dropped_orders() as i64);
+    }
+}
+
+/// Subscribes to POS movements and publishes `online`, from a task of its own: these wait on
+/// the client's request channel, which only the driver drains.
+fn subscribe(client: AsyncClient, topics: Topics, after: Duration) {
+    actix_web::rt::spawn(async move {
+        tokio::time::sleep(after).await;
+        if let Err(e) = client
+            .subscribe(topics.pos_subscription(), QoS::AtLeastOnce)
+            .await
+        {
+            warn!(error = %e, "subscribing to POS movements failed");
+        }
+        let _ = client
+            .publish(topics.status(), QoS::AtLeastOnce, true, "online")
+            .await;
+    });
+}
+
+/// Queues every current stock value for publishing (retained values are absolute).
+fn reseed(services: &Services, feed: &Feed) {
+    let mut seeded = 0;
+    for outlet in services.catalogue.outlets.iter().map(|o| &o.id) {
+        for (sku, counters) in services.stock.outlet(outlet) {
+            feed.stock_changed(outlet, &sku, counters);
+            seeded += 1;
+        }
+    }
+    info!(values = seeded, "reseeding retained stock");
+}
+
+/// Republishes every value at half the retained message expiry, so that a SKU that does not
+/// change keeps a retained value on the broker.
+async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatus>) {
+    let every = Duration::from_secs(u64::from(services.settings.mqtt.stock_expiry_secs / 2).max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if status.connected() {
+            reseed(&services, &feed);
+        }
     }
 }
