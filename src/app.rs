@@ -233,10 +233,6 @@ impl Application {
         self.port
     }
 
-    pub fn core(&self) -> &Core {
-        &self.core
-    }
-
     pub fn handle(&self) -> AppHandle {
         AppHandle {
             server: self.server.handle(),

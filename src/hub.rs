@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::catalogue::Catalogue;
@@ -87,10 +86,6 @@ impl Hub {
             rx: self.tx.subscribe(),
             hub: self.clone(),
         })
-    }
-
-    pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
     }
 }
 
@@ -171,10 +166,4 @@ impl Filter {
         }
         rows
     }
-}
-
-/// A stock value as the streams show it.
-pub fn stock_json(outlet: &OutletId, sku: &Sku, c: &Counters) -> Value {
-    json!({"outlet": outlet, "sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
-        "available": c.available(), "seq": c.seq})
 }

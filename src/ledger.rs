@@ -298,10 +298,6 @@ impl Ledger {
         Ok(Self { db, entries })
     }
 
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     pub async fn ping(&self) -> anyhow::Result<()> {
         self.db
             .run_command(doc! {"ping": 1})

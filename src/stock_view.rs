@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use dashmap::DashMap;
 
+use serde_json::{json, Value};
+
 use crate::domain::{Counters, OutletId, Sku};
 
 pub struct StockView {
@@ -63,4 +65,15 @@ impl StockView {
             m.insert(sku, c);
         }
     }
+}
+
+/// A SKU's numbers as the API and the streams show them; `outlet` is left out where the
+/// outlet is implied (`GET /v1/outlets/{outlet}/stock`).
+pub fn counters_json(outlet: Option<&OutletId>, sku: &Sku, c: &Counters) -> Value {
+    let mut v = json!({"sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
+        "available": c.available(), "seq": c.seq});
+    if let Some(outlet) = outlet {
+        v["outlet"] = json!(outlet);
+    }
+    v
 }

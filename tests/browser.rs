@@ -39,6 +39,5 @@ async fn the_dashboard_shows_holds_and_records_wastage_in_a_real_browser() {
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "a screenshot was saved"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }

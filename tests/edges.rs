@@ -49,8 +49,7 @@ async fn requests_without_a_valid_key_are_401() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK, "healthz needs no key");
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -133,8 +132,7 @@ async fn roles_and_outlet_scopes_are_enforced_with_403() {
             .status(),
         StatusCode::CREATED
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -245,8 +243,7 @@ async fn invalid_fields_are_422_naming_the_field() {
         (Some(10), Some(0)),
         "nothing changed"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -276,8 +273,7 @@ async fn unknown_things_are_404() {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "not_found");
     }
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -289,8 +285,7 @@ async fn a_body_over_the_limit_is_413() {
 
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"], "payload_too_large");
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -338,8 +333,7 @@ async fn a_full_outlet_queue_answers_503_and_holds_nothing_for_those_requests() 
         held as i64,
         "refused requests hold nothing"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -367,8 +361,7 @@ async fn a_full_outbox_refuses_writes_with_503_and_changes_nothing() {
         0,
         "Redis has nothing"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -410,8 +403,7 @@ async fn readyz_and_metrics_report_dependencies_and_outcomes() {
         "latency per route"
     );
     assert!(metrics.contains("shelfsync_ledger_documents_total"));
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -431,6 +423,5 @@ async fn readyz_names_the_dependency_that_is_down() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["redis"], "ok");
     assert!(body["mqtt"].as_str().unwrap().starts_with("down"), "{body}");
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }

@@ -32,8 +32,7 @@ async fn a_replayed_event_id_applies_once_and_another_body_is_409() {
     assert_eq!(a["on_hand"], 9);
     assert_eq!(changed.status(), StatusCode::CONFLICT);
     assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 9);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -64,8 +63,7 @@ async fn a_counter_sale_past_zero_is_recorded_with_its_shortfall() {
         metrics.contains("shelfsync_oversell_units_total 2"),
         "{metrics}"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -98,8 +96,7 @@ async fn kinds_move_on_hand_as_documented() {
     assert_eq!(below.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(below.json::<Value>().await.unwrap()["field"], "qty");
     assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 7);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -128,8 +125,7 @@ async fn a_transfer_moves_units_between_outlets_and_refuses_held_units() {
         2,
         "the replay moved nothing more"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -175,8 +171,7 @@ async fn the_ledger_pages_in_seq_order() {
     assert_eq!(first["entries"][1]["kind"], "sale_counter");
     assert_eq!(first["entries"][1]["event_id"], "p-0");
     assert!(rest["next_after_seq"].is_null());
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -190,8 +185,7 @@ async fn the_same_event_id_at_another_outlet_is_409() {
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(elsewhere.status(), StatusCode::CONFLICT);
     assert_eq!(app.stock(OTHER_OUTLET, SKU).await["on_hand"], 0);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -212,6 +206,5 @@ async fn an_adjustment_may_not_take_held_units() {
         (stock["on_hand"].as_i64(), stock["available"].as_i64()),
         (Some(3), Some(0))
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }

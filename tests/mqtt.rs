@@ -180,8 +180,7 @@ async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_appl
         5,
         "every bad message is kept"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -204,8 +203,7 @@ async fn a_late_subscriber_sees_the_retained_value_with_the_right_seq() {
     assert_eq!(value.payload["on_hand"], 10);
     assert_eq!(value.payload["reserved"], 4);
     assert_eq!(value.payload["available"], 6);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -238,8 +236,7 @@ async fn a_confirmed_order_is_published_for_pickers() {
         .expect("the order reaches the picker");
     assert_eq!(order.payload["status"], "confirmed");
     assert_eq!(order.payload["lines"], json!([{"sku": SKU, "qty": 2}]));
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 /// Settings of a fresh test pointed at the test's own broker.
@@ -377,8 +374,7 @@ async fn a_hold_made_while_the_broker_is_down_reaches_subscribers_when_it_return
         value.expect("the hold's value arrives").payload["available"],
         7
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 async fn mqtt_ready_now(app: &TestApp) -> bool {

@@ -149,8 +149,7 @@ async fn a_restart_keeps_every_hold_and_its_expiry() {
         (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
         (Some(10), Some(3))
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]

@@ -49,8 +49,7 @@ async fn last_5_units_go_to_exactly_5_of_200_concurrent_buyers() {
         ),
         (Some(5), Some(5), Some(0))
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -76,8 +75,7 @@ async fn a_cart_with_one_short_line_holds_nothing() {
         assert_eq!(s["reserved"], 0, "{sku} holds nothing");
         assert_eq!(s["available"], on_hand);
     }
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -99,8 +97,7 @@ async fn out_of_stock_names_other_shops_in_the_city_that_have_it() {
         body["alternatives"],
         json!([{"outlet": OTHER_OUTLET, "can_serve": true}])
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -120,8 +117,7 @@ async fn an_expired_hold_returns_its_stock() {
     let r = app.reservation(&id).await;
     assert_eq!(r["status"], "expired");
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -160,8 +156,7 @@ async fn confirming_twice_with_the_same_payment_ref_sells_once() {
         sales.counters[&shelfsync::domain::Sku::parse("s", SKU).unwrap()].on_hand,
         3
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -207,8 +202,7 @@ async fn confirm_after_expiry_is_410_and_cancel_after_confirm_is_409() {
         (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
         (Some(4), Some(0))
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -285,8 +279,7 @@ async fn an_idempotent_replay_returns_the_same_hold_and_holds_nothing_more() {
     let (a, b): (Value, Value) = (first.json().await.unwrap(), replay.json().await.unwrap());
     assert_eq!(a, b, "the replay is the first answer");
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 5);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -311,8 +304,7 @@ async fn the_same_idempotency_key_with_another_body_is_409() {
     assert_eq!(other.status(), StatusCode::CONFLICT);
     assert_eq!(other.json::<Value>().await.unwrap()["error"], "conflict");
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 1);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -339,8 +331,7 @@ async fn availability_answers_per_outlet() {
         body[1],
         json!({"outlet": OTHER_OUTLET, "can_serve": false, "lines": [{"sku": SKU, "available": 1}]})
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -369,6 +360,5 @@ async fn the_same_idempotency_key_at_another_outlet_is_409() {
         0,
         "nothing held at the other outlet"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }

@@ -45,8 +45,7 @@ async fn an_sse_client_gets_the_snapshot_then_each_change_in_seq_order() {
         seqs.push(change.data["seq"].as_u64().unwrap());
     }
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order: {seqs:?}");
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -73,8 +72,7 @@ async fn a_filter_excludes_other_outlets_and_skus() {
     assert_eq!(first.data["reserved"], 2);
     let unknown = app.get("/v1/stream?outlets=atlantis", VIEWER).await;
     assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -105,8 +103,7 @@ async fn five_hundred_concurrent_sse_clients_all_receive_a_change() {
         metrics.contains(r#"shelfsync_stream_clients{kind="sse"} 500"#),
         "{metrics}"
     );
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -127,8 +124,7 @@ async fn past_the_client_limit_a_stream_is_503() {
         .await
         .unwrap();
     assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 #[actix_web::test]
@@ -201,8 +197,7 @@ async fn a_client_that_never_reads_is_dropped_while_a_normal_client_keeps_receiv
     );
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }
 
 /// A WebSocket test client on `/v1/ws`.
@@ -305,6 +300,5 @@ async fn a_websocket_client_subscribes_changes_its_filter_and_sees_orders() {
     let error = ws_next(&mut conn).await;
     assert_eq!(error["type"], "error");
     drop(conn);
-    let settings = app.stop().await;
-    cleanup(&settings).await;
+    app.finish().await;
 }

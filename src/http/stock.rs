@@ -7,22 +7,8 @@ use serde_json::json;
 use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::{json_body, AppState};
-use crate::domain::{Counters, Invalid, Line, OutletId, Qty, Sku};
-
-pub(super) fn counters_json(
-    outlet: Option<&OutletId>,
-    sku: &Sku,
-    c: Counters,
-) -> serde_json::Value {
-    let mut v = json!({
-        "sku": sku, "on_hand": c.on_hand, "reserved": c.reserved,
-        "available": c.available(), "seq": c.seq,
-    });
-    if let Some(outlet) = outlet {
-        v["outlet"] = json!(outlet);
-    }
-    v
-}
+use crate::domain::{Invalid, Line, OutletId, Qty};
+use crate::stock_view::counters_json;
 
 fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
     state
@@ -50,7 +36,7 @@ pub async fn outlet_stock(
         .stock
         .outlet(&outlet)
         .into_iter()
-        .map(|(sku, c)| counters_json(None, &sku, c))
+        .map(|(sku, c)| counters_json(None, &sku, &c))
         .collect();
     Ok(HttpResponse::Ok().json(rows))
 }
@@ -68,7 +54,7 @@ pub async fn sku_stock(
         .known_sku("sku", &sku)
         .map_err(|_| ApiError::NotFound(format!("no sku '{sku}'")))?;
     let c = state.stock.get(&outlet, &sku).unwrap_or_default();
-    Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, c)))
+    Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, &c)))
 }
 
 #[derive(Deserialize)]

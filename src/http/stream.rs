@@ -12,7 +12,8 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{OutletId, Sku};
-use crate::hub::{stock_json, Filter, LiveEvent, Membership};
+use crate::hub::{Filter, LiveEvent, Membership};
+use crate::stock_view::counters_json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +49,7 @@ pub async fn stream(
         .collect();
     let rows: Vec<_> = snapshot
         .iter()
-        .map(|(o, s, c)| stock_json(o, s, c))
+        .map(|(o, s, c)| counters_json(Some(o), s, c))
         .collect();
     let limits = &state.settings.streams;
     let (tx, rx) = mpsc::channel::<Bytes>(limits.client_buffer_events.max(1));
@@ -109,7 +110,7 @@ async fn forward(
                         continue;
                     }
                     *last = counters.seq;
-                    sse("stock", &stock_json(&outlet, &sku, &counters))
+                    sse("stock", &counters_json(Some(&outlet), &sku, &counters))
                 }
                 Ok(LiveEvent::Order(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break true,

@@ -20,7 +20,8 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{OutletId, Sku};
-use crate::hub::{stock_json, Filter, LiveEvent, Membership};
+use crate::hub::{Filter, LiveEvent, Membership};
+use crate::stock_view::counters_json;
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -103,7 +104,10 @@ impl WsSession {
             .iter()
             .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
             .collect();
-        let stock: Vec<_> = rows.iter().map(|(o, s, c)| stock_json(o, s, c)).collect();
+        let stock: Vec<_> = rows
+            .iter()
+            .map(|(o, s, c)| counters_json(Some(o), s, c))
+            .collect();
         ctx.text(json!({"type": "snapshot", "stock": stock}).to_string());
     }
 
@@ -175,7 +179,7 @@ impl StreamHandler<FromHub> for WsSession {
                     return;
                 }
                 *last = counters.seq;
-                let mut frame = stock_json(&outlet, &sku, &counters);
+                let mut frame = counters_json(Some(&outlet), &sku, &counters);
                 frame["type"] = "stock".into();
                 ctx.text(frame.to_string());
             }

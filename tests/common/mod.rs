@@ -87,6 +87,12 @@ impl TestApp {
         self.settings
     }
 
+    /// Stops gracefully, then removes what the test left on the shared servers.
+    pub async fn finish(self) {
+        let settings = self.stop().await;
+        cleanup(&settings).await;
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Response {
         self.http
             .get(format!("{}{path}", self.url))
