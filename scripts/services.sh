@@ -58,7 +58,10 @@ if ! listening "$MQTT_PORT"; then
   say "starting mosquitto on $MQTT_PORT"
   # A deep queue per session: Mosquitto's default (1000) silently drops QoS 1 POS messages
   # queued for shelfsync past it during a burst or while shelfsync restarts.
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$MQTT_PORT" > var/mosquitto.conf
+  # Persistent, so that a broker restart keeps the POS messages it acknowledged but had not
+  # yet delivered to shelfsync. `user root`: when started as root, stay able to write var/.
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\npersistence true\npersistence_location %s/\nuser root\n' \
+    "$MQTT_PORT" "$PWD/var" > var/mosquitto.conf
   mosquitto -d -c "$PWD/var/mosquitto.conf"
   wait_for mosquitto "$MQTT_PORT" 10
 fi

@@ -14,7 +14,8 @@ use tracing::info;
 
 use crate::actors::ledger_writer::{self, FlushAll};
 use crate::actors::outlet::{self, Drain, OutletLimits};
-use crate::actors::{LedgerWriter, OutboxSignal, OutletActor, Shared};
+use crate::actors::reconciler::{self, PassReport, RunPass};
+use crate::actors::{LedgerWriter, OutboxSignal, OutletActor, Reconciler, Shared};
 use crate::catalogue::Catalogue;
 use crate::domain::OutletId;
 use crate::durable::Durability;
@@ -36,6 +37,7 @@ pub struct Core {
     pub shared: Shared,
     pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
     writer: Addr<LedgerWriter>,
+    reconciler: Addr<Reconciler>,
 }
 
 impl Core {
@@ -93,8 +95,8 @@ impl Core {
             batch_size_max: settings.outlet.batch_size_max,
             pending_max: settings.outlet.pending_max,
             mailbox_capacity: settings.outlet.mailbox_capacity,
-            res_retain_ms: (settings.reservations.retain_secs * 1000) as i64,
-            event_retain_ms: (settings.movements.retain_secs * 1000) as i64,
+            res_retain_ms: settings.reservations.retain_ms(),
+            event_retain_ms: settings.movements.retain_ms(),
             outbox_max: settings.ledger.outbox_max,
         };
         let outlets: HashMap<_, _> = ids
@@ -116,18 +118,26 @@ impl Core {
             skus = catalogue.skus.len(),
             "core started"
         );
+        let settings = Arc::new(settings);
+        let outlets = Arc::new(outlets);
+        let reconciler = {
+            let (shared, outlets, settings) = (shared.clone(), outlets.clone(), settings.clone());
+            Supervisor::start(move |_| Reconciler::new(shared, outlets, settings))
+        };
         Ok(Self {
-            settings: Arc::new(settings),
+            settings,
             catalogue,
             shared,
-            outlets: Arc::new(outlets),
+            outlets,
             writer,
+            reconciler,
         })
     }
 
     /// Lets every outlet finish what it has queued, writes every outbox to the ledger, and
     /// stops the actors.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.reconciler.do_send(reconciler::Stop);
         for addr in self.outlets.values() {
             let _ = addr.send(Drain).await;
         }
@@ -158,9 +168,19 @@ pub struct Application {
 pub struct AppHandle {
     server: ServerHandle,
     hub: Arc<crate::hub::Hub>,
+    reconciler: Addr<Reconciler>,
 }
 
 impl AppHandle {
+    /// Runs a reconciler pass now (as the timer would) and returns its report.
+    pub async fn reconcile(&self) -> anyhow::Result<PassReport> {
+        self.reconciler
+            .send(RunPass)
+            .await
+            .context("the reconciler stopped")?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
     pub async fn stop(&self) {
         self.hub.close();
         self.server.stop(true).await;
@@ -214,6 +234,7 @@ impl Application {
         let handle = AppHandle {
             server: server.handle(),
             hub: core.shared.hub.clone(),
+            reconciler: core.reconciler.clone(),
         };
         actix_web::rt::spawn(async move {
             stop_signal().await;
@@ -237,6 +258,7 @@ impl Application {
         AppHandle {
             server: self.server.handle(),
             hub: self.core.shared.hub.clone(),
+            reconciler: self.core.reconciler.clone(),
         }
     }
 

@@ -20,6 +20,8 @@ use crate::domain::{
     rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId,
     ReservationStatus, Sku,
 };
+use crate::keys::ClaimKind;
+use crate::movements::TRANSFER_IN_PREFIX;
 use crate::settings::MongoSettings;
 use crate::store::{MovementResult, ReleaseReason, ResRecord, RestorePlan};
 
@@ -28,6 +30,8 @@ const ENTRIES: &str = "ledger";
 pub const REJECTED: &str = "rejected";
 /// MongoDB's duplicate key error: the document is already written.
 const DUPLICATE_KEY: i32 = 11000;
+/// Documents per query when folding the ledger.
+const FOLD_PAGE: u64 = 5000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
@@ -111,15 +115,16 @@ impl LedgerEntry {
 }
 
 /// A movement's remembered answer, for replays after a rebuild.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct EventRecord {
     hash: String,
     result: MovementResult,
     at_ms: i64,
 }
 
-/// The outlet as the ledger explains it, up to some seq.
-#[derive(Debug, Clone, Default)]
+/// The outlet as the ledger explains it, up to some seq. It serializes whole: that is a
+/// checkpoint (see `checkpoint.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
     pub seq: u64,
     pub counters: BTreeMap<Sku, Counters>,
@@ -224,6 +229,24 @@ impl Projection {
         Ok(())
     }
 
+    /// Reservations still held.
+    pub fn live_holds(&self) -> impl Iterator<Item = &ResRecord> {
+        self.reservations
+            .values()
+            .filter(|r| r.status == ReservationStatus::Held)
+    }
+
+    /// Drops what no restore at or after `now_ms` would keep and no later document can refer
+    /// to: reservations that ended more than their retention ago, and event records past
+    /// theirs. Live holds always stay. Keeps a long-lived projection (the reconciler's, a
+    /// checkpoint) as small as the outlet's live state.
+    pub fn prune(&mut self, now_ms: i64, res_retain_ms: i64, event_retain_ms: i64) {
+        self.reservations
+            .retain(|_, r| r.ended_at.is_none_or(|at| at + res_retain_ms > now_ms));
+        self.events
+            .retain(|_, e| e.at_ms + event_retain_ms > now_ms);
+    }
+
     /// The Redis state to restore at `now_ms`: counters, live holds, and whatever
     /// reservations, Idempotency-Keys and event keys are still inside their retention.
     pub fn restore_plan(
@@ -256,6 +279,9 @@ impl Projection {
                 let idem = serde_json::json!({"id": r.id, "hash": r.hash});
                 plan.idem.push((r.idem.to_string(), idem.to_string()));
                 plan.forget.push((forget_idem_at, format!("i:{}", r.idem)));
+                let ttl_secs = ((forget_idem_at - now_ms) / 1000) as u64 + 1;
+                plan.claims
+                    .push((ClaimKind::Reservation, r.idem.to_string(), ttl_secs));
             }
         }
         for (key, e) in &self.events {
@@ -264,6 +290,11 @@ impl Projection {
                 let record = serde_json::json!({"hash": e.hash, "result": e.result});
                 plan.events.push((key.clone(), record.to_string()));
                 plan.forget.push((forget_at, format!("e:{key}")));
+                // The receiving half of a transfer is claimed by its sending outlet.
+                if !key.starts_with(TRANSFER_IN_PREFIX) {
+                    let ttl_secs = ((forget_at - now_ms) / 1000) as u64 + 1;
+                    plan.claims.push((ClaimKind::Event, key.clone(), ttl_secs));
+                }
             }
         }
         Ok(plan)
@@ -272,7 +303,7 @@ impl Projection {
 
 #[derive(Clone)]
 pub struct Ledger {
-    db: Database,
+    pub(crate) db: Database,
     entries: Collection<LedgerEntry>,
 }
 
@@ -296,6 +327,11 @@ impl Ledger {
             CollectionOptions::builder().write_concern(durable).build(),
         );
         Ok(Self { db, entries })
+    }
+
+    /// The database the ledger lives in (checkpoints and drift records sit beside it).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -475,22 +511,44 @@ impl Ledger {
             .context("reading ledger documents")
     }
 
-    /// Folds the outlet's whole ledger into a projection.
-    pub async fn projection(&self, outlet: &OutletId) -> anyhow::Result<Projection> {
-        let mut cursor = self
-            .entries
-            .find(doc! {"outlet": outlet.as_str()})
-            .sort(doc! {"seq": 1})
-            .await
-            .with_context(|| format!("reading the ledger of {outlet}"))?;
-        let mut projection = Projection::default();
-        while let Some(entry) = cursor
-            .try_next()
-            .await
-            .context("reading a ledger document")?
-        {
-            projection.apply(&entry)?;
+    /// Folds the outlet's documents after `p.seq` into `p`, up to `to_seq` (which must
+    /// exist) or to the last document, a bounded seq range per query. `progress` hears how
+    /// many documents each page added. A gap in the seqs is an error.
+    pub async fn fold(
+        &self,
+        outlet: &OutletId,
+        p: &mut Projection,
+        to_seq: Option<u64>,
+        mut progress: impl FnMut(u64),
+    ) -> anyhow::Result<()> {
+        loop {
+            let want = match to_seq {
+                Some(to) if p.seq >= to => return Ok(()),
+                Some(to) => (to - p.seq).min(FOLD_PAGE),
+                None => FOLD_PAGE,
+            };
+            let page = self.page(outlet, None, p.seq, want as i64).await?;
+            if page.is_empty() {
+                return match to_seq {
+                    Some(to) => Err(anyhow::anyhow!(
+                        "the ledger of {outlet} has no seq {} (folding to {to})",
+                        p.seq + 1
+                    )),
+                    None => Ok(()),
+                };
+            }
+            for entry in &page {
+                p.apply(entry)?;
+            }
+            progress(page.len() as u64);
         }
-        Ok(projection)
+    }
+
+    /// Documents of the outlet, counted.
+    pub async fn count(&self, outlet: &OutletId) -> anyhow::Result<u64> {
+        self.entries
+            .count_documents(doc! {"outlet": outlet.as_str()})
+            .await
+            .with_context(|| format!("counting the ledger of {outlet}"))
     }
 }

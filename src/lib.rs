@@ -4,7 +4,9 @@
 
 pub mod actors;
 pub mod app;
+pub mod audit;
 pub mod catalogue;
+pub mod checkpoint;
 pub mod domain;
 pub mod durable;
 pub mod feed;
@@ -17,6 +19,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod movements;
 pub mod mqtt;
+pub mod rebuild;
 pub mod services;
 pub mod settings;
 pub mod stock_view;

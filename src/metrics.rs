@@ -1,7 +1,7 @@
 //! Prometheus metrics, one registry per application (tests run several side by side).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -27,6 +27,11 @@ pub struct Metrics {
     pub mqtt_orders_dropped: IntGauge,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
+    pub reconciler_drift_skus: IntGaugeVec,
+    pub reconciler_drift: IntCounterVec,
+    pub reconciler_healed: IntCounterVec,
+    pub reconciler_skipped: IntCounterVec,
+    pub reconciler_pass_seconds: Histogram,
 }
 
 impl Metrics {
@@ -147,6 +152,34 @@ impl Metrics {
             &["kind"],
         )
         .expect("metric");
+        let per_outlet = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["outlet"]).expect("metric")
+        };
+        let reconciler_drift_skus = IntGaugeVec::new(
+            Opts::new(
+                "reconciler_drift_skus",
+                "SKUs whose Redis counters differed from the ledger at the last pass",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
+        let reconciler_drift = per_outlet(
+            "reconciler_drift_skus_total",
+            "SKUs found drifted from the ledger, over all passes",
+        );
+        let reconciler_healed = per_outlet(
+            "reconciler_healed_skus_total",
+            "Drifted SKUs set back to the ledger's numbers",
+        );
+        let reconciler_skipped = per_outlet(
+            "reconciler_skipped_total",
+            "Outlet checks a pass could not complete (ledger behind, store unreachable)",
+        );
+        let reconciler_pass_seconds = Histogram::with_opts(
+            HistogramOpts::new("reconciler_pass_seconds", "Time of one reconciler pass")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("metric");
         for c in [
             Box::new(http_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reservations.clone()),
@@ -168,6 +201,11 @@ impl Metrics {
             Box::new(mqtt_orders_dropped.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
+            Box::new(reconciler_drift_skus.clone()),
+            Box::new(reconciler_drift.clone()),
+            Box::new(reconciler_healed.clone()),
+            Box::new(reconciler_skipped.clone()),
+            Box::new(reconciler_pass_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -193,6 +231,11 @@ impl Metrics {
             mqtt_orders_dropped,
             stream_clients,
             stream_dropped,
+            reconciler_drift_skus,
+            reconciler_drift,
+            reconciler_healed,
+            reconciler_skipped,
+            reconciler_pass_seconds,
         }
     }
 

@@ -122,6 +122,9 @@ fn ledger_kind(kind: MovementKind) -> LedgerKind {
     }
 }
 
+/// The event key of a transfer's receiving half is this prefix and the event id.
+pub const TRANSFER_IN_PREFIX: &str = "transfer_in:";
+
 /// Applies one half of a movement at one outlet and waits until it is durable.
 async fn apply_half(
     state: &Services,
@@ -133,6 +136,7 @@ async fn apply_half(
     let Committed {
         outcome,
         generation,
+        ..
     } = actor.send(msg).await??;
     let count = |o: &str| {
         state
@@ -204,7 +208,7 @@ pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, 
     let result = apply_half(state, source, &m.outlet, msg).await?;
     let mut body = serde_json::to_value(&result).expect("serializes");
     if let Some(to) = &m.to_outlet {
-        let key = format!("transfer_in:{}", m.event_id);
+        let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
         let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
         let incoming = apply_half(state, state.outlet(to)?, to, msg).await?;
         body["to"] = json!({"outlet": to, "seq": incoming.seq, "on_hand": incoming.on_hand,

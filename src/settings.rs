@@ -114,12 +114,24 @@ pub struct ReservationSettings {
     pub retain_secs: u64,
 }
 
+impl ReservationSettings {
+    pub fn retain_ms(&self) -> i64 {
+        (self.retain_secs * 1000) as i64
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct MovementSettings {
     pub qty_max: i64,
     /// How long an `event_id` is remembered for replays.
     pub retain_secs: u64,
     pub note_len_max: usize,
+}
+
+impl MovementSettings {
+    pub fn retain_ms(&self) -> i64 {
+        (self.retain_secs * 1000) as i64
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,7 +158,13 @@ pub struct LedgerSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReconcilerSettings {
+    /// Seconds between passes.
     pub interval_secs: u64,
+    /// Set drifted Redis counters to the ledger's numbers (else only report them).
+    pub heal: bool,
+    /// Write a projection checkpoint of an outlet on a pass once the ledger has grown by at
+    /// least this many documents since its last checkpoint.
+    pub checkpoint_every_docs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

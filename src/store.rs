@@ -24,6 +24,7 @@ const APPLY_BATCH: &str = concat!(
     include_str!("scripts/confirm.lua"),
     include_str!("scripts/release.lua"),
     include_str!("scripts/movement.lua"),
+    include_str!("scripts/reconcile.lua"),
     include_str!("scripts/apply_batch.lua"),
 );
 
@@ -66,6 +67,23 @@ pub enum Op {
         #[serde(skip_serializing_if = "Option::is_none")]
         counterpart: Option<String>,
     },
+    /// The reconciler's read of every counter at one seq.
+    Audit,
+    /// The reconciler's correction of drifted counters, as deltas.
+    Heal {
+        lines: Vec<HealLine>,
+        /// The outlet load the audit saw (see `OutletActor`); not sent to Redis. A heal
+        /// computed before a reload would undo the reload's numbers, so it is dropped.
+        #[serde(skip)]
+        load: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealLine {
+    pub sku: Sku,
+    pub d_on_hand: i64,
+    pub d_reserved: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,13 +197,23 @@ pub enum Outcome {
     Broken {
         message: String,
     },
+    Audit {
+        seq: u64,
+        on_hand: BTreeMap<Sku, i64>,
+        reserved: BTreeMap<Sku, i64>,
+    },
+    Healed {
+        stock: Vec<StockRow>,
+    },
 }
 
 impl Outcome {
     /// Counters this outcome changed, if it changed any.
     pub fn stock(&self) -> &[StockRow] {
         match self {
-            Outcome::Ok { stock, .. } | Outcome::Expired { stock, .. } => stock,
+            Outcome::Ok { stock, .. }
+            | Outcome::Expired { stock, .. }
+            | Outcome::Healed { stock } => stock,
             _ => &[],
         }
     }
@@ -246,6 +274,21 @@ pub struct RestorePlan {
     pub events: Vec<(String, String)>,
     /// `[forget at (ms), member]`
     pub forget: Vec<(i64, String)>,
+    /// Chain-wide claims of the restored client keys, with their remaining lifetime (s);
+    /// written after the script (they are not outlet keys).
+    #[serde(skip)]
+    pub claims: Vec<(ClaimKind, String, u64)>,
+}
+
+/// When `restore` may overwrite an outlet's existing Redis state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// Only an outlet with no state is written.
+    IfMissing,
+    /// Existing state is replaced (Redis came back behind the ledger).
+    Replace,
+    /// Existing state is replaced unless its seq is ahead of the plan's.
+    UnlessAhead,
 }
 
 /// A stream entry as XRANGE returns it: id and field-value pairs.
@@ -403,43 +446,69 @@ impl RedisStore {
         }))
     }
 
-    /// Writes a rebuilt outlet; `false` when the outlet already had state. `replace` also
-    /// overwrites existing state (a Redis that came back behind the ledger).
+    /// Writes a rebuilt outlet, then the chain-wide claims of its client keys (a claim
+    /// already there stays). `false` when `mode` left the existing state untouched.
     pub async fn restore(
         &self,
-        keys: &OutletKeys,
+        outlet: &crate::domain::OutletId,
         plan: &RestorePlan,
-        replace: bool,
+        mode: RestoreMode,
     ) -> anyhow::Result<bool> {
         let mut invocation = self.restore.prepare_invoke();
-        for key in keys.all() {
+        for key in self.keys(outlet).all() {
             invocation.key(key);
         }
-        invocation
-            .arg(serde_json::to_string(plan)?)
-            .arg(if replace { "1" } else { "0" });
+        let mode_arg = match mode {
+            RestoreMode::IfMissing => "0",
+            RestoreMode::Replace => "1",
+            RestoreMode::UnlessAhead => "2",
+        };
+        invocation.arg(serde_json::to_string(plan)?).arg(mode_arg);
         let mut conn = self.conn.clone();
         let done: i64 = invocation
             .invoke_async(&mut conn)
             .await
             .context("restoring an outlet")?;
+        for chunk in plan.claims.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (kind, key, ttl_secs) in chunk {
+                pipe.cmd("SET")
+                    .arg(crate::keys::claim(&self.prefix, *kind, key))
+                    .arg(outlet.as_str())
+                    .arg("NX")
+                    .arg("EX")
+                    .arg((*ttl_secs).max(1))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .context("restoring client key claims")?;
+        }
         Ok(done == 1)
     }
 
+    /// A reservation, and the outlet's seq in the same round trip (0 when the outlet has no
+    /// state: a "not found" from an outlet whose state is gone is no answer).
     pub async fn reservation(
         &self,
         keys: &OutletKeys,
         id: &ReservationId,
-    ) -> anyhow::Result<Option<ResRecord>> {
+    ) -> anyhow::Result<(Option<ResRecord>, u64)> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> = redis::cmd("HGET")
+        let (raw, seq): (Option<String>, Option<u64>) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
             .arg(&keys.reservations)
             .arg(id.as_str())
+            .cmd("GET")
+            .arg(&keys.seq)
             .query_async(&mut conn)
             .await
             .context("reading a reservation")?;
-        raw.map(|json| serde_json::from_str(&json).context("decoding a reservation"))
-            .transpose()
+        let res = raw
+            .map(|json| serde_json::from_str(&json).context("decoding a reservation"))
+            .transpose()?;
+        Ok((res, seq.unwrap_or(0)))
     }
 
     /// Up to `count` outbox entries after `after_seq`, and the outbox length, in one round trip.

@@ -1,7 +1,8 @@
-//! The actors: one `OutletActor` per outlet, and the `LedgerWriter`.
+//! The actors: one `OutletActor` per outlet, the `LedgerWriter` and the `Reconciler`.
 
 pub mod ledger_writer;
 pub mod outlet;
+pub mod reconciler;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::store::RedisStore;
 
 pub use ledger_writer::{LedgerWriter, OutboxSignal};
 pub use outlet::OutletActor;
+pub use reconciler::Reconciler;
 
 /// What the actors share. Cloning is cheap: every field is a handle.
 #[derive(Clone)]

@@ -26,7 +26,9 @@ use crate::domain::{
 };
 use crate::hub::LiveEvent;
 use crate::keys::OutletKeys;
-use crate::store::{BatchArgs, BatchReply, Op, Outcome, ReleaseReason, ResRecord, Snapshot};
+use crate::store::{
+    BatchArgs, BatchReply, HealLine, Op, Outcome, ReleaseReason, ResRecord, RestoreMode, Snapshot,
+};
 
 /// After a failed reload, wait this long before the next try.
 const RELOAD_RETRY: Duration = Duration::from_millis(500);
@@ -82,6 +84,20 @@ pub struct GetReservation {
     pub id: ReservationId,
 }
 
+/// The reconciler's read of every counter at one seq, in the outlet's order.
+#[derive(Message)]
+#[rtype(result = "Result<Committed, OutletError>")]
+pub struct Audit;
+
+/// The reconciler's correction of drifted counters (deltas), valid only for the load its
+/// audit saw (`Committed::load`).
+#[derive(Message)]
+#[rtype(result = "Result<Committed, OutletError>")]
+pub struct Heal {
+    pub load: u64,
+    pub lines: Vec<HealLine>,
+}
+
 /// Answers once nothing is queued or in flight (graceful shutdown, import).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -96,6 +112,9 @@ pub struct Stop;
 pub struct Committed {
     pub outcome: Outcome,
     pub generation: u64,
+    /// How many times the actor had loaded the outlet from Redis or the ledger when this was
+    /// decided; a reload in between makes numbers read before it stale.
+    pub load: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,6 +148,8 @@ pub struct OutletActor {
     limits: OutletLimits,
     /// The outlet seq of the last change this actor saw committed.
     seq: u64,
+    /// Loads of the outlet's state so far (see `Committed::load`).
+    loads: u64,
     /// Live holds and their deadlines.
     held: HashMap<ReservationId, i64>,
     /// Deadlines not yet handed to a release, earliest first.
@@ -155,6 +176,7 @@ impl OutletActor {
             shared,
             limits,
             seq: 0,
+            loads: 0,
             held: HashMap::new(),
             expiry: BTreeSet::new(),
             wake: None,
@@ -234,7 +256,23 @@ impl OutletActor {
             return;
         }
         let n = self.pending.len().min(self.limits.batch_size_max);
-        let batch: Vec<Pending> = self.pending.drain(..n).collect();
+        let mut batch: Vec<Pending> = self.pending.drain(..n).collect();
+        let loads = self.loads;
+        batch.retain_mut(|p| match &p.op {
+            Op::Heal { load, .. } if *load != loads => {
+                if let Some(tx) = p.reply.take() {
+                    let _ = tx.send(Err(OutletError::Unavailable(
+                        "the outlet was reloaded after the audit; heal dropped".into(),
+                    )));
+                }
+                false
+            }
+            _ => true,
+        });
+        if batch.is_empty() {
+            self.busy = false;
+            return self.flush(ctx);
+        }
         let store = self.shared.store.clone();
         let keys = self.keys.clone();
         let outlet = self.outlet.clone();
@@ -320,6 +358,7 @@ impl OutletActor {
             .observe(batch.len() as f64);
         let mut wrote = false;
         let generation = self.shared.durable.generation(&self.outlet);
+        let load = self.loads;
         for (p, outcome) in batch.into_iter().zip(reply.results) {
             wrote |= self.absorb(&p.op, &outcome);
             let answer = match outcome {
@@ -329,6 +368,7 @@ impl OutletActor {
                 outcome => Ok(Committed {
                     outcome,
                     generation,
+                    load,
                 }),
             };
             if let Some(tx) = p.reply {
@@ -419,6 +459,7 @@ impl OutletActor {
             self.shared.durable.new_generation(&self.outlet);
         }
         self.seq = snapshot.seq;
+        self.loads += 1;
         self.shared.stock.replace(&self.outlet, snapshot.counters);
         self.held.clear();
         self.expiry.clear();
@@ -518,14 +559,23 @@ async fn recover(
         return Ok(Snapshot::default());
     }
     let started = std::time::Instant::now();
-    let projection = shared.ledger.projection(&outlet).await?;
+    let loaded =
+        crate::rebuild::load_projection(&shared.ledger, &outlet, true, Some(in_ledger), |_| {})
+            .await?;
+    let projection = &loaded.projection;
     let plan = projection.restore_plan(now_ms(), limits.res_retain_ms, limits.event_retain_ms)?;
     let behind = current.is_some();
-    shared.store.restore(&keys, &plan, behind).await?;
+    let mode = match behind {
+        true => RestoreMode::Replace,
+        false => RestoreMode::IfMissing,
+    };
+    shared.store.restore(&outlet, &plan, mode).await?;
     info!(
         %outlet,
         seq = projection.seq,
         skus = projection.counters.len(),
+        checkpoint_seq = loaded.checkpoint_seq,
+        folded = loaded.folded,
         elapsed_ms = started.elapsed().as_millis() as u64,
         redis_was_behind = behind,
         "outlet rebuilt from the ledger"
@@ -629,17 +679,45 @@ impl Handler<ApplyMovement> for OutletActor {
 }
 
 impl Handler<GetReservation> for OutletActor {
-    type Result = ResponseFuture<Result<Option<ResRecord>, OutletError>>;
+    type Result = ResponseActFuture<Self, Result<Option<ResRecord>, OutletError>>;
 
     fn handle(&mut self, msg: GetReservation, _: &mut Self::Context) -> Self::Result {
         let store = self.shared.store.clone();
         let keys = self.keys.clone();
-        Box::pin(async move {
-            store
-                .reservation(&keys, &msg.id)
-                .await
-                .map_err(|e| OutletError::Unavailable(format!("{e:#}")))
-        })
+        let read = async move { store.reservation(&keys, &msg.id).await };
+        Box::pin(read.into_actor(self).map(|read, act, ctx| {
+            let (res, seq) = read.map_err(|e| OutletError::Unavailable(format!("{e:#}")))?;
+            if seq < act.seq {
+                // Redis lost the outlet's state: "not found" would be a wrong answer.
+                act.needs_reload = true;
+                act.flush(ctx);
+                act.unavailable("reload");
+                return Err(OutletError::Unavailable(
+                    "the outlet is being rebuilt from the ledger; try again shortly".into(),
+                ));
+            }
+            Ok(res)
+        }))
+    }
+}
+
+impl Handler<Audit> for OutletActor {
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
+
+    fn handle(&mut self, _: Audit, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(Op::Audit, ctx)
+    }
+}
+
+impl Handler<Heal> for OutletActor {
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
+
+    fn handle(&mut self, msg: Heal, ctx: &mut Self::Context) -> Self::Result {
+        let op = Op::Heal {
+            lines: msg.lines,
+            load: msg.load,
+        };
+        self.enqueue(op, ctx)
     }
 }
 

@@ -227,6 +227,7 @@ pub async fn confirm(
     let Committed {
         outcome,
         generation,
+        ..
     } = outlet
         .send(Confirm {
             id: id.clone(),

@@ -36,7 +36,10 @@ for _, member in ipairs(due) do
 end
 if #due > 0 then redis.call('ZREM', K_FORGET, unpack(due)) end
 
-local handlers = {reserve = reserve, confirm = confirm, release = release, movement = movement}
+local handlers = {
+  reserve = reserve, confirm = confirm, release = release, movement = movement,
+  audit = audit, heal = heal,
+}
 local results = {}
 for i, op in ipairs(cjson.decode(ARGV[3])) do
   results[i] = handlers[op.op](op)

@@ -2,11 +2,18 @@
 -- KEYS: the nine keys of one outlet (see apply_batch.lua).
 -- ARGV: 1 JSON {seq, counters=[[sku, on_hand, reserved, sku_seq]...], reservations=[[id, json]...],
 --               idem=[[key, json]...], events=[[key, json]...], forget=[[score, member]...]}
---       2 "1" to replace existing state (Redis came back behind the ledger), else "0"
--- returns 1 when restored, 0 when the outlet already has state (left untouched).
+--       2 "0" only when the outlet has no state; "1" replace whatever is there (Redis came
+--         back behind the ledger); "2" replace unless Redis is ahead of the plan's seq (an
+--         operator's rebuild: what Redis has beyond the ledger is not lost)
+-- returns 1 when restored, 0 when the existing state was left untouched.
 -- invariant: a restore overwrites live state only when told to; the seq key is written last, so a
 -- restore cut short leaves the outlet still "missing" and is simply done again.
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local current = redis.call('GET', KEYS[4])
+if current then
+  if ARGV[2] == '0' then return 0 end
+  local plan_seq = cjson.decode(ARGV[1]).seq
+  if ARGV[2] == '2' and tonumber(current) > plan_seq then return 0 end
+end
 for i = 1, 9 do
   redis.call('DEL', KEYS[i])
 end

@@ -87,6 +87,11 @@ impl TestApp {
         self.settings
     }
 
+    /// Runs a reconciler pass now.
+    pub async fn reconcile(&self) -> shelfsync::actors::reconciler::PassReport {
+        self.handle.reconcile().await.expect("reconciler pass")
+    }
+
     /// Stops gracefully, then removes what the test left on the shared servers.
     pub async fn finish(self) {
         let settings = self.stop().await;
@@ -181,10 +186,12 @@ pub async fn redis_snapshot(settings: &Settings, outlet: &str) -> Snapshot {
 /// The outlet as its MongoDB ledger explains it.
 pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection {
     let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let mut p = Projection::default();
     ledger
-        .projection(&OutletId::parse("outlet", outlet).unwrap())
+        .fold(&OutletId::parse("outlet", outlet).unwrap(), &mut p, None, |_| {})
         .await
-        .unwrap()
+        .unwrap();
+    p
 }
 
 /// Deletes every Redis key under the settings' prefix (a Redis that restarted empty).
@@ -472,4 +479,20 @@ pub fn catalogue_skus(n: usize) -> Vec<String> {
         .take(n)
         .map(|l| l.split(',').next().unwrap().to_owned())
         .collect()
+}
+
+/// Runs the `shelfsync` binary against the settings' Redis prefix and MongoDB database.
+pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::process::Command::new(env!("CARGO_BIN_EXE_shelfsync"))
+        .args(args)
+        .current_dir(root)
+        .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
+        .env("SHELFSYNC__REDIS__URL", settings.redis.url.expose())
+        .env("SHELFSYNC__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env("SHELFSYNC__MONGO__URI", settings.mongo.uri.expose())
+        .env("SHELFSYNC__MONGO__DATABASE", &settings.mongo.database)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running shelfsync")
 }

@@ -1,0 +1,441 @@
+//! `Reconciler`: every `reconciler.interval_secs`, checks each outlet's Redis counters
+//! against the ledger, exactly, at one seq.
+//!
+//! Per outlet: the outlet actor reads every counter and the seq in one script, in its
+//! batch order (`Audit`); the reconciler waits until the ledger is durable to that seq,
+//! brings its projection of the outlet to exactly that seq (it keeps one per outlet between
+//! passes, so a pass folds only the new documents), and compares every SKU. Drift is
+//! counted (`shelfsync_reconciler_drift_skus{outlet}`), logged with the SKUs and both
+//! numbers, recorded in the `drift` collection, and, when `reconciler.heal`, corrected
+//! through the outlet actor (`Heal`), so no request races the heal. After the comparison the
+//! projection is saved as the outlet's checkpoint when the ledger has grown enough.
+//!
+//! Redis losing an outlet's state is not drift: the audit's batch finds the state missing
+//! and the outlet rebuilds before it answers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use mongodb::bson::doc;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+use super::outlet::{Audit, Committed, Heal, OutletError};
+use super::{OutletActor, Shared};
+use crate::checkpoint::Checkpoints;
+use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
+use crate::ledger::Projection;
+use crate::settings::Settings;
+use crate::store::{HealLine, Outcome};
+
+/// Where drift is recorded.
+pub const DRIFT: &str = "drift";
+
+/// Runs one pass now and answers with its report (tests, operators).
+#[derive(Message)]
+#[rtype(result = "Result<PassReport, String>")]
+pub struct RunPass;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// One SKU whose Redis counters differ from the ledger's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkuDrift {
+    pub sku: Sku,
+    pub redis_on_hand: i64,
+    pub redis_reserved: i64,
+    pub ledger_on_hand: i64,
+    pub ledger_reserved: i64,
+}
+
+/// What a pass found at one outlet.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutletReport {
+    pub outlet: OutletId,
+    pub seq: u64,
+    pub skus: usize,
+    pub drift: Vec<SkuDrift>,
+    pub healed: bool,
+    /// Why the outlet was not compared this pass, if it was not.
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    pub outlets: Vec<OutletReport>,
+    pub elapsed_ms: u64,
+}
+
+impl PassReport {
+    pub fn drifted_skus(&self) -> usize {
+        self.outlets.iter().map(|o| o.drift.len()).sum()
+    }
+}
+
+/// The pass's working state, shared by the actor and its pass futures.
+struct Pass {
+    shared: Shared,
+    outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+    settings: Arc<Settings>,
+    checkpoints: Checkpoints,
+    /// Each outlet's projection as of the last pass, and the seq of its last checkpoint.
+    projections: Mutex<HashMap<OutletId, (Projection, u64)>>,
+}
+
+pub struct Reconciler {
+    pass: Arc<Pass>,
+    running: bool,
+}
+
+impl Reconciler {
+    pub fn new(
+        shared: Shared,
+        outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+        settings: Arc<Settings>,
+    ) -> Self {
+        let checkpoints = Checkpoints::new(&shared.ledger);
+        Self {
+            pass: Arc::new(Pass {
+                shared,
+                outlets,
+                settings,
+                checkpoints,
+                projections: Mutex::new(HashMap::new()),
+            }),
+            running: false,
+        }
+    }
+}
+
+impl Actor for Reconciler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = Duration::from_secs(self.pass.settings.reconciler.interval_secs.max(1));
+        ctx.run_interval(every, |act, ctx| {
+            if act.running {
+                return;
+            }
+            act.running = true;
+            let pass = act.pass.clone();
+            ctx.spawn(
+                async move { pass.run().await }
+                    .into_actor(act)
+                    .map(|report, act, _| {
+                        act.running = false;
+                        if let Err(e) = report {
+                            error!(error = %format!("{e:#}"), "reconciler pass failed");
+                        }
+                    }),
+            );
+        });
+    }
+}
+
+impl Supervised for Reconciler {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.running = false;
+    }
+}
+
+impl Handler<RunPass> for Reconciler {
+    type Result = ResponseFuture<Result<PassReport, String>>;
+
+    fn handle(&mut self, _: RunPass, _: &mut Self::Context) -> Self::Result {
+        let pass = self.pass.clone();
+        Box::pin(async move { pass.run().await.map_err(|e| format!("{e:#}")) })
+    }
+}
+
+impl Handler<Stop> for Reconciler {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Pass {
+    /// One pass over every outlet, one at a time (passes from the timer and from `RunPass`
+    /// take turns on the projections).
+    async fn run(&self) -> anyhow::Result<PassReport> {
+        let started = Instant::now();
+        let mut projections = self.projections.lock().await;
+        let mut ids: Vec<&OutletId> = self.outlets.keys().collect();
+        ids.sort();
+        let mut outlets = Vec::with_capacity(ids.len());
+        for outlet in ids {
+            let report = match self.outlet(outlet, &mut projections).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(%outlet, error = %format!("{e:#}"), "reconciler could not check the outlet");
+                    self.shared
+                        .metrics
+                        .reconciler_skipped
+                        .with_label_values(&[outlet.as_str()])
+                        .inc();
+                    OutletReport {
+                        outlet: outlet.clone(),
+                        seq: 0,
+                        skus: 0,
+                        drift: Vec::new(),
+                        healed: false,
+                        skipped: Some(format!("{e:#}")),
+                    }
+                }
+            };
+            outlets.push(report);
+        }
+        let elapsed = started.elapsed();
+        self.shared
+            .metrics
+            .reconciler_pass_seconds
+            .observe(elapsed.as_secs_f64());
+        let report = PassReport {
+            outlets,
+            elapsed_ms: elapsed.as_millis() as u64,
+        };
+        info!(
+            outlets = report.outlets.len(),
+            drifted_skus = report.drifted_skus(),
+            skipped = report.outlets.iter().filter(|o| o.skipped.is_some()).count(),
+            elapsed_ms = report.elapsed_ms,
+            "reconciler pass"
+        );
+        Ok(report)
+    }
+
+    async fn outlet(
+        &self,
+        outlet: &OutletId,
+        projections: &mut HashMap<OutletId, (Projection, u64)>,
+    ) -> anyhow::Result<OutletReport> {
+        let addr = &self.outlets[outlet];
+        let Committed {
+            outcome,
+            generation,
+            load,
+        } = addr
+            .send(Audit)
+            .await
+            .context("the outlet actor is gone")?
+            .map_err(|OutletError::Unavailable(m)| anyhow::anyhow!(m))?;
+        let Outcome::Audit {
+            seq,
+            on_hand,
+            reserved,
+        } = outcome
+        else {
+            anyhow::bail!("unexpected audit outcome {outcome:?}");
+        };
+        let wait = Duration::from_secs(self.settings.ledger.durable_wait_secs);
+        self.shared
+            .durable
+            .wait(outlet, seq, generation, wait)
+            .await?;
+        let ledger = &self.shared.ledger;
+        let (mut projection, checkpoint_seq) = match projections.remove(outlet) {
+            Some((p, cp)) if p.seq <= seq => (p, cp),
+            _ => {
+                let loaded =
+                    crate::rebuild::load_projection(ledger, outlet, true, Some(seq), |_| {})
+                        .await?;
+                let cp = loaded.checkpoint_seq.unwrap_or(0);
+                (loaded.projection, cp)
+            }
+        };
+        ledger
+            .fold(outlet, &mut projection, Some(seq), |_| {})
+            .await?;
+        let drift = compare(&projection, &on_hand, &reserved);
+        let metrics = &self.shared.metrics;
+        metrics
+            .reconciler_drift_skus
+            .with_label_values(&[outlet.as_str()])
+            .set(drift.len() as i64);
+        let mut healed = false;
+        if !drift.is_empty() {
+            metrics
+                .reconciler_drift
+                .with_label_values(&[outlet.as_str()])
+                .inc_by(drift.len() as u64);
+            warn!(%outlet, seq, skus = %serde_json::to_string(&drift).unwrap_or_default(), "Redis drifted from the ledger");
+            if self.settings.reconciler.heal {
+                healed = self.heal(addr, outlet, load, &drift).await;
+            }
+            self.record(outlet, seq, &drift, healed).await?;
+        }
+        let skus = on_hand
+            .keys()
+            .chain(projection.counters.keys())
+            .collect::<BTreeSet<_>>()
+            .len();
+        let s = &self.settings;
+        projection.prune(
+            now_ms(),
+            s.reservations.retain_ms(),
+            s.movements.retain_ms(),
+        );
+        let mut checkpoint_seq = checkpoint_seq;
+        if projection.seq >= checkpoint_seq + s.reconciler.checkpoint_every_docs.max(1) {
+            match self.checkpoints.save(outlet, &projection).await {
+                Ok(_) => checkpoint_seq = projection.seq,
+                Err(e) => {
+                    warn!(%outlet, error = %format!("{e:#}"), "writing a checkpoint failed")
+                }
+            }
+        }
+        projections.insert(outlet.clone(), (projection, checkpoint_seq));
+        Ok(OutletReport {
+            outlet: outlet.clone(),
+            seq,
+            skus,
+            drift,
+            healed,
+            skipped: None,
+        })
+    }
+
+    async fn heal(
+        &self,
+        addr: &Addr<OutletActor>,
+        outlet: &OutletId,
+        load: u64,
+        drift: &[SkuDrift],
+    ) -> bool {
+        let lines = drift
+            .iter()
+            .map(|d| HealLine {
+                sku: d.sku.clone(),
+                d_on_hand: d.ledger_on_hand - d.redis_on_hand,
+                d_reserved: d.ledger_reserved - d.redis_reserved,
+            })
+            .collect();
+        match addr.send(Heal { load, lines }).await {
+            Ok(Ok(_)) => {
+                self.shared
+                    .metrics
+                    .reconciler_healed
+                    .with_label_values(&[outlet.as_str()])
+                    .inc_by(drift.len() as u64);
+                info!(%outlet, skus = drift.len(), "drift healed: Redis set to the ledger's numbers");
+                true
+            }
+            Ok(Err(OutletError::Unavailable(m))) => {
+                warn!(%outlet, reason = %m, "drift not healed this pass");
+                false
+            }
+            Err(e) => {
+                warn!(%outlet, error = %e, "drift not healed this pass");
+                false
+            }
+        }
+    }
+
+    /// One `drift` document per outlet and audited seq; written again (same `_id`) if the
+    /// same drift is found again at the same seq.
+    async fn record(
+        &self,
+        outlet: &OutletId,
+        seq: u64,
+        drift: &[SkuDrift],
+        healed: bool,
+    ) -> anyhow::Result<()> {
+        let at_ms = now_ms();
+        let skus: Vec<_> = drift
+            .iter()
+            .map(|d| {
+                doc! {
+                    "sku": d.sku.as_str(),
+                    "redis": {"on_hand": d.redis_on_hand, "reserved": d.redis_reserved},
+                    "ledger": {"on_hand": d.ledger_on_hand, "reserved": d.ledger_reserved},
+                }
+            })
+            .collect();
+        let id = format!("{outlet}:{seq}");
+        let record = doc! {
+            "_id": &id,
+            "outlet": outlet.as_str(),
+            "seq": seq as i64,
+            "at_ms": at_ms,
+            "at": rfc3339_ms(at_ms),
+            "skus": skus,
+            "healed": healed,
+        };
+        self.shared
+            .ledger
+            .db
+            .collection::<mongodb::bson::Document>(DRIFT)
+            .replace_one(doc! {"_id": &id}, record)
+            .upsert(true)
+            .await
+            .context("recording drift")?;
+        Ok(())
+    }
+}
+
+/// Every SKU either side knows, compared exactly; a SKU missing on one side counts as 0.
+pub(crate) fn compare(
+    p: &Projection,
+    on_hand: &BTreeMap<Sku, i64>,
+    reserved: &BTreeMap<Sku, i64>,
+) -> Vec<SkuDrift> {
+    let skus: BTreeSet<&Sku> = on_hand
+        .keys()
+        .chain(reserved.keys())
+        .chain(p.counters.keys())
+        .collect();
+    skus.into_iter()
+        .filter_map(|sku| {
+            let ledger = p.counters.get(sku).copied().unwrap_or_default();
+            let d = SkuDrift {
+                sku: sku.clone(),
+                redis_on_hand: on_hand.get(sku).copied().unwrap_or(0),
+                redis_reserved: reserved.get(sku).copied().unwrap_or(0),
+                ledger_on_hand: ledger.on_hand,
+                ledger_reserved: ledger.reserved,
+            };
+            let same = d.redis_on_hand == d.ledger_on_hand && d.redis_reserved == d.ledger_reserved;
+            (!same).then_some(d)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Counters;
+
+    fn sku(s: &str) -> Sku {
+        Sku::parse("sku", s).unwrap()
+    }
+
+    #[test]
+    fn compare_finds_every_differing_sku_on_either_side() {
+        let mut p = Projection::default();
+        let c = |on_hand, reserved| Counters {
+            on_hand,
+            reserved,
+            seq: 1,
+        };
+        p.counters.insert(sku("A"), c(5, 1));
+        p.counters.insert(sku("B"), c(3, 0));
+        p.counters.insert(sku("C"), c(2, 0));
+        let on_hand = BTreeMap::from([(sku("A"), 5), (sku("B"), 4), (sku("D"), 1)]);
+        let reserved = BTreeMap::from([(sku("A"), 1), (sku("B"), 0), (sku("D"), 0)]);
+
+        let drift = compare(&p, &on_hand, &reserved);
+
+        let names: Vec<&str> = drift.iter().map(|d| d.sku.as_str()).collect();
+        assert_eq!(names, ["B", "C", "D"]);
+        assert_eq!((drift[0].redis_on_hand, drift[0].ledger_on_hand), (4, 3));
+        assert_eq!((drift[1].redis_on_hand, drift[1].ledger_on_hand), (0, 2));
+        assert_eq!((drift[2].redis_on_hand, drift[2].ledger_on_hand), (1, 0));
+    }
+}
