@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps build import serve load-quick lint fmt
+.PHONY: run test services browser-deps build import serve load-quick chaos bench-rebuild lint fmt
 
 run: services build import serve
 
@@ -30,6 +30,15 @@ serve: build
 # A quick hold/cancel run against a running `make run` (10 s).
 load-quick: build
 	target/release/shelfsync-load --secs 10
+
+# The chaos suite's long form (make test runs the short one): 6 rounds of the four faults.
+chaos: services build
+	SHELFSYNC_CHAOS_ROUNDS=$${SHELFSYNC_CHAOS_ROUNDS:-6} SHELFSYNC_CHAOS_PHASE_SECS=$${SHELFSYNC_CHAOS_PHASE_SECS:-10} \
+		$(CARGO) test --release --locked --test chaos -- --nocapture --exact chaos
+
+# Rebuild and reconciler figures on a 1,000,000-document ledger (its own database).
+bench-rebuild: services build
+	bash load/bench-rebuild.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -61,7 +61,7 @@ impl OutletKeys {
 }
 
 /// Which kind of client key a claim is for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimKind {
     /// An `Idempotency-Key` of a reservation request.
     Reservation,

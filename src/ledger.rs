@@ -544,11 +544,101 @@ impl Ledger {
         }
     }
 
-    /// Documents of the outlet, counted.
-    pub async fn count(&self, outlet: &OutletId) -> anyhow::Result<u64> {
+    /// Documents of the outlet, counted; only those after `after_seq` when given.
+    pub async fn count(&self, outlet: &OutletId, after_seq: Option<u64>) -> anyhow::Result<u64> {
+        let mut filter = doc! {"outlet": outlet.as_str()};
+        if let Some(after) = after_seq {
+            filter.insert("seq", doc! {"$gt": after as i64});
+        }
         self.entries
-            .count_documents(doc! {"outlet": outlet.as_str()})
+            .count_documents(filter)
             .await
             .with_context(|| format!("counting the ledger of {outlet}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DAY: i64 = 86_400_000;
+    const O: &str = "indore-palasia";
+
+    fn entry(v: serde_json::Value) -> LedgerEntry {
+        LedgerEntry::from_outbox(&v.to_string()).unwrap()
+    }
+
+    fn res_id(n: u32) -> String {
+        format!("{O}-{n:0>22}")
+    }
+
+    fn held(seq: i64, n: u32, at: i64) -> LedgerEntry {
+        entry(
+            json!({"outlet": O, "seq": seq, "kind": "reservation_held", "at_ms": at,
+            "lines": [{"sku": "a", "d_on_hand": 0, "d_reserved": 1}], "reservation": res_id(n),
+            "channel": "web", "expires_at_ms": at + 90_000, "idempotency_key": format!("k{n}"),
+            "body_hash": "h"}),
+        )
+    }
+
+    fn ended(seq: i64, n: u32, at: i64, kind: &str) -> LedgerEntry {
+        let (d_on_hand, reason) = match kind {
+            "sale_web" => (-1, None),
+            _ => (0, Some("cancelled")),
+        };
+        entry(json!({"outlet": O, "seq": seq, "kind": kind, "at_ms": at,
+            "lines": [{"sku": "a", "d_on_hand": d_on_hand, "d_reserved": -1}],
+            "reservation": res_id(n), "channel": "web", "reason": reason, "payment_ref": "p"}))
+    }
+
+    fn movement(seq: i64, key: &str, at: i64, qty: i64) -> LedgerEntry {
+        entry(
+            json!({"outlet": O, "seq": seq, "kind": "receipt", "at_ms": at,
+            "lines": [{"sku": "a", "d_on_hand": qty, "d_reserved": 0}],
+            "event_id": key, "event_key": key, "body_hash": "h", "qty": qty}),
+        )
+    }
+
+    #[test]
+    fn a_pruned_projection_restores_exactly_what_the_full_one_does() {
+        let now = 100 * DAY;
+        let docs = [
+            movement(1, "old-receipt", now - 30 * DAY, 10),
+            held(2, 1, now - 10 * DAY),
+            ended(3, 1, now - 10 * DAY, "reservation_released"),
+            held(4, 2, now - 3_600_000),
+            ended(5, 2, now - 1_800_000, "sale_web"),
+            held(6, 3, now - 3 * DAY),
+            movement(7, "new-receipt", now - DAY, 5),
+        ];
+        let mut full = Projection::default();
+        for d in &docs {
+            full.apply(d).unwrap();
+        }
+        let mut pruned = full.clone();
+
+        pruned.prune(now, DAY, 7 * DAY);
+
+        assert_eq!(
+            pruned.reservations.len(),
+            2,
+            "the hold ended 10 days ago goes"
+        );
+        assert_eq!(pruned.events.len(), 1, "the 30-day-old event id goes");
+        assert_eq!(pruned.live_holds().count(), 1);
+        assert_eq!(
+            pruned.restore_plan(now, DAY, 7 * DAY).unwrap(),
+            full.restore_plan(now, DAY, 7 * DAY).unwrap()
+        );
+        // The ledger after the checkpoint folds onto both alike.
+        let later = ended(8, 3, now, "reservation_released");
+        full.apply(&later).unwrap();
+        pruned.apply(&later).unwrap();
+        assert_eq!(
+            pruned.restore_plan(now, DAY, 7 * DAY).unwrap(),
+            full.restore_plan(now, DAY, 7 * DAY).unwrap()
+        );
+        assert_eq!(pruned.counters, full.counters);
     }
 }

@@ -95,7 +95,11 @@ async fn main() -> anyhow::Result<()> {
                     r.skus,
                     r.holds,
                     r.elapsed.as_secs_f64() * 1000.0,
-                    if r.restored { "" } else { "  (Redis ahead: left alone)" }
+                    if r.restored {
+                        ""
+                    } else {
+                        "  (Redis ahead: left alone)"
+                    }
                 );
             }
             let rebuild_ms: f64 = done.iter().map(|r| r.elapsed.as_secs_f64() * 1000.0).sum();

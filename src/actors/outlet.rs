@@ -158,6 +158,9 @@ pub struct OutletActor {
     pending: VecDeque<Pending>,
     /// A batch or a reload is in flight.
     busy: bool,
+    /// A reload is in flight: new requests get 503 until it is done (what was already
+    /// queued waits for it).
+    reloading: bool,
     /// The in-memory state may differ from Redis (an error, a refused invariant, lost keys).
     needs_reload: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
@@ -182,6 +185,7 @@ impl OutletActor {
             wake: None,
             pending: VecDeque::new(),
             busy: false,
+            reloading: false,
             needs_reload: true,
             drain_waiters: Vec::new(),
             deferred_releases: Vec::new(),
@@ -194,6 +198,14 @@ impl OutletActor {
         op: Op,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Committed, OutletError>> {
+        if self.reloading {
+            self.unavailable("reload");
+            return Box::pin(async {
+                Err(OutletError::Unavailable(
+                    "the outlet is being reloaded (rebuilt from the ledger if Redis lost it); try again shortly".into(),
+                ))
+            });
+        }
         if self.pending.len() >= self.limits.pending_max {
             self.unavailable("queue_full");
             return Box::pin(async {
@@ -230,6 +242,7 @@ impl OutletActor {
         }
         self.busy = true;
         if self.needs_reload {
+            self.reloading = true;
             let fut = recover(
                 self.shared.clone(),
                 self.outlet.clone(),
@@ -239,6 +252,7 @@ impl OutletActor {
             );
             ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
                 act.busy = false;
+                act.reloading = false;
                 match result {
                     Ok(snapshot) => {
                         act.needs_reload = false;
@@ -687,7 +701,8 @@ impl Handler<GetReservation> for OutletActor {
         let read = async move { store.reservation(&keys, &msg.id).await };
         Box::pin(read.into_actor(self).map(|read, act, ctx| {
             let (res, seq) = read.map_err(|e| OutletError::Unavailable(format!("{e:#}")))?;
-            if seq < act.seq {
+            let known = act.seq.max(act.shared.durable.get(&act.outlet));
+            if act.needs_reload || act.reloading || seq < known {
                 // Redis lost the outlet's state: "not found" would be a wrong answer.
                 act.needs_reload = true;
                 act.flush(ctx);

@@ -91,6 +91,9 @@ struct Pass {
 pub struct Reconciler {
     pass: Arc<Pass>,
     running: bool,
+    /// Set by `Stop`. A supervised actor is restarted when it stops while addresses to it
+    /// live, so a stopped reconciler stays idle instead.
+    stopped: bool,
 }
 
 impl Reconciler {
@@ -109,6 +112,7 @@ impl Reconciler {
                 projections: Mutex::new(HashMap::new()),
             }),
             running: false,
+            stopped: false,
         }
     }
 }
@@ -117,6 +121,9 @@ impl Actor for Reconciler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.stopped {
+            return;
+        }
         let every = Duration::from_secs(self.pass.settings.reconciler.interval_secs.max(1));
         ctx.run_interval(every, |act, ctx| {
             if act.running {
@@ -148,6 +155,9 @@ impl Handler<RunPass> for Reconciler {
     type Result = ResponseFuture<Result<PassReport, String>>;
 
     fn handle(&mut self, _: RunPass, _: &mut Self::Context) -> Self::Result {
+        if self.stopped {
+            return Box::pin(async { Err("the reconciler is stopped".to_string()) });
+        }
         let pass = self.pass.clone();
         Box::pin(async move { pass.run().await.map_err(|e| format!("{e:#}")) })
     }
@@ -157,6 +167,7 @@ impl Handler<Stop> for Reconciler {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.stopped = true;
         ctx.stop();
     }
 }
@@ -204,7 +215,11 @@ impl Pass {
         info!(
             outlets = report.outlets.len(),
             drifted_skus = report.drifted_skus(),
-            skipped = report.outlets.iter().filter(|o| o.skipped.is_some()).count(),
+            skipped = report
+                .outlets
+                .iter()
+                .filter(|o| o.skipped.is_some())
+                .count(),
             elapsed_ms = report.elapsed_ms,
             "reconciler pass"
         );
@@ -269,7 +284,10 @@ impl Pass {
             if self.settings.reconciler.heal {
                 healed = self.heal(addr, outlet, load, &drift).await;
             }
-            self.record(outlet, seq, &drift, healed).await?;
+            if let Err(e) = self.record(outlet, seq, &drift, healed).await {
+                // The metric and the log line above still carry it.
+                error!(%outlet, seq, error = %format!("{e:#}"), "recording drift failed");
+            }
         }
         let skus = on_hand
             .keys()

@@ -36,6 +36,8 @@ pub fn test_settings() -> Settings {
     s.mqtt.client_id = format!("shelfsync-test-{}", &id[..12]);
     s.mqtt.reconnect_delay_max_ms = 1000;
     s.ledger.poll_interval_ms = 200;
+    // A checkpoint on every pass that finds new documents, so tests see them.
+    s.reconciler.checkpoint_every_docs = 1;
     for f in [
         &mut s.catalogue.outlets_file,
         &mut s.catalogue.skus_file,
@@ -188,7 +190,12 @@ pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection 
     let ledger = Ledger::connect(&settings.mongo).await.unwrap();
     let mut p = Projection::default();
     ledger
-        .fold(&OutletId::parse("outlet", outlet).unwrap(), &mut p, None, |_| {})
+        .fold(
+            &OutletId::parse("outlet", outlet).unwrap(),
+            &mut p,
+            None,
+            |_| {},
+        )
         .await
         .unwrap();
     p
