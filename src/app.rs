@@ -195,6 +195,12 @@ impl Application {
         let listener = TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
+        let zones = crate::zones::Zones::load(
+            &core.settings.catalogue.zones_file,
+            &core.catalogue,
+            core.shared.ledger.clone(),
+        )
+        .await?;
         let services = Arc::new(Services {
             claims: core.shared.store.clone(),
             catalogue: core.catalogue.clone(),
@@ -205,6 +211,7 @@ impl Application {
             metrics: core.shared.metrics.clone(),
             settings: core.settings.clone(),
             hub: core.shared.hub.clone(),
+            zones: Arc::new(zones),
         });
         let mqtt_status = Arc::new(MqttStatus::default());
         let mqtt = {
@@ -222,7 +229,7 @@ impl Application {
                 ledger: core.shared.ledger.clone(),
                 mqtt: mqtt_status.clone(),
             },
-            auth: Auth::new(&core.settings.api_keys)?,
+            auth: Auth::new(&core.settings.api_keys, &core.settings.rate_limits)?,
         });
         let server = HttpServer::new(move || crate::http::app(state.clone()))
             .listen(listener)?

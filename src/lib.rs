@@ -24,6 +24,7 @@ pub mod services;
 pub mod settings;
 pub mod stock_view;
 pub mod store;
+pub mod zones;
 
 pub use app::{Application, Core};
 pub use settings::Settings;

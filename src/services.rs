@@ -30,6 +30,7 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub hub: Arc<crate::hub::Hub>,
+    pub zones: Arc<crate::zones::Zones>,
 }
 
 impl Services {

@@ -43,8 +43,38 @@ pub struct Settings {
     pub reconciler: ReconcilerSettings,
     pub catalogue: CatalogueSettings,
     pub streams: StreamSettings,
+    pub rate_limits: RateLimitSettings,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+}
+
+/// A token bucket: `per_sec` requests per second on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct BucketSettings {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
+/// One bucket per API key, sized by the key's role.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub storefront: BucketSettings,
+    pub pos: BucketSettings,
+    pub manager: BucketSettings,
+    pub viewer: BucketSettings,
+    pub admin: BucketSettings,
+}
+
+impl RateLimitSettings {
+    pub fn for_role(&self, role: Role) -> BucketSettings {
+        match role {
+            Role::Storefront => self.storefront,
+            Role::Pos => self.pos,
+            Role::Manager => self.manager,
+            Role::Viewer => self.viewer,
+            Role::Admin => self.admin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +215,8 @@ pub struct CatalogueSettings {
     pub outlets_file: PathBuf,
     pub skus_file: PathBuf,
     pub stock_file: PathBuf,
+    /// Delivery zones: `pin,outlet,cost` (edits through the API are kept in MongoDB).
+    pub zones_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -232,6 +264,18 @@ impl Settings {
         }
         if self.outlet.batch_size_max == 0 || self.ledger.batch_size_max == 0 {
             bail!("batch sizes must be at least 1");
+        }
+        let r = &self.rate_limits;
+        for (role, b) in [
+            ("storefront", r.storefront),
+            ("pos", r.pos),
+            ("manager", r.manager),
+            ("viewer", r.viewer),
+            ("admin", r.admin),
+        ] {
+            if !(b.per_sec > 0.0 && b.per_sec.is_finite()) || b.burst == 0 {
+                bail!("rate_limits.{role}: per_sec must be above 0 and burst at least 1");
+            }
         }
         let mut seen = HashSet::new();
         for key in &self.api_keys {

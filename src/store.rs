@@ -360,6 +360,37 @@ impl RedisStore {
         Ok(previous.unwrap_or_else(|| outlet.to_string()))
     }
 
+    /// The outlet holding the claim of a client key, if any.
+    pub async fn claim_owner(&self, kind: ClaimKind, key: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(crate::keys::claim(&self.prefix, kind, key))
+            .query_async(&mut conn)
+            .await
+            .context("reading a client key claim")
+    }
+
+    /// Gives up `outlet`'s claim of a client key (a routed hold that found no stock there),
+    /// leaving another outlet's claim alone.
+    pub async fn release_claim(
+        &self,
+        kind: ClaimKind,
+        key: &str,
+        outlet: &crate::domain::OutletId,
+    ) -> anyhow::Result<()> {
+        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(crate::keys::claim(&self.prefix, kind, key))
+            .arg(outlet.as_str())
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("releasing a client key claim")?;
+        Ok(())
+    }
+
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")

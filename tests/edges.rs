@@ -425,3 +425,40 @@ async fn readyz_names_the_dependency_that_is_down() {
     assert!(body["mqtt"].as_str().unwrap().starts_with("down"), "{body}");
     app.finish().await;
 }
+
+#[actix_web::test]
+async fn a_burst_over_a_keys_limit_gets_429_with_retry_after_and_other_keys_go_on() {
+    let mut settings = test_settings();
+    settings.rate_limits.viewer = shelfsync::settings::BucketSettings {
+        per_sec: 0.5,
+        burst: 3,
+    };
+    let app = spawn_app_with(settings).await;
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..5 {
+        let res = app.get("/v1/outlets", VIEWER).await;
+        statuses.push(res.status().as_u16());
+        if res.status() == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            limited = Some(res);
+        }
+    }
+
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let limited = limited.unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_after, 2, "one token at 0.5 per second");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(
+        app.get("/v1/outlets", STOREFRONT).await.status(),
+        StatusCode::OK,
+        "each key has its own bucket"
+    );
+    app.finish().await;
+}

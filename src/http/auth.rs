@@ -2,14 +2,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::{ready, Ready};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{MovementKind, OutletId};
-use crate::settings::{ApiKeySettings, Role};
+use crate::settings::{ApiKeySettings, BucketSettings, RateLimitSettings, Role};
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub enum Action {
     Move(MovementKind),
     ReadLedger,
     ReadMetrics,
+    /// Edit delivery zones (admin only).
+    ManageZones,
 }
 
 #[derive(Debug)]
@@ -27,14 +30,49 @@ pub struct Grant {
     pub role: Role,
     outlets: HashSet<OutletId>,
     pub label: String,
+    bucket: Bucket,
 }
 
 pub struct Auth {
     keys: HashMap<String, Arc<Grant>>,
 }
 
+/// A key's token bucket (see `rate_limits`).
+#[derive(Debug)]
+struct Bucket {
+    per_sec: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(b: BucketSettings) -> Self {
+        Self {
+            per_sec: b.per_sec,
+            burst: f64::from(b.burst),
+            state: Mutex::new((f64::from(b.burst), Instant::now())),
+        }
+    }
+
+    /// Takes a token, or says how many seconds until one is there.
+    fn take(&self) -> Result<(), u64> {
+        let mut state = self.state.lock().expect("bucket lock");
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
 impl Auth {
-    pub fn new(keys: &[ApiKeySettings]) -> anyhow::Result<Self> {
+    pub fn new(keys: &[ApiKeySettings], limits: &RateLimitSettings) -> anyhow::Result<Self> {
         let keys = keys
             .iter()
             .map(|k| {
@@ -47,6 +85,7 @@ impl Auth {
                     role: k.role,
                     outlets,
                     label: k.label.clone(),
+                    bucket: Bucket::new(limits.for_role(k.role)),
                 };
                 Ok((k.key.expose().to_owned(), Arc::new(grant)))
             })
@@ -56,6 +95,18 @@ impl Auth {
 
     pub fn grant(&self, key: &str) -> Option<Arc<Grant>> {
         self.keys.get(key).cloned()
+    }
+
+    /// The caller of `key`: 401 for an unknown key, 429 when its bucket is empty.
+    fn caller(&self, key: Option<&str>) -> Result<Caller, ApiError> {
+        let grant = key
+            .and_then(|k| self.grant(k))
+            .ok_or(ApiError::Unauthorized)?;
+        grant
+            .bucket
+            .take()
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        Ok(Caller(grant))
     }
 }
 
@@ -127,11 +178,7 @@ impl Caller {
         state: &AppState,
         key: Option<&str>,
     ) -> Result<Self, ApiError> {
-        bearer(req)
-            .or(key)
-            .and_then(|k| state.auth.grant(k))
-            .map(Caller)
-            .ok_or(ApiError::Unauthorized)
+        state.auth.caller(bearer(req).or(key))
     }
 }
 
@@ -143,7 +190,6 @@ impl FromRequest for Caller {
         let state = req
             .app_data::<web::Data<AppState>>()
             .expect("AppState is registered");
-        let grant = bearer(req).and_then(|key| state.auth.grant(key));
-        ready(grant.map(Caller).ok_or(ApiError::Unauthorized))
+        ready(state.auth.caller(bearer(req)))
     }
 }

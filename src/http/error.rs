@@ -33,6 +33,8 @@ pub enum ApiError {
     Expired { reservation: Value },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("too many requests for this API key; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// A bug or an unexpected failure: logged with its cause chain, answered 500.
@@ -59,6 +61,7 @@ impl ApiError {
             Self::Conflict { .. } => "conflict",
             Self::Expired { .. } => "reservation_expired",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -97,6 +100,7 @@ impl ResponseError for ApiError {
             Self::OutOfStock { .. } | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Expired { .. } => StatusCode::GONE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,6 +129,14 @@ impl ResponseError for ApiError {
                 }
             }
             Self::Expired { reservation } => body["reservation"] = reservation.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                return HttpResponse::TooManyRequests()
+                    .insert_header((
+                        actix_web::http::header::RETRY_AFTER,
+                        retry_after_secs.to_string(),
+                    ))
+                    .json(body);
+            }
             Self::Unexpected(e) => tracing::error!(error = %format!("{e:#}"), "request failed"),
             _ => {}
         }

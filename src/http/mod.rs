@@ -11,6 +11,7 @@ pub(crate) mod reservations;
 mod stock;
 mod stream;
 mod ws;
+mod zones;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +59,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::get().to(stock::sku_stock),
                 )
                 .route("/availability", web::post().to(stock::availability))
+                .route("/zones", web::get().to(zones::list))
+                .route("/zones/{pin}", web::get().to(zones::get))
+                .route("/zones/{pin}", web::put().to(zones::put))
                 .route("/reservations", web::post().to(reservations::create))
                 .route("/reservations/{id}", web::get().to(reservations::get))
                 .route(

@@ -15,7 +15,8 @@ use crate::domain::{
     ReservationStatus,
 };
 use crate::keys::ClaimKind;
-use crate::store::{Outcome, ResRecord};
+use crate::store::{Outcome, ResRecord, ShortLine};
+use crate::zones::{Pin, ZoneOutlet};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 const CUSTOMER_REF_LEN_MAX: usize = 128;
@@ -32,9 +33,13 @@ pub struct CreateRequest {
 }
 
 /// The canonical form of a hold request; its digest tells a replay from a reuse of the key.
+/// A routed request is hashed with its PIN, so its replay matches wherever it was held.
 #[derive(Serialize)]
 struct Canonical<'a> {
-    outlet: &'a OutletId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlet: Option<&'a OutletId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<&'a Pin>,
     lines: &'a [Line],
     channel: Channel,
     ttl_secs: i64,
@@ -95,12 +100,15 @@ pub async fn create(
         .map_err(|_| Invalid::new(IDEMPOTENCY_HEADER, "must be ASCII"))?;
     let idem = IdempotencyKey::parse(IDEMPOTENCY_HEADER, idem)?;
     let body: CreateRequest = json_body(&req, payload, &state).await?;
-    let outlet = match (&body.outlet, &body.pin) {
-        (Some(o), None) => state.catalogue.known_outlet("outlet", o)?,
-        (None, Some(_)) => {
-            return Err(
-                Invalid::new("pin", "delivery zones are not configured; give an outlet").into(),
-            )
+    let target = match (&body.outlet, &body.pin) {
+        (Some(o), None) => Target::Outlet(state.catalogue.known_outlet("outlet", o)?),
+        (None, Some(p)) => {
+            let pin = Pin::parse("pin", p)?;
+            let serving = state.zones.serving(&pin);
+            if serving.is_empty() {
+                return Err(Invalid::new("pin", format!("no outlet delivers to {p}")).into());
+            }
+            Target::Pin(pin, serving)
         }
         _ => return Err(Invalid::new("outlet", "give exactly one of outlet and pin").into()),
     };
@@ -121,59 +129,195 @@ pub async fn create(
         }
     }
     let canonical = Canonical {
-        outlet: &outlet,
+        outlet: match &target {
+            Target::Outlet(o) => Some(o),
+            Target::Pin(..) => None,
+        },
+        pin: match &target {
+            Target::Pin(p, _) => Some(p),
+            Target::Outlet(_) => None,
+        },
         lines: &lines,
         channel,
         ttl_secs,
         customer_ref: body.customer_ref.as_deref(),
     };
-    let hash = digest(&serde_json::to_vec(&canonical).expect("serializes"));
-    state
-        .claim_key(
-            ClaimKind::Reservation,
-            idem.as_str(),
-            &outlet,
-            limits.retain_secs,
-        )
-        .await?;
-    let msg = Reserve {
+    let hold = Hold {
+        hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
         idem,
-        hash,
-        lines: lines.clone(),
+        lines,
         ttl_ms: ttl_secs * 1000,
         channel,
         customer_ref: body.customer_ref,
     };
-    let Committed { outcome, .. } = state.outlet(&outlet)?.send(msg).await??;
-    let counter = |outcome: &str| {
-        state
-            .metrics
-            .reservations
-            .with_label_values(&["reserve", outcome])
-            .inc()
-    };
-    match outcome {
-        Outcome::Ok { res: Some(res), .. } => {
-            counter("held");
-            Ok(HttpResponse::Created().json(held_json(&res)))
-        }
-        Outcome::Replay { res: Some(res), .. } => {
-            counter("replay");
-            Ok(HttpResponse::Created().json(held_json(&res)))
-        }
-        Outcome::OutOfStock { lines: short } => {
-            counter("out_of_stock");
-            Err(ApiError::OutOfStock {
+    match target {
+        Target::Outlet(outlet) => match hold.try_at(&state, &outlet).await? {
+            Tried::Held(v) => Ok(HttpResponse::Created().json(v)),
+            Tried::Short(short) => Err(ApiError::OutOfStock {
                 lines: short,
-                alternatives: alternatives(&state, &outlet, &lines),
-            })
-        }
-        Outcome::Conflict { message, .. } => {
-            counter("conflict");
-            Err(ApiError::conflict(message))
-        }
-        other => Err(anyhow::anyhow!("unexpected reserve outcome {other:?}").into()),
+                alternatives: alternatives(&state, &outlet, &hold.lines),
+            }),
+        },
+        Target::Pin(pin, serving) => route(&state, &hold, &pin, &serving).await,
     }
+}
+
+enum Target {
+    Outlet(OutletId),
+    /// A delivery PIN and the outlets serving it, cheapest first.
+    Pin(Pin, Vec<ZoneOutlet>),
+}
+
+/// A validated hold request, ready to try at an outlet.
+struct Hold {
+    idem: IdempotencyKey,
+    hash: String,
+    lines: Vec<Line>,
+    ttl_ms: i64,
+    channel: Channel,
+    customer_ref: Option<String>,
+}
+
+enum Tried {
+    /// The 201 body (a new hold, or the replay of the first answer).
+    Held(Value),
+    Short(Vec<ShortLine>),
+}
+
+impl Hold {
+    /// Claims the key for `outlet` and holds the cart there.
+    async fn try_at(&self, state: &AppState, outlet: &OutletId) -> Result<Tried, ApiError> {
+        let retain = state.settings.reservations.retain_secs;
+        state
+            .claim_key(ClaimKind::Reservation, self.idem.as_str(), outlet, retain)
+            .await?;
+        let msg = Reserve {
+            idem: self.idem.clone(),
+            hash: self.hash.clone(),
+            lines: self.lines.clone(),
+            ttl_ms: self.ttl_ms,
+            channel: self.channel,
+            customer_ref: self.customer_ref.clone(),
+        };
+        let Committed { outcome, .. } = state.outlet(outlet)?.send(msg).await??;
+        let counter = |outcome: &str| {
+            state
+                .metrics
+                .reservations
+                .with_label_values(&["reserve", outcome])
+                .inc()
+        };
+        match outcome {
+            Outcome::Ok { res: Some(res), .. } => {
+                counter("held");
+                Ok(Tried::Held(held_json(&res)))
+            }
+            Outcome::Replay { res: Some(res), .. } => {
+                counter("replay");
+                Ok(Tried::Held(held_json(&res)))
+            }
+            Outcome::OutOfStock { lines } => {
+                counter("out_of_stock");
+                Ok(Tried::Short(lines))
+            }
+            Outcome::Conflict { message, .. } => {
+                counter("conflict");
+                Err(ApiError::conflict(message))
+            }
+            other => Err(anyhow::anyhow!("unexpected reserve outcome {other:?}").into()),
+        }
+    }
+}
+
+/// Holds a routed cart at the cheapest outlet serving the PIN that can fill all of it,
+/// trying the next when one loses a race for the last units. A replay goes to the outlet
+/// that holds the key's claim, so it gets its first answer.
+async fn route(
+    state: &AppState,
+    hold: &Hold,
+    pin: &Pin,
+    serving: &[ZoneOutlet],
+) -> Result<HttpResponse, ApiError> {
+    let owner = state
+        .claims
+        .claim_owner(ClaimKind::Reservation, hold.idem.as_str())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+    let candidates: Vec<&ZoneOutlet> = match &owner {
+        Some(owner) => {
+            let at = serving
+                .iter()
+                .filter(|z| z.outlet.as_str() == owner.as_str());
+            let at: Vec<_> = at.collect();
+            if at.is_empty() {
+                return Err(ApiError::conflict(format!(
+                    "this key was already used for outlet {owner}"
+                )));
+            }
+            at
+        }
+        None => serving.iter().collect(),
+    };
+    let mut first_short = None;
+    for z in candidates {
+        if owner.is_none() && !can_serve(state, &z.outlet, &hold.lines).0 {
+            continue;
+        }
+        match hold.try_at(state, &z.outlet).await? {
+            Tried::Held(mut v) => {
+                v["pin"] = json!(pin);
+                v["delivery_cost"] = json!(z.cost);
+                return Ok(HttpResponse::Created().json(v));
+            }
+            Tried::Short(short) => {
+                state
+                    .claims
+                    .release_claim(ClaimKind::Reservation, hold.idem.as_str(), &z.outlet)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                first_short.get_or_insert(short);
+            }
+        }
+    }
+    let cheapest = &serving[0].outlet;
+    let lines = first_short.unwrap_or_else(|| shortage(state, cheapest, &hold.lines));
+    // The outlets serving the PIN that could fill part of the cart.
+    let alternatives = serving
+        .iter()
+        .filter_map(|z| {
+            let (all, per_line) = can_serve(state, &z.outlet, &hold.lines);
+            let some = per_line
+                .iter()
+                .any(|l| l["available"].as_i64().unwrap_or(0) > 0);
+            some.then(
+                || json!({"outlet": z.outlet, "can_serve": all, "cost": z.cost, "lines": per_line}),
+            )
+        })
+        .collect();
+    Err(ApiError::OutOfStock {
+        lines,
+        alternatives,
+    })
+}
+
+/// The lines `outlet` is short of, by its committed counters.
+fn shortage(state: &AppState, outlet: &OutletId, lines: &[Line]) -> Vec<ShortLine> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let available = state
+                .stock
+                .get(outlet, &l.sku)
+                .unwrap_or_default()
+                .available()
+                .max(0);
+            (available < l.qty.get()).then(|| ShortLine {
+                sku: l.sku.clone(),
+                requested: l.qty.get(),
+                available,
+            })
+        })
+        .collect()
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {

@@ -129,14 +129,24 @@ pub async fn availability(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadStock, None)?;
     let body: AvailabilityRequest = json_body(&req, payload, &state).await?;
-    if body.pin.is_some() {
-        return Err(Invalid::new(
-            "pin",
-            "delivery zones are not configured; name outlets instead",
-        )
-        .into());
-    }
     let lines = parse_lines(&state, &body.lines)?;
+    if let Some(raw) = &body.pin {
+        if body.outlets.is_some() {
+            return Err(Invalid::new("outlets", "give at most one of pin and outlets").into());
+        }
+        let pin = crate::zones::Pin::parse("pin", raw)?;
+        // The outlets delivering to the PIN, cheapest first, with their delivery cost.
+        let answer: Vec<_> = state
+            .zones
+            .serving(&pin)
+            .iter()
+            .map(|z| {
+                let (all, per_line) = can_serve(&state, &z.outlet, &lines);
+                json!({"outlet": z.outlet, "can_serve": all, "cost": z.cost, "lines": per_line})
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(answer));
+    }
     let outlets: Vec<OutletId> = match body.outlets {
         Some(raw) => raw
             .iter()

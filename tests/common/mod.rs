@@ -42,6 +42,7 @@ pub fn test_settings() -> Settings {
         &mut s.catalogue.outlets_file,
         &mut s.catalogue.skus_file,
         &mut s.catalogue.stock_file,
+        &mut s.catalogue.zones_file,
     ] {
         *f = std::path::Path::new(root).join(&*f);
     }
@@ -112,6 +113,16 @@ impl TestApp {
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
         self.http
             .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Response {
+        self.http
+            .put(format!("{}{path}", self.url))
             .bearer_auth(key)
             .json(&body)
             .send()

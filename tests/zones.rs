@@ -1,0 +1,190 @@
+//! Delivery zones: routing a cart by PIN, availability by PIN, and editing zones.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// catalogue/zones.csv: 452010 is served by Vijay Nagar (30), Sapna Sangeeta (50) and
+/// Palasia (60).
+const PIN: &str = "452010";
+const SAPNA: &str = "indore-sapna-sangeeta";
+
+fn routed(sku: &str, qty: i64) -> Value {
+    json!({"pin": PIN, "lines": [{"sku": sku, "qty": qty}], "ttl_secs": 300})
+}
+
+#[actix_web::test]
+async fn a_routed_cart_goes_to_the_cheapest_outlet_that_can_fill_all_of_it() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 1).await; // cheapest, but short of 2
+    app.set_stock(SAPNA, SKU, 5).await;
+    app.set_stock(OTHER_OUTLET, SKU, 9).await;
+
+    let res = app.reserve("routed-1", routed(SKU, 2)).await;
+
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["outlet"], SAPNA);
+    assert_eq!(body["delivery_cost"], 50);
+    assert_eq!(body["pin"], PIN);
+    assert_eq!(app.stock(SAPNA, SKU).await["reserved"], 2);
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
+
+    // A replay gets the first answer, wherever stock stands now.
+    app.set_stock(OUTLET, SKU, 50).await;
+    let replay = app.reserve("routed-1", routed(SKU, 2)).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], body["id"]);
+    assert_eq!(app.stock(SAPNA, SKU).await["reserved"], 2);
+    // The same key with another cart is a conflict.
+    let other = app.reserve("routed-1", routed(SKU, 3)).await;
+    assert_eq!(other.status(), StatusCode::CONFLICT);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn two_routed_carts_racing_for_the_last_units_both_get_served() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 2).await;
+    app.set_stock(SAPNA, SKU, 2).await;
+
+    let (a, b) = tokio::join!(
+        app.reserve("race-a", routed(SKU, 2)),
+        app.reserve("race-b", routed(SKU, 2))
+    );
+
+    assert_eq!(a.status(), StatusCode::CREATED);
+    assert_eq!(b.status(), StatusCode::CREATED);
+    let a: Value = a.json().await.unwrap();
+    let b: Value = b.json().await.unwrap();
+    let mut outlets = [
+        a["outlet"].as_str().unwrap().to_owned(),
+        b["outlet"].as_str().unwrap().to_owned(),
+    ];
+    outlets.sort();
+    assert_eq!(outlets, [SAPNA.to_owned(), OUTLET.to_owned()]);
+    // A third finds nothing, and hears who could serve part of it.
+    app.set_stock(OTHER_OUTLET, SKU, 1).await;
+    let c = app.reserve("race-c", routed(SKU, 2)).await;
+    assert_eq!(c.status(), StatusCode::CONFLICT);
+    let c: Value = c.json().await.unwrap();
+    assert_eq!(c["error"], "out_of_stock");
+    assert_eq!(c["lines"][0]["requested"], 2);
+    let alternatives = c["alternatives"].as_array().unwrap();
+    assert_eq!(alternatives.len(), 1, "{c}");
+    assert_eq!(alternatives[0]["outlet"], OTHER_OUTLET);
+    assert_eq!(alternatives[0]["can_serve"], false);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn availability_by_pin_lists_the_serving_outlets_cheapest_first() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 1).await;
+    app.set_stock(SAPNA, SKU, 4).await;
+
+    let res = app
+        .post(
+            "/v1/availability",
+            STOREFRONT,
+            json!({"pin": PIN, "lines": [{"sku": SKU, "qty": 2}]}),
+        )
+        .await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Vec<Value> = res.json().await.unwrap();
+    let rows: Vec<(&str, bool, i64)> = body
+        .iter()
+        .map(|r| {
+            (
+                r["outlet"].as_str().unwrap(),
+                r["can_serve"].as_bool().unwrap(),
+                r["cost"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (OUTLET, false, 30),
+            (SAPNA, true, 50),
+            (OTHER_OUTLET, false, 60)
+        ]
+    );
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn bad_pins_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    for (pin, field) in [("45201", "pin"), ("052010", "pin"), ("110001", "pin")] {
+        let res = app
+            .reserve(
+                &format!("bad-{pin}"),
+                json!({"pin": pin, "lines": [{"sku": SKU, "qty": 1}]}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{pin}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["field"], field, "{pin}");
+    }
+    let both = app
+        .reserve(
+            "bad-both",
+            json!({"pin": PIN, "outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
+    assert_eq!(both.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn an_admin_edits_a_zone_and_routing_follows_it_after_a_restart() {
+    let app = spawn_app().await;
+    let new_pin = "452016";
+    let zone =
+        json!({"outlets": [{"outlet": OTHER_OUTLET, "cost": 25}, {"outlet": OUTLET, "cost": 20}]});
+
+    let forbidden = app
+        .put(&format!("/v1/zones/{new_pin}"), STOREFRONT, zone.clone())
+        .await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let res = app
+        .put(&format!("/v1/zones/{new_pin}"), ADMIN, zone.clone())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["outlets"][0]["outlet"], OUTLET, "cheapest first");
+    let again = app.put(&format!("/v1/zones/{new_pin}"), ADMIN, zone).await;
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["version"], 1, "the same list again is no new version");
+    let unknown = app
+        .put(
+            &format!("/v1/zones/{new_pin}"),
+            ADMIN,
+            json!({"outlets": [{"outlet": "nowhere", "cost": 1}]}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let settings = app.stop().await;
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OTHER_OUTLET, SKU, 3).await;
+    let res = app
+        .reserve(
+            "edited-zone",
+            json!({"pin": new_pin, "lines": [{"sku": SKU, "qty": 1}]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["outlet"], OTHER_OUTLET, "Vijay Nagar has none");
+    let read = app.get(&format!("/v1/zones/{new_pin}"), VIEWER).await;
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["version"], 1);
+    app.finish().await;
+}
