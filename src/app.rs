@@ -230,6 +230,7 @@ impl Application {
                 mqtt: mqtt_status.clone(),
             },
             auth: Auth::new(&core.settings.api_keys, &core.settings.rate_limits)?,
+            whatsapp: crate::http::whatsapp::start(services.clone()),
         });
         let server = HttpServer::new(move || crate::http::app(state.clone()))
             .listen(listener)?

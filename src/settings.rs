@@ -44,8 +44,28 @@ pub struct Settings {
     pub catalogue: CatalogueSettings,
     pub streams: StreamSettings,
     pub rate_limits: RateLimitSettings,
+    pub whatsapp: WhatsAppSettings,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+}
+
+/// The WhatsApp Cloud API webhook.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhatsAppSettings {
+    /// What Meta sends as `hub.verify_token` when the webhook is registered.
+    pub verify_token: Secret,
+    /// The app secret: `X-Hub-Signature-256` is the HMAC-SHA256 of the body under it.
+    pub app_secret: Secret,
+    /// Where an order goes when its sender has no PIN mapped.
+    pub default_outlet: String,
+    /// Hold time of a WhatsApp order (the customer pays later in the chat).
+    pub ttl_secs: u64,
+    /// Orders waiting to be turned into reservations; past it the webhook answers 503 and
+    /// Meta retries.
+    pub queue_max: usize,
+    /// Sender phone number (as WhatsApp gives it, digits) → delivery PIN.
+    #[serde(default)]
+    pub senders: std::collections::HashMap<String, String>,
 }
 
 /// A token bucket: `per_sec` requests per second on average, bursts of up to `burst`.

@@ -10,6 +10,7 @@ mod ops;
 pub(crate) mod reservations;
 mod stock;
 mod stream;
+pub mod whatsapp;
 mod ws;
 mod zones;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub health: Health,
     pub auth: Auth,
+    /// WhatsApp orders waiting for the worker (bounded).
+    pub whatsapp: whatsapp::Queue,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,6 +62,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::get().to(stock::sku_stock),
                 )
                 .route("/availability", web::post().to(stock::availability))
+                .route("/webhooks/whatsapp", web::get().to(whatsapp::verify))
+                .route("/webhooks/whatsapp", web::post().to(whatsapp::receive))
                 .route("/zones", web::get().to(zones::list))
                 .route("/zones/{pin}", web::get().to(zones::get))
                 .route("/zones/{pin}", web::put().to(zones::put))
@@ -129,9 +134,18 @@ pub fn app(
 /// that is wrong when it does not fit `T`.
 pub(crate) async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: &AppState,
 ) -> Result<T, ApiError> {
+    parse_json(&read_body(req, payload, state).await?)
+}
+
+/// The raw body, refused past `http.body_limit_bytes` (declared or streamed).
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<web::BytesMut, ApiError> {
     let limit = state.settings.http.body_limit_bytes;
     let declared = req
         .headers()
@@ -149,7 +163,7 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_json(&body)
+    Ok(body)
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -15,6 +15,7 @@ use crate::domain::{
     ReservationStatus,
 };
 use crate::keys::ClaimKind;
+use crate::services::Services;
 use crate::store::{Outcome, ResRecord, ShortLine};
 use crate::zones::{Pin, ZoneOutlet};
 
@@ -71,7 +72,7 @@ fn held_json(r: &ResRecord) -> Value {
 }
 
 /// Other shops in the same city that could fill the whole cart right now.
-fn alternatives(state: &AppState, outlet: &OutletId, lines: &[Line]) -> Vec<Value> {
+fn alternatives(state: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<Value> {
     let Some(city) = state.catalogue.outlet(outlet).map(|o| o.city.as_str()) else {
         return Vec::new();
     };
@@ -128,48 +129,36 @@ pub async fn create(
             );
         }
     }
-    let canonical = Canonical {
-        outlet: match &target {
-            Target::Outlet(o) => Some(o),
-            Target::Pin(..) => None,
-        },
-        pin: match &target {
-            Target::Pin(p, _) => Some(p),
-            Target::Outlet(_) => None,
-        },
-        lines: &lines,
-        channel,
-        ttl_secs,
-        customer_ref: body.customer_ref.as_deref(),
-    };
-    let hold = Hold {
-        hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
-        idem,
-        lines,
-        ttl_ms: ttl_secs * 1000,
-        channel,
-        customer_ref: body.customer_ref,
-    };
+    let hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref);
+    Ok(HttpResponse::Created().json(place(&state, target, &hold).await?))
+}
+
+/// Holds a validated cart where `target` says; the `201` body, or why not.
+pub(crate) async fn place(
+    state: &Services,
+    target: Target,
+    hold: &Hold,
+) -> Result<Value, ApiError> {
     match target {
-        Target::Outlet(outlet) => match hold.try_at(&state, &outlet).await? {
-            Tried::Held(v) => Ok(HttpResponse::Created().json(v)),
+        Target::Outlet(outlet) => match hold.try_at(state, &outlet).await? {
+            Tried::Held(v) => Ok(v),
             Tried::Short(short) => Err(ApiError::OutOfStock {
                 lines: short,
-                alternatives: alternatives(&state, &outlet, &hold.lines),
+                alternatives: alternatives(state, &outlet, &hold.lines),
             }),
         },
-        Target::Pin(pin, serving) => route(&state, &hold, &pin, &serving).await,
+        Target::Pin(pin, serving) => route(state, hold, &pin, &serving).await,
     }
 }
 
-enum Target {
+pub(crate) enum Target {
     Outlet(OutletId),
     /// A delivery PIN and the outlets serving it, cheapest first.
     Pin(Pin, Vec<ZoneOutlet>),
 }
 
 /// A validated hold request, ready to try at an outlet.
-struct Hold {
+pub(crate) struct Hold {
     idem: IdempotencyKey,
     hash: String,
     lines: Vec<Line>,
@@ -185,8 +174,40 @@ enum Tried {
 }
 
 impl Hold {
+    pub(crate) fn new(
+        target: &Target,
+        idem: IdempotencyKey,
+        lines: Vec<Line>,
+        channel: Channel,
+        ttl_secs: i64,
+        customer_ref: Option<String>,
+    ) -> Self {
+        let canonical = Canonical {
+            outlet: match target {
+                Target::Outlet(o) => Some(o),
+                Target::Pin(..) => None,
+            },
+            pin: match target {
+                Target::Pin(p, _) => Some(p),
+                Target::Outlet(_) => None,
+            },
+            lines: &lines,
+            channel,
+            ttl_secs,
+            customer_ref: customer_ref.as_deref(),
+        };
+        Self {
+            hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
+            idem,
+            lines,
+            ttl_ms: ttl_secs * 1000,
+            channel,
+            customer_ref,
+        }
+    }
+
     /// Claims the key for `outlet` and holds the cart there.
-    async fn try_at(&self, state: &AppState, outlet: &OutletId) -> Result<Tried, ApiError> {
+    async fn try_at(&self, state: &Services, outlet: &OutletId) -> Result<Tried, ApiError> {
         let retain = state.settings.reservations.retain_secs;
         state
             .claim_key(ClaimKind::Reservation, self.idem.as_str(), outlet, retain)
@@ -233,11 +254,11 @@ impl Hold {
 /// trying the next when one loses a race for the last units. A replay goes to the outlet
 /// that holds the key's claim, so it gets its first answer.
 async fn route(
-    state: &AppState,
+    state: &Services,
     hold: &Hold,
     pin: &Pin,
     serving: &[ZoneOutlet],
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Value, ApiError> {
     let owner = state
         .claims
         .claim_owner(ClaimKind::Reservation, hold.idem.as_str())
@@ -267,7 +288,7 @@ async fn route(
             Tried::Held(mut v) => {
                 v["pin"] = json!(pin);
                 v["delivery_cost"] = json!(z.cost);
-                return Ok(HttpResponse::Created().json(v));
+                return Ok(v);
             }
             Tried::Short(short) => {
                 state
@@ -301,7 +322,7 @@ async fn route(
 }
 
 /// The lines `outlet` is short of, by its committed counters.
-fn shortage(state: &AppState, outlet: &OutletId, lines: &[Line]) -> Vec<ShortLine> {
+fn shortage(state: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<ShortLine> {
     lines
         .iter()
         .filter_map(|l| {

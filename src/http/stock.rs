@@ -92,7 +92,7 @@ pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>
 
 /// Whether `outlet` can fill every line right now, and what it has of each.
 pub(super) fn can_serve(
-    state: &AppState,
+    state: &crate::services::Services,
     outlet: &OutletId,
     lines: &[Line],
 ) -> (bool, Vec<serde_json::Value>) {

@@ -1,0 +1,185 @@
+//! The WhatsApp Cloud API webhook, with payloads of the shape Meta sends
+//! (entry[].changes[].value.messages[], order.product_items[]).
+
+mod common;
+
+use common::*;
+use futures_util::TryStreamExt;
+use hmac::{Hmac, Mac};
+use mongodb::bson::{doc, Document};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const SECRET: &str = "demo-app-secret-change-me";
+/// Mapped to PIN 452010 in config.toml (Vijay Nagar is the cheapest outlet serving it).
+const SENDER: &str = "919800000001";
+
+fn webhook(message: Value) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": SENDER}],
+            "messages": [message]},
+        "field": "messages"}]}]})
+}
+
+fn order(id: &str, items: Value) -> Value {
+    json!({"from": SENDER, "id": id, "timestamp": "1739321024", "type": "order",
+        "order": {"catalog_id": "194836987003835", "text": "for Diwali", "product_items": items}})
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post(app: &TestApp, body: &Value, signature: Option<String>) -> reqwest::Response {
+    let raw = serde_json::to_vec(body).unwrap();
+    let mut req = app
+        .http
+        .post(format!("{}/v1/webhooks/whatsapp", app.url))
+        .header("Content-Type", "application/json");
+    if let Some(sig) = signature {
+        req = req.header("X-Hub-Signature-256", sig);
+    }
+    req.body(raw).send().await.unwrap()
+}
+
+async fn signed(app: &TestApp, body: &Value) -> reqwest::Response {
+    post(app, body, Some(sign(&serde_json::to_vec(body).unwrap()))).await
+}
+
+async fn records(app: &TestApp) -> Vec<Document> {
+    let ledger = shelfsync::ledger::Ledger::connect(&app.settings.mongo)
+        .await
+        .unwrap();
+    ledger
+        .database()
+        .collection::<Document>("whatsapp_messages")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn verification_answers_the_challenge_only_for_the_right_token() {
+    let app = spawn_app().await;
+    let url = |token: &str| {
+        format!(
+            "{}/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+            app.url
+        )
+    };
+    let ok = app
+        .http
+        .get(url("demo-verify-token-change-me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let wrong = app.http.get(url("guess")).send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn an_order_becomes_one_reservation_however_often_it_is_delivered() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OUTLET, SKU2, 10).await;
+    let body = webhook(order(
+        "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=",
+        json!([{"product_retailer_id": SKU, "quantity": 2, "item_price": 950, "currency": "INR"},
+               {"product_retailer_id": SKU2, "quantity": "1", "item_price": 120, "currency": "INR"}]),
+    ));
+
+    for _ in 0..3 {
+        assert_eq!(signed(&app, &body).await.status(), StatusCode::OK);
+    }
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["reserved"] == 2 && records(&app).await.len() == 1
+        })
+        .await
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 2, "one hold only");
+    assert_eq!(app.stock(OUTLET, SKU2).await["reserved"], 1);
+    let record = &records(&app).await[0];
+    assert_eq!(record.get_str("status").unwrap(), "held");
+    let id = record.get_str("reservation").unwrap();
+    let res = app.reservation(id).await;
+    assert_eq!(res["channel"], "whatsapp");
+    assert_eq!(res["customer_ref"], format!("whatsapp:{SENDER}"));
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_bad_signature_is_401_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    let body = webhook(order(
+        "wamid.bad",
+        json!([{"product_retailer_id": SKU, "quantity": 1}]),
+    ));
+
+    let forged = post(&app, &body, Some(format!("sha256={}", "ab".repeat(32)))).await;
+    let missing = post(&app, &body, None).await;
+    let other_body = sign(b"{}");
+    let replayed_sig = post(&app, &body, Some(other_body)).await;
+
+    for res in [forged, missing, replayed_sig] {
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
+    assert!(records(&app).await.is_empty());
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn unknown_skus_and_other_messages_are_recorded_and_make_no_reservation() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    let unknown = webhook(order(
+        "wamid.unknown",
+        json!([{"product_retailer_id": SKU, "quantity": 1},
+               {"product_retailer_id": "di9ozbzfi4", "quantity": 1}]),
+    ));
+    let text = webhook(
+        json!({"from": SENDER, "id": "wamid.text", "timestamp": "1739321024",
+        "type": "text", "text": {"body": "is the kaju katli fresh?"}}),
+    );
+
+    assert_eq!(signed(&app, &unknown).await.status(), StatusCode::OK);
+    assert_eq!(signed(&app, &text).await.status(), StatusCode::OK);
+
+    assert!(eventually(10, || async { records(&app).await.len() == 2 }).await);
+    let mut statuses: Vec<(String, String)> = records(&app)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("_id").unwrap().to_owned(),
+                d.get_str("status").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            ("wamid.text".to_owned(), "ignored".to_owned()),
+            ("wamid.unknown".to_owned(), "unknown_sku".to_owned())
+        ]
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
+    app.finish().await;
+}
