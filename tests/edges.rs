@@ -462,3 +462,120 @@ async fn a_burst_over_a_keys_limit_gets_429_with_retry_after_and_other_keys_go_o
     );
     app.finish().await;
 }
+
+/// Every authenticated route × every role: no key is 401, a role the route is not for is
+/// 403, and a role it is for gets past the door (whatever the request then earns).
+#[actix_web::test]
+async fn the_full_role_by_route_matrix() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 100).await;
+    let hold = app.hold(OUTLET, SKU, 1, 300).await;
+    let id = hold["id"].as_str().unwrap().to_owned();
+    let roles = [
+        ("storefront", STOREFRONT),
+        ("pos", POS_VIJAY_NAGAR),
+        ("manager", MANAGER_INDORE),
+        ("viewer", VIEWER),
+        ("admin", ADMIN),
+    ];
+    const ALL: &[&str] = &["storefront", "pos", "manager", "viewer", "admin"];
+    let stock_path = format!("/v1/outlets/{OUTLET}/stock");
+    let sku_path = format!("/v1/outlets/{OUTLET}/stock/{SKU}");
+    let res_path = format!("/v1/reservations/{id}");
+    let confirm_path = format!("/v1/reservations/{id}/confirm");
+    let cancel_path = format!("/v1/reservations/{id}/cancel");
+    let ledger_path = format!("/v1/ledger?outlet={OUTLET}");
+    let cart = json!({"lines": [{"sku": SKU, "qty": 1}]});
+    let routes: Vec<(&str, &str, Option<Value>, &[&str])> = vec![
+        ("GET", "/v1/outlets", None, ALL),
+        ("GET", &stock_path, None, ALL),
+        ("GET", &sku_path, None, ALL),
+        ("POST", "/v1/availability", Some(cart.clone()), ALL),
+        ("GET", "/v1/zones", None, ALL),
+        ("GET", "/v1/zones/452010", None, ALL),
+        (
+            "PUT",
+            "/v1/zones/452099",
+            Some(json!({"outlets": [{"outlet": OUTLET, "cost": 10}]})),
+            &["admin"],
+        ),
+        (
+            "POST",
+            "/v1/reservations",
+            Some(json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]})),
+            &["storefront", "admin"],
+        ),
+        (
+            "GET",
+            &res_path,
+            None,
+            &["storefront", "manager", "viewer", "admin"],
+        ),
+        (
+            "POST",
+            &confirm_path,
+            Some(json!({"payment_ref": "pay-m"})),
+            &["storefront", "admin"],
+        ),
+        (
+            "POST",
+            &cancel_path,
+            Some(json!({})),
+            &["storefront", "admin"],
+        ),
+        (
+            "POST",
+            "/v1/movements",
+            Some(json!({"event_id": "m-1", "outlet": OUTLET, "sku": SKU,
+            "kind": "receipt", "qty": 1, "at": "2026-11-21T09:00:00Z"})),
+            &["pos", "manager", "admin"],
+        ),
+        (
+            "GET",
+            &ledger_path,
+            None,
+            &["pos", "manager", "viewer", "admin"],
+        ),
+        ("GET", "/metrics", None, &["manager", "viewer", "admin"]),
+        ("GET", "/v1/stream", None, ALL),
+        ("GET", "/v1/ws", None, ALL),
+    ];
+    let send = |method: &str, path: &str, key: Option<&str>, body: &Option<Value>| {
+        let url = format!("{}{path}", app.url);
+        let mut req = match method {
+            "GET" => app.http.get(url),
+            "PUT" => app.http.put(url),
+            _ => app.http.post(url),
+        };
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+    };
+    for (method, path, body, allowed) in &routes {
+        let none = send(method, path, None, body).await.unwrap();
+        assert_eq!(
+            none.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a key"
+        );
+        for (role, key) in roles {
+            // Headers are enough: a stream's body is never read.
+            let status = send(method, path, Some(key), body).await.unwrap().status();
+            if allowed.contains(&role) {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {status}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {role}");
+            }
+        }
+    }
+    app.finish().await;
+}
