@@ -69,6 +69,11 @@ pub enum ClaimKind {
     Event,
 }
 
+/// The short-lived lease of a client key while a routed request moves its claim.
+pub fn lease(prefix: &str, kind: ClaimKind, key: &str) -> String {
+    claim(prefix, kind, key).replacen(":claim:", ":lease:", 1)
+}
+
 /// The chain-wide claim of a client key by one outlet (not outlet-tagged: it spans outlets).
 pub fn claim(prefix: &str, kind: ClaimKind, key: &str) -> String {
     let tag = match kind {

@@ -370,6 +370,44 @@ impl RedisStore {
             .context("reading a client key claim")
     }
 
+    /// Leases a client key for a routed request (30 s at most); `None` when another request
+    /// holds the lease.
+    pub async fn lease(&self, kind: ClaimKind, key: &str) -> anyhow::Result<Option<String>> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(crate::keys::lease(&self.prefix, kind, key))
+            .arg(&nonce)
+            .arg("NX")
+            .arg("EX")
+            .arg(30)
+            .query_async(&mut conn)
+            .await
+            .context("leasing a client key")?;
+        Ok(set.map(|_| nonce))
+    }
+
+    pub async fn unlease(&self, kind: ClaimKind, key: &str, nonce: &str) -> anyhow::Result<()> {
+        self.delete_if(&crate::keys::lease(&self.prefix, kind, key), nonce)
+            .await
+            .context("releasing a lease")
+    }
+
+    /// Deletes `key` if it holds `value`.
+    async fn delete_if(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        const DELETE_IF: &str =
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(DELETE_IF)
+            .arg(1)
+            .arg(key)
+            .arg(value)
+            .query_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Gives up `outlet`'s claim of a client key (a routed hold that found no stock there),
     /// leaving another outlet's claim alone.
     pub async fn release_claim(
@@ -378,17 +416,12 @@ impl RedisStore {
         key: &str,
         outlet: &crate::domain::OutletId,
     ) -> anyhow::Result<()> {
-        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-        let mut conn = self.conn.clone();
-        redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(crate::keys::claim(&self.prefix, kind, key))
-            .arg(outlet.as_str())
-            .query_async::<i64>(&mut conn)
-            .await
-            .context("releasing a client key claim")?;
-        Ok(())
+        self.delete_if(
+            &crate::keys::claim(&self.prefix, kind, key),
+            outlet.as_str(),
+        )
+        .await
+        .context("releasing a client key claim")
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

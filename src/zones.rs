@@ -17,7 +17,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, OutletKind};
 use crate::domain::{now_ms, Invalid, OutletId};
 use crate::ledger::Ledger;
 
@@ -93,7 +93,17 @@ fn normalize(
     mut outlets: Vec<ZoneOutlet>,
 ) -> Result<Vec<ZoneOutlet>, Invalid> {
     for (i, o) in outlets.iter().enumerate() {
-        catalogue.known_outlet(&format!("outlets[{i}].outlet"), o.outlet.as_str())?;
+        let field = format!("outlets[{i}].outlet");
+        catalogue.known_outlet(&field, o.outlet.as_str())?;
+        if catalogue
+            .outlet(&o.outlet)
+            .is_some_and(|x| x.kind != OutletKind::Outlet)
+        {
+            return Err(Invalid::new(
+                field,
+                "a kitchen does not deliver to customers",
+            ));
+        }
         if !(0..=COST_MAX).contains(&o.cost) {
             return Err(Invalid::new(
                 format!("outlets[{i}].cost"),
@@ -149,8 +159,20 @@ impl Zones {
             .await
             .context("reading zone edits")?;
         for d in edited {
-            let zone = zone_from_doc(&d).context("a zone edit in MongoDB")?;
-            table.insert(zone.pin.clone(), zone);
+            // An edit that no longer fits the catalogue (an outlet removed since) is left out
+            // loudly; the PIN keeps its CSV row until it is edited again.
+            let zone = zone_from_doc(&d).and_then(|mut z| {
+                z.outlets = normalize(catalogue, z.outlets)?;
+                Ok(z)
+            });
+            match zone {
+                Ok(zone) => {
+                    table.insert(zone.pin.clone(), zone);
+                }
+                Err(e) => {
+                    tracing::error!(zone = ?d.get("_id"), error = %format!("{e:#}"), "a zone edit in MongoDB does not fit the catalogue; ignored")
+                }
+            }
         }
         Ok(Self {
             table: RwLock::new(table),
@@ -204,18 +226,28 @@ impl Zones {
         version.insert("_id", format!("{}:{}", zone.pin.as_str(), zone.version));
         version.insert("at_ms", now_ms());
         version.insert("by", by);
-        if let Err(e) = db
-            .collection::<Document>(VERSIONS)
-            .insert_one(version)
-            .await
-        {
-            if matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000)
-            {
+        let versions = db.collection::<Document>(VERSIONS);
+        if let Err(e) = versions.insert_one(version).await {
+            let duplicate = matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000);
+            if !duplicate {
+                return Err(anyhow::Error::new(e)
+                    .context("writing a zone version")
+                    .into());
+            }
+            // The same version with the same outlets is this very edit, retried after its
+            // current row failed to write; anything else is a concurrent edit.
+            let id = format!("{}:{}", zone.pin.as_str(), zone.version);
+            let stored = versions
+                .find_one(doc! {"_id": &id})
+                .await
+                .context("reading a zone version")?;
+            let same = stored
+                .as_ref()
+                .and_then(|d| zone_from_doc(d).ok())
+                .is_some_and(|z| z.outlets == zone.outlets);
+            if !same {
                 return Err(ZoneError::Raced(zone.pin.as_str().to_owned()));
             }
-            return Err(anyhow::Error::new(e)
-                .context("writing a zone version")
-                .into());
         }
         let mut current = zone_doc(&zone);
         current.insert("_id", zone.pin.as_str());

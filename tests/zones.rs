@@ -188,3 +188,64 @@ async fn an_admin_edits_a_zone_and_routing_follows_it_after_a_restart() {
     assert_eq!(read["version"], 1);
     app.finish().await;
 }
+
+#[actix_web::test]
+async fn one_key_sent_twice_at_once_holds_once() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 1).await; // cheapest, short: routing moves the key's claim
+    app.set_stock(SAPNA, SKU, 5).await;
+    app.set_stock(OTHER_OUTLET, SKU, 5).await;
+
+    let (a, b) = tokio::join!(
+        app.reserve("same-key", routed(SKU, 2)),
+        app.reserve("same-key", routed(SKU, 2))
+    );
+
+    let mut ids = Vec::new();
+    for res in [a, b] {
+        match res.status() {
+            StatusCode::CREATED => ids.push(res.json::<Value>().await.unwrap()["id"].clone()),
+            StatusCode::SERVICE_UNAVAILABLE => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(!ids.is_empty());
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "both answers name the same hold");
+    let mut reserved = 0;
+    for o in [OUTLET, SAPNA, OTHER_OUTLET] {
+        reserved += app.stock(o, SKU).await["reserved"].as_i64().unwrap();
+    }
+    assert_eq!(reserved, 2, "one hold of 2 in the whole chain");
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_replay_after_the_zone_changed_gets_its_first_answer() {
+    let app = spawn_app().await;
+    let pin = "452009"; // Bhawarkuan (30), Sapna Sangeeta (40)
+    app.set_stock("indore-bhawarkuan", SKU, 5).await;
+    let body = json!({"pin": pin, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 300});
+    let first: Value = app
+        .reserve("before-edit", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["outlet"], "indore-bhawarkuan");
+    let edit = json!({"outlets": [{"outlet": SAPNA, "cost": 40}]});
+    assert_eq!(
+        app.put(&format!("/v1/zones/{pin}"), ADMIN, edit)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let replay = app.reserve("before-edit", body).await;
+
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], first["id"]);
+    assert_eq!(app.stock("indore-bhawarkuan", SKU).await["reserved"], 1);
+    app.finish().await;
+}

@@ -259,46 +259,99 @@ async fn route(
     pin: &Pin,
     serving: &[ZoneOutlet],
 ) -> Result<Value, ApiError> {
+    // Routing may give up a claim and take another, so two requests with one key must not
+    // route at once: the second is told to retry (nothing was changed).
+    let key = hold.idem.as_str();
+    let lease = state
+        .claims
+        .lease(ClaimKind::Reservation, key)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "a request with this Idempotency-Key is in progress; retry with the same key"
+                    .into(),
+            )
+        })?;
+    let routed = route_leased(state, hold, pin, serving).await;
+    if let Err(e) = state
+        .claims
+        .unlease(ClaimKind::Reservation, key, &lease)
+        .await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "releasing a routing lease failed; it expires by itself");
+    }
+    routed
+}
+
+async fn route_leased(
+    state: &Services,
+    hold: &Hold,
+    pin: &Pin,
+    serving: &[ZoneOutlet],
+) -> Result<Value, ApiError> {
+    let key = hold.idem.as_str();
+    let unavailable = |e: anyhow::Error| ApiError::Unavailable(format!("{e:#}"));
     let owner = state
         .claims
-        .claim_owner(ClaimKind::Reservation, hold.idem.as_str())
+        .claim_owner(ClaimKind::Reservation, key)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
-    let candidates: Vec<&ZoneOutlet> = match &owner {
+        .map_err(unavailable)?;
+    // A key already used goes back to its outlet, even if the zone changed since.
+    let candidates: Vec<(OutletId, Option<i64>)> = match &owner {
         Some(owner) => {
-            let at = serving
-                .iter()
-                .filter(|z| z.outlet.as_str() == owner.as_str());
-            let at: Vec<_> = at.collect();
-            if at.is_empty() {
-                return Err(ApiError::conflict(format!(
-                    "this key was already used for outlet {owner}"
-                )));
-            }
-            at
+            let outlet = state.catalogue.known_outlet("outlet", owner).map_err(|_| {
+                ApiError::conflict(format!("this key was already used for outlet {owner}"))
+            })?;
+            let cost = serving.iter().find(|z| z.outlet == outlet).map(|z| z.cost);
+            vec![(outlet, cost)]
         }
-        None => serving.iter().collect(),
+        None => serving
+            .iter()
+            .map(|z| (z.outlet.clone(), Some(z.cost)))
+            .collect(),
     };
     let mut first_short = None;
-    for z in candidates {
-        if owner.is_none() && !can_serve(state, &z.outlet, &hold.lines).0 {
+    let mut down = None;
+    for (outlet, cost) in candidates {
+        if owner.is_none() && !can_serve(state, &outlet, &hold.lines).0 {
             continue;
         }
-        match hold.try_at(state, &z.outlet).await? {
+        let tried = match hold.try_at(state, &outlet).await {
+            // An outlet that cannot answer now: the next one may.
+            Err(ApiError::Unavailable(m)) if owner.is_none() => {
+                state
+                    .claims
+                    .release_claim(ClaimKind::Reservation, key, &outlet)
+                    .await
+                    .map_err(unavailable)?;
+                down = Some(m);
+                continue;
+            }
+            other => other?,
+        };
+        match tried {
             Tried::Held(mut v) => {
                 v["pin"] = json!(pin);
-                v["delivery_cost"] = json!(z.cost);
+                if let Some(cost) = cost {
+                    v["delivery_cost"] = json!(cost);
+                }
                 return Ok(v);
             }
             Tried::Short(short) => {
-                state
-                    .claims
-                    .release_claim(ClaimKind::Reservation, hold.idem.as_str(), &z.outlet)
-                    .await
-                    .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                if owner.is_none() {
+                    state
+                        .claims
+                        .release_claim(ClaimKind::Reservation, key, &outlet)
+                        .await
+                        .map_err(unavailable)?;
+                }
                 first_short.get_or_insert(short);
             }
         }
+    }
+    if let Some(m) = down {
+        return Err(ApiError::Unavailable(m));
     }
     let cheapest = &serving[0].outlet;
     let lines = first_short.unwrap_or_else(|| shortage(state, cheapest, &hold.lines));

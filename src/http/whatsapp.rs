@@ -2,11 +2,11 @@
 //!
 //! `GET` answers Meta's verification challenge. `POST` accepts only a body whose
 //! `X-Hub-Signature-256` is `sha256=` + the hex HMAC-SHA256 of the raw body under the app
-//! secret (compared in constant time), answers 200 at once, and hands the messages to a
-//! bounded queue; a worker turns each `order` message into a reservation, with the message
-//! id as its idempotency key, so a redelivered webhook makes no second hold. Every message
-//! (held, out of stock, unknown SKU, not an order) is recorded in `whatsapp_messages`,
-//! once per message id.
+//! secret (compared in constant time), records every message as `queued` in
+//! `whatsapp_messages` (once per message id) and answers 200; a worker, fed by a bounded
+//! queue and by a sweep of what is still `queued` (after a restart, a full queue, or a store
+//! that was down), turns each `order` message into a reservation with the message id as its
+//! idempotency key, and records its fate (held, out of stock, unknown SKU, not an order).
 
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ pub fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
 }
 
 /// One inbound message, as much of it as shelfsync reads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct Message {
     pub id: String,
     #[serde(default)]
@@ -88,13 +88,13 @@ pub struct Message {
     pub order: Option<Order>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct Order {
     #[serde(default)]
     pub product_items: Vec<ProductItem>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct ProductItem {
     pub product_retailer_id: String,
     /// An integer; older payloads send it as a string.
@@ -147,12 +147,32 @@ pub async fn receive(
         return Ok(HttpResponse::Ok().finish());
     };
     let messages = messages(&json);
+    // Kept before the 200: from here on the message is shelfsync's to finish, across
+    // restarts (the worker's sweep picks up whatever is still `queued`).
+    for m in &messages {
+        enqueue(&state, m).await?;
+    }
     if !messages.is_empty() {
-        state.whatsapp.try_send(messages).map_err(|_| {
-            ApiError::Unavailable("too many WhatsApp orders waiting; retry later".into())
-        })?;
+        // A full queue is fine: the sweep gets to them.
+        let _ = state.whatsapp.try_send(messages);
     }
     Ok(HttpResponse::Ok().finish())
+}
+
+fn collection(services: &Services) -> mongodb::Collection<Document> {
+    services.ledger.database().collection::<Document>(MESSAGES)
+}
+
+/// Records a message as `queued`, once per message id (a redelivery changes nothing).
+async fn enqueue(services: &Services, m: &Message) -> Result<(), ApiError> {
+    let message = mongodb::bson::to_bson(m).map_err(anyhow::Error::new)?;
+    let record = doc! {"from": &m.from, "type": &m.kind, "status": "queued", "message": message, "at_ms": now_ms()};
+    collection(services)
+        .update_one(doc! {"_id": &m.id}, doc! {"$setOnInsert": record})
+        .upsert(true)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("keeping a WhatsApp message: {e}")))?;
+    Ok(())
 }
 
 /// The queue between the webhook and the worker.
@@ -162,13 +182,44 @@ pub type Queue = mpsc::Sender<Vec<Message>>;
 pub fn start(services: Arc<Services>) -> Queue {
     let (tx, mut rx) = mpsc::channel::<Vec<Message>>(services.settings.whatsapp.queue_max.max(1));
     actix_web::rt::spawn(async move {
-        while let Some(batch) = rx.recv().await {
-            for m in batch {
-                handle(&services, &m).await;
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => {
+                        for m in batch {
+                            handle(&services, &m).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = sweep.tick() => resume(&services).await,
             }
         }
     });
     tx
+}
+
+/// How often the worker looks for messages still `queued` (after a restart, a full queue,
+/// or a store that was down).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn resume(services: &Services) {
+    let found = collection(services)
+        .find(doc! {"status": "queued"})
+        .limit(100)
+        .await;
+    let Ok(mut cursor) = found else { return };
+    use futures_util::TryStreamExt;
+    while let Ok(Some(d)) = cursor.try_next().await {
+        let message = d
+            .get_document("message")
+            .ok()
+            .and_then(|m| mongodb::bson::from_document::<Message>(m.clone()).ok());
+        if let Some(m) = message {
+            handle(services, &m).await;
+        }
+    }
 }
 
 /// What became of a message, as recorded.
@@ -185,6 +236,11 @@ fn outcome(status: &str, detail: Option<Value>) -> Document {
 }
 
 async fn handle(services: &Services, m: &Message) {
+    // Decided already (a redelivery, or the sweep and the queue both had it).
+    let current = collection(services).find_one(doc! {"_id": &m.id}).await;
+    if !matches!(&current, Ok(Some(d)) if d.get_str("status") == Ok("queued")) {
+        return;
+    }
     let result = match (&m.kind[..], &m.order) {
         ("order", Some(order)) => order_to_hold(services, m, order).await,
         _ => outcome(
@@ -192,16 +248,18 @@ async fn handle(services: &Services, m: &Message) {
             Some(serde_json::json!({"reason": format!("a {} message, not an order", m.kind)})),
         ),
     };
-    info!(message = %m.id, status = %result.get_str("status").unwrap_or("?"), "WhatsApp message");
-    let mut record = doc! {"from": &m.from, "type": &m.kind, "at_ms": now_ms()};
-    record.extend(result);
-    // Once per message id: a redelivery keeps the first record.
-    let write = services
-        .ledger
-        .database()
-        .collection::<Document>(MESSAGES)
-        .update_one(doc! {"_id": &m.id}, doc! {"$setOnInsert": record})
-        .upsert(true)
+    let status = result.get_str("status").unwrap_or("?").to_owned();
+    info!(message = %m.id, %status, "WhatsApp message");
+    if status == "unavailable" {
+        return; // stays queued; the sweep tries again
+    }
+    let mut decided = result;
+    decided.insert("decided_at_ms", now_ms());
+    let write = collection(services)
+        .update_one(
+            doc! {"_id": &m.id, "status": "queued"},
+            doc! {"$set": decided},
+        )
         .await;
     if let Err(e) = write {
         warn!(message = %m.id, error = %e, "recording a WhatsApp message failed");
@@ -236,7 +294,12 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
                 ),
             );
         };
-        merge(&mut lines, sku, qty);
+        if !merge(&mut lines, sku, qty, limits.qty_max) {
+            return outcome(
+                "invalid",
+                Some(serde_json::json!({"reason": "a product's total quantity is above qty_max"})),
+            );
+        }
     }
     if lines.is_empty() || lines.len() > limits.lines_max {
         return outcome(
@@ -289,19 +352,26 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
         Err(ApiError::OutOfStock { lines, .. }) => {
             outcome("out_of_stock", Some(serde_json::json!({"lines": lines})))
         }
+        Err(ApiError::Unavailable(_)) => outcome("unavailable", None),
         Err(e) => outcome("failed", Some(serde_json::json!({"reason": e.to_string()}))),
     }
 }
 
-/// Adds `qty` of `sku` to the cart, merging a SKU listed twice.
-fn merge(lines: &mut Vec<Line>, sku: Sku, qty: Qty) {
+/// Adds `qty` of `sku` to the cart, summing a SKU listed twice; false when a sum passes
+/// `qty_max`.
+fn merge(lines: &mut Vec<Line>, sku: Sku, qty: Qty, qty_max: i64) -> bool {
     match lines.iter_mut().find(|l| l.sku == sku) {
-        Some(l) => {
-            if let Ok(sum) = Qty::parse("qty", l.qty.get() + qty.get(), i64::MAX) {
+        Some(l) => match Qty::parse("qty", l.qty.get() + qty.get(), qty_max) {
+            Ok(sum) => {
                 l.qty = sum;
+                true
             }
+            Err(_) => false,
+        },
+        None => {
+            lines.push(Line { sku, qty });
+            true
         }
-        None => lines.push(Line { sku, qty }),
     }
 }
 
