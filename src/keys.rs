@@ -71,16 +71,20 @@ pub enum ClaimKind {
 
 /// The short-lived lease of a client key while a routed request moves its claim.
 pub fn lease(prefix: &str, kind: ClaimKind, key: &str) -> String {
-    claim(prefix, kind, key).replacen(":claim:", ":lease:", 1)
+    client_key(prefix, "lease", kind, key)
 }
 
 /// The chain-wide claim of a client key by one outlet (not outlet-tagged: it spans outlets).
 pub fn claim(prefix: &str, kind: ClaimKind, key: &str) -> String {
+    client_key(prefix, "claim", kind, key)
+}
+
+fn client_key(prefix: &str, what: &str, kind: ClaimKind, key: &str) -> String {
     let tag = match kind {
         ClaimKind::Reservation => "r",
         ClaimKind::Event => "e",
     };
-    format!("{prefix}:claim:{tag}:{key}")
+    format!("{prefix}:{what}:{tag}:{key}")
 }
 
 #[cfg(test)]

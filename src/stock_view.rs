@@ -27,6 +27,11 @@ impl StockView {
     }
 
     /// Every SKU the outlet has a record of, sorted by SKU.
+    /// Units of `sku` a new hold could take at `outlet` now (never below 0).
+    pub fn available(&self, outlet: &OutletId, sku: &Sku) -> i64 {
+        self.get(outlet, sku).unwrap_or_default().available().max(0)
+    }
+
     pub fn outlet(&self, outlet: &OutletId) -> Vec<(Sku, Counters)> {
         let mut rows: Vec<_> = self
             .outlets

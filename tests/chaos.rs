@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::TryStreamExt;
 use mongodb::bson::doc;
 use rand::Rng;
 use reqwest::StatusCode;
@@ -28,14 +27,6 @@ use shelfsync::settings::Secret;
 
 const OUTLETS: [&str; 2] = [OUTLET, OTHER_OUTLET];
 const SKUS: [&str; 3] = [SKU, SKU2, SKU3];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -534,27 +525,18 @@ async fn chaos() {
     let check_out = String::from_utf8_lossy(&check.stdout).to_string();
 
     // The reconciler's findings over the whole run.
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
-    let drift: Vec<mongodb::bson::Document> = ledger
-        .database()
-        .collection("drift")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let drift = documents(&settings, "drift").await;
 
     // Replay the ledger: every hold found its units available; every 2xx confirm and every
     // acknowledged POS sale is in it exactly once.
     let mut sales: HashMap<String, u32> = HashMap::new();
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
-    let mut documents = 0;
+    let mut ledger_documents = 0;
     let mut expired = 0;
     for outlet in OUTLETS {
         let mut p = Projection::default();
         for e in ledger_entries(&settings, outlet).await {
-            documents += 1;
+            ledger_documents += 1;
             p.apply(&e).unwrap();
             match e.kind {
                 LedgerKind::ReservationHeld => {
@@ -595,7 +577,7 @@ async fn chaos() {
     for (what, n) in &tally.counts {
         println!("{what:<40} {n:>8}");
     }
-    println!("{:<40} {:>8}", "ledger documents", documents);
+    println!("{:<40} {:>8}", "ledger documents", ledger_documents);
     println!("{:<40} {:>8}", "holds expired (ledger)", expired);
     println!(
         "{:<40} {:>8}",
@@ -631,15 +613,7 @@ async fn chaos() {
             .filter(|id| !pos_seen.contains_key(*id))
             .collect();
         missing.sort();
-        let rejected: Vec<mongodb::bson::Document> = ledger
-            .database()
-            .collection("rejected")
-            .find(doc! {})
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let rejected = documents(&settings, "rejected").await;
         panic!("acknowledged POS sales never reached the ledger: {missing:?}; faults at {fault_log:?}; rejected: {rejected:?}");
     }
     for id in &tally.confirmed {

@@ -430,7 +430,7 @@ async fn readyz_names_the_dependency_that_is_down() {
 async fn a_burst_over_a_keys_limit_gets_429_with_retry_after_and_other_keys_go_on() {
     let mut settings = test_settings();
     settings.rate_limits.viewer = shelfsync::settings::BucketSettings {
-        per_sec: 0.5,
+        per_sec: 0.01,
         burst: 3,
     };
     let app = spawn_app_with(settings).await;
@@ -452,7 +452,10 @@ async fn a_burst_over_a_keys_limit_gets_429_with_retry_after_and_other_keys_go_o
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(retry_after, 2, "one token at 0.5 per second");
+    assert!(
+        (90..=100).contains(&retry_after),
+        "one token takes 100 s at 0.01 per second: {retry_after}"
+    );
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
     assert_eq!(

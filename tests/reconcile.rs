@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -23,19 +22,6 @@ async fn tamper(settings: &shelfsync::Settings, outlet: &str, sku: &str, by: i64
         .query_async(&mut conn)
         .await
         .unwrap();
-}
-
-async fn drift_docs(settings: &shelfsync::Settings) -> Vec<Document> {
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
-    ledger
-        .database()
-        .collection::<Document>("drift")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 #[actix_web::test]
@@ -66,7 +52,7 @@ async fn a_clean_outlet_shows_no_drift_and_gets_a_checkpoint() {
     assert_eq!(cp.counters[&sku(SKU)].reserved, 3);
     let held: Vec<_> = cp.live_holds().map(|r| r.id.to_string()).collect();
     assert_eq!(held, [hold["id"].as_str().unwrap()]);
-    assert!(drift_docs(&app.settings).await.is_empty());
+    assert!(documents(&app.settings, "drift").await.is_empty());
     app.finish().await;
 }
 
@@ -97,7 +83,7 @@ async fn drift_is_reported_recorded_and_healed_through_the_outlet() {
         redis_snapshot(&app.settings, OUTLET).await.counters[&sku(SKU)].on_hand,
         40
     );
-    let docs = drift_docs(&app.settings).await;
+    let docs = documents(&app.settings, "drift").await;
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].get_str("outlet").unwrap(), OUTLET);
     assert!(docs[0].get_bool("healed").unwrap());

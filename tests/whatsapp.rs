@@ -4,9 +4,8 @@
 mod common;
 
 use common::*;
-use futures_util::TryStreamExt;
 use hmac::{Hmac, Mac};
-use mongodb::bson::{doc, Document};
+use mongodb::bson::Document;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -52,18 +51,7 @@ async fn signed(app: &TestApp, body: &Value) -> reqwest::Response {
 }
 
 async fn records(app: &TestApp) -> Vec<Document> {
-    let ledger = shelfsync::ledger::Ledger::connect(&app.settings.mongo)
-        .await
-        .unwrap();
-    ledger
-        .database()
-        .collection::<Document>("whatsapp_messages")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
+    documents(&app.settings, "whatsapp_messages").await
 }
 
 #[actix_web::test]
@@ -109,10 +97,28 @@ async fn an_order_becomes_one_reservation_however_often_it_is_delivered() {
         })
         .await
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The worker takes messages in order: once a later one is decided, every delivery
+    // before it has been handled.
+    let marker = webhook(
+        json!({"from": SENDER, "id": "wamid.marker", "timestamp": "1739321025",
+        "type": "text", "text": {"body": "thanks"}}),
+    );
+    assert_eq!(signed(&app, &marker).await.status(), StatusCode::OK);
+    assert!(
+        eventually(10, || async {
+            records(&app).await.iter().any(|d| {
+                d.get_str("_id") == Ok("wamid.marker") && d.get_str("status") == Ok("ignored")
+            })
+        })
+        .await
+    );
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 2, "one hold only");
     assert_eq!(app.stock(OUTLET, SKU2).await["reserved"], 1);
-    let record = &records(&app).await[0];
+    let all = records(&app).await;
+    let record = all
+        .iter()
+        .find(|d| d.get_str("_id") != Ok("wamid.marker"))
+        .unwrap();
     assert_eq!(record.get_str("status").unwrap(), "held");
     let id = record.get_str("reservation").unwrap();
     let res = app.reservation(id).await;
@@ -138,9 +144,9 @@ async fn a_bad_signature_is_401_and_changes_nothing() {
     for res in [forged, missing, replayed_sig] {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
+    // Accepted messages are recorded before the answer: none was.
     assert!(records(&app).await.is_empty());
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
     app.finish().await;
 }
 
@@ -161,7 +167,12 @@ async fn unknown_skus_and_other_messages_are_recorded_and_make_no_reservation() 
     assert_eq!(signed(&app, &unknown).await.status(), StatusCode::OK);
     assert_eq!(signed(&app, &text).await.status(), StatusCode::OK);
 
-    assert!(eventually(10, || async { records(&app).await.len() == 2 }).await);
+    // Recorded `queued` before the 200; decided by the worker after.
+    let decided = || async {
+        let all = records(&app).await;
+        all.len() == 2 && all.iter().all(|d| d.get_str("status") != Ok("queued"))
+    };
+    assert!(eventually(10, decided).await);
     let mut statuses: Vec<(String, String)> = records(&app)
         .await
         .iter()

@@ -359,10 +359,8 @@ async fn route_leased(
     let alternatives = serving
         .iter()
         .filter_map(|z| {
+            let some = (hold.lines.iter()).any(|l| state.stock.available(&z.outlet, &l.sku) > 0);
             let (all, per_line) = can_serve(state, &z.outlet, &hold.lines);
-            let some = per_line
-                .iter()
-                .any(|l| l["available"].as_i64().unwrap_or(0) > 0);
             some.then(
                 || json!({"outlet": z.outlet, "can_serve": all, "cost": z.cost, "lines": per_line}),
             )
@@ -379,12 +377,7 @@ fn shortage(state: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<ShortLin
     lines
         .iter()
         .filter_map(|l| {
-            let available = state
-                .stock
-                .get(outlet, &l.sku)
-                .unwrap_or_default()
-                .available()
-                .max(0);
+            let available = state.stock.available(outlet, &l.sku);
             (available < l.qty.get()).then(|| ShortLine {
                 sku: l.sku.clone(),
                 requested: l.qty.get(),

@@ -100,12 +100,7 @@ pub(super) fn can_serve(
     let per_line = lines
         .iter()
         .map(|l| {
-            let available = state
-                .stock
-                .get(outlet, &l.sku)
-                .unwrap_or_default()
-                .available()
-                .max(0);
+            let available = state.stock.available(outlet, &l.sku);
             all &= available >= l.qty.get();
             json!({"sku": l.sku, "available": available})
         })

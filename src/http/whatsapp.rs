@@ -45,14 +45,10 @@ pub async fn verify(
     query: web::Query<Verify>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = state.settings.whatsapp.verify_token.expose();
-    let token_ok = query.verify_token.as_deref().is_some_and(|t| {
-        // Constant time, like the signature.
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"verify").expect("any key length");
-        mac.update(t.as_bytes());
-        let mut other = Hmac::<Sha256>::new_from_slice(b"verify").expect("any key length");
-        other.update(expected.as_bytes());
-        mac.verify_slice(&other.finalize().into_bytes()).is_ok()
-    });
+    let token_ok = query
+        .verify_token
+        .as_deref()
+        .is_some_and(|t| same_secret(t, expected));
     match (query.mode.as_deref(), token_ok, &query.challenge) {
         (Some("subscribe"), true, Some(challenge)) => Ok(HttpResponse::Ok()
             .content_type("text/plain")
@@ -61,6 +57,19 @@ pub async fn verify(
             "the verify token does not match".into(),
         )),
     }
+}
+
+/// `a == b` in time that does not depend on where they differ: both are hashed to equal
+/// lengths and compared by `verify_slice`, which is constant-time.
+fn same_secret(a: &str, b: &str) -> bool {
+    let digest_of = |s: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"compare").expect("any key length");
+        mac.update(s.as_bytes());
+        mac
+    };
+    digest_of(a)
+        .verify_slice(&digest_of(b).finalize().into_bytes())
+        .is_ok()
 }
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
@@ -141,10 +150,23 @@ pub async fn receive(
     if !signature_ok(secret, &body, header) {
         return Err(ApiError::Unauthorized);
     }
-    // Signed but not JSON: nothing to do, and a retry would not help.
-    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
-        warn!("a signed WhatsApp webhook that is not JSON; ignored");
-        return Ok(HttpResponse::Ok().finish());
+    // Signed but not JSON: a retry would not help. Kept, by its digest, for a person to see.
+    let json = match serde_json::from_slice::<Value>(&body) {
+        Ok(json) => json,
+        Err(e) => {
+            warn!(error = %e, "a signed WhatsApp webhook that is not JSON");
+            let record = doc! {"status": "invalid", "reason": format!("not JSON: {e}"),
+            "body": String::from_utf8_lossy(&body).as_ref(), "at_ms": now_ms()};
+            collection(&state)
+                .update_one(
+                    doc! {"_id": format!("body:{}", digest(&body))},
+                    doc! {"$setOnInsert": record},
+                )
+                .upsert(true)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("keeping a WhatsApp webhook: {e}")))?;
+            return Ok(HttpResponse::Ok().finish());
+        }
     };
     let messages = messages(&json);
     // Kept before the 200: from here on the message is shelfsync's to finish, across
@@ -185,6 +207,8 @@ pub fn start(services: Arc<Services>) -> Queue {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
+                // What the webhook queued goes first; the sweep runs when the queue is empty.
+                biased;
                 batch = rx.recv() => match batch {
                     Some(batch) => {
                         for m in batch {
@@ -209,15 +233,35 @@ async fn resume(services: &Services) {
         .find(doc! {"status": "queued"})
         .limit(100)
         .await;
-    let Ok(mut cursor) = found else { return };
+    let mut cursor = match found {
+        Ok(c) => c,
+        Err(e) => return warn!(error = %e, "looking for queued WhatsApp messages failed"),
+    };
     use futures_util::TryStreamExt;
-    while let Ok(Some(d)) = cursor.try_next().await {
+    loop {
+        let d = match cursor.try_next().await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return warn!(error = %e, "reading queued WhatsApp messages failed"),
+        };
         let message = d
             .get_document("message")
-            .ok()
-            .and_then(|m| mongodb::bson::from_document::<Message>(m.clone()).ok());
-        if let Some(m) = message {
-            handle(services, &m).await;
+            .map_err(anyhow::Error::new)
+            .and_then(|m| Ok(mongodb::bson::from_document::<Message>(m.clone())?));
+        match message {
+            Ok(m) => handle(services, &m).await,
+            // A record the worker cannot read would be swept forever: settle it.
+            Err(e) => {
+                let settle = collection(services)
+                    .update_one(
+                        doc! {"_id": d.get("_id"), "status": "queued"},
+                        doc! {"$set": {"status": "invalid", "reason": format!("unreadable record: {e:#}")}},
+                    )
+                    .await;
+                if let Err(e) = settle {
+                    warn!(error = %e, "settling an unreadable WhatsApp record failed");
+                }
+            }
         }
     }
 }

@@ -264,11 +264,7 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("shelfsync-broker-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         // Room for a long offline queue; no persistence, so a restart comes back empty.
@@ -497,6 +493,31 @@ pub fn catalogue_skus(n: usize) -> Vec<String> {
         .take(n)
         .map(|l| l.split(',').next().unwrap().to_owned())
         .collect()
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every document of a collection in the settings' MongoDB database.
+pub async fn documents(settings: &Settings, collection: &str) -> Vec<mongodb::bson::Document> {
+    use futures_util::TryStreamExt;
+    Ledger::connect(&settings.mongo)
+        .await
+        .unwrap()
+        .database()
+        .collection::<mongodb::bson::Document>(collection)
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 /// Runs the `shelfsync` binary against the settings' Redis prefix and MongoDB database.
