@@ -212,7 +212,9 @@ impl Application {
             settings: core.settings.clone(),
             hub: core.shared.hub.clone(),
             zones: Arc::new(zones),
+            reroute: Arc::new(crate::reroute::Rerouter::new(core.outlets.keys().cloned())),
         });
+        crate::reroute::start_sweep(services.clone());
         let mqtt_status = Arc::new(MqttStatus::default());
         let mqtt = {
             let (services, feed, status) = (

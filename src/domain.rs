@@ -341,6 +341,8 @@ pub enum ReservationStatus {
     Confirmed,
     Cancelled,
     Expired,
+    /// Moved to another outlet after a counter sale left this one short (`rerouted_to`).
+    Rerouted,
 }
 
 /// Milliseconds since the Unix epoch, as every script and ledger document keeps time.

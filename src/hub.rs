@@ -25,6 +25,13 @@ pub enum LiveEvent {
         counters: Counters,
     },
     Order(Arc<ResRecord>),
+    /// What became of a hold a counter sale left short: `rerouted` or `at_risk`, for the
+    /// outlets it concerns.
+    Reservation {
+        event: &'static str,
+        outlets: Vec<OutletId>,
+        body: Arc<serde_json::Value>,
+    },
 }
 
 pub struct Hub {

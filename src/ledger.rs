@@ -87,6 +87,12 @@ pub struct LedgerEntry {
     pub reserved_after: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall: Option<i64>,
+    /// The delivery PIN of a routed hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// The hold that took over a re-routed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerouted_to: Option<ReservationId>,
 }
 
 impl LedgerEntry {
@@ -185,6 +191,8 @@ impl Projection {
                     payment_ref: None,
                     ended_seq: None,
                     ended_at: None,
+                    pin: e.pin.clone(),
+                    rerouted_to: None,
                 };
                 self.reservations.insert(id, record);
             }
@@ -200,9 +208,11 @@ impl Projection {
                 record.status = match (e.kind, e.reason) {
                     (LedgerKind::SaleWeb, _) => ReservationStatus::Confirmed,
                     (_, Some(ReleaseReason::Cancelled)) => ReservationStatus::Cancelled,
+                    (_, Some(ReleaseReason::Rerouted)) => ReservationStatus::Rerouted,
                     _ => ReservationStatus::Expired,
                 };
                 record.payment_ref = e.payment_ref.clone();
+                record.rerouted_to = e.rerouted_to.clone();
                 record.ended_seq = Some(seq);
                 record.ended_at = Some(e.at_ms);
             }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod movements;
 pub mod mqtt;
 pub mod rebuild;
+pub mod reroute;
 pub mod services;
 pub mod settings;
 pub mod stock_view;

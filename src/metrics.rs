@@ -11,6 +11,9 @@ pub struct Metrics {
     pub reservations: IntCounterVec,
     pub movements: IntCounterVec,
     pub oversells: IntCounter,
+    pub reroutes: IntCounterVec,
+    pub at_risk_holds: IntGaugeVec,
+    pub at_risk_units: IntGaugeVec,
     pub expirations: IntCounter,
     pub outlet_batch_ops: HistogramVec,
     pub outlet_unavailable: IntCounterVec,
@@ -63,7 +66,32 @@ impl Metrics {
         .expect("metric");
         let oversells = IntCounter::new(
             "oversell_units_total",
-            "Units held for customers that a counter sale or wastage took (the goal is 0)",
+            "Held units a counter sale, wastage or count left uncovered that no other outlet \
+             could take (counted once per hold; the goal is 0)",
+        )
+        .expect("metric");
+        let reroutes = IntCounterVec::new(
+            Opts::new(
+                "reroutes_total",
+                "Holds left short by a counter sale, by what became of them",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let at_risk_holds = IntGaugeVec::new(
+            Opts::new(
+                "oversell_risk_holds",
+                "Live holds an outlet cannot cover and no other outlet could take, now",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
+        let at_risk_units = IntGaugeVec::new(
+            Opts::new(
+                "oversell_risk_units",
+                "Units of the holds in shelfsync_oversell_risk_holds, now",
+            ),
+            &["outlet"],
         )
         .expect("metric");
         let expirations =
@@ -185,6 +213,9 @@ impl Metrics {
             Box::new(reservations.clone()),
             Box::new(movements.clone()),
             Box::new(oversells.clone()),
+            Box::new(reroutes.clone()),
+            Box::new(at_risk_holds.clone()),
+            Box::new(at_risk_units.clone()),
             Box::new(expirations.clone()),
             Box::new(outlet_batch_ops.clone()),
             Box::new(outlet_unavailable.clone()),
@@ -215,6 +246,9 @@ impl Metrics {
             reservations,
             movements,
             oversells,
+            reroutes,
+            at_risk_holds,
+            at_risk_units,
             expirations,
             outlet_batch_ops,
             outlet_unavailable,

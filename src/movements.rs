@@ -207,6 +207,11 @@ pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, 
     );
     let result = apply_half(state, source, &m.outlet, msg).await?;
     let mut body = serde_json::to_value(&result).expect("serializes");
+    if result.shortfall.is_some() {
+        let relief = state.reroute.relieve(state, &m.outlet).await;
+        body["rerouted"] = json!(relief.rerouted);
+        body["at_risk"] = json!(relief.at_risk);
+    }
     if let Some(to) = &m.to_outlet {
         let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
         let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));

@@ -31,6 +31,7 @@ pub struct Services {
     pub settings: Arc<Settings>,
     pub hub: Arc<crate::hub::Hub>,
     pub zones: Arc<crate::zones::Zones>,
+    pub reroute: Arc<crate::reroute::Rerouter>,
 }
 
 impl Services {

@@ -32,6 +32,14 @@ impl StockView {
         self.get(outlet, sku).unwrap_or_default().available().max(0)
     }
 
+    /// Whether some SKU of `outlet` has fewer units than its holds (a counter sale took
+    /// held units).
+    pub fn short_of_holds(&self, outlet: &OutletId) -> bool {
+        self.outlets
+            .get(outlet)
+            .is_some_and(|m| m.iter().any(|c| c.available() < 0 && c.reserved > 0))
+    }
+
     pub fn outlet(&self, outlet: &OutletId) -> Vec<(Sku, Counters)> {
         let mut rows: Vec<_> = self
             .outlets

@@ -44,6 +44,9 @@ pub enum Op {
         channel: Channel,
         #[serde(skip_serializing_if = "Option::is_none")]
         customer_ref: Option<String>,
+        /// The delivery PIN of a routed hold: where it may be re-routed to.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
     },
     Confirm {
         id: ReservationId,
@@ -52,6 +55,9 @@ pub enum Op {
     Release {
         id: ReservationId,
         reason: ReleaseReason,
+        /// The hold that took over this one's cart (reason `rerouted`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rerouted_to: Option<ReservationId>,
     },
     Movement {
         /// The dedup key: the event id, or `transfer_in:{event id}` for the receiving half.
@@ -91,6 +97,7 @@ pub struct HealLine {
 pub enum ReleaseReason {
     Cancelled,
     Expired,
+    Rerouted,
 }
 
 /// A reservation as Redis keeps it.
@@ -113,6 +120,12 @@ pub struct ResRecord {
     pub ended_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// The delivery PIN of a routed hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// The hold at another outlet that took over this cart (status `rerouted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerouted_to: Option<ReservationId>,
 }
 
 /// The answer to a movement, kept so that a replay returns it unchanged.
@@ -575,6 +588,28 @@ impl RedisStore {
             .map(|json| serde_json::from_str(&json).context("decoding a reservation"))
             .transpose()?;
         Ok((res, seq.unwrap_or(0)))
+    }
+
+    /// Several reservations in one round trip; missing ones are left out.
+    pub async fn reservations(
+        &self,
+        keys: &OutletKeys,
+        ids: &[ReservationId],
+    ) -> anyhow::Result<Vec<ResRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&keys.reservations)
+            .arg(ids.iter().map(ReservationId::as_str).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await
+            .context("reading reservations")?;
+        raw.into_iter()
+            .flatten()
+            .map(|json| serde_json::from_str(&json).context("decoding a reservation"))
+            .collect()
     }
 
     /// Up to `count` outbox entries after `after_seq`, and the outbox length, in one round trip.

@@ -249,3 +249,201 @@ async fn a_replay_after_the_zone_changed_gets_its_first_answer() {
     assert_eq!(app.stock("indore-bhawarkuan", SKU).await["reserved"], 1);
     app.finish().await;
 }
+
+fn counter_sale(event_id: &str, outlet: &str, qty: i64) -> Value {
+    json!({"event_id": event_id, "outlet": outlet, "sku": SKU, "kind": "sale_counter",
+        "qty": qty, "at": "2026-11-21T09:42:00Z"})
+}
+
+#[actix_web::test]
+async fn a_counter_sale_that_leaves_holds_short_reroutes_the_newest_and_the_stream_sees_it() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 3).await;
+    app.set_stock(SAPNA, SKU, 5).await;
+    app.set_stock(OTHER_OUTLET, SKU, 9).await;
+    let older = app.reserve("rr-older", routed(SKU, 2)).await;
+    let newer = app.reserve("rr-newer", routed(SKU, 1)).await;
+    let (older, newer): (Value, Value) = (older.json().await.unwrap(), newer.json().await.unwrap());
+    assert_eq!(
+        (&older["outlet"], &newer["outlet"]),
+        (&json!(OUTLET), &json!(OUTLET))
+    );
+    let mut sse = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
+        .await
+        .expect("stream");
+    assert_eq!(sse.next(5).await.expect("snapshot").event, "snapshot");
+
+    // The counter sells one of the three held units: one unit short.
+    let sold = app
+        .movement(POS_VIJAY_NAGAR, counter_sale("rr-pos-1", OUTLET, 1))
+        .await;
+
+    assert_eq!(sold.status(), StatusCode::CREATED);
+    let sold: Value = sold.json().await.unwrap();
+    assert_eq!(sold["shortfall"], 1);
+    let moved = sold["rerouted"].as_array().expect("rerouted list");
+    assert_eq!(moved.len(), 1, "{sold}");
+    assert_eq!(moved[0]["id"], newer["id"], "the newest hold moves");
+    assert_eq!(
+        moved[0]["to_outlet"], SAPNA,
+        "the cheapest other outlet with stock"
+    );
+    assert_eq!(sold["at_risk"], json!([]));
+    let new_id = moved[0]["rerouted_to"].as_str().unwrap().to_owned();
+
+    let old = app.reservation(newer["id"].as_str().unwrap()).await;
+    assert_eq!(old["status"], "rerouted");
+    assert_eq!(old["rerouted_to"], new_id);
+    let new = app.reservation(&new_id).await;
+    assert_eq!(
+        (&new["status"], &new["outlet"]),
+        (&json!("held"), &json!(SAPNA))
+    );
+    assert_eq!(new["lines"], newer["lines"]);
+    assert_eq!(
+        app.reservation(older["id"].as_str().unwrap()).await["status"],
+        "held"
+    );
+    let here = app.stock(OUTLET, SKU).await;
+    assert_eq!(
+        (&here["on_hand"], &here["reserved"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(app.stock(SAPNA, SKU).await["reserved"], 1);
+
+    // The storefront's stream says where the hold went.
+    let mut event = None;
+    while let Some(e) = sse.next(5).await {
+        if e.event == "rerouted" {
+            event = Some(e.data);
+            break;
+        }
+    }
+    let event = event.expect("a rerouted event on the stream");
+    assert_eq!(event["id"], newer["id"]);
+    assert_eq!(
+        (&event["rerouted_to"], &event["to_outlet"]),
+        (&json!(new_id), &json!(SAPNA))
+    );
+
+    // The old hold cannot be paid for any more; the new one can.
+    let pay = json!({"payment_ref": "pay-rr-1"});
+    let stale = app
+        .post(
+            &format!("/v1/reservations/{}/confirm", newer["id"].as_str().unwrap()),
+            STOREFRONT,
+            pay.clone(),
+        )
+        .await;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    let stale: Value = stale.json().await.unwrap();
+    assert_eq!(stale["reservation"]["rerouted_to"], new_id, "{stale}");
+    let paid = app
+        .post(
+            &format!("/v1/reservations/{new_id}/confirm"),
+            STOREFRONT,
+            pay,
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(
+        app.reconcile().await.drifted_skus(),
+        0,
+        "the ledger explains every number"
+    );
+    let settings = app.stop().await;
+    let check = cli(&settings, &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // Rebuilt from the ledger alone, both holds say the same.
+    wipe_redis(&settings).await;
+    let app = spawn_app_with(settings).await;
+    let old = app.reservation(newer["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (&old["status"], &old["rerouted_to"]),
+        (&json!("rerouted"), &json!(new_id))
+    );
+    assert_eq!(app.reservation(&new_id).await["status"], "confirmed");
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_hold_nobody_can_take_is_at_risk_until_stock_appears_elsewhere() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 2).await;
+    app.set_stock(SAPNA, SKU, 0).await;
+    app.set_stock(OTHER_OUTLET, SKU, 0).await;
+    app.set_stock(OUTLET, SKU2, 1).await;
+    let hold = app.reserve("risk-1", routed(SKU, 2)).await;
+    let hold: Value = hold.json().await.unwrap();
+    let id = hold["id"].as_str().unwrap().to_owned();
+    let direct = app.hold(OUTLET, SKU2, 1, 300).await; // no PIN: never re-routed
+
+    let sold = app
+        .movement(POS_VIJAY_NAGAR, counter_sale("risk-pos-1", OUTLET, 1))
+        .await;
+
+    assert_eq!(sold.status(), StatusCode::CREATED);
+    let sold: Value = sold.json().await.unwrap();
+    assert_eq!(sold["rerouted"], json!([]));
+    assert_eq!(
+        sold["at_risk"],
+        json!([id]),
+        "no other outlet has the stock"
+    );
+    let read = app.reservation(&id).await;
+    assert_eq!(
+        (&read["status"], &read["at_risk"]),
+        (&json!("held"), &json!(true))
+    );
+    let gauge = format!("shelfsync_oversell_risk_holds{{outlet=\"{OUTLET}\"}} 1");
+    let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    assert!(metrics.contains(&gauge), "{metrics}");
+    assert!(
+        metrics.contains("shelfsync_oversell_units_total 1"),
+        "one unit is missing: {metrics}"
+    );
+
+    // A count that loses the un-routable hold's unit leaves it at risk too.
+    let counted = app
+        .movement(
+            ADMIN,
+            json!({"event_id": "risk-count-1", "outlet": OUTLET, "sku": SKU2,
+        "kind": "count", "qty": 0, "at": "2026-11-21T09:50:00Z"}),
+        )
+        .await;
+    let counted: Value = counted.json().await.unwrap();
+    assert_eq!(
+        counted["at_risk"],
+        json!([direct["id"], id]),
+        "newest first: {counted}"
+    );
+
+    // Stock arrives at another outlet serving the PIN: the sweep moves the hold there.
+    app.set_stock(SAPNA, SKU, 4).await;
+    let moved = eventually(15, || async {
+        app.reservation(&id).await["status"] == "rerouted"
+    })
+    .await;
+    assert!(
+        moved,
+        "the sweep re-routes an at-risk hold once stock appears"
+    );
+    let new_id = app.reservation(&id).await["rerouted_to"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.reservation(&new_id).await["outlet"], SAPNA);
+    let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    let still = format!("shelfsync_oversell_risk_holds{{outlet=\"{OUTLET}\"}} 1");
+    assert!(
+        metrics.contains(&still),
+        "only the hold without a PIN stays at risk: {metrics}"
+    );
+    assert_eq!(app.reconcile().await.drifted_skus(), 0);
+    app.finish().await;
+}

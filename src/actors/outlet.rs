@@ -45,6 +45,8 @@ pub struct Reserve {
     pub ttl_ms: i64,
     pub channel: Channel,
     pub customer_ref: Option<String>,
+    /// The delivery PIN of a routed hold.
+    pub pin: Option<String>,
 }
 
 /// Turn a hold into a sale.
@@ -76,6 +78,19 @@ pub struct ApplyMovement {
     pub note: Option<String>,
     pub counterpart: Option<OutletId>,
 }
+
+/// Release a live hold because the hold `to` at another outlet took over its cart.
+#[derive(Message)]
+#[rtype(result = "Result<Committed, OutletError>")]
+pub struct Reroute {
+    pub id: ReservationId,
+    pub to: ReservationId,
+}
+
+/// The ids of the outlet's live holds, as its expiry timers know them.
+#[derive(Message)]
+#[rtype(result = "Vec<ReservationId>")]
+pub struct HeldIds;
 
 /// Read a reservation, live or finished (within its retention).
 #[derive(Message)]
@@ -356,6 +371,7 @@ impl OutletActor {
                         let op = Op::Release {
                             id,
                             reason: ReleaseReason::Expired,
+                            rerouted_to: None,
                         };
                         act.pending.push_back(Pending { op, reply: None });
                     }
@@ -398,17 +414,7 @@ impl OutletActor {
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome) -> bool {
         for row in outcome.stock() {
-            let before = self
-                .shared
-                .stock
-                .get(&self.outlet, &row.sku)
-                .unwrap_or_default();
             let after = row.counters();
-            let uncovered = |c: crate::domain::Counters| (-c.available()).min(c.reserved).max(0);
-            let newly_uncovered = uncovered(after) - uncovered(before);
-            if newly_uncovered > 0 && matches!(op, Op::Movement { .. }) {
-                self.shared.metrics.oversells.inc_by(newly_uncovered as u64);
-            }
             self.shared.stock.record(&self.outlet, &row.sku, after);
             self.shared
                 .feed
@@ -518,6 +524,7 @@ impl OutletActor {
             let op = Op::Release {
                 id,
                 reason: ReleaseReason::Expired,
+                rerouted_to: None,
             };
             self.pending.push_back(Pending { op, reply: None });
         }
@@ -640,6 +647,7 @@ impl Handler<Reserve> for OutletActor {
             expires_at: now_ms() + msg.ttl_ms,
             channel: msg.channel,
             customer_ref: msg.customer_ref,
+            pin: msg.pin,
         };
         self.enqueue(op, ctx)
     }
@@ -667,6 +675,7 @@ impl Handler<Cancel> for OutletActor {
             Op::Release {
                 id: msg.id,
                 reason: ReleaseReason::Cancelled,
+                rerouted_to: None,
             },
             ctx,
         )
@@ -689,6 +698,27 @@ impl Handler<ApplyMovement> for OutletActor {
             counterpart: msg.counterpart.map(|o| o.to_string()),
         };
         self.enqueue(op, ctx)
+    }
+}
+
+impl Handler<Reroute> for OutletActor {
+    type Result = ResponseFuture<Result<Committed, OutletError>>;
+
+    fn handle(&mut self, msg: Reroute, ctx: &mut Self::Context) -> Self::Result {
+        let op = Op::Release {
+            id: msg.id,
+            reason: ReleaseReason::Rerouted,
+            rerouted_to: Some(msg.to),
+        };
+        self.enqueue(op, ctx)
+    }
+}
+
+impl Handler<HeldIds> for OutletActor {
+    type Result = MessageResult<HeldIds>;
+
+    fn handle(&mut self, _: HeldIds, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.held.keys().cloned().collect())
     }
 }
 

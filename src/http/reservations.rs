@@ -59,6 +59,9 @@ pub(crate) fn reservation_json(r: &ResRecord) -> Value {
     if let Some(p) = &r.payment_ref {
         v["payment_ref"] = json!(p);
     }
+    if let Some(to) = &r.rerouted_to {
+        v["rerouted_to"] = json!(to);
+    }
     v
 }
 
@@ -165,6 +168,18 @@ pub(crate) struct Hold {
     ttl_ms: i64,
     channel: Channel,
     customer_ref: Option<String>,
+    pin: Option<String>,
+}
+
+/// What a re-route hashes: the hold it moves and the cart, never the remaining time, so a
+/// second attempt for the same hold replays the first.
+#[derive(Serialize)]
+struct RerouteCanonical<'a> {
+    rerouted_from: &'a ReservationId,
+    pin: &'a str,
+    lines: &'a [Line],
+    channel: Channel,
+    customer_ref: Option<&'a str>,
 }
 
 enum Tried {
@@ -203,6 +218,32 @@ impl Hold {
             ttl_ms: ttl_secs * 1000,
             channel,
             customer_ref,
+            pin: match target {
+                Target::Pin(p, _) => Some(p.as_str().to_owned()),
+                Target::Outlet(_) => None,
+            },
+        }
+    }
+
+    /// The hold that takes over `res`'s cart at another outlet serving `pin`, for what is
+    /// left of its time. Its key is derived from `res`'s id, so trying twice holds once.
+    pub(crate) fn rerouting(res: &ResRecord, pin: &Pin, now_ms: i64) -> Self {
+        let canonical = RerouteCanonical {
+            rerouted_from: &res.id,
+            pin: pin.as_str(),
+            lines: &res.lines,
+            channel: res.channel,
+            customer_ref: res.customer_ref.as_deref(),
+        };
+        let key = format!("rr-{}", digest(res.id.as_str().as_bytes()));
+        Self {
+            idem: IdempotencyKey::parse("idem", &key).expect("a digest is a valid key"),
+            hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
+            lines: res.lines.clone(),
+            ttl_ms: (res.expires_at - now_ms).max(1000),
+            channel: res.channel,
+            customer_ref: res.customer_ref.clone(),
+            pin: Some(pin.as_str().to_owned()),
         }
     }
 
@@ -219,6 +260,7 @@ impl Hold {
             ttl_ms: self.ttl_ms,
             channel: self.channel,
             customer_ref: self.customer_ref.clone(),
+            pin: self.pin.clone(),
         };
         let Committed { outcome, .. } = state.outlet(outlet)?.send(msg).await??;
         let counter = |outcome: &str| {
@@ -253,7 +295,7 @@ impl Hold {
 /// Holds a routed cart at the cheapest outlet serving the PIN that can fill all of it,
 /// trying the next when one loses a race for the last units. A replay goes to the outlet
 /// that holds the key's claim, so it gets its first answer.
-async fn route(
+pub(crate) async fn route(
     state: &Services,
     hold: &Hold,
     pin: &Pin,
@@ -409,7 +451,11 @@ pub async fn get(
         .ok_or_else(|| not_found(&id))?;
     let res = outlet.send(GetReservation { id: id.clone() }).await??;
     let res = res.ok_or_else(|| not_found(&id))?;
-    Ok(HttpResponse::Ok().json(reservation_json(&res)))
+    let mut body = reservation_json(&res);
+    if res.status == ReservationStatus::Held && state.reroute.is_at_risk(&id) {
+        body["at_risk"] = json!(true);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[derive(Deserialize)]
@@ -509,12 +555,16 @@ pub async fn cancel(
         .reservations
         .with_label_values(&["cancel", &format!("{:?}", res.status).to_lowercase()])
         .inc();
-    if res.status == ReservationStatus::Confirmed {
+    if matches!(
+        res.status,
+        ReservationStatus::Confirmed | ReservationStatus::Rerouted
+    ) {
+        let message = match &res.rerouted_to {
+            Some(to) => format!("the reservation was re-routed to {to}; cancel that one"),
+            None => "the reservation is confirmed".into(),
+        };
         let details = Some(json!({"reservation": reservation_json(&res)}));
-        return Err(ApiError::Conflict {
-            message: "the reservation is confirmed".into(),
-            details,
-        });
+        return Err(ApiError::Conflict { message, details });
     }
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }

@@ -112,6 +112,12 @@ async fn forward(
                     *last = counters.seq;
                     sse("stock", &counters_json(Some(&outlet), &sku, &counters))
                 }
+                Ok(LiveEvent::Reservation { event, outlets, body }) => {
+                    if !outlets.iter().any(|o| filter.wants_outlet(o)) {
+                        continue;
+                    }
+                    sse(event, &body)
+                }
                 Ok(LiveEvent::Order(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break false,

@@ -189,6 +189,17 @@ impl StreamHandler<FromHub> for WsSession {
                     ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
                 }
             }
+            FromHub::Event(LiveEvent::Reservation {
+                event,
+                outlets,
+                body,
+            }) => {
+                if outlets.iter().any(|o| self.filter.wants_outlet(o)) {
+                    let mut frame = (*body).clone();
+                    frame["type"] = event.into();
+                    ctx.text(frame.to_string());
+                }
+            }
             FromHub::FellBehind => {
                 self.state
                     .metrics

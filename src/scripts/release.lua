@@ -1,5 +1,6 @@
--- release.lua: returns a live hold's units (cancel by the customer, or expiry).
--- op: {op="release", id, reason="cancelled"|"expired"}
+-- release.lua: returns a live hold's units (cancel by the customer, expiry, or a re-route
+-- after the hold at another outlet `rerouted_to` took over its cart).
+-- op: {op="release", id, reason="cancelled"|"expired"|"rerouted", rerouted_to?}
 -- returns one of
 --   {r="ok", seq, res, stock}
 --   {r="noop", res}        not held any more (or, for an expiry, not yet due)
@@ -16,6 +17,11 @@ local function release(op)
   end
   local broken = check_held(res)
   if broken then return broken end
-  local seq, stock = end_hold(res, reason, 'reservation_released', {reason = reason})
+  local doc = {reason = reason}
+  if reason == 'rerouted' then
+    res.rerouted_to = op.rerouted_to
+    doc.rerouted_to = op.rerouted_to
+  end
+  local seq, stock = end_hold(res, reason, 'reservation_released', doc)
   return {r = 'ok', seq = seq, res = res, stock = stock}
 end

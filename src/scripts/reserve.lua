@@ -1,5 +1,5 @@
 -- reserve.lua: holds every line of a cart, or none.
--- op: {op="reserve", id, idem, hash, lines=[{sku, qty}], expires_at, channel, customer_ref?}
+-- op: {op="reserve", id, idem, hash, lines=[{sku, qty}], expires_at, channel, customer_ref?, pin?}
 -- returns one of
 --   {r="ok", seq, res, stock=[counters of each line]}
 --   {r="replay", res}              the Idempotency-Key was seen with the same body
@@ -38,7 +38,7 @@ local function reserve(op)
   local res = {
     id = op.id, status = 'held', lines = op.lines, expires_at = op.expires_at,
     channel = op.channel, customer_ref = op.customer_ref, idem = op.idem, hash = op.hash,
-    created_at = NOW, held_seq = seq,
+    created_at = NOW, held_seq = seq, pin = op.pin,
   }
   redis.call('HSET', K_RES, op.id, cjson.encode(res))
   redis.call('HSET', K_IDEM, op.idem, cjson.encode({id = op.id, hash = op.hash}))
@@ -46,6 +46,7 @@ local function reserve(op)
   append(seq, 'reservation_held', doc_lines, {
     reservation = op.id, channel = op.channel, customer_ref = op.customer_ref,
     expires_at_ms = op.expires_at, idempotency_key = op.idem, body_hash = op.hash,
+    pin = op.pin,
   })
   return {r = 'ok', seq = seq, res = res, stock = stock}
 end

@@ -1,0 +1,287 @@
+//! Re-routing of holds a counter sale left short.
+//!
+//! A counter sale, wastage or count is a fact: it is recorded even when it leaves an outlet
+//! with fewer units than its live holds. Then, newest hold first, each hold that the outlet
+//! can no longer cover is moved whole to the cheapest other outlet serving its delivery PIN
+//! that can fill it: held there first (with a key derived from the old hold's id, so a
+//! second attempt replays the first), then released here with status `rerouted` and
+//! `rerouted_to`. Holds that no outlet can take (no PIN, or nobody has the stock) are
+//! marked at risk: `/metrics` counts them, `GET /v1/reservations/{id}` says `at_risk`, and
+//! the storefront stream announces both outcomes.
+//!
+//! One pass per outlet at a time. A pass runs after every movement that leaves a shortfall,
+//! and a sweep every `SWEEP_EVERY` repeats it for any outlet still short or still holding
+//! at-risk holds, which also finishes what a restart cut off.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::actors::outlet::{Cancel, HeldIds, Reroute};
+use crate::domain::{now_ms, OutletId, ReservationId, ReservationStatus, Sku};
+use crate::http::error::ApiError;
+use crate::http::reservations::{route, Hold};
+use crate::hub::LiveEvent;
+use crate::services::Services;
+use crate::store::{Outcome, ResRecord};
+use crate::zones::{Pin, ZoneOutlet};
+
+/// How often outlets still short (or with at-risk holds) are looked at again.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A hold moved to another outlet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Moved {
+    pub id: ReservationId,
+    pub rerouted_to: ReservationId,
+    pub to_outlet: OutletId,
+}
+
+/// What one pass did for an outlet.
+#[derive(Debug, Default, Serialize)]
+pub struct Relief {
+    pub rerouted: Vec<Moved>,
+    pub at_risk: Vec<ReservationId>,
+}
+
+/// What became of one uncovered hold.
+enum Fate {
+    Moved(Moved),
+    /// Nobody could take it; it stays here, at risk.
+    Stays,
+    /// It ended while being moved (confirmed, cancelled or expired): nothing to keep.
+    Ended(ReservationStatus),
+}
+
+pub struct Rerouter {
+    /// One pass per outlet at a time.
+    passes: HashMap<OutletId, tokio::sync::Mutex<()>>,
+    /// Per outlet, the holds it cannot cover that nobody could take, with their uncovered
+    /// units.
+    at_risk: DashMap<OutletId, HashMap<ReservationId, i64>>,
+}
+
+impl Rerouter {
+    pub fn new(outlets: impl IntoIterator<Item = OutletId>) -> Self {
+        Self {
+            passes: outlets
+                .into_iter()
+                .map(|o| (o, tokio::sync::Mutex::new(())))
+                .collect(),
+            at_risk: DashMap::new(),
+        }
+    }
+
+    pub fn is_at_risk(&self, id: &ReservationId) -> bool {
+        self.at_risk
+            .get(&id.outlet())
+            .is_some_and(|m| m.contains_key(id))
+    }
+
+    fn has_at_risk(&self, outlet: &OutletId) -> bool {
+        self.at_risk.get(outlet).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Moves or marks every hold `outlet` can no longer cover. Never fails: what it cannot
+    /// do now stays at risk and is tried again by the sweep.
+    pub async fn relieve(&self, services: &Services, outlet: &OutletId) -> Relief {
+        let Some(pass) = self.passes.get(outlet) else {
+            return Relief::default();
+        };
+        let _pass = pass.lock().await;
+        let mut relief = Relief::default();
+        let uncovered = match uncovered_holds(services, outlet).await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(%outlet, error = %format!("{e:#}"), "reading holds to re-route failed; the sweep tries again");
+                return relief;
+            }
+        };
+        let mut at_risk = HashMap::new();
+        for (res, units) in uncovered {
+            let outcome = match move_hold(services, outlet, &res).await {
+                Ok(Fate::Moved(moved)) => {
+                    info!(%outlet, id = %moved.id, to = %moved.rerouted_to, "hold re-routed");
+                    publish_rerouted(services, &res, &moved);
+                    relief.rerouted.push(moved);
+                    "rerouted"
+                }
+                Ok(Fate::Ended(status)) => {
+                    if status == ReservationStatus::Confirmed {
+                        // Sold while this outlet could not cover it.
+                        services.metrics.oversells.inc_by(units as u64);
+                    }
+                    "ended"
+                }
+                Ok(Fate::Stays) => {
+                    at_risk.insert(res.id.clone(), units);
+                    relief.at_risk.push(res.id.clone());
+                    "at_risk"
+                }
+                Err(e) => {
+                    warn!(%outlet, id = %res.id, error = %format!("{e:#}"), "re-routing a hold failed; it stays at risk");
+                    at_risk.insert(res.id.clone(), units);
+                    relief.at_risk.push(res.id.clone());
+                    "failed"
+                }
+            };
+            services
+                .metrics
+                .reroutes
+                .with_label_values(&[outcome])
+                .inc();
+        }
+        self.mark(services, outlet, at_risk);
+        relief
+    }
+
+    /// Replaces the outlet's at-risk holds; a hold newly at risk counts its units as
+    /// oversold once and is announced.
+    fn mark(&self, services: &Services, outlet: &OutletId, now: HashMap<ReservationId, i64>) {
+        let before: HashSet<ReservationId> = self
+            .at_risk
+            .get(outlet)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (id, units) in now.iter().filter(|(id, _)| !before.contains(*id)) {
+            warn!(%outlet, %id, units, "a hold is at risk: this outlet cannot cover it and no other outlet could take it");
+            services.metrics.oversells.inc_by(*units as u64);
+            let body = json!({"id": id, "outlet": outlet, "status": "held", "at_risk": true,
+                "units": units});
+            services.hub.publish(LiveEvent::Reservation {
+                event: "at_risk",
+                outlets: vec![outlet.clone()],
+                body: Arc::new(body),
+            });
+        }
+        let labels = [outlet.as_str()];
+        (services.metrics.at_risk_holds.with_label_values(&labels)).set(now.len() as i64);
+        (services.metrics.at_risk_units.with_label_values(&labels)).set(now.values().sum());
+        self.at_risk.insert(outlet.clone(), now);
+    }
+}
+
+/// The outlet's live holds it can no longer cover, newest first, each with the units it
+/// lacks: the newest holds of a short SKU are taken until they cover its shortfall.
+async fn uncovered_holds(
+    services: &Services,
+    outlet: &OutletId,
+) -> anyhow::Result<Vec<(ResRecord, i64)>> {
+    let ids = services.outlet(outlet)?.send(HeldIds).await?;
+    let keys = services.claims.keys(outlet);
+    let mut holds = services.claims.reservations(&keys, &ids).await?;
+    holds.retain(|r| r.status == ReservationStatus::Held);
+    holds.sort_by_key(|r| std::cmp::Reverse(r.held_seq));
+    let mut short: HashMap<Sku, i64> = HashMap::new();
+    for line in holds.iter().flat_map(|r| &r.lines) {
+        let available = services
+            .stock
+            .get(outlet, &line.sku)
+            .unwrap_or_default()
+            .available();
+        if available < 0 {
+            short.insert(line.sku.clone(), -available);
+        }
+    }
+    let mut uncovered = Vec::new();
+    for res in holds {
+        let mut units = 0;
+        for line in &res.lines {
+            if let Some(n) = short.get_mut(&line.sku).filter(|n| **n > 0) {
+                let missing = line.qty.get().min(*n);
+                units += missing;
+                *n -= missing;
+            }
+        }
+        if units > 0 {
+            uncovered.push((res, units));
+        }
+    }
+    Ok(uncovered)
+}
+
+/// Holds `res`'s cart at the cheapest other outlet serving its PIN, then releases it here.
+async fn move_hold(
+    services: &Services,
+    outlet: &OutletId,
+    res: &ResRecord,
+) -> anyhow::Result<Fate> {
+    let Some(pin) = res.pin.as_deref().and_then(|p| Pin::parse("pin", p).ok()) else {
+        return Ok(Fate::Stays);
+    };
+    let serving: Vec<ZoneOutlet> = (services.zones.serving(&pin).into_iter())
+        .filter(|z| &z.outlet != outlet)
+        .collect();
+    if serving.is_empty() {
+        return Ok(Fate::Stays);
+    }
+    let hold = Hold::rerouting(res, &pin, now_ms());
+    let held = match route(services, &hold, &pin, &serving).await {
+        Ok(v) => v,
+        Err(ApiError::OutOfStock { .. }) => return Ok(Fate::Stays),
+        Err(e) => anyhow::bail!("holding at another outlet: {e}"),
+    };
+    let to = held["id"]
+        .as_str()
+        .and_then(|id| ReservationId::parse("id", id).ok())
+        .ok_or_else(|| anyhow::anyhow!("a hold answered without an id: {held}"))?;
+    let msg = Reroute {
+        id: res.id.clone(),
+        to: to.clone(),
+    };
+    let outcome = services.outlet(outlet)?.send(msg).await??.outcome;
+    let moved = Moved {
+        id: res.id.clone(),
+        to_outlet: to.outlet(),
+        rerouted_to: to.clone(),
+    };
+    match outcome {
+        Outcome::Ok { .. } => Ok(Fate::Moved(moved)),
+        Outcome::Noop { res: now } if now.rerouted_to.as_ref() == Some(&to) => {
+            Ok(Fate::Moved(moved))
+        }
+        Outcome::Noop { res: now } => {
+            // It ended while the new hold was made: give the new hold back.
+            let back = Cancel { id: to.clone() };
+            services.outlet(&to.outlet())?.send(back).await??;
+            Ok(Fate::Ended(now.status))
+        }
+        other => anyhow::bail!("unexpected re-route outcome {other:?}"),
+    }
+}
+
+fn publish_rerouted(services: &Services, res: &ResRecord, moved: &Moved) {
+    let body: Value = json!({"id": moved.id, "outlet": res.id.outlet(), "status": "rerouted",
+        "rerouted_to": moved.rerouted_to, "to_outlet": moved.to_outlet, "lines": res.lines});
+    services.hub.publish(LiveEvent::Reservation {
+        event: "rerouted",
+        outlets: vec![res.id.outlet(), moved.to_outlet.clone()],
+        body: Arc::new(body),
+    });
+}
+
+/// Every `SWEEP_EVERY`, a pass for each outlet still short of its holds or still holding
+/// at-risk ones.
+pub fn start_sweep(services: Arc<Services>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let closing = services.hub.closing();
+        tokio::pin!(closing);
+        loop {
+            tokio::select! {
+                _ = &mut closing => return,
+                _ = tick.tick() => {}
+            }
+            for outlet in services.outlets.keys() {
+                if services.stock.short_of_holds(outlet) || services.reroute.has_at_risk(outlet) {
+                    services.reroute.relieve(&services, outlet).await;
+                }
+            }
+        }
+    });
+}
