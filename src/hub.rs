@@ -101,6 +101,8 @@ impl Hub {
 pub struct Filter {
     outlets: Option<HashSet<OutletId>>,
     skus: Option<HashSet<Sku>>,
+    /// The client may read reservations, so it gets `rerouted` and `at_risk` events.
+    reservations: bool,
 }
 
 impl Filter {
@@ -141,7 +143,22 @@ impl Filter {
                     .collect::<Result<HashSet<_>, _>>()
             })
             .transpose()?;
-        Ok(Self { outlets, skus })
+        Ok(Self {
+            outlets,
+            skus,
+            reservations: false,
+        })
+    }
+
+    /// Lets reservation events through (for keys that may read reservations).
+    pub fn with_reservations(mut self, allowed: bool) -> Self {
+        self.reservations = allowed;
+        self
+    }
+
+    /// A reservation event concerning `outlets`.
+    pub fn wants_reservation(&self, outlets: &[OutletId]) -> bool {
+        self.reservations && outlets.iter().any(|o| self.wants_outlet(o))
     }
 
     pub fn wants_outlet(&self, outlet: &OutletId) -> bool {

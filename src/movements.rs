@@ -125,13 +125,14 @@ fn ledger_kind(kind: MovementKind) -> LedgerKind {
 /// The event key of a transfer's receiving half is this prefix and the event id.
 pub const TRANSFER_IN_PREFIX: &str = "transfer_in:";
 
-/// Applies one half of a movement at one outlet and waits until it is durable.
+/// Applies one half of a movement at one outlet and waits until it is durable. The flag is
+/// true when this call applied it (false for a replay).
 async fn apply_half(
     state: &Services,
     actor: &Addr<OutletActor>,
     outlet: &OutletId,
     msg: ApplyMovement,
-) -> Result<MovementResult, ApiError> {
+) -> Result<(MovementResult, bool), ApiError> {
     let kind = msg.kind;
     let Committed {
         outcome,
@@ -145,18 +146,18 @@ async fn apply_half(
             .with_label_values(&[kind.as_str(), o])
             .inc()
     };
-    let result = match outcome {
+    let (result, fresh) = match outcome {
         Outcome::Ok {
             result: Some(r), ..
         } => {
             count("applied");
-            r
+            (r, true)
         }
         Outcome::Replay {
             result: Some(r), ..
         } => {
             count("replay");
-            r
+            (r, false)
         }
         Outcome::Conflict { message, .. } => {
             count("conflict");
@@ -176,7 +177,7 @@ async fn apply_half(
         .durable
         .wait(outlet, result.seq, generation, state.durable_wait())
         .await?;
-    Ok(result)
+    Ok((result, fresh))
 }
 
 /// Applies a validated movement; a transfer applies its `transfer_out` and then its
@@ -205,17 +206,21 @@ pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, 
         m.event_id.to_string(),
         m.to_outlet.clone(),
     );
-    let result = apply_half(state, source, &m.outlet, msg).await?;
+    // The sweep leaves the outlet to this movement's own pass, so the answer lists the moves.
+    let in_flight = state.reroute.movement_in_flight(&m.outlet);
+    let (result, fresh) = apply_half(state, source, &m.outlet, msg).await?;
     let mut body = serde_json::to_value(&result).expect("serializes");
-    if result.shortfall.is_some() {
+    // A replay answers as the first time did; what it left short the sweep looks after.
+    if result.shortfall.is_some() && fresh {
         let relief = state.reroute.relieve(state, &m.outlet).await;
         body["rerouted"] = json!(relief.rerouted);
         body["at_risk"] = json!(relief.at_risk);
     }
+    drop(in_flight);
     if let Some(to) = &m.to_outlet {
         let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
         let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
-        let incoming = apply_half(state, state.outlet(to)?, to, msg).await?;
+        let (incoming, _) = apply_half(state, state.outlet(to)?, to, msg).await?;
         body["to"] = json!({"outlet": to, "seq": incoming.seq, "on_hand": incoming.on_hand,
             "reserved": incoming.reserved, "available": incoming.available});
     }

@@ -14,6 +14,7 @@
 //! at-risk holds, which also finishes what a restart cut off.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::actors::outlet::{Cancel, HeldIds, Reroute};
+use crate::actors::outlet::{Cancel, GetReservation, HeldIds, Reroute};
 use crate::domain::{now_ms, OutletId, ReservationId, ReservationStatus, Sku};
 use crate::http::error::ApiError;
 use crate::http::reservations::{route, Hold};
@@ -55,26 +56,63 @@ enum Fate {
     /// Nobody could take it; it stays here, at risk.
     Stays,
     /// It ended while being moved (confirmed, cancelled or expired): nothing to keep.
-    Ended(ReservationStatus),
+    Ended,
 }
 
 pub struct Rerouter {
     /// One pass per outlet at a time.
     passes: HashMap<OutletId, tokio::sync::Mutex<()>>,
+    /// Movements in flight per outlet: the sweep leaves such an outlet to the movement's own
+    /// pass, so that the movement's answer lists what was re-routed.
+    in_flight: HashMap<OutletId, AtomicUsize>,
     /// Per outlet, the holds it cannot cover that nobody could take, with their uncovered
     /// units.
     at_risk: DashMap<OutletId, HashMap<ReservationId, i64>>,
+    /// Re-route attempts of a hold whose earlier new hold was given back (see `move_hold`);
+    /// each attempt uses a key of its own. Entries go when the hold moves or ends.
+    attempts: DashMap<ReservationId, u32>,
 }
+
+/// Marks a movement in flight at an outlet while it lives.
+pub struct InFlight<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Attempts to move one hold before it is left at risk until the next pass.
+const ATTEMPTS_PER_PASS: u32 = 3;
 
 impl Rerouter {
     pub fn new(outlets: impl IntoIterator<Item = OutletId>) -> Self {
+        let outlets: Vec<OutletId> = outlets.into_iter().collect();
         Self {
-            passes: outlets
-                .into_iter()
-                .map(|o| (o, tokio::sync::Mutex::new(())))
+            passes: (outlets.iter())
+                .map(|o| (o.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
+            in_flight: (outlets.iter())
+                .map(|o| (o.clone(), AtomicUsize::new(0)))
                 .collect(),
             at_risk: DashMap::new(),
+            attempts: DashMap::new(),
         }
+    }
+
+    /// Call before applying a movement at `outlet`; keep until its pass is done.
+    pub fn movement_in_flight(&self, outlet: &OutletId) -> InFlight<'_> {
+        let n = self.in_flight.get(outlet);
+        if let Some(n) = n {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+        InFlight(n)
+    }
+
+    fn movements_in_flight(&self, outlet: &OutletId) -> bool {
+        (self.in_flight.get(outlet)).is_some_and(|n| n.load(Ordering::Acquire) > 0)
     }
 
     pub fn is_at_risk(&self, id: &ReservationId) -> bool {
@@ -102,42 +140,121 @@ impl Rerouter {
                 return relief;
             }
         };
+        let live: HashSet<&ReservationId> = uncovered.iter().map(|(r, _)| &r.id).collect();
+        self.attempts
+            .retain(|id, _| &id.outlet() != outlet || live.contains(id));
         let mut at_risk = HashMap::new();
+        let count = |outcome: &str| {
+            (services.metrics.reroutes.with_label_values(&[outcome])).inc();
+        };
         for (res, units) in uncovered {
-            let outcome = match move_hold(services, outlet, &res).await {
+            match self.move_hold(services, outlet, &res).await {
                 Ok(Fate::Moved(moved)) => {
                     info!(%outlet, id = %moved.id, to = %moved.rerouted_to, "hold re-routed");
+                    count("rerouted");
                     publish_rerouted(services, &res, &moved);
                     relief.rerouted.push(moved);
-                    "rerouted"
                 }
-                Ok(Fate::Ended(status)) => {
-                    if status == ReservationStatus::Confirmed {
-                        // Sold while this outlet could not cover it.
-                        services.metrics.oversells.inc_by(units as u64);
-                    }
-                    "ended"
-                }
+                // Its units went with it (a confirm keeps the shortfall; the next pass takes
+                // the next hold for it).
+                Ok(Fate::Ended) => count("ended"),
                 Ok(Fate::Stays) => {
                     at_risk.insert(res.id.clone(), units);
                     relief.at_risk.push(res.id.clone());
-                    "at_risk"
                 }
                 Err(e) => {
                     warn!(%outlet, id = %res.id, error = %format!("{e:#}"), "re-routing a hold failed; it stays at risk");
+                    count("failed_attempt");
                     at_risk.insert(res.id.clone(), units);
                     relief.at_risk.push(res.id.clone());
-                    "failed"
                 }
-            };
-            services
-                .metrics
-                .reroutes
-                .with_label_values(&[outcome])
-                .inc();
+            }
         }
         self.mark(services, outlet, at_risk);
         relief
+    }
+
+    /// Holds `res`'s cart at the cheapest other outlet serving its PIN, then releases it
+    /// here. The new hold's key is derived from `res`'s id and an attempt number: a repeated
+    /// pass replays the same new hold; a new hold that was given back (or expired) is never
+    /// reused, the next attempt makes another.
+    async fn move_hold(
+        &self,
+        services: &Services,
+        outlet: &OutletId,
+        res: &ResRecord,
+    ) -> anyhow::Result<Fate> {
+        let Some(pin) = res.pin.as_deref().and_then(|p| Pin::parse("pin", p).ok()) else {
+            return Ok(Fate::Stays);
+        };
+        let serving: Vec<ZoneOutlet> = (services.zones.serving(&pin).into_iter())
+            .filter(|z| &z.outlet != outlet)
+            .collect();
+        if serving.is_empty() {
+            return Ok(Fate::Stays);
+        }
+        for _ in 0..ATTEMPTS_PER_PASS {
+            let attempt = self.attempts.get(&res.id).map_or(0, |a| *a);
+            let hold = Hold::rerouting(res, attempt, &pin, now_ms());
+            let held = match route(services, &hold, &pin, &serving).await {
+                Ok(v) => v,
+                Err(ApiError::OutOfStock { .. }) => return Ok(Fate::Stays),
+                Err(e) => anyhow::bail!("holding at another outlet: {e}"),
+            };
+            let to = held["id"]
+                .as_str()
+                .and_then(|id| ReservationId::parse("id", id).ok())
+                .ok_or_else(|| anyhow::anyhow!("a hold answered without an id: {held}"))?;
+            // A replay answers as it first did: make sure that hold is still live.
+            let live = services.outlet(&to.outlet())?;
+            let now = live.send(GetReservation { id: to.clone() }).await??;
+            if now.is_none_or(|r| r.status != ReservationStatus::Held) {
+                *self.attempts.entry(res.id.clone()).or_default() += 1;
+                continue;
+            }
+            let fate = self.release_moved(services, outlet, res, &to).await;
+            if fate.is_err() {
+                // Give the new hold back; the next pass tries again with a fresh key.
+                *self.attempts.entry(res.id.clone()).or_default() += 1;
+                give_back(services, &to).await;
+            }
+            if matches!(fate, Ok(Fate::Moved(_) | Fate::Ended)) {
+                self.attempts.remove(&res.id);
+            }
+            return fate;
+        }
+        Ok(Fate::Stays)
+    }
+
+    /// Releases `res` here as re-routed to `to`; if it ended meanwhile, gives `to` back.
+    async fn release_moved(
+        &self,
+        services: &Services,
+        outlet: &OutletId,
+        res: &ResRecord,
+        to: &ReservationId,
+    ) -> anyhow::Result<Fate> {
+        let msg = Reroute {
+            id: res.id.clone(),
+            to: to.clone(),
+        };
+        let outcome = services.outlet(outlet)?.send(msg).await??.outcome;
+        let moved = Moved {
+            id: res.id.clone(),
+            to_outlet: to.outlet(),
+            rerouted_to: to.clone(),
+        };
+        match outcome {
+            Outcome::Ok { .. } => Ok(Fate::Moved(moved)),
+            Outcome::Noop { res: now } if now.rerouted_to.as_ref() == Some(to) => {
+                Ok(Fate::Moved(moved))
+            }
+            Outcome::Noop { .. } => {
+                give_back(services, to).await;
+                Ok(Fate::Ended)
+            }
+            other => anyhow::bail!("unexpected re-route outcome {other:?}"),
+        }
     }
 
     /// Replaces the outlet's at-risk holds; a hold newly at risk counts its units as
@@ -151,6 +268,7 @@ impl Rerouter {
         for (id, units) in now.iter().filter(|(id, _)| !before.contains(*id)) {
             warn!(%outlet, %id, units, "a hold is at risk: this outlet cannot cover it and no other outlet could take it");
             services.metrics.oversells.inc_by(*units as u64);
+            (services.metrics.reroutes.with_label_values(&["at_risk"])).inc();
             let body = json!({"id": id, "outlet": outlet, "status": "held", "at_risk": true,
                 "units": units});
             services.hub.publish(LiveEvent::Reservation {
@@ -205,53 +323,17 @@ async fn uncovered_holds(
     Ok(uncovered)
 }
 
-/// Holds `res`'s cart at the cheapest other outlet serving its PIN, then releases it here.
-async fn move_hold(
-    services: &Services,
-    outlet: &OutletId,
-    res: &ResRecord,
-) -> anyhow::Result<Fate> {
-    let Some(pin) = res.pin.as_deref().and_then(|p| Pin::parse("pin", p).ok()) else {
-        return Ok(Fate::Stays);
+/// Cancels a new hold that did not take over its cart. If that fails too, it expires with
+/// the old hold's time.
+async fn give_back(services: &Services, to: &ReservationId) {
+    let cancelled = match services.outlet(&to.outlet()) {
+        Ok(actor) => (actor.send(Cancel { id: to.clone() }).await)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(anyhow::Error::from)),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
     };
-    let serving: Vec<ZoneOutlet> = (services.zones.serving(&pin).into_iter())
-        .filter(|z| &z.outlet != outlet)
-        .collect();
-    if serving.is_empty() {
-        return Ok(Fate::Stays);
-    }
-    let hold = Hold::rerouting(res, &pin, now_ms());
-    let held = match route(services, &hold, &pin, &serving).await {
-        Ok(v) => v,
-        Err(ApiError::OutOfStock { .. }) => return Ok(Fate::Stays),
-        Err(e) => anyhow::bail!("holding at another outlet: {e}"),
-    };
-    let to = held["id"]
-        .as_str()
-        .and_then(|id| ReservationId::parse("id", id).ok())
-        .ok_or_else(|| anyhow::anyhow!("a hold answered without an id: {held}"))?;
-    let msg = Reroute {
-        id: res.id.clone(),
-        to: to.clone(),
-    };
-    let outcome = services.outlet(outlet)?.send(msg).await??.outcome;
-    let moved = Moved {
-        id: res.id.clone(),
-        to_outlet: to.outlet(),
-        rerouted_to: to.clone(),
-    };
-    match outcome {
-        Outcome::Ok { .. } => Ok(Fate::Moved(moved)),
-        Outcome::Noop { res: now } if now.rerouted_to.as_ref() == Some(&to) => {
-            Ok(Fate::Moved(moved))
-        }
-        Outcome::Noop { res: now } => {
-            // It ended while the new hold was made: give the new hold back.
-            let back = Cancel { id: to.clone() };
-            services.outlet(&to.outlet())?.send(back).await??;
-            Ok(Fate::Ended(now.status))
-        }
-        other => anyhow::bail!("unexpected re-route outcome {other:?}"),
+    if let Err(e) = cancelled {
+        warn!(id = %to, error = %format!("{e:#}"), "giving back a re-route's new hold failed; it expires with the old hold's time");
     }
 }
 
@@ -277,8 +359,10 @@ pub fn start_sweep(services: Arc<Services>) {
                 _ = &mut closing => return,
                 _ = tick.tick() => {}
             }
+            let reroute = &services.reroute;
             for outlet in services.outlets.keys() {
-                if services.stock.short_of_holds(outlet) || services.reroute.has_at_risk(outlet) {
+                let due = services.stock.short_of_holds(outlet) || reroute.has_at_risk(outlet);
+                if due && !reroute.movements_in_flight(outlet) {
                     services.reroute.relieve(&services, outlet).await;
                 }
             }

@@ -261,14 +261,14 @@ async fn a_counter_sale_that_leaves_holds_short_reroutes_the_newest_and_the_stre
     app.set_stock(OUTLET, SKU, 3).await;
     app.set_stock(SAPNA, SKU, 5).await;
     app.set_stock(OTHER_OUTLET, SKU, 9).await;
-    let older = app.reserve("rr-older", routed(SKU, 2)).await;
-    let newer = app.reserve("rr-newer", routed(SKU, 1)).await;
+    let older = app.reserve("move-older", routed(SKU, 2)).await;
+    let newer = app.reserve("move-newer", routed(SKU, 1)).await;
     let (older, newer): (Value, Value) = (older.json().await.unwrap(), newer.json().await.unwrap());
     assert_eq!(
         (&older["outlet"], &newer["outlet"]),
         (&json!(OUTLET), &json!(OUTLET))
     );
-    let mut sse = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
+    let mut sse = SseClient::connect(&app, &format!("outlets={OUTLET}"), STOREFRONT)
         .await
         .expect("stream");
     assert_eq!(sse.next(5).await.expect("snapshot").event, "snapshot");
@@ -438,12 +438,41 @@ async fn a_hold_nobody_can_take_is_at_risk_until_stock_appears_elsewhere() {
         .unwrap()
         .to_owned();
     assert_eq!(app.reservation(&new_id).await["outlet"], SAPNA);
+    assert_eq!(app.stock(SAPNA, SKU).await["reserved"], 2);
     let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
     let still = format!("shelfsync_oversell_risk_holds{{outlet=\"{OUTLET}\"}} 1");
     assert!(
         metrics.contains(&still),
         "only the hold without a PIN stays at risk: {metrics}"
     );
+
+    // The customer walks away using the id they had: the hold that carries the cart goes.
+    let cancel = app
+        .post(
+            &format!("/v1/reservations/{id}/cancel"),
+            STOREFRONT,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let cancel: Value = cancel.json().await.unwrap();
+    assert_eq!(
+        (&cancel["id"], &cancel["status"]),
+        (&json!(new_id), &json!("cancelled"))
+    );
+    assert_eq!(app.stock(SAPNA, SKU).await["reserved"], 0);
     assert_eq!(app.reconcile().await.drifted_skus(), 0);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn the_service_s_own_key_prefixes_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    for key in ["rr-0123456789abcdef", "wa-0123456789abcdef"] {
+        let res = app.reserve(key, routed(SKU, 1)).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{key}");
+    }
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
     app.finish().await;
 }

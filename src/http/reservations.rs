@@ -20,6 +20,9 @@ use crate::store::{Outcome, ResRecord, ShortLine};
 use crate::zones::{Pin, ZoneOutlet};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// Keys the service makes for itself (re-routes, WhatsApp orders); clients may not use them.
+pub(crate) const REROUTE_KEY_PREFIX: &str = "rr-";
+pub(crate) const WHATSAPP_KEY_PREFIX: &str = "wa-";
 const CUSTOMER_REF_LEN_MAX: usize = 128;
 
 #[derive(Deserialize)]
@@ -103,6 +106,16 @@ pub async fn create(
         .to_str()
         .map_err(|_| Invalid::new(IDEMPOTENCY_HEADER, "must be ASCII"))?;
     let idem = IdempotencyKey::parse(IDEMPOTENCY_HEADER, idem)?;
+    if [REROUTE_KEY_PREFIX, WHATSAPP_KEY_PREFIX]
+        .iter()
+        .any(|p| idem.as_str().starts_with(p))
+    {
+        return Err(Invalid::new(
+            IDEMPOTENCY_HEADER,
+            "keys starting with rr- or wa- are the service's own",
+        )
+        .into());
+    }
     let body: CreateRequest = json_body(&req, payload, &state).await?;
     let target = match (&body.outlet, &body.pin) {
         (Some(o), None) => Target::Outlet(state.catalogue.known_outlet("outlet", o)?),
@@ -227,7 +240,7 @@ impl Hold {
 
     /// The hold that takes over `res`'s cart at another outlet serving `pin`, for what is
     /// left of its time. Its key is derived from `res`'s id, so trying twice holds once.
-    pub(crate) fn rerouting(res: &ResRecord, pin: &Pin, now_ms: i64) -> Self {
+    pub(crate) fn rerouting(res: &ResRecord, attempt: u32, pin: &Pin, now_ms: i64) -> Self {
         let canonical = RerouteCanonical {
             rerouted_from: &res.id,
             pin: pin.as_str(),
@@ -235,7 +248,10 @@ impl Hold {
             channel: res.channel,
             customer_ref: res.customer_ref.as_deref(),
         };
-        let key = format!("rr-{}", digest(res.id.as_str().as_bytes()));
+        let key = format!(
+            "{REROUTE_KEY_PREFIX}{}",
+            digest(format!("{}:{attempt}", res.id).as_bytes())
+        );
         Self {
             idem: IdempotencyKey::parse("idem", &key).expect("a digest is a valid key"),
             hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
@@ -539,32 +555,41 @@ pub async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::Reserve, None)?;
-    let id = path_id(&path)?;
-    let outlet = state
-        .outlets
-        .get(&id.outlet())
-        .ok_or_else(|| not_found(&id))?;
-    let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
-    let res = match outcome {
-        Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,
-        Outcome::NotFound => return Err(not_found(&id)),
-        other => return Err(anyhow::anyhow!("unexpected cancel outcome {other:?}").into()),
-    };
-    state
-        .metrics
-        .reservations
-        .with_label_values(&["cancel", &format!("{:?}", res.status).to_lowercase()])
-        .inc();
-    if matches!(
-        res.status,
-        ReservationStatus::Confirmed | ReservationStatus::Rerouted
-    ) {
-        let message = match &res.rerouted_to {
-            Some(to) => format!("the reservation was re-routed to {to}; cancel that one"),
-            None => "the reservation is confirmed".into(),
+    let mut id = path_id(&path)?;
+    // A re-routed reservation's cart is held under `rerouted_to`: cancelling it cancels that
+    // hold (following at most a few moves) and answers with it.
+    for _ in 0..REROUTE_HOPS_MAX {
+        let outlet = state
+            .outlets
+            .get(&id.outlet())
+            .ok_or_else(|| not_found(&id))?;
+        let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
+        let res = match outcome {
+            Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,
+            Outcome::NotFound => return Err(not_found(&id)),
+            other => return Err(anyhow::anyhow!("unexpected cancel outcome {other:?}").into()),
         };
-        let details = Some(json!({"reservation": reservation_json(&res)}));
-        return Err(ApiError::Conflict { message, details });
+        state
+            .metrics
+            .reservations
+            .with_label_values(&["cancel", &format!("{:?}", res.status).to_lowercase()])
+            .inc();
+        match (res.status, &res.rerouted_to) {
+            (ReservationStatus::Rerouted, Some(to)) => id = to.clone(),
+            (ReservationStatus::Confirmed, _) => {
+                let details = Some(json!({"reservation": reservation_json(&res)}));
+                return Err(ApiError::Conflict {
+                    message: "the reservation is confirmed".into(),
+                    details,
+                });
+            }
+            _ => return Ok(HttpResponse::Ok().json(reservation_json(&res))),
+        }
     }
-    Ok(HttpResponse::Ok().json(reservation_json(&res)))
+    Err(ApiError::conflict(format!(
+        "the reservation was re-routed more than {REROUTE_HOPS_MAX} times; cancel {id}"
+    )))
 }
+
+/// Moves of a re-routed reservation a cancel follows.
+const REROUTE_HOPS_MAX: usize = 4;

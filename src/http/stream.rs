@@ -36,7 +36,9 @@ pub async fn stream(
     let q = query.into_inner();
     let caller = Caller::from_request_or_key(&req, &state, q.key.as_deref())?;
     caller.require(Action::ReadStock, None)?;
-    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?;
+    // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
+    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?
+        .with_reservations(caller.require(Action::ReadReservation, None).is_ok());
     let member = state.hub.join().ok_or_else(|| {
         ApiError::Unavailable("too many live stream clients; try again shortly".into())
     })?;
@@ -113,7 +115,7 @@ async fn forward(
                     sse("stock", &counters_json(Some(&outlet), &sku, &counters))
                 }
                 Ok(LiveEvent::Reservation { event, outlets, body }) => {
-                    if !outlets.iter().any(|o| filter.wants_outlet(o)) {
+                    if !filter.wants_reservation(&outlets) {
                         continue;
                     }
                     sse(event, &body)

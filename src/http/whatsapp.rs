@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::error::ApiError;
-use super::reservations::{place, Hold, Target};
+use super::reservations::{place, Hold, Target, WHATSAPP_KEY_PREFIX};
 use super::{read_body, AppState};
 use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, Qty, Sku};
 use crate::services::Services;
@@ -377,8 +377,11 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
         },
     };
     // Message ids carry characters idempotency keys do not allow: the key is their digest.
-    let idem = IdempotencyKey::parse("id", &format!("wa-{}", digest(m.id.as_bytes())))
-        .expect("a hex digest is a valid key");
+    let idem = IdempotencyKey::parse(
+        "id",
+        &format!("{WHATSAPP_KEY_PREFIX}{}", digest(m.id.as_bytes())),
+    )
+    .expect("a hex digest is a valid key");
     let customer_ref = (!m.from.is_empty()).then(|| format!("whatsapp:{}", m.from));
     let hold = Hold::new(
         &target,

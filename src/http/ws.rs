@@ -194,7 +194,7 @@ impl StreamHandler<FromHub> for WsSession {
                 outlets,
                 body,
             }) => {
-                if outlets.iter().any(|o| self.filter.wants_outlet(o)) {
+                if self.orders && outlets.iter().any(|o| self.filter.wants_outlet(o)) {
                     let mut frame = (*body).clone();
                     frame["type"] = event.into();
                     ctx.text(frame.to_string());
