@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::error::ApiError;
+use super::openapi::Error;
 use super::reservations::{place, Hold, Target};
 use super::{read_body, AppState};
 use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, Qty, Sku};
@@ -40,6 +41,17 @@ pub struct Verify {
 }
 
 /// `GET /v1/webhooks/whatsapp`: the challenge back when the token matches, else 403.
+#[utoipa::path(get, path = "/v1/webhooks/whatsapp", tag = "whatsapp", operation_id = "whatsapp_verify",
+    params(
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`"),
+        ("hub.verify_token" = Option<String>, Query, description = "The configured `whatsapp.verify_token`"),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back when the token matches"),
+    ),
+    responses(
+        (status = 200, description = "The challenge", content_type = "text/plain", body = String),
+        (status = 403, description = "The verify token does not match", body = Error),
+        (status = 422, description = "Invalid query", body = Error),
+    ))]
 pub async fn verify(
     state: web::Data<AppState>,
     query: web::Query<Verify>,
@@ -136,6 +148,21 @@ fn messages(body: &Value) -> Vec<Message> {
 }
 
 /// `POST /v1/webhooks/whatsapp`.
+///
+/// A WhatsApp Cloud API webhook, signed with `X-Hub-Signature-256`: `sha256=` and the hex
+/// HMAC-SHA256 of the raw body under the app secret. Each message is kept before the 200, and
+/// `order` messages become reservations right after.
+#[utoipa::path(post, path = "/v1/webhooks/whatsapp", tag = "whatsapp", operation_id = "whatsapp_receive",
+    params(("X-Hub-Signature-256" = Option<String>, Header,
+        description = "`sha256=` + hex HMAC-SHA256 of the raw body under the app secret")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A webhook body: `entry[].changes[].value.messages[]`"),
+    responses(
+        (status = 200, description = "Accepted (messages kept; orders are made right after)"),
+        (status = 401, description = "Missing or wrong signature", body = Error),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = Error),
+        (status = 503, description = "MongoDB could not keep the messages; the sender retries", body = Error),
+    ))]
 pub async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
