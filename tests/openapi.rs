@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use shelfsync::http::ROUTES;
 
 const METHODS: [&str; 8] = [
@@ -258,6 +258,43 @@ fn schemathesis() -> PathBuf {
     bin
 }
 
+/// Problems of `doc` by the OpenAPI 3.1 meta-schema (the one schemathesis ships), via the
+/// venv's Python: empty when it is a valid OpenAPI 3.1 document.
+async fn openapi_31_problems(doc: &Value) -> Vec<String> {
+    const CHECK: &str = r#"
+import json, sys
+from schemathesis.specs.openapi.definitions import OPENAPI_31
+import jsonschema_rs
+doc = json.load(sys.stdin)
+for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(doc):
+    print(f"{list(e.instance_path)}: {e.message}")
+"#;
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", CHECK])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's python runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let json = serde_json::to_vec(doc).unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &json)
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenAPI 3.1 check did not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// What one schemathesis run sent and got, from its NDJSON event stream.
 #[derive(Default)]
 struct Tally {
@@ -433,8 +470,8 @@ fn bound_skus() -> Vec<Value> {
 }
 
 /// The document with the demo catalogue's outlets, a few SKUs and the zones' PINs as the only
-/// values of the fields and parameters that name them, so that generated requests get past
-/// "unknown outlet" and reach holds, routing, movements and zone edits.
+/// values of the request fields and parameters that name them, so that generated requests get
+/// past "unknown outlet" and reach holds, routing, movements and zone edits.
 fn bound_to_catalogue(doc: &Value) -> Value {
     fn bind(v: &mut Value, values: &BTreeMap<&str, Vec<Value>>) {
         match v {
@@ -476,7 +513,26 @@ fn bound_to_catalogue(doc: &Value) -> Value {
         ("at", times),
     ]);
     let mut doc = doc.clone();
-    bind(&mut doc, &values);
+    // Parameters, and the request bodies' schemas (not the answers').
+    for item in doc["paths"].as_object_mut().unwrap().values_mut() {
+        for op in item.as_object_mut().unwrap().values_mut() {
+            if let Some(parameters) = op.get_mut("parameters") {
+                bind(parameters, &values);
+            }
+        }
+    }
+    for name in [
+        "AvailabilityRequest",
+        "CreateRequest",
+        "RawLine",
+        "MovementRequest",
+        "ZoneRequest",
+        "RawZoneOutlet",
+    ] {
+        let schema = &mut doc["components"]["schemas"][name];
+        assert!(schema.is_object(), "the document has a {name} schema");
+        bind(schema, &values);
+    }
     doc
 }
 
@@ -523,9 +579,17 @@ async fn schemathesis_finds_no_server_error() {
     .await;
     assert_eq!(stocked.len(), outlets.len() * bound_skus().len());
 
+    // The document is OpenAPI 3.1 by the specification's meta-schema (and the check sees a
+    // broken one).
+    let doc = fetch_document(&app).await;
+    let problems = openapi_31_problems(&doc).await;
+    assert!(problems.is_empty(), "not valid OpenAPI 3.1: {problems:#?}");
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"] = json!(5);
+    assert!(!openapi_31_problems(&broken).await.is_empty());
+
     let served = format!("{}/openapi.json", app.url);
     let (served_ok, served_tally) = run_schemathesis(&app, "served", &served, &dir).await;
-    let doc = fetch_document(&app).await;
     let bound = dir.join("openapi-catalogue.json");
     std::fs::write(&bound, bound_to_catalogue(&doc).to_string()).unwrap();
     let (bound_ok, bound_tally) =

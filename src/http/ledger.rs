@@ -63,10 +63,16 @@ pub async fn page(
         return Err(Invalid::new("limit", format!("must be 1 to {LIMIT_MAX}")).into());
     }
     let after_seq = q.after_seq.unwrap_or(0);
-    let entries = state
-        .ledger
-        .page(&outlet, sku.as_ref(), after_seq, limit)
-        .await?;
+    // The ledger keeps seqs as i64: past i64::MAX (less a page) there is nothing, and the
+    // query's `after_seq as i64 + limit` would wrap to the first page.
+    let entries = if after_seq > (i64::MAX - LIMIT_MAX) as u64 {
+        Vec::new()
+    } else {
+        state
+            .ledger
+            .page(&outlet, sku.as_ref(), after_seq, limit)
+            .await?
+    };
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.seq))
         .flatten();

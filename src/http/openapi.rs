@@ -243,7 +243,8 @@ pub struct CartLine {
 pub struct Reservation {
     pub id: String,
     pub outlet: String,
-    #[schema(pattern = "^(held|confirmed|cancelled|expired)$")]
+    /// `held`, `confirmed`, `cancelled`, `expired` or `rerouted` (with `rerouted_to`).
+    #[schema(pattern = "^(held|confirmed|cancelled|expired|rerouted)$")]
     pub status: String,
     pub lines: Vec<CartLine>,
     /// RFC 3339 UTC.
@@ -253,6 +254,8 @@ pub struct Reservation {
     pub created_at: String,
     pub customer_ref: Option<String>,
     pub payment_ref: Option<String>,
+    /// The reservation that carries the cart after a re-route.
+    pub rerouted_to: Option<String>,
 }
 
 /// The answer to a hold (a replay gets the first answer again).

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
-use super::openapi::Error;
 use super::AppState;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership};
@@ -42,11 +41,11 @@ fn sse(event: &str, data: &serde_json::Value) -> Bytes {
     ),
     responses(
         (status = 200, description = "The event stream (it does not end)", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No key or an unknown key", body = Error),
-        (status = 403, description = "The key's role may not read stock", body = Error),
-        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = Error),
-        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
-        (status = 503, description = "Past `streams.clients_max` live clients", body = Error),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
+        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
     ))]
 pub async fn stream(
     req: HttpRequest,

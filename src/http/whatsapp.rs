@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::error::ApiError;
-use super::openapi::Error;
 use super::reservations::{place, Hold, Target};
 use super::{read_body, AppState};
 use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, Qty, Sku};
@@ -49,8 +48,8 @@ pub struct Verify {
     ),
     responses(
         (status = 200, description = "The challenge", content_type = "text/plain", body = String),
-        (status = 403, description = "The verify token does not match", body = Error),
-        (status = 422, description = "Invalid query", body = Error),
+        (status = 403, description = "The verify token does not match", body = super::openapi::Error),
+        (status = 422, description = "Invalid query", body = super::openapi::Error),
     ))]
 pub async fn verify(
     state: web::Data<AppState>,
@@ -159,9 +158,9 @@ fn messages(body: &Value) -> Vec<Message> {
         description = "A webhook body: `entry[].changes[].value.messages[]`"),
     responses(
         (status = 200, description = "Accepted (messages kept; orders are made right after)"),
-        (status = 401, description = "Missing or wrong signature", body = Error),
-        (status = 413, description = "Body over `http.body_limit_bytes`", body = Error),
-        (status = 503, description = "MongoDB could not keep the messages; the sender retries", body = Error),
+        (status = 401, description = "Missing or wrong signature", body = super::openapi::Error),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = super::openapi::Error),
+        (status = 503, description = "MongoDB could not keep the messages; the sender retries", body = super::openapi::Error),
     ))]
 pub async fn receive(
     state: web::Data<AppState>,
@@ -212,10 +211,21 @@ fn collection(services: &Services) -> mongodb::Collection<Document> {
     services.ledger.database().collection::<Document>(MESSAGES)
 }
 
-/// Records a message as `queued`, once per message id (a redelivery changes nothing).
+/// Records a message as `queued`, once per message id (a redelivery changes nothing). A
+/// message BSON cannot hold (a quantity past i64) is recorded `invalid`, as JSON text: a
+/// redelivery would not help.
 async fn enqueue(services: &Services, m: &Message) -> Result<(), ApiError> {
-    let message = mongodb::bson::to_bson(m).map_err(anyhow::Error::new)?;
-    let record = doc! {"from": &m.from, "type": &m.kind, "status": "queued", "message": message, "at_ms": now_ms()};
+    let record = match mongodb::bson::to_bson(m) {
+        Ok(message) => {
+            doc! {"from": &m.from, "type": &m.kind, "status": "queued", "message": message, "at_ms": now_ms()}
+        }
+        Err(e) => {
+            warn!(message = %m.id, error = %e, "a WhatsApp message that BSON cannot hold");
+            let json = serde_json::to_string(m).map_err(anyhow::Error::new)?;
+            doc! {"from": &m.from, "type": &m.kind, "status": "invalid",
+            "reason": format!("not storable: {e}"), "body": json, "at_ms": now_ms()}
+        }
+    };
     collection(services)
         .update_one(doc! {"_id": &m.id}, doc! {"$setOnInsert": record})
         .upsert(true)

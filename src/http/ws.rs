@@ -18,7 +18,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
-use super::openapi::Error;
 use super::AppState;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership};
@@ -63,11 +62,11 @@ struct Subscribe {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake"),
-        (status = 401, description = "No key or an unknown key", body = Error),
-        (status = 403, description = "The key's role may not read stock", body = Error),
-        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = Error),
-        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
-        (status = 503, description = "Past `streams.clients_max` live clients", body = Error),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
+        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
     ))]
 pub async fn ws(
     req: HttpRequest,
