@@ -5,11 +5,11 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps build import serve load-quick chaos bench-rebuild lint fmt
+.PHONY: run test services browser-deps fuzz-deps build import serve load-quick chaos bench-rebuild lint fmt
 
 run: services build import serve
 
-test: services browser-deps
+test: services browser-deps fuzz-deps
 	$(CARGO) test --release --workspace --locked -- --test-threads=4
 
 services:
@@ -17,6 +17,10 @@ services:
 
 browser-deps:
 	bash scripts/browser-deps.sh
+
+# schemathesis (pinned) in .venv, for the API fuzz run of tests/openapi.rs.
+fuzz-deps:
+	bash scripts/fuzz-deps.sh
 
 build:
 	$(CARGO) build --release --workspace --locked

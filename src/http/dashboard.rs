@@ -3,6 +3,9 @@
 
 use actix_web::HttpResponse;
 
+/// The operations dashboard (a self-contained page; every call it makes carries a key).
+#[utoipa::path(get, path = "/", tag = "operations", operation_id = "dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html; charset=utf-8", body = String)))]
 pub async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

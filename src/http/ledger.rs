@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
+use super::openapi::{Error, LedgerPage};
 use super::AppState;
 use crate::domain::Invalid;
 
@@ -21,6 +22,27 @@ pub struct LedgerQuery {
     limit: Option<i64>,
 }
 
+/// An outlet's ledger in seq order, paged: every movement and hold that explains its numbers.
+#[utoipa::path(get, path = "/v1/ledger", tag = "movements", operation_id = "ledger_page",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = String, Query, description = "Outlet id (required)",
+            pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar"),
+        ("sku" = Option<String>, Query, description = "Only this SKU's entries",
+            pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("after_seq" = Option<u64>, Query, description = "Entries after this seq (default 0)",
+            minimum = 0),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 100)",
+            minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page; `next_after_seq` is null on the last", body = LedgerPage),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key may not read this outlet's ledger", body = Error),
+        (status = 422, description = "Missing or invalid query (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "MongoDB is unreachable", body = Error),
+    ))]
 pub async fn page(
     caller: Caller,
     state: web::Data<AppState>,
@@ -41,10 +63,16 @@ pub async fn page(
         return Err(Invalid::new("limit", format!("must be 1 to {LIMIT_MAX}")).into());
     }
     let after_seq = q.after_seq.unwrap_or(0);
-    let entries = state
-        .ledger
-        .page(&outlet, sku.as_ref(), after_seq, limit)
-        .await?;
+    // The ledger keeps seqs as i64: past i64::MAX (less a page) there is nothing, and the
+    // query's `after_seq as i64 + limit` would wrap to the first page.
+    let entries = if after_seq > (i64::MAX - LIMIT_MAX) as u64 {
+        Vec::new()
+    } else {
+        state
+            .ledger
+            .page(&outlet, sku.as_ref(), after_seq, limit)
+            .await?
+    };
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.seq))
         .flatten();

@@ -6,6 +6,7 @@ mod dashboard;
 pub mod error;
 mod ledger;
 mod movements;
+pub mod openapi;
 mod ops;
 pub(crate) mod reservations;
 mod stock;
@@ -27,6 +28,7 @@ use crate::health::Health;
 use crate::services::Services;
 use auth::Auth;
 use error::ApiError;
+use openapi::SecuritySchemes;
 
 /// What every handler can reach: the shared services, plus what only HTTP needs.
 pub struct AppState {
@@ -45,46 +47,68 @@ impl std::ops::Deref for AppState {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(dashboard::page))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(
-            web::scope("/v1")
-                .route("/outlets", web::get().to(stock::list_outlets))
-                .route(
-                    "/outlets/{outlet}/stock",
-                    web::get().to(stock::outlet_stock),
-                )
-                .route(
-                    "/outlets/{outlet}/stock/{sku}",
-                    web::get().to(stock::sku_stock),
-                )
-                .route("/availability", web::post().to(stock::availability))
-                .route("/webhooks/whatsapp", web::get().to(whatsapp::verify))
-                .route("/webhooks/whatsapp", web::post().to(whatsapp::receive))
-                .route("/zones", web::get().to(zones::list))
-                .route("/zones/{pin}", web::get().to(zones::get))
-                .route("/zones/{pin}", web::put().to(zones::put))
-                .route("/reservations", web::post().to(reservations::create))
-                .route("/reservations/{id}", web::get().to(reservations::get))
-                .route(
-                    "/reservations/{id}/confirm",
-                    web::post().to(reservations::confirm),
-                )
-                .route(
-                    "/reservations/{id}/cancel",
-                    web::post().to(reservations::cancel),
-                )
-                .route("/movements", web::post().to(movements::create))
-                .route("/ledger", web::get().to(ledger::page))
-                .route("/stream", web::get().to(stream::stream))
-                .route("/ws", web::get().to(ws::ws)),
-        )
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))
-        }));
+/// The route table: one line per route, expanded into the actix registration ([`routes`]),
+/// the list of routes ([`ROUTES`]) and the OpenAPI document ([`ApiDoc`], served at
+/// `/openapi.json`), so that none of them can leave a route out. Every handler named here must
+/// carry a `#[utoipa::path]` (it does not compile otherwise); `tests/openapi.rs` checks that
+/// its method and path are the ones of its line.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $module:ident :: $handler:ident,)+) => {
+        /// Every route, as `(METHOD, full path)` in actix's `{param}` syntax.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),+];
+
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.route(
+                $path,
+                web::method(actix_web::http::Method::$method).to($module::$handler),
+            );)+
+            cfg.default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))
+            }));
+        }
+
+        /// The OpenAPI 3 document of every route in [`ROUTES`].
+        #[derive(utoipa::OpenApi)]
+        #[openapi(
+            paths($($module::$handler),+),
+            modifiers(&SecuritySchemes),
+            tags(
+                (name = "stock", description = "Outlets, stock and cart availability"),
+                (name = "reservations", description = "The checkout path: hold, read, confirm, cancel"),
+                (name = "movements", description = "Outlet operations and the ledger"),
+                (name = "zones", description = "Delivery zones by PIN code"),
+                (name = "streams", description = "Live stock: Server-Sent Events and WebSocket"),
+                (name = "whatsapp", description = "The WhatsApp Cloud API webhook"),
+                (name = "operations", description = "Health, readiness, metrics, the dashboard, this document"),
+            )
+        )]
+        pub struct ApiDoc;
+    };
+}
+
+route_table! {
+    GET "/" => dashboard::page,
+    GET "/healthz" => ops::healthz,
+    GET "/readyz" => ops::readyz,
+    GET "/metrics" => ops::metrics,
+    GET "/openapi.json" => openapi::openapi_json,
+    GET "/v1/outlets" => stock::list_outlets,
+    GET "/v1/outlets/{outlet}/stock" => stock::outlet_stock,
+    GET "/v1/outlets/{outlet}/stock/{sku}" => stock::sku_stock,
+    POST "/v1/availability" => stock::availability,
+    GET "/v1/webhooks/whatsapp" => whatsapp::verify,
+    POST "/v1/webhooks/whatsapp" => whatsapp::receive,
+    GET "/v1/zones" => zones::list,
+    GET "/v1/zones/{pin}" => zones::get,
+    PUT "/v1/zones/{pin}" => zones::put,
+    POST "/v1/reservations" => reservations::create,
+    GET "/v1/reservations/{id}" => reservations::get,
+    POST "/v1/reservations/{id}/confirm" => reservations::confirm,
+    POST "/v1/reservations/{id}/cancel" => reservations::cancel,
+    POST "/v1/movements" => movements::create,
+    GET "/v1/ledger" => ledger::page,
+    GET "/v1/stream" => stream::stream,
+    GET "/v1/ws" => ws::ws,
 }
 
 /// Builds the actix `App` for one worker: routes, state, request metrics.

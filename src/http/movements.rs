@@ -7,6 +7,21 @@ use super::error::ApiError;
 use super::{json_body, AppState};
 use crate::movements::{apply, MovementRequest};
 
+/// Records a movement at an outlet (API.md, Movements); answered once durable in the ledger.
+/// A repeat with the same `event_id` and body returns the first answer.
+#[utoipa::path(post, path = "/v1/movements", tag = "movements", operation_id = "create_movement",
+    security(("api_key" = [])),
+    request_body = super::openapi::MovementBody,
+    responses(
+        (status = 201, description = "Recorded; the outlet's counters after it", body = super::openapi::MovementAnswer),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key may not record this kind at this outlet", body = super::openapi::Error),
+        (status = 409, description = "`conflict`: the `event_id` was used with another body or outlet; `out_of_stock`: a transfer of held units", body = super::openapi::HoldRefused),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = super::openapi::Error),
+        (status = 422, description = "Invalid body (the field is named)", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Recorded but not durable in time (retry with the same `event_id`), or the outlet cannot answer", body = super::openapi::Error),
+    ))]
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,

@@ -5,12 +5,22 @@ use serde_json::json;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
+use super::openapi::{Error, Health, Readiness};
 use super::AppState;
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Readiness: Redis, MongoDB and the MQTT session.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency is reachable", body = Readiness),
+        (status = 503, description = "Something is not; `message` says what", body = Readiness),
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let report = state.health.check().await;
     let mut body = json!({"redis": report.redis, "mongo": report.mongo, "mqtt": report.mqtt});
@@ -24,6 +34,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics: request latency per route, reservations by outcome, oversells,
+/// ledger lag, reconciler drift, MQTT, stream clients.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read metrics", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadMetrics, None)?;
     Ok(HttpResponse::Ok()

@@ -25,14 +25,28 @@ pub(crate) const REROUTE_KEY_PREFIX: &str = "rr-";
 pub(crate) const WHATSAPP_KEY_PREFIX: &str = "wa-";
 const CUSTOMER_REF_LEN_MAX: usize = 128;
 
-#[derive(Deserialize)]
+/// A cart to hold, all lines or none: at `outlet`, or (`pin`) at the cheapest outlet serving
+/// the delivery PIN that can fill all of it now. Exactly one of `outlet` and `pin`.
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar")]
     outlet: Option<String>,
+    /// Delivery PIN code (routed hold).
+    #[schema(pattern = "^[1-9][0-9]{5}$", example = "452010")]
     pin: Option<String>,
+    /// 1 to `reservations.lines_max` (50 by default) lines, each SKU once.
+    #[schema(min_items = 1, max_items = 50)]
     lines: Vec<RawLine>,
+    /// `web` when absent.
+    #[schema(pattern = "^(web|whatsapp|counter)$", example = "web")]
     channel: Option<String>,
+    /// Hold time: 1 to `reservations.ttl_secs_max` (900 by default); the configured 90 when
+    /// absent.
+    #[schema(minimum = 1, maximum = 900, example = 90)]
     ttl_secs: Option<i64>,
+    /// 1 to 128 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     customer_ref: Option<String>,
 }
 
@@ -92,6 +106,28 @@ fn alternatives(state: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<Valu
         .collect()
 }
 
+/// Holds a cart (API.md, Reservations). A repeat with the same `Idempotency-Key` and body
+/// returns the first answer and holds nothing more.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", operation_id = "create_reservation",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = String, Header, description = "The hold's idempotency key",
+        pattern = "^[A-Za-z0-9_-]{1,64}$", example = "checkout-7f3a")),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Held (or the replay of the first answer)", body = super::openapi::Held,
+            links(
+                ("get" = (operation_id = "get_reservation", parameters(("id" = "$response.body#/id")))),
+                ("confirm" = (operation_id = "confirm_reservation", parameters(("id" = "$response.body#/id")))),
+                ("cancel" = (operation_id = "cancel_reservation", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not reserve", body = super::openapi::Error),
+        (status = 409, description = "`out_of_stock` (nothing held), or `conflict`: the key was used with another body or outlet", body = super::openapi::HoldRefused),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = super::openapi::Error),
+        (status = 422, description = "Invalid header or body (the field is named)", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "An outlet or Redis cannot answer now; nothing was held", body = super::openapi::Error),
+    ))]
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -454,6 +490,19 @@ fn not_found(id: &ReservationId) -> ApiError {
     ApiError::NotFound(format!("no reservation '{id}'"))
 }
 
+/// A reservation as it is now.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "get_reservation",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Reservation id (it carries its outlet)",
+        pattern = "^[A-Za-z0-9_-]{1,41}-[A-Za-z0-9]{22}$")),
+    responses(
+        (status = 200, description = "The reservation", body = super::openapi::Reservation),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read reservations", body = super::openapi::Error),
+        (status = 404, description = "No such reservation", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "The outlet is rebuilding or Redis is unreachable", body = super::openapi::Error),
+    ))]
 pub async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -474,12 +523,33 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
+/// The payment that pays for the hold.
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
+    /// The payment provider's reference; again with the same one: the same 200.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "pay_123")]
     payment_ref: String,
 }
 
+/// Confirms a held reservation on payment; answered once the sale is durable in the ledger.
+#[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "reservations", operation_id = "confirm_reservation",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Reservation id",
+        pattern = "^[A-Za-z0-9_-]{1,41}-[A-Za-z0-9]{22}$")),
+    request_body = ConfirmRequest,
+    responses(
+        (status = 200, description = "Confirmed (status `confirmed`)", body = super::openapi::Reservation),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not reserve", body = super::openapi::Error),
+        (status = 404, description = "No such reservation", body = super::openapi::Error),
+        (status = 409, description = "Cancelled, or confirmed with another `payment_ref`", body = super::openapi::ReservationError),
+        (status = 410, description = "`reservation_expired`: the hold expired first", body = super::openapi::ReservationError),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = super::openapi::Error),
+        (status = 422, description = "Invalid body (the field is named)", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Not durable in time (retry with the same `payment_ref`), or the outlet cannot answer", body = super::openapi::Error),
+    ))]
 pub async fn confirm(
     caller: Caller,
     state: web::Data<AppState>,
@@ -549,6 +619,20 @@ pub async fn confirm(
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }
 
+/// Cancels a hold; idempotent. After the expiry timer released it: 200 with status `expired`.
+#[utoipa::path(post, path = "/v1/reservations/{id}/cancel", tag = "reservations", operation_id = "cancel_reservation",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Reservation id",
+        pattern = "^[A-Za-z0-9_-]{1,41}-[A-Za-z0-9]{22}$")),
+    responses(
+        (status = 200, description = "Cancelled (or already expired)", body = super::openapi::Reservation),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not reserve", body = super::openapi::Error),
+        (status = 404, description = "No such reservation", body = super::openapi::Error),
+        (status = 409, description = "The reservation is confirmed", body = super::openapi::ReservationError),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "The outlet cannot answer now", body = super::openapi::Error),
+    ))]
 pub async fn cancel(
     caller: Caller,
     state: web::Data<AppState>,

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
+use super::openapi::{Availability, Error, OutletInfo, SkuStock, StockRow};
 use super::{json_body, AppState};
 use crate::domain::{Invalid, Line, OutletId, Qty};
 use crate::stock_view::counters_json;
@@ -17,6 +18,15 @@ fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no outlet '{raw}'")))
 }
 
+/// The chain's outlets and kitchens.
+#[utoipa::path(get, path = "/v1/outlets", tag = "stock",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every outlet of the catalogue", body = [OutletInfo]),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn list_outlets(
     caller: Caller,
     state: web::Data<AppState>,
@@ -25,6 +35,18 @@ pub async fn list_outlets(
     Ok(HttpResponse::Ok().json(&state.catalogue.outlets))
 }
 
+/// Every SKU's counters at an outlet.
+#[utoipa::path(get, path = "/v1/outlets/{outlet}/stock", tag = "stock",
+    security(("api_key" = [])),
+    params(("outlet" = String, Path, description = "Outlet id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+        example = "indore-vijay-nagar")),
+    responses(
+        (status = 200, description = "The outlet's stock", body = [StockRow]),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 404, description = "No such outlet", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn outlet_stock(
     caller: Caller,
     state: web::Data<AppState>,
@@ -41,6 +63,22 @@ pub async fn outlet_stock(
     Ok(HttpResponse::Ok().json(rows))
 }
 
+/// One SKU's counters at an outlet (`available = on_hand - reserved`).
+#[utoipa::path(get, path = "/v1/outlets/{outlet}/stock/{sku}", tag = "stock",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = String, Path, description = "Outlet id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+            example = "indore-vijay-nagar"),
+        ("sku" = String, Path, description = "SKU", pattern = "^[A-Za-z0-9_-]{1,64}$",
+            example = "kaju-katli-1kg"),
+    ),
+    responses(
+        (status = 200, description = "The SKU's counters", body = SkuStock),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 404, description = "No such outlet or SKU", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn sku_stock(
     caller: Caller,
     state: web::Data<AppState>,
@@ -57,10 +95,14 @@ pub async fn sku_stock(
     Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, &c)))
 }
 
-#[derive(Deserialize)]
+/// One cart line: a known SKU, listed once per cart, and its quantity.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLine {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "kaju-katli-1kg")]
     sku: String,
+    /// 1 to `reservations.qty_max` (10000 by default).
+    #[schema(minimum = 1, maximum = 10000, example = 2)]
     qty: i64,
 }
 
@@ -108,14 +150,34 @@ pub(super) fn can_serve(
     (all, per_line)
 }
 
-#[derive(Deserialize)]
+/// A cart to check: at the outlets delivering to `pin`, at the given `outlets`, or (neither)
+/// at every outlet. At most one of `pin` and `outlets`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityRequest {
+    /// Delivery PIN code: answers for the outlets serving it, cheapest first, with `cost`.
+    #[schema(pattern = "^[1-9][0-9]{5}$", example = "452010")]
     pin: Option<String>,
+    /// Outlet ids (known outlets).
+    #[schema(max_items = 64)]
     outlets: Option<Vec<String>>,
+    /// 1 to `reservations.lines_max` (50 by default) lines, each SKU once.
+    #[schema(min_items = 1, max_items = 50)]
     lines: Vec<RawLine>,
 }
 
+/// Whether each outlet can serve the whole cart now, and what it has of each line.
+#[utoipa::path(post, path = "/v1/availability", tag = "stock",
+    security(("api_key" = [])),
+    request_body = AvailabilityRequest,
+    responses(
+        (status = 200, description = "One row per outlet", body = [Availability]),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = Error),
+        (status = 422, description = "Invalid body (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn availability(
     caller: Caller,
     state: web::Data<AppState>,

@@ -28,6 +28,25 @@ fn sse(event: &str, data: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// Live stock as Server-Sent Events: a `snapshot` event with every matching
+/// `{outlet, sku, on_hand, reserved, available, seq}`, then one `stock` event per change (in
+/// seq order per outlet), and a `: keep-alive` comment every `streams.keepalive_secs`.
+#[utoipa::path(get, path = "/v1/stream", tag = "streams",
+    security(("api_key" = []), ("query_key" = [])),
+    params(
+        ("outlets" = Option<String>, Query, description = "Comma-separated outlet ids (default: all)",
+            example = "indore-vijay-nagar"),
+        ("skus" = Option<String>, Query, description = "Comma-separated SKUs (default: all)",
+            example = "kaju-katli-1kg"),
+    ),
+    responses(
+        (status = 200, description = "The event stream (it does not end)", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
+        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
+    ))]
 pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,

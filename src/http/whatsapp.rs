@@ -40,6 +40,17 @@ pub struct Verify {
 }
 
 /// `GET /v1/webhooks/whatsapp`: the challenge back when the token matches, else 403.
+#[utoipa::path(get, path = "/v1/webhooks/whatsapp", tag = "whatsapp", operation_id = "whatsapp_verify",
+    params(
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`"),
+        ("hub.verify_token" = Option<String>, Query, description = "The configured `whatsapp.verify_token`"),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back when the token matches"),
+    ),
+    responses(
+        (status = 200, description = "The challenge", content_type = "text/plain", body = String),
+        (status = 403, description = "The verify token does not match", body = super::openapi::Error),
+        (status = 422, description = "Invalid query", body = super::openapi::Error),
+    ))]
 pub async fn verify(
     state: web::Data<AppState>,
     query: web::Query<Verify>,
@@ -136,6 +147,21 @@ fn messages(body: &Value) -> Vec<Message> {
 }
 
 /// `POST /v1/webhooks/whatsapp`.
+///
+/// A WhatsApp Cloud API webhook, signed with `X-Hub-Signature-256`: `sha256=` and the hex
+/// HMAC-SHA256 of the raw body under the app secret. Each message is kept before the 200, and
+/// `order` messages become reservations right after.
+#[utoipa::path(post, path = "/v1/webhooks/whatsapp", tag = "whatsapp", operation_id = "whatsapp_receive",
+    params(("X-Hub-Signature-256" = Option<String>, Header,
+        description = "`sha256=` + hex HMAC-SHA256 of the raw body under the app secret")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A webhook body: `entry[].changes[].value.messages[]`"),
+    responses(
+        (status = 200, description = "Accepted (messages kept; orders are made right after)"),
+        (status = 401, description = "Missing or wrong signature", body = super::openapi::Error),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = super::openapi::Error),
+        (status = 503, description = "MongoDB could not keep the messages; the sender retries", body = super::openapi::Error),
+    ))]
 pub async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -185,10 +211,21 @@ fn collection(services: &Services) -> mongodb::Collection<Document> {
     services.ledger.database().collection::<Document>(MESSAGES)
 }
 
-/// Records a message as `queued`, once per message id (a redelivery changes nothing).
+/// Records a message as `queued`, once per message id (a redelivery changes nothing). A
+/// message BSON cannot hold (a quantity past i64) is recorded `invalid`, as JSON text: a
+/// redelivery would not help.
 async fn enqueue(services: &Services, m: &Message) -> Result<(), ApiError> {
-    let message = mongodb::bson::to_bson(m).map_err(anyhow::Error::new)?;
-    let record = doc! {"from": &m.from, "type": &m.kind, "status": "queued", "message": message, "at_ms": now_ms()};
+    let record = match mongodb::bson::to_bson(m) {
+        Ok(message) => {
+            doc! {"from": &m.from, "type": &m.kind, "status": "queued", "message": message, "at_ms": now_ms()}
+        }
+        Err(e) => {
+            warn!(message = %m.id, error = %e, "a WhatsApp message that BSON cannot hold");
+            let json = serde_json::to_string(m).map_err(anyhow::Error::new)?;
+            doc! {"from": &m.from, "type": &m.kind, "status": "invalid",
+            "reason": format!("not storable: {e}"), "body": json, "at_ms": now_ms()}
+        }
+    };
     collection(services)
         .update_one(doc! {"_id": &m.id}, doc! {"$setOnInsert": record})
         .upsert(true)

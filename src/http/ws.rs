@@ -50,6 +50,24 @@ struct Subscribe {
     skus: Option<Vec<String>>,
 }
 
+/// Live stock over a WebSocket: JSON text frames `{"type": "snapshot" | "stock" | "order", ...}`
+/// (`order` frames only for keys that may read reservations); the client sends
+/// `{"subscribe": {"outlets": [..], "skus": [..]}}` to change its filter. Pings every 5 s.
+#[utoipa::path(get, path = "/v1/ws", tag = "streams",
+    security(("api_key" = []), ("query_key" = [])),
+    params(
+        ("outlets" = Option<String>, Query, description = "Comma-separated outlet ids (default: all)"),
+        ("skus" = Option<String>, Query, description = "Comma-separated SKUs (default: all)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake"),
+        (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
+        (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
+    ))]
 pub async fn ws(
     req: HttpRequest,
     payload: web::Payload,

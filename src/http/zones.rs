@@ -5,17 +5,39 @@ use serde::Deserialize;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
+use super::openapi::{Error, Zone as ZoneDoc};
 use super::{json_body, AppState};
 use crate::domain::{Invalid, OutletId};
 use crate::zones::{Pin, ZoneError, ZoneOutlet, COST_MAX};
 
 /// Zones per page of `GET /v1/zones` is not bounded: the table is one row per PIN the chain
 /// delivers to (hundreds), and it lives in memory.
+#[utoipa::path(get, path = "/v1/zones", tag = "zones", operation_id = "list_zones",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every PIN the chain delivers to, with its outlets", body = [ZoneDoc]),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadStock, None)?;
     Ok(HttpResponse::Ok().json(state.zones.all()))
 }
 
+/// The outlets delivering to a PIN, cheapest first.
+#[utoipa::path(get, path = "/v1/zones/{pin}", tag = "zones", operation_id = "get_zone",
+    security(("api_key" = [])),
+    params(("pin" = String, Path, description = "Delivery PIN code", pattern = "^[1-9][0-9]{5}$",
+        example = "452010")),
+    responses(
+        (status = 200, description = "The PIN's zone", body = ZoneDoc),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 404, description = "No outlet delivers to the PIN", body = Error),
+        (status = 422, description = "Not a PIN code", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
 pub async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -30,21 +52,41 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(zone))
 }
 
-#[derive(Deserialize)]
+/// The outlets of a PIN from now on; an empty list stops deliveries to it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneRequest {
+    /// Known outlets (each once), at most as many as the chain has.
     outlets: Vec<RawZoneOutlet>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RawZoneOutlet {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar")]
     outlet: String,
+    /// Delivery cost in whole rupees.
+    #[schema(minimum = 0, maximum = 100000, example = 40)]
     cost: i64,
 }
 
 /// `PUT /v1/zones/{pin}` `{"outlets": [{"outlet", "cost"}]}`: the PIN's outlets from now on
 /// (an empty list stops deliveries to it). Idempotent: the same list again keeps its version.
+#[utoipa::path(put, path = "/v1/zones/{pin}", tag = "zones", operation_id = "put_zone",
+    security(("api_key" = [])),
+    params(("pin" = String, Path, description = "Delivery PIN code", pattern = "^[1-9][0-9]{5}$",
+        example = "452010")),
+    request_body = ZoneRequest,
+    responses(
+        (status = 200, description = "The PIN's zone as it is now (a new version if it changed)", body = ZoneDoc),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "Only an admin key may edit zones", body = Error),
+        (status = 409, description = "The zone was changed at the same moment; read it and retry", body = Error),
+        (status = 413, description = "Body over `http.body_limit_bytes`", body = Error),
+        (status = 422, description = "Invalid PIN or body (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "MongoDB could not take the edit; nothing changed", body = Error),
+    ))]
 pub async fn put(
     caller: Caller,
     state: web::Data<AppState>,

@@ -1,0 +1,411 @@
+//! `GET /openapi.json`: the OpenAPI 3 document of every route, generated from the handlers'
+//! `#[utoipa::path]` attributes and the request types. The route table in `http/mod.rs`
+//! names the handlers, so a routed handler without a description does not compile, and
+//! `tests/openapi.rs` checks that methods and paths agree with the table.
+//!
+//! The schemas below describe answers that handlers build as JSON; request bodies are the
+//! handlers' own types (`CreateRequest`, `RawLine`, ...), except the movement body, whose
+//! type lives with the MQTT intake and is described here as [`MovementBody`].
+//! Bounds are the defaults of `config.toml` (a deployment may configure others).
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use serde_json::{json, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The security scheme of every keyed operation: `Authorization: Bearer <api key>`.
+pub const BEARER: &str = "api_key";
+/// The same key as `?key=`, for the live streams (browsers cannot set their headers).
+pub const QUERY_KEY: &str = "query_key";
+
+/// Adds the security schemes the operations refer to.
+pub struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "An API key of config.toml's `api_keys` (roles storefront, pos, manager, viewer, \
+             admin; pos and manager keys are scoped to outlets). No key or an unknown key: 401; \
+             a role or outlet the key may not touch: 403; past the key's rate limit: 429."
+                .into(),
+        );
+        components.add_security_scheme(BEARER, SecurityScheme::Http(bearer));
+        let mut query = ApiKeyValue::new("key");
+        query.description = Some("The API key as a query parameter (SSE and WebSocket).".into());
+        components.add_security_scheme(QUERY_KEY, SecurityScheme::ApiKey(ApiKey::Query(query)));
+    }
+}
+
+/// The document, serialized once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(super::ApiDoc::openapi())
+            .expect("the OpenAPI document serializes");
+        fix_links(&mut doc);
+        add_body_rules(&mut doc);
+        serde_json::to_string_pretty(&doc).expect("JSON serializes")
+    })
+}
+
+/// utoipa 5.5 writes a Link object's fields in snake case (`operation_id`); OpenAPI's are
+/// `operationId`, `operationRef` and `requestBody`.
+fn fix_links(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(links)) = m.get_mut("links") {
+                for link in links.values_mut().filter_map(Value::as_object_mut) {
+                    for (from, to) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(x) = link.remove(from) {
+                            link.insert(to.into(), x);
+                        }
+                    }
+                }
+            }
+            m.values_mut().for_each(fix_links);
+        }
+        Value::Array(a) => a.iter_mut().for_each(fix_links),
+        _ => {}
+    }
+}
+
+/// The rules between fields of a request body that the derived schemas cannot say: a hold
+/// names exactly one of `outlet` and `pin`; availability at most one of `pin` and `outlets`;
+/// a movement's `qty` and `to_outlet` depend on its `kind`.
+fn add_body_rules(doc: &mut Value) {
+    let mut rule = |schema: &str, keyword: &str, value: Value| {
+        doc["components"]["schemas"]
+            .get_mut(schema)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("the document has a {schema} schema"))
+            .insert(keyword.into(), value);
+    };
+    rule(
+        "CreateRequest",
+        "oneOf",
+        json!([{"required": ["outlet"]}, {"required": ["pin"]}]),
+    );
+    rule(
+        "AvailabilityRequest",
+        "not",
+        json!({"required": ["pin", "outlets"]}),
+    );
+    let no_transfer = json!({"not": {"required": ["to_outlet"]}});
+    rule(
+        "MovementRequest",
+        "oneOf",
+        json!([
+            {
+                "properties": {
+                    "kind": {"enum": ["sale_counter", "receipt", "wastage", "return"]},
+                    "qty": {"minimum": 1},
+                },
+                "allOf": [no_transfer],
+            },
+            {
+                "properties": {"kind": {"const": "adjustment"}, "qty": {"not": {"const": 0}}},
+                "allOf": [no_transfer],
+            },
+            {
+                "properties": {"kind": {"const": "count"}, "qty": {"minimum": 0}},
+                "allOf": [no_transfer],
+            },
+            {
+                "properties": {"kind": {"const": "transfer"}, "qty": {"minimum": 1}},
+                "required": ["to_outlet"],
+            },
+        ]),
+    );
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document of this service",
+        content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// Every error: `{"error": "<code>", "message", ...details}` (API.md, Conventions).
+#[derive(ToSchema)]
+pub struct Error {
+    /// `unauthorized`, `forbidden`, `not_found`, `validation_failed`, `out_of_stock`,
+    /// `conflict`, `reservation_expired`, `payload_too_large`, `rate_limited`, `unavailable`.
+    pub error: String,
+    /// For a person.
+    pub message: String,
+    /// With `validation_failed`: which field of the request is wrong.
+    pub field: Option<String>,
+}
+
+/// A refused hold: `409 out_of_stock` with the short lines and where else the cart could be
+/// filled, or `409 conflict` (the `Idempotency-Key` was used with another body or outlet).
+#[derive(ToSchema)]
+pub struct HoldRefused {
+    /// `out_of_stock` or `conflict`.
+    pub error: String,
+    pub message: String,
+    /// With `out_of_stock`: the lines the outlet is short of.
+    pub lines: Option<Vec<ShortLine>>,
+    /// With `out_of_stock`: shops of the same city that could fill the whole cart; for a
+    /// routed request, the outlets serving the PIN that could fill part of it (with `cost`
+    /// and `lines`).
+    pub alternatives: Option<Vec<Alternative>>,
+}
+
+#[derive(ToSchema)]
+pub struct ShortLine {
+    pub sku: String,
+    pub requested: i64,
+    pub available: i64,
+}
+
+#[derive(ToSchema)]
+pub struct Alternative {
+    pub outlet: String,
+    pub can_serve: bool,
+    /// Delivery cost (routed requests).
+    pub cost: Option<i64>,
+    /// What the outlet has of each line (routed requests).
+    pub lines: Option<Vec<LineAvailability>>,
+}
+
+/// An outlet or kitchen of the catalogue.
+#[derive(ToSchema)]
+pub struct OutletInfo {
+    pub id: String,
+    pub name: String,
+    pub city: String,
+    #[schema(pattern = "^(outlet|kitchen)$")]
+    pub kind: String,
+}
+
+/// One SKU's counters at an outlet.
+#[derive(ToSchema)]
+pub struct StockRow {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    pub available: i64,
+    /// The outlet's sequence number of the last change this value reflects.
+    #[schema(minimum = 0)]
+    pub seq: u64,
+}
+
+/// One SKU's counters at the named outlet.
+#[derive(ToSchema)]
+pub struct SkuStock {
+    pub outlet: String,
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    #[schema(minimum = 0)]
+    pub seq: u64,
+}
+
+#[derive(ToSchema)]
+pub struct LineAvailability {
+    pub sku: String,
+    pub available: i64,
+}
+
+/// Whether an outlet can serve the whole cart now.
+#[derive(ToSchema)]
+pub struct Availability {
+    pub outlet: String,
+    pub can_serve: bool,
+    /// Delivery cost, when asked by PIN.
+    pub cost: Option<i64>,
+    pub lines: Vec<LineAvailability>,
+}
+
+#[derive(ToSchema)]
+pub struct CartLine {
+    pub sku: String,
+    #[schema(minimum = 1)]
+    pub qty: i64,
+}
+
+/// A reservation as it is now.
+#[derive(ToSchema)]
+pub struct Reservation {
+    pub id: String,
+    pub outlet: String,
+    /// `held`, `confirmed`, `cancelled`, `expired` or `rerouted` (with `rerouted_to`).
+    #[schema(pattern = "^(held|confirmed|cancelled|expired|rerouted)$")]
+    pub status: String,
+    pub lines: Vec<CartLine>,
+    /// RFC 3339 UTC.
+    pub expires_at: String,
+    #[schema(pattern = "^(web|whatsapp|counter)$")]
+    pub channel: String,
+    pub created_at: String,
+    pub customer_ref: Option<String>,
+    pub payment_ref: Option<String>,
+    /// The reservation that carries the cart after a re-route.
+    pub rerouted_to: Option<String>,
+}
+
+/// The answer to a hold (a replay gets the first answer again).
+#[derive(ToSchema)]
+pub struct Held {
+    pub id: String,
+    pub outlet: String,
+    /// `held`.
+    pub status: String,
+    pub lines: Vec<CartLine>,
+    pub expires_at: String,
+    pub channel: String,
+    pub created_at: String,
+    pub customer_ref: Option<String>,
+    /// The outlet's seq of the hold.
+    pub seq: u64,
+    /// Routed holds: the PIN they were routed by.
+    pub pin: Option<String>,
+    /// Routed holds: the delivery cost from the outlet that holds them.
+    pub delivery_cost: Option<i64>,
+}
+
+/// `409 conflict` or `410 reservation_expired` about a reservation.
+#[derive(ToSchema)]
+pub struct ReservationError {
+    pub error: String,
+    pub message: String,
+    pub reservation: Option<Reservation>,
+}
+
+/// A movement, as a POS or a manager sends it (the MQTT payload is the same without
+/// `outlet`).
+#[derive(ToSchema)]
+#[schema(as = MovementRequest)]
+#[serde(deny_unknown_fields)]
+pub struct MovementBody {
+    /// The movement's idempotency key.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "pos-17-000123")]
+    pub event_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar")]
+    pub outlet: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "kaju-katli-1kg")]
+    pub sku: String,
+    #[schema(
+        pattern = "^(sale_counter|receipt|wastage|return|adjustment|count|transfer)$",
+        example = "sale_counter"
+    )]
+    pub kind: String,
+    /// Positive (1 to `movements.qty_max`) but for `adjustment` (non-zero, signed) and
+    /// `count` (the counted on-hand, 0 or more).
+    #[schema(minimum = -100000, maximum = 100000, example = 1)]
+    pub qty: i64,
+    /// RFC 3339; late is fine, at most 10 minutes ahead of the service's clock.
+    #[schema(format = DateTime, example = "2025-08-09T09:42:00Z")]
+    pub at: String,
+    #[schema(max_length = 500)]
+    pub note: Option<String>,
+    /// Required for a `transfer`, refused otherwise.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub to_outlet: Option<String>,
+}
+
+/// The receiving half of a transfer.
+#[derive(ToSchema)]
+pub struct TransferIn {
+    pub outlet: String,
+    pub seq: u64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// The outlet's counters after a movement, once it is durable in the ledger.
+#[derive(ToSchema)]
+pub struct MovementAnswer {
+    pub seq: u64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    /// Units the movement left uncovered (`-available`), when it took `available` below 0.
+    pub shortfall: Option<i64>,
+    /// A transfer's receiving outlet.
+    pub to: Option<TransferIn>,
+}
+
+#[derive(ToSchema)]
+pub struct LedgerLine {
+    pub sku: String,
+    pub d_on_hand: i64,
+    pub d_reserved: i64,
+}
+
+/// One ledger document (the stored milliseconds, with RFC 3339 copies).
+#[derive(ToSchema)]
+pub struct LedgerEntry {
+    pub outlet: String,
+    pub seq: i64,
+    /// `reservation_held`, `reservation_released`, `sale_web`, `sale_counter`, `receipt`,
+    /// `wastage`, `return`, `adjustment`, `count`, `transfer_out`, `transfer_in`.
+    pub kind: String,
+    pub at_ms: i64,
+    pub at: String,
+    pub lines: Vec<LedgerLine>,
+    pub reservation: Option<String>,
+    pub event_id: Option<String>,
+    pub qty: Option<i64>,
+    pub event_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// A page of an outlet's ledger in seq order.
+#[derive(ToSchema)]
+pub struct LedgerPage {
+    pub outlet: String,
+    pub entries: Vec<LedgerEntry>,
+    /// `after_seq` of the next page; `null` on the last page.
+    pub next_after_seq: Option<i64>,
+}
+
+#[derive(ToSchema)]
+pub struct ZoneOutlet {
+    pub outlet: String,
+    /// Delivery cost in whole rupees.
+    pub cost: i64,
+}
+
+/// A PIN's outlets, cheapest first, and the version of that list (0: from the CSV).
+#[derive(ToSchema)]
+pub struct Zone {
+    pub pin: String,
+    pub version: u64,
+    pub outlets: Vec<ZoneOutlet>,
+}
+
+/// `/readyz`: each dependency's state.
+#[derive(ToSchema)]
+pub struct Readiness {
+    /// `ready` when everything is reachable.
+    pub status: Option<String>,
+    /// `ok`, or `down: <why>`.
+    pub redis: String,
+    pub mongo: String,
+    pub mqtt: String,
+    /// `unavailable` when something is not.
+    pub error: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
