@@ -256,6 +256,9 @@ pub struct Reservation {
     pub payment_ref: Option<String>,
     /// The reservation that carries the cart after a re-route.
     pub rerouted_to: Option<String>,
+    /// A live hold its outlet cannot cover (a counter sale took its units) and no other
+    /// outlet could take: only on `GET`, only when true.
+    pub at_risk: Option<bool>,
 }
 
 /// The answer to a hold (a replay gets the first answer again).
@@ -339,6 +342,20 @@ pub struct MovementAnswer {
     pub shortfall: Option<i64>,
     /// A transfer's receiving outlet.
     pub to: Option<TransferIn>,
+    /// With a shortfall: the holds this movement's pass moved to other outlets.
+    pub rerouted: Option<Vec<Rerouted>>,
+    /// With a shortfall: the ids of the holds no outlet could take.
+    pub at_risk: Option<Vec<String>>,
+}
+
+/// A hold moved to another outlet after a counter sale left its outlet short.
+#[derive(ToSchema)]
+pub struct Rerouted {
+    /// The old reservation (now `rerouted`).
+    pub id: String,
+    /// The reservation that carries the cart now.
+    pub rerouted_to: String,
+    pub to_outlet: String,
 }
 
 #[derive(ToSchema)]

@@ -45,7 +45,7 @@ pub struct CreateRequest {
     /// absent.
     #[schema(minimum = 1, maximum = 900, example = 90)]
     ttl_secs: Option<i64>,
-    /// 1 to 128 bytes, no control characters.
+    /// 1 to 128 characters, no control characters.
     #[schema(min_length = 1, max_length = 128)]
     customer_ref: Option<String>,
 }
@@ -175,7 +175,8 @@ pub async fn create(
         );
     }
     if let Some(c) = &body.customer_ref {
-        if c.is_empty() || c.len() > CUSTOMER_REF_LEN_MAX || c.chars().any(char::is_control) {
+        let chars = c.chars().count();
+        if chars == 0 || chars > CUSTOMER_REF_LEN_MAX || c.chars().any(char::is_control) {
             return Err(
                 Invalid::new("customer_ref", "must be 1 to 128 printable characters").into(),
             );

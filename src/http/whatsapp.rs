@@ -324,6 +324,10 @@ async fn handle(services: &Services, m: &Message) {
     }
     let result = match (&m.kind[..], &m.order) {
         ("order", Some(order)) => order_to_hold(services, m, order).await,
+        ("order", None) => outcome(
+            "invalid",
+            Some(serde_json::json!({"reason": "an order message without an order"})),
+        ),
         _ => outcome(
             "ignored",
             Some(serde_json::json!({"reason": format!("a {} message, not an order", m.kind)})),
