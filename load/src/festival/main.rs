@@ -1,0 +1,685 @@
+//! The festival simulator: an open-loop day of festival traffic against a running shelfsync,
+//! then an audit of what the service recorded.
+//!
+//! Every operation stream (web holds, POS counter sales over MQTT, WhatsApp orders through the
+//! signed webhook) has its intended send times fixed in advance at the target rate. Each
+//! request is sent at its intended time whatever the service does (spawned, bounded by an
+//! in-flight cap; a request over the cap is counted as `client_overload`, never skipped
+//! silently), and its latency is measured from the intended send time, so a slow service
+//! shows as latency rather than as fewer requests (no coordinated omission).
+//!
+//! Counter sales use a quarter of the SKUs and the web and WhatsApp streams the rest, so the
+//! simulator's own traffic never sells over the counter units a web customer holds: any
+//! oversell the audit finds is the service's, not the load's design.
+//!
+//! Bounded in count and time; it stops by itself and exits non-zero if the audit fails.
+
+mod audit;
+mod mqtt;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+#[derive(Parser, Clone)]
+#[command(about = "Festival day simulator: open-loop mixed load, then an audit")]
+pub struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Storefront key (holds, confirms, cancels).
+    #[arg(long, default_value = "demo-storefront-key-change-me")]
+    pub key: String,
+    /// Admin key (discovery, metrics, ledger reads for the audit).
+    #[arg(long, default_value = "demo-admin-key-change-me")]
+    pub admin_key: String,
+    /// The service's `whatsapp.app_secret`.
+    #[arg(long, default_value = "demo-app-secret-change-me")]
+    pub app_secret: String,
+    /// Web holds per second on a normal day...
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// ...times this on the festival day.
+    #[arg(long, default_value_t = 6.0)]
+    pub spike: f64,
+    /// POS counter sales per second (over MQTT).
+    #[arg(long, default_value_t = 10.0)]
+    pub pos_rate: f64,
+    /// WhatsApp orders per second (through the webhook).
+    #[arg(long, default_value_t = 2.0)]
+    pub whatsapp_rate: f64,
+    /// Length of the load phase.
+    #[arg(long, default_value_t = 30)]
+    pub secs: u64,
+    /// SKUs with stock used per outlet.
+    #[arg(long, default_value_t = 20)]
+    pub skus: usize,
+    /// Share of holds made by delivery PIN (the rest by outlet).
+    #[arg(long, default_value_t = 0.3)]
+    pub pin_share: f64,
+    /// Share of holds confirmed after the think time...
+    #[arg(long, default_value_t = 0.6)]
+    pub confirm_share: f64,
+    /// ...and cancelled; the rest are left to expire.
+    #[arg(long, default_value_t = 0.2)]
+    pub cancel_share: f64,
+    /// Mean think time between a hold's answer and its confirm or cancel.
+    #[arg(long, default_value_t = 500)]
+    pub think_ms: u64,
+    /// Hold time of the holds left to expire (they expire within the run).
+    #[arg(long, default_value_t = 5)]
+    pub abandon_ttl_secs: u64,
+    /// Hold time of the holds that are confirmed or cancelled.
+    #[arg(long, default_value_t = 60)]
+    pub ttl_secs: u64,
+    /// Requests in flight at once (HTTP requests and unacknowledged POS publishes).
+    #[arg(long, default_value_t = 512)]
+    pub inflight_max: usize,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub mqtt_host: String,
+    #[arg(long, default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// The service's `mqtt.topic_prefix`.
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
+    /// Seed of the simulator's choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the JSON report goes (default `load/out/festival-<unix time>.json`).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// The operations the report lists.
+pub const OPS: [&str; 5] = ["hold", "confirm", "cancel", "pos_sale", "whatsapp"];
+
+/// One operation's tally: latency from the intended send time, answers by status.
+pub struct OpStats {
+    pub offered: u64,
+    pub overload: u64,
+    pub ok: u64,
+    pub statuses: BTreeMap<String, u64>,
+    pub hist: Histogram<u64>,
+}
+
+impl OpStats {
+    fn new() -> Self {
+        Self {
+            offered: 0,
+            overload: 0,
+            ok: 0,
+            statuses: BTreeMap::new(),
+            hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Stats(Arc<Mutex<HashMap<&'static str, OpStats>>>);
+
+impl Stats {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(
+            OPS.iter().map(|op| (*op, OpStats::new())).collect(),
+        )))
+    }
+
+    fn with<R>(&self, op: &'static str, f: impl FnOnce(&mut OpStats) -> R) -> R {
+        f(self.0.lock().expect("stats").get_mut(op).expect("known op"))
+    }
+
+    pub fn offered(&self, op: &'static str) {
+        self.with(op, |s| s.offered += 1);
+    }
+
+    pub fn overload(&self, op: &'static str) {
+        self.with(op, |s| {
+            s.overload += 1;
+            *s.statuses.entry("client_overload".into()).or_default() += 1;
+        });
+    }
+
+    /// Records an answer (`status` like `201` or `409 out_of_stock`) and its latency.
+    pub fn answer(&self, op: &'static str, intended: Instant, status: String, ok: bool) {
+        let micros = intended.elapsed().as_micros().max(1) as u64;
+        self.with(op, |s| {
+            if ok {
+                s.ok += 1;
+            }
+            let _ = s.hist.record(micros.min(600_000_000));
+            *s.statuses.entry(status).or_default() += 1;
+        });
+    }
+
+    /// Counts an outcome that is neither an answer nor an overload (e.g. nothing to sell).
+    pub fn note(&self, op: &'static str, status: &str) {
+        self.with(op, |s| *s.statuses.entry(status.into()).or_default() += 1);
+    }
+}
+
+/// splitmix64: the simulator's deterministic choices.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A uniform draw in [0, 1) for the `n`th choice of kind `k`.
+fn draw(seed: u64, k: u64, n: u64) -> f64 {
+    (mix(seed ^ mix(k ^ mix(n))) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub struct World {
+    pub outlets: Vec<String>,
+    /// (outlet, sku) the web and WhatsApp streams hold.
+    pub web: Vec<(String, String)>,
+    /// (outlet, sku, available at the start) the counter sells.
+    pub counter: Vec<(String, String, i64)>,
+    /// PINs with the web SKUs of the outlets serving them.
+    pub pins: Vec<(String, Vec<String>)>,
+    pub web_skus: Vec<String>,
+    /// Per outlet, the last seq before the run.
+    pub start_seq: BTreeMap<String, u64>,
+}
+
+async fn get_json(http: &reqwest::Client, url: String, key: &str) -> anyhow::Result<Value> {
+    let res = http
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("GET {url} (is shelfsync running? make run)"))?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "GET {url} answered {}",
+        res.status()
+    );
+    Ok(res.json().await?)
+}
+
+async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> {
+    let outlets = get_json(http, format!("{}/v1/outlets", args.url), &args.admin_key).await?;
+    let mut targets = Vec::new();
+    let mut start_seq = BTreeMap::new();
+    let mut ids = Vec::new();
+    for o in outlets.as_array().context("outlets")? {
+        let id = o["id"].as_str().context("outlet id")?.to_owned();
+        let rows = get_json(
+            http,
+            format!("{}/v1/outlets/{id}/stock", args.url),
+            &args.admin_key,
+        )
+        .await?;
+        let rows = rows.as_array().context("stock")?;
+        let seq = rows.iter().filter_map(|r| r["seq"].as_u64()).max();
+        start_seq.insert(id.clone(), seq.unwrap_or(0));
+        for r in rows
+            .iter()
+            .filter(|r| r["available"].as_i64().unwrap_or(0) > 0)
+            .take(args.skus)
+        {
+            let sku = r["sku"].as_str().context("sku")?.to_owned();
+            targets.push((id.clone(), sku, r["available"].as_i64().unwrap_or(0)));
+        }
+        ids.push(id);
+    }
+    let all: BTreeSet<&String> = targets.iter().map(|(_, s, _)| s).collect();
+    let counter_skus: BTreeSet<String> = all.iter().step_by(4).map(|s| (*s).clone()).collect();
+    let web_skus: Vec<String> = all
+        .iter()
+        .filter(|s| !counter_skus.contains(**s))
+        .map(|s| (*s).clone())
+        .collect();
+    let (counter, web): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|(_, s, _)| counter_skus.contains(s));
+    let web: Vec<(String, String)> = web.into_iter().map(|(o, s, _)| (o, s)).collect();
+    anyhow::ensure!(
+        !web.is_empty() && !counter.is_empty(),
+        "not enough stock to simulate; run `make run` (it imports the demo chain)"
+    );
+    let zones = get_json(http, format!("{}/v1/zones", args.url), &args.admin_key).await?;
+    let mut pins = Vec::new();
+    for z in zones.as_array().context("zones")? {
+        let pin = z["pin"].as_str().context("pin")?.to_owned();
+        let served: BTreeSet<&str> = z["outlets"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|o| o["outlet"].as_str()).collect())
+            .unwrap_or_default();
+        let skus: BTreeSet<String> = web
+            .iter()
+            .filter(|(o, _)| served.contains(o.as_str()))
+            .map(|(_, s)| s.clone())
+            .collect();
+        if !skus.is_empty() {
+            pins.push((pin, skus.into_iter().collect()));
+        }
+    }
+    Ok(World {
+        outlets: ids,
+        web,
+        counter,
+        pins,
+        web_skus,
+        start_seq,
+    })
+}
+
+/// Sends `count` operations at `rate` per second from `start`, each at its intended time.
+/// `f` gets the operation's number, its intended send time and its in-flight permit.
+async fn open_loop<F, Fut>(
+    op: &'static str,
+    count: u64,
+    rate: f64,
+    start: Instant,
+    slots: Arc<Semaphore>,
+    stats: Stats,
+    f: F,
+) -> JoinSet<()>
+where
+    F: Fn(u64, Instant, OwnedSemaphorePermit) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        let intended = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(intended.into()).await;
+        stats.offered(op);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tasks.spawn(f(i, intended, permit));
+            }
+            Err(_) => stats.overload(op),
+        }
+        // Reap finished tasks as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks
+}
+
+/// `201` or `409 out_of_stock`: the status and, for errors, the API's code.
+async fn status_of(res: reqwest::Result<reqwest::Response>) -> (String, Option<Value>) {
+    match res {
+        Err(e) if e.is_timeout() => ("timeout".into(), None),
+        Err(_) => ("connection_error".into(), None),
+        Ok(r) => {
+            let code = r.status().as_u16();
+            let body: Option<Value> = r.json().await.ok();
+            if code < 300 {
+                (code.to_string(), body)
+            } else {
+                let err = body
+                    .as_ref()
+                    .and_then(|b| b["error"].as_str())
+                    .unwrap_or("?")
+                    .to_owned();
+                (format!("{code} {err}"), body)
+            }
+        }
+    }
+}
+
+struct Ctx {
+    args: Args,
+    http: reqwest::Client,
+    world: World,
+    stats: Stats,
+    slots: Arc<Semaphore>,
+    run: String,
+    /// Latest `expires_at` (ms) of the holds left to expire.
+    last_expiry_ms: AtomicI64,
+}
+
+async fn hold_op(ctx: Arc<Ctx>, i: u64, intended: Instant, permit: OwnedSemaphorePermit) {
+    let a = &ctx.args;
+    let w = &ctx.world;
+    let by_pin = !w.pins.is_empty() && draw(a.seed, 1, i) < a.pin_share;
+    let fate = draw(a.seed, 2, i);
+    let abandon = fate >= a.confirm_share + a.cancel_share;
+    let ttl = if abandon {
+        a.abandon_ttl_secs
+    } else {
+        a.ttl_secs
+    };
+    let mut body = if by_pin {
+        let (pin, skus) = &w.pins[(mix(a.seed ^ 3 ^ mix(i)) % w.pins.len() as u64) as usize];
+        let sku = &skus[(mix(a.seed ^ 4 ^ mix(i)) % skus.len() as u64) as usize];
+        json!({"pin": pin, "lines": [{"sku": sku, "qty": 1}]})
+    } else {
+        let (outlet, sku) = &w.web[(mix(a.seed ^ 5 ^ mix(i)) % w.web.len() as u64) as usize];
+        json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1}]})
+    };
+    body["ttl_secs"] = json!(ttl);
+    body["channel"] = json!("web");
+    let res = ctx
+        .http
+        .post(format!("{}/v1/reservations", a.url))
+        .bearer_auth(&a.key)
+        .header("Idempotency-Key", format!("fest-{}-{i}", ctx.run))
+        .json(&body)
+        .send()
+        .await;
+    let (status, answer) = status_of(res).await;
+    let held = status == "201";
+    ctx.stats.answer("hold", intended, status, held);
+    drop(permit);
+    let Some(id) = answer.filter(|_| held).and_then(|b| {
+        if abandon {
+            if let Some(ms) = b["expires_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
+                ctx.last_expiry_ms
+                    .fetch_max(ms.timestamp_millis(), Ordering::Relaxed);
+            }
+        }
+        b["id"].as_str().map(str::to_owned)
+    }) else {
+        return;
+    };
+    if abandon {
+        return;
+    }
+    let think = (draw(a.seed, 6, i) * 2.0 * a.think_ms as f64) as u64;
+    tokio::time::sleep(Duration::from_millis(think)).await;
+    let op = if fate < a.confirm_share {
+        "confirm"
+    } else {
+        "cancel"
+    };
+    let intended = Instant::now();
+    ctx.stats.offered(op);
+    let Ok(_permit) = ctx.slots.clone().try_acquire_owned() else {
+        ctx.stats.overload(op);
+        return;
+    };
+    let req = ctx
+        .http
+        .post(format!("{}/v1/reservations/{id}/{op}", a.url))
+        .bearer_auth(&a.key);
+    let req = if op == "confirm" {
+        req.json(&json!({"payment_ref": format!("pay-{}-{i}", ctx.run)}))
+    } else {
+        req
+    };
+    let (status, _) = status_of(req.send().await).await;
+    let ok = status == "200";
+    ctx.stats.answer(op, intended, status, ok);
+}
+
+/// A Meta-shaped webhook body with one order message.
+fn whatsapp_body(id: &str, sender: &str, items: Value) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Festival shopper"}, "wa_id": sender}],
+            "messages": [{"from": sender, "id": id, "timestamp": chrono::Utc::now().timestamp().to_string(),
+                "type": "order", "order": {"catalog_id": "194836987003835", "text": "festival order",
+                "product_items": items}}]},
+        "field": "messages"}]}]})
+}
+
+/// `sha256=` + hex HMAC-SHA256 of the raw body under the app secret.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn whatsapp_op(ctx: Arc<Ctx>, i: u64, intended: Instant, permit: OwnedSemaphorePermit) {
+    let a = &ctx.args;
+    // Two senders mapped to PINs in the demo config, and one that is not (default outlet).
+    let senders = ["919800000001", "919800000002", "919800000099"];
+    let sender = senders[(mix(a.seed ^ 7 ^ mix(i)) % 3) as usize];
+    let skus = &ctx.world.web_skus;
+    let lines = 1 + (mix(a.seed ^ 8 ^ mix(i)) % 2) as usize;
+    let mut chosen = BTreeSet::new();
+    for l in 0..lines {
+        chosen
+            .insert(&skus[(mix(a.seed ^ 9 ^ mix(i * 4 + l as u64)) % skus.len() as u64) as usize]);
+    }
+    let items: Vec<Value> = chosen
+        .iter()
+        .map(|s| json!({"product_retailer_id": s, "quantity": 1, "item_price": 450, "currency": "INR"}))
+        .collect();
+    let body = whatsapp_body(&format!("wamid.fest-{}-{i}", ctx.run), sender, json!(items));
+    let raw = serde_json::to_vec(&body).expect("json");
+    let res = ctx
+        .http
+        .post(format!("{}/v1/webhooks/whatsapp", a.url))
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", sign(&a.app_secret, &raw))
+        .body(raw)
+        .send()
+        .await;
+    let (status, _) = status_of(res).await;
+    let ok = status == "200";
+    ctx.stats.answer("whatsapp", intended, status, ok);
+    drop(permit);
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    let ms = |v: u64| (v as f64 / 1000.0 * 100.0).round() / 100.0;
+    json!({"p50": ms(h.value_at_quantile(0.5)), "p90": ms(h.value_at_quantile(0.9)),
+        "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()), "count": h.len()})
+}
+
+#[tokio::main]
+async fn main() {
+    match run().await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("festival: the audit FAILED");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("festival: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<bool> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.rate > 0.0 && args.spike > 0.0,
+        "--rate and --spike must be > 0"
+    );
+    anyhow::ensure!(
+        args.confirm_share + args.cancel_share <= 1.0,
+        "--confirm-share + --cancel-share must be at most 1"
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(args.inflight_max)
+        .build()?;
+    let world = discover(&args, &http).await?;
+    let metrics_before = audit::metrics(&http, &args).await?;
+    let oversell_before = metrics_before.oversell_units;
+    let run = format!("{}-{}", chrono::Utc::now().timestamp(), std::process::id());
+    println!(
+        "festival {run}: {} outlets, {} web targets, {} counter targets, {} PINs; {:.0} holds/s ({} x {}), {} POS sales/s, {} WhatsApp orders/s for {} s",
+        world.outlets.len(),
+        world.web.len(),
+        world.counter.len(),
+        world.pins.len(),
+        args.rate * args.spike,
+        args.rate,
+        args.spike,
+        args.pos_rate,
+        args.whatsapp_rate,
+        args.secs
+    );
+    let stats = Stats::new();
+    let slots = Arc::new(Semaphore::new(args.inflight_max));
+    let ctx = Arc::new(Ctx {
+        args: args.clone(),
+        http: http.clone(),
+        world,
+        stats: stats.clone(),
+        slots: slots.clone(),
+        run: run.clone(),
+        last_expiry_ms: AtomicI64::new(0),
+    });
+    let pos = mqtt::Pos::connect(&args, &run, &ctx.world, stats.clone()).await?;
+    let start = Instant::now() + Duration::from_millis(200);
+    let hold_rate = args.rate * args.spike;
+    let n = |rate: f64| (rate * args.secs as f64).round() as u64;
+    let holds = {
+        let ctx = ctx.clone();
+        tokio::spawn(open_loop(
+            "hold",
+            n(hold_rate),
+            hold_rate,
+            start,
+            slots.clone(),
+            stats.clone(),
+            move |i, t, p| hold_op(ctx.clone(), i, t, p),
+        ))
+    };
+    let whatsapp = {
+        let ctx = ctx.clone();
+        tokio::spawn(open_loop(
+            "whatsapp",
+            n(args.whatsapp_rate),
+            args.whatsapp_rate.max(f64::MIN_POSITIVE),
+            start,
+            slots.clone(),
+            stats.clone(),
+            move |i, t, p| whatsapp_op(ctx.clone(), i, t, p),
+        ))
+    };
+    let sales = {
+        let (pos, ctx) = (pos.clone(), ctx.clone());
+        tokio::spawn(open_loop(
+            "pos_sale",
+            n(args.pos_rate),
+            args.pos_rate.max(f64::MIN_POSITIVE),
+            start,
+            slots.clone(),
+            stats.clone(),
+            move |i, t, p| {
+                let (pos, ctx) = (pos.clone(), ctx.clone());
+                async move { pos.sell(&ctx.world, ctx.args.seed, i, t, p).await }
+            },
+        ))
+    };
+    let mut pending = Vec::new();
+    for stream in [holds, whatsapp, sales] {
+        pending.push(stream.await?);
+    }
+    let sent_secs = start.elapsed().as_secs_f64();
+    for mut tasks in pending {
+        let _ = tokio::time::timeout(Duration::from_secs(90), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    let load_secs = start.elapsed().as_secs_f64();
+    // Unacknowledged publishes get a little longer; what stays unacknowledged is counted.
+    pos.wait_acks(Duration::from_secs(30)).await;
+    println!("load phase done after {load_secs:.1} s; auditing");
+
+    // Let the abandoned holds expire before the audit.
+    let last_expiry = ctx.last_expiry_ms.load(Ordering::Relaxed);
+    let wait_ms = last_expiry + 2000 - chrono::Utc::now().timestamp_millis();
+    if wait_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
+    }
+    let acked = pos.acked();
+    let report = audit::run(&args, &http, &ctx.world, oversell_before, &acked).await?;
+
+    let stats = stats.0.lock().expect("stats");
+    let mut ops = serde_json::Map::new();
+    println!(
+        "\n{:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "operation",
+        "offered",
+        "ok",
+        "offer/s",
+        "ok/s",
+        "overload",
+        "p50 ms",
+        "p90",
+        "p99",
+        "p99.9",
+        "max"
+    );
+    for op in OPS {
+        let s = &stats[op];
+        let rate = |n: u64| n as f64 / sent_secs.max(0.001);
+        let p = percentiles(&s.hist);
+        let f = |k: &str| {
+            p[k].as_f64()
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or("-".into())
+        };
+        println!(
+            "{op:<10} {:>8} {:>8} {:>9.1} {:>9.1} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            s.offered,
+            s.ok,
+            rate(s.offered),
+            rate(s.ok),
+            s.overload,
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("p99_9"),
+            f("max")
+        );
+        ops.insert(
+            op.into(),
+            json!({"offered": s.offered, "ok": s.ok, "client_overload": s.overload,
+                "offered_per_sec": rate(s.offered), "achieved_per_sec": rate(s.ok),
+                "latency_ms": p, "statuses": s.statuses}),
+        );
+    }
+    println!("\nanswers by status:");
+    for op in OPS {
+        println!("  {op:<10} {:?}", stats[op].statuses);
+    }
+    println!("\naudit:\n{}", serde_json::to_string_pretty(&report)?);
+    let passed = report["passed"].as_bool().unwrap_or(false);
+    println!("audit {}", if passed { "PASSED" } else { "FAILED" });
+    let doc = json!({
+        "run": run,
+        "url": args.url,
+        "config": {"rate": args.rate, "spike": args.spike, "hold_rate": hold_rate,
+            "pos_rate": args.pos_rate, "whatsapp_rate": args.whatsapp_rate, "secs": args.secs,
+            "skus": args.skus, "pin_share": args.pin_share, "confirm_share": args.confirm_share,
+            "cancel_share": args.cancel_share, "think_ms": args.think_ms,
+            "abandon_ttl_secs": args.abandon_ttl_secs, "inflight_max": args.inflight_max,
+            "seed": args.seed},
+        "send_secs": sent_secs,
+        "load_secs": load_secs,
+        "operations": ops,
+        "audit": report,
+    });
+    let out = args.out.clone().unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("out")
+            .join(format!("festival-{}.json", chrono::Utc::now().timestamp()))
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("report: {}", out.display());
+    Ok(passed)
+}
