@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps build import serve load-quick chaos bench-rebuild lint fmt
+.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench-rebuild lint fmt
 
 run: services build import serve
 
@@ -34,6 +34,11 @@ serve: build
 # A quick hold/cancel run against a running `make run` (10 s).
 load-quick: build
 	target/release/shelfsync-load --secs 10
+
+# The festival simulator against a running `make run` (30 s of open-loop mixed load at the
+# defaults, then the audit; the JSON report goes to load/out/). Pass flags with ARGS="...".
+festival: build
+	target/release/shelfsync-festival $(ARGS)
 
 # The chaos suite's long form (make test runs the short one): 6 rounds of the four faults.
 chaos: services build
