@@ -2,7 +2,9 @@
 //!
 //! The client's event loop reports `Outgoing::Publish(pkid)` in the order the publishes were
 //! queued, so a FIFO of event ids (filled under the same lock as the queueing) names each
-//! packet id; the broker's PUBACK for that id then marks the event acknowledged.
+//! packet id; the broker's PUBACK for that id then marks the event acknowledged. A PUBACK
+//! is the broker's, not the service's: the audit then looks for each acknowledged sale in the
+//! ledger.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -75,6 +77,11 @@ impl Pos {
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         let mut s = st.lock().expect("pos state");
+                        // A packet id still in flight is a resend after a reconnect, not
+                        // the next queued publish.
+                        if s.inflight.contains_key(&pkid) {
+                            continue;
+                        }
                         if let Some(sent) = s.queued.pop_front() {
                             s.inflight.insert(pkid, sent);
                         }
