@@ -34,6 +34,9 @@ use crate::zones::{Pin, ZoneOutlet};
 
 /// How often outlets still short (or with at-risk holds) are looked at again.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Sweeps that may leave an outlet to its movements in flight before it runs anyway (an
+/// outlet whose POS never pauses would otherwise never be swept).
+const SWEEP_DEFERRALS_MAX: u32 = 3;
 
 /// A hold moved to another outlet.
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +357,7 @@ pub fn start_sweep(services: Arc<Services>) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         let closing = services.hub.closing();
         tokio::pin!(closing);
+        let mut deferred: HashMap<OutletId, u32> = HashMap::new();
         loop {
             tokio::select! {
                 _ = &mut closing => return,
@@ -362,9 +366,16 @@ pub fn start_sweep(services: Arc<Services>) {
             let reroute = &services.reroute;
             for outlet in services.outlets.keys() {
                 let due = services.stock.short_of_holds(outlet) || reroute.has_at_risk(outlet);
-                if due && !reroute.movements_in_flight(outlet) {
-                    services.reroute.relieve(&services, outlet).await;
+                if !due {
+                    continue;
                 }
+                let waited = deferred.entry(outlet.clone()).or_default();
+                if reroute.movements_in_flight(outlet) && *waited < SWEEP_DEFERRALS_MAX {
+                    *waited += 1;
+                    continue;
+                }
+                *waited = 0;
+                reroute.relieve(&services, outlet).await;
             }
         }
     });

@@ -636,9 +636,17 @@ async fn schemathesis_finds_no_server_error() {
     };
     assert!(got("POST /v1/reservations", 201) > 0, "no hold was made");
     assert!(got("POST /v1/movements", 201) > 0, "no movement was made");
+    // The stateful phase follows a hold's link to confirm it: the confirm reached a real
+    // reservation (paid, or refused as already paid, cancelled, re-routed or expired), not 404.
+    // Which of those it gets depends on what the fuzzer did to the hold first.
+    let confirm = "POST /v1/reservations/{id}/confirm (stateful)";
     assert!(
-        got("POST /v1/reservations/{id}/confirm (stateful)", 200) > 0,
-        "no hold was confirmed"
+        [200, 409, 410]
+            .iter()
+            .map(|s| got(confirm, *s))
+            .sum::<usize>()
+            > 0,
+        "no stateful confirm reached a hold"
     );
     app.finish().await;
 }
