@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench-rebuild lint fmt
+.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild lint fmt
 
 run: services build import serve
 
@@ -44,6 +44,11 @@ festival: build
 chaos: services build
 	SHELFSYNC_CHAOS_ROUNDS=$${SHELFSYNC_CHAOS_ROUNDS:-6} SHELFSYNC_CHAOS_PHASE_SECS=$${SHELFSYNC_CHAOS_PHASE_SECS:-10} \
 		$(CARGO) test --release --locked --test chaos -- --nocapture --exact chaos
+
+# The hold-rate sweep: its own service, the festival simulator at RATES (holds/s) for SECS s
+# each, the highest rate with hold p99 <= P99_MS, and redis-benchmark's Lua ceiling.
+bench: services build
+	bash load/bench.sh
 
 # Rebuild and reconciler figures on a 1,000,000-document ledger (its own database).
 bench-rebuild: services build
