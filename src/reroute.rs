@@ -202,7 +202,7 @@ impl Rerouter {
             let held = match route(services, &hold, &pin, &serving).await {
                 Ok(v) => v,
                 Err(ApiError::OutOfStock { .. }) => return Ok(Fate::Stays),
-                Err(e) => anyhow::bail!("holding at another outlet: {e}"),
+                Err(e) => return Err(anyhow::Error::from(e).context("holding at another outlet")),
             };
             let to = held["id"]
                 .as_str()
@@ -333,7 +333,7 @@ async fn give_back(services: &Services, to: &ReservationId) {
         Ok(actor) => (actor.send(Cancel { id: to.clone() }).await)
             .map_err(anyhow::Error::from)
             .and_then(|r| r.map_err(anyhow::Error::from)),
-        Err(e) => Err(anyhow::anyhow!("{e}")),
+        Err(e) => Err(e.into()),
     };
     if let Err(e) = cancelled {
         warn!(id = %to, error = %format!("{e:#}"), "giving back a re-route's new hold failed; it expires with the old hold's time");

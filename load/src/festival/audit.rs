@@ -291,3 +291,42 @@ pub async fn run(
         "run_documents_by_kind": p.by_kind,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(seq: u64, kind: &str, d_on_hand: i64, d_reserved: i64) -> Value {
+        json!({"outlet": "o", "seq": seq, "kind": kind,
+            "lines": [{"sku": "s", "d_on_hand": d_on_hand, "d_reserved": d_reserved}]})
+    }
+
+    #[test]
+    fn a_hold_past_the_stock_is_an_oversell() {
+        let entries = [doc(1, "count", 2, 0), doc(2, "reservation_held", 0, 3)];
+        let (folds, oversells, _, _) = replay(&entries, 0);
+        assert_eq!(oversells.len(), 1, "{oversells:?}");
+        assert_eq!(oversells[0]["seq"], 2);
+        assert_eq!((folds["s"].on_hand, folds["s"].reserved), (2, 3));
+    }
+
+    #[test]
+    fn a_web_sale_after_a_counter_sale_shortfall_is_excused_but_not_a_new_hold() {
+        let entries = [
+            doc(1, "count", 3, 0),
+            doc(2, "reservation_held", 0, 3),
+            doc(3, "sale_counter", -1, 0),
+            doc(4, "sale_web", -3, -3),
+            doc(5, "reservation_held", 0, 1),
+        ];
+        let (_, oversells, facts, _) = replay(&entries, 0);
+        assert_eq!(facts, 1);
+        assert_eq!(oversells.len(), 1, "{oversells:?}");
+        assert_eq!(
+            oversells[0]["seq"], 5,
+            "only the hold that took a unit not there"
+        );
+        // Documents before the run are not judged.
+        assert!(replay(&entries, 5).1.is_empty());
+    }
+}
