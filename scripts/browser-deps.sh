@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser test needs: Debian's Chromium, Node.js, and playwright-core (from
-# tests/browser/package-lock.json; it drives the system Chromium and downloads no browser).
+# tests/browser/package-lock.json; it drives the system Chromium and downloads no browser);
+# also the DejaVu font of the festival plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[browser-deps] %s\n' "$*"; }
@@ -8,6 +9,8 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The font the festival simulator's latency plot (and its tests) draw text with.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   apt-get update -qq

@@ -240,6 +240,14 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
+        // CPU seconds, resident memory, open fds and threads of this process
+        // (`shelfsync_process_*`; Linux only), which the festival simulator samples.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         Self {
             registry,
             http_seconds,

@@ -87,7 +87,15 @@ async fn a_short_festival_run_passes_its_audit() {
         std::process::Command::new(bin)
             .args(["--url", &url2, "--topic-prefix", &prefix])
             .args(["--secs", "5", "--rate", "50", "--spike", "1"])
-            .args(["--pos-rate", "4", "--whatsapp-rate", "2"])
+            .args([
+                "--pos-rate",
+                "4",
+                "--whatsapp-rate",
+                "2",
+                "--movement-rate",
+                "2",
+            ])
+            .args(["--sse-clients", "20"])
             .args([
                 "--skus",
                 "12",
@@ -114,6 +122,9 @@ async fn a_short_festival_run_passes_its_audit() {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let _ = std::fs::remove_file(&out);
+    let png = out.with_extension("png");
+    let plotted = std::fs::read(&png).unwrap_or_default();
+    let _ = std::fs::remove_file(&png);
     handle.stop().await;
     done.await.expect("app task").expect("clean shutdown");
     cleanup(&settings).await;
@@ -135,7 +146,9 @@ async fn a_short_festival_run_passes_its_audit() {
     assert!(audit["pos_acked"].as_u64().unwrap() > 0);
     assert_eq!(audit["pos_missing"], 0);
     assert_eq!(audit["pos_duplicated"], 0);
-    for op in ["hold", "confirm", "cancel", "pos_sale", "whatsapp"] {
+    for op in [
+        "hold", "confirm", "cancel", "movement", "pos_sale", "whatsapp",
+    ] {
         let ok = report["operations"][op]["ok"].as_u64().unwrap_or(0);
         assert!(
             ok > 0,
@@ -143,6 +156,22 @@ async fn a_short_festival_run_passes_its_audit() {
             report["operations"][op]
         );
     }
+    // Every browser got its snapshot, and both push channels delivered values of the run's
+    // own ledger documents (matched by outlet and seq).
+    let push = &report["push"];
+    assert_eq!(push["sse_connected"], 20, "{push:#}");
+    for channel in ["push_sse", "push_mqtt"] {
+        let matched = push["latency"][channel]["matched_receipts"].as_u64();
+        assert!(matched.unwrap_or(0) > 0, "{channel}: {push:#}");
+    }
+    // The service's CPU and memory were sampled, and the plot was drawn.
+    let service = &report["service"];
+    assert!(service["samples"].as_u64().unwrap_or(0) > 0, "{service:#}");
+    assert!(
+        service["rss_mb_max"].as_f64().unwrap_or(0.0) > 0.0,
+        "{service:#}"
+    );
+    assert!(plotted.starts_with(b"\x89PNG"), "no plot was written");
     // Holds left to expire did expire within the run.
     let kinds = &audit["run_documents_by_kind"];
     for kind in [

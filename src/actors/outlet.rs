@@ -629,7 +629,11 @@ impl Actor for OutletActor {
                     act.needs_reload = false;
                     act.install(snapshot, ctx);
                 }
-                Err(e) => error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed"),
+                Err(e) => {
+                    // needs_reload stays set, so the retry (or the next request) loads it.
+                    error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed; retrying");
+                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.flush(ctx));
+                }
             }
         }));
     }

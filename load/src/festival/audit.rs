@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::{get_json, Args, World};
@@ -14,6 +13,9 @@ use crate::{get_json, Args, World};
 pub struct Metrics {
     pub oversell_units: f64,
     pub outbox_entries: f64,
+    /// The service process's CPU seconds and resident memory (Linux builds).
+    pub cpu_secs: Option<f64>,
+    pub rss_bytes: Option<f64>,
 }
 
 pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metrics> {
@@ -32,6 +34,8 @@ pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metr
     let mut m = Metrics {
         oversell_units: 0.0,
         outbox_entries: 0.0,
+        cpu_secs: None,
+        rss_bytes: None,
     };
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
@@ -42,6 +46,10 @@ pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metr
             m.oversell_units = value;
         } else if name.starts_with("shelfsync_ledger_outbox_entries") {
             m.outbox_entries += value;
+        } else if name == "shelfsync_process_cpu_seconds_total" {
+            m.cpu_secs = Some(value);
+        } else if name == "shelfsync_process_resident_memory_bytes" {
+            m.rss_bytes = Some(value);
         }
     }
     Ok(m)
@@ -150,6 +158,8 @@ struct Pass {
     pos_missing: Vec<String>,
     pos_duplicated: Vec<String>,
     by_kind: BTreeMap<String, u64>,
+    /// Commit time (ms since the epoch) of each of the run's documents, by (outlet, seq).
+    commits: HashMap<(String, u64), i64>,
 }
 
 async fn pass(
@@ -168,16 +178,24 @@ async fn pass(
         pos_missing: Vec::new(),
         pos_duplicated: Vec::new(),
         by_kind: BTreeMap::new(),
+        commits: HashMap::new(),
     };
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
-    let mut checks = Vec::new();
     for outlet in &world.outlets {
         let entries = ledger(http, args, outlet).await?;
         let start = world.start_seq.get(outlet).copied().unwrap_or(0);
         p.ledger_documents += entries.len();
         for e in &entries {
-            if e["seq"].as_u64().unwrap_or(0) > start {
+            let seq = e["seq"].as_u64().unwrap_or(0);
+            if seq > start {
                 p.run_documents += 1;
+                if let Some(at) = e["at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                {
+                    p.commits
+                        .insert((outlet.clone(), seq), at.timestamp_millis());
+                }
                 *p.by_kind
                     .entry(e["kind"].as_str().unwrap_or("?").to_owned())
                     .or_default() += 1;
@@ -191,34 +209,33 @@ async fn pass(
         let (folded, oversells, shortfalls, touched) = replay(&entries, start);
         p.oversells.extend(oversells);
         p.shortfall_facts += shortfalls;
+        // The outlet's whole stock in one read (the live values, as Redis has them).
+        let stock = get_json(
+            http,
+            format!("{}/v1/outlets/{outlet}/stock", args.url),
+            &args.admin_key,
+        )
+        .await?;
+        let live: HashMap<&str, (Option<i64>, Option<i64>)> = stock
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some((
+                    r["sku"].as_str()?,
+                    (r["on_hand"].as_i64(), r["reserved"].as_i64()),
+                ))
+            })
+            .collect();
         for sku in touched {
-            checks.push((outlet.clone(), sku.clone(), folded[&sku]));
-        }
-    }
-    let results: Vec<anyhow::Result<Option<Value>>> = stream::iter(checks)
-        .map(|(outlet, sku, f)| async move {
-            let v = get_json(
-                http,
-                format!("{}/v1/outlets/{outlet}/stock/{sku}", args.url),
-                &args.admin_key,
-            )
-            .await?;
-            let (on_hand, reserved) = (v["on_hand"].as_i64(), v["reserved"].as_i64());
-            Ok(
-                (on_hand != Some(f.on_hand) || reserved != Some(f.reserved)).then(|| {
-                    json!({"outlet": outlet, "sku": sku,
+            let f = folded[&sku];
+            let (on_hand, reserved) = live.get(sku.as_str()).copied().unwrap_or((None, None));
+            p.compared += 1;
+            if on_hand != Some(f.on_hand) || reserved != Some(f.reserved) {
+                p.mismatches.push(json!({"outlet": outlet, "sku": sku,
                     "ledger": {"on_hand": f.on_hand, "reserved": f.reserved},
-                    "redis": {"on_hand": on_hand, "reserved": reserved}})
-                }),
-            )
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for r in results {
-        p.compared += 1;
-        if let Some(m) = r? {
-            p.mismatches.push(m);
+                    "redis": {"on_hand": on_hand, "reserved": reserved}}));
+            }
         }
     }
     for id in acked {
@@ -231,14 +248,18 @@ async fn pass(
     Ok(p)
 }
 
-/// Waits for the outbox to drain, then audits; the JSON result has `"passed"`.
+/// The commit time (ms since the epoch) of each of the run's ledger documents.
+pub type Commits = HashMap<(String, u64), i64>;
+
+/// Waits for the outbox to drain, then audits; the JSON result has `"passed"`. Also gives
+/// the commit times of the run's documents (for the push latencies).
 pub async fn run(
     args: &Args,
     http: &reqwest::Client,
     world: &World,
     oversell_before: f64,
     acked: &BTreeSet<String>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<(Value, Commits)> {
     // The outbox is drained when `/metrics` shows no entry three times in a row.
     let started = Instant::now();
     let mut zeros = 0;
@@ -269,7 +290,7 @@ pub async fn run(
     let pos_once = p.pos_missing.is_empty() && p.pos_duplicated.is_empty();
     let passed = drained && zero_oversells && ledger_eq_redis && pos_once;
     let few = |v: &[Value]| v.iter().take(20).cloned().collect::<Vec<_>>();
-    Ok(json!({
+    let report = json!({
         "passed": passed,
         "outbox_drained": drained,
         "zero_oversells": zero_oversells,
@@ -289,7 +310,8 @@ pub async fn run(
         "ledger_documents": p.ledger_documents,
         "run_documents": p.run_documents,
         "run_documents_by_kind": p.by_kind,
-    }))
+    });
+    Ok((report, p.commits))
 }
 
 #[cfg(test)]

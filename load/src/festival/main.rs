@@ -16,11 +16,13 @@
 
 mod audit;
 mod mqtt;
+mod plot;
+mod push;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -58,6 +60,12 @@ pub struct Args {
     /// WhatsApp orders per second (through the webhook).
     #[arg(long, default_value_t = 2.0)]
     pub whatsapp_rate: f64,
+    /// Kitchen deliveries per second (`receipt` movements over HTTP, admin key).
+    #[arg(long, default_value_t = 2.0)]
+    pub movement_rate: f64,
+    /// Storefront customers browsing over SSE (each streams one outlet's stock).
+    #[arg(long, default_value_t = 200)]
+    pub sse_clients: usize,
     /// Length of the load phase.
     #[arg(long, default_value_t = 30)]
     pub secs: u64,
@@ -92,6 +100,10 @@ pub struct Args {
     /// The service's `mqtt.topic_prefix`.
     #[arg(long, default_value = "")]
     pub topic_prefix: String,
+    /// The service's process id when it runs on this machine: its CPU and memory are then
+    /// read from /proc at 10 ms precision instead of from `/metrics` (whole CPU seconds).
+    #[arg(long)]
+    pub service_pid: Option<u32>,
     /// Seed of the simulator's choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -101,7 +113,14 @@ pub struct Args {
 }
 
 /// The operations the report lists.
-pub const OPS: [&str; 5] = ["hold", "confirm", "cancel", "pos_sale", "whatsapp"];
+pub const OPS: [&str; 6] = [
+    "hold", "confirm", "cancel", "movement", "pos_sale", "whatsapp",
+];
+
+/// A histogram of one second of the run (coarser than the whole run's: there are many).
+pub fn timeline_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("histogram")
+}
 
 /// One operation's tally: latency from the intended send time, answers by status.
 pub struct OpStats {
@@ -110,6 +129,8 @@ pub struct OpStats {
     pub ok: u64,
     pub statuses: BTreeMap<String, u64>,
     pub hist: Histogram<u64>,
+    /// Latency by the second of the intended send time since the load started.
+    pub timeline: Vec<Histogram<u64>>,
 }
 
 impl OpStats {
@@ -120,18 +141,30 @@ impl OpStats {
             ok: 0,
             statuses: BTreeMap::new(),
             hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
+            timeline: Vec::new(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct Stats(Arc<Mutex<HashMap<&'static str, OpStats>>>);
+pub struct Stats(
+    Arc<Mutex<HashMap<&'static str, OpStats>>>,
+    Arc<OnceLock<Instant>>,
+);
 
 impl Stats {
     fn new() -> Self {
-        Self(Arc::new(Mutex::new(
-            OPS.iter().map(|op| (*op, OpStats::new())).collect(),
-        )))
+        Self(
+            Arc::new(Mutex::new(
+                OPS.iter().map(|op| (*op, OpStats::new())).collect(),
+            )),
+            Arc::default(),
+        )
+    }
+
+    /// Sets the load's start, from which the timeline counts seconds.
+    fn started(&self, start: Instant) {
+        let _ = self.1.set(start);
     }
 
     fn with<R>(&self, op: &'static str, f: impl FnOnce(&mut OpStats) -> R) -> R {
@@ -151,12 +184,21 @@ impl Stats {
 
     /// Records an answer (`status` like `201` or `409 out_of_stock`) and its latency.
     pub fn answer(&self, op: &'static str, intended: Instant, status: String, ok: bool) {
-        let micros = intended.elapsed().as_micros().max(1) as u64;
+        let micros = intended.elapsed().as_micros().clamp(1, 600_000_000) as u64;
+        let sec = self.1.get().map_or(0, |start| {
+            intended.saturating_duration_since(*start).as_secs()
+        }) as usize;
         self.with(op, |s| {
             if ok {
                 s.ok += 1;
             }
-            let _ = s.hist.record(micros.min(600_000_000));
+            let _ = s.hist.record(micros);
+            if sec < 3600 {
+                while s.timeline.len() <= sec {
+                    s.timeline.push(timeline_histogram());
+                }
+                let _ = s.timeline[sec].record(micros);
+            }
             *s.statuses.entry(status).or_default() += 1;
         });
     }
@@ -193,13 +235,29 @@ pub struct World {
     pub start_seq: BTreeMap<String, u64>,
 }
 
+/// GET as `key`; a `429` is waited out (its `Retry-After`, at most 50 times): the audit's
+/// reads can outrun the admin key's rate limit.
 async fn get_json(http: &reqwest::Client, url: String, key: &str) -> anyhow::Result<Value> {
-    let res = http
-        .get(&url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .with_context(|| format!("GET {url} (is shelfsync running? make run)"))?;
+    let mut tries = 0;
+    let res = loop {
+        let res = http
+            .get(&url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .with_context(|| format!("GET {url} (is shelfsync running? make run)"))?;
+        if res.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || tries == 50 {
+            break res;
+        }
+        tries += 1;
+        let wait = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 5);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    };
     anyhow::ensure!(
         res.status().is_success(),
         "GET {url} answered {}",
@@ -469,6 +527,117 @@ async fn whatsapp_op(ctx: Arc<Ctx>, i: u64, intended: Instant, permit: OwnedSema
     drop(permit);
 }
 
+/// A kitchen delivery: a `receipt` of 1 to 3 units of a web SKU at its outlet.
+async fn movement_op(ctx: Arc<Ctx>, i: u64, intended: Instant, permit: OwnedSemaphorePermit) {
+    let a = &ctx.args;
+    let w = &ctx.world;
+    let (outlet, sku) = &w.web[(mix(a.seed ^ 12 ^ mix(i)) % w.web.len() as u64) as usize];
+    let body = json!({"event_id": format!("fest-{}-mv-{i}", ctx.run), "outlet": outlet,
+        "sku": sku, "kind": "receipt", "qty": 1 + mix(a.seed ^ 13 ^ mix(i)) % 3,
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "note": "festival kitchen delivery"});
+    let res = ctx
+        .http
+        .post(format!("{}/v1/movements", a.url))
+        .bearer_auth(&a.admin_key)
+        .json(&body)
+        .send()
+        .await;
+    let (status, _) = status_of(res).await;
+    let ok = status == "201";
+    ctx.stats.answer("movement", intended, status, ok);
+    drop(permit);
+}
+
+/// The service's CPU seconds and RSS bytes from /proc (Linux; USER_HZ is 100 there).
+fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, pages * 4096.0))
+}
+
+/// The service's CPU and memory, sampled every second while `running`: (seconds since
+/// `start`, CPU % of one core, RSS MB). From /proc with `--service-pid`, else from its
+/// `/metrics` (`shelfsync_process_*`), whose CPU counter has whole seconds: each point then
+/// averages the last five seconds.
+async fn sample_resources(
+    http: reqwest::Client,
+    args: Args,
+    start: Instant,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(f64, f64, f64)> {
+    let mut points = Vec::new();
+    let window = if args.service_pid.is_some() { 1 } else { 5 };
+    let mut past: std::collections::VecDeque<(Instant, f64)> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while running.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let usage = match args.service_pid {
+            Some(pid) => proc_usage(pid),
+            None => match audit::metrics(&http, &args).await {
+                Ok(m) => m.cpu_secs.zip(m.rss_bytes),
+                Err(_) => None,
+            },
+        };
+        let Some((cpu, rss)) = usage else {
+            continue;
+        };
+        let now = Instant::now();
+        if past.len() == window {
+            let (t, c) = past.pop_front().expect("window");
+            let pct = (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0;
+            let since = now.saturating_duration_since(start).as_secs_f64();
+            points.push((since, pct, rss / 1e6));
+        }
+        past.push_back((now, cpu));
+    }
+    points
+}
+
+/// (second, p50 ms, p99 ms) of each non-empty second.
+fn timeline_points(by_sec: &[Histogram<u64>]) -> Vec<(f64, f64, f64)> {
+    by_sec
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(sec, h)| {
+            (
+                sec as f64 + 0.5,
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+            )
+        })
+        .collect()
+}
+
+/// Mean and peak CPU and peak RSS of the service over the samples.
+fn service_summary(points: &[(f64, f64, f64)]) -> Value {
+    if points.is_empty() {
+        return json!({"samples": 0, "cpu_percent_mean": null, "cpu_percent_max": null, "rss_mb_max": null});
+    }
+    let n = points.len() as f64;
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    json!({"samples": points.len(),
+        "cpu_percent_mean": round(points.iter().map(|p| p.1).sum::<f64>() / n),
+        "cpu_percent_max": round(points.iter().map(|p| p.1).fold(0.0, f64::max)),
+        "rss_mb_max": round(points.iter().map(|p| p.2).fold(0.0, f64::max)),
+        "rss_mb_last": round(points[points.len() - 1].2)})
+}
+
+/// A latency figure of `percentiles` for the printed table.
+fn ms_cell(p: &Value, k: &str) -> String {
+    p[k].as_f64()
+        .map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
 fn percentiles(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return Value::Null;
@@ -537,9 +706,30 @@ async fn run() -> anyhow::Result<bool> {
         last_expiry_ms: AtomicI64::new(0),
     });
     let pos = mqtt::Pos::connect(&args, &run, &ctx.world, stats.clone()).await?;
-    let start = Instant::now() + Duration::from_millis(200);
     let hold_rate = args.rate * args.spike;
     let n = |rate: f64| (rate * args.secs as f64).round() as u64;
+    // About how many stock values the browsers will receive; past a million, keep one seq
+    // in `every` (see push.rs).
+    let changes =
+        n(hold_rate * 2.0 + args.pos_rate + args.whatsapp_rate * 2.0 + args.movement_rate);
+    let receipts = changes as f64 * args.sse_clients as f64 / ctx.world.outlets.len() as f64;
+    let every = (receipts / 1_000_000.0).ceil().max(1.0) as u64;
+    let mut push = push::Push::start(&args, &run, &ctx.world.outlets, every).await?;
+    println!(
+        "{} of {} SSE browsers connected; MQTT stock subscriber connected",
+        push.sse_connected.load(Ordering::Relaxed),
+        args.sse_clients
+    );
+    let start = Instant::now() + Duration::from_millis(200);
+    stats.started(start);
+    let start_wall_ms = chrono::Utc::now().timestamp_millis() + 200;
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_resources(
+        http.clone(),
+        args.clone(),
+        start,
+        sampling.clone(),
+    ));
     let holds = {
         let ctx = ctx.clone();
         tokio::spawn(open_loop(
@@ -564,6 +754,18 @@ async fn run() -> anyhow::Result<bool> {
             move |i, t, p| whatsapp_op(ctx.clone(), i, t, p),
         ))
     };
+    let movements = {
+        let ctx = ctx.clone();
+        tokio::spawn(open_loop(
+            "movement",
+            n(args.movement_rate),
+            args.movement_rate.max(f64::MIN_POSITIVE),
+            start,
+            slots.clone(),
+            stats.clone(),
+            move |i, t, p| movement_op(ctx.clone(), i, t, p),
+        ))
+    };
     let sales = {
         let (pos, ctx) = (pos.clone(), ctx.clone());
         tokio::spawn(open_loop(
@@ -580,7 +782,7 @@ async fn run() -> anyhow::Result<bool> {
         ))
     };
     let mut pending = Vec::new();
-    for stream in [holds, whatsapp, sales] {
+    for stream in [holds, whatsapp, movements, sales] {
         pending.push(stream.await?);
     }
     let sent_secs = start.elapsed().as_secs_f64();
@@ -601,8 +803,11 @@ async fn run() -> anyhow::Result<bool> {
     if wait_ms > 0 {
         tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
     }
+    sampling.store(false, Ordering::Relaxed);
+    let resources = sampler.await.unwrap_or_default();
+    push.stop().await;
     let acked = pos.acked();
-    let report = audit::run(&args, &http, &ctx.world, oversell_before, &acked).await?;
+    let (report, commits) = audit::run(&args, &http, &ctx.world, oversell_before, &acked).await?;
 
     let stats = stats.0.lock().expect("stats");
     let mut ops = serde_json::Map::new();
@@ -624,11 +829,7 @@ async fn run() -> anyhow::Result<bool> {
         let s = &stats[op];
         let rate = |n: u64| n as f64 / sent_secs.max(0.001);
         let p = percentiles(&s.hist);
-        let f = |k: &str| {
-            p[k].as_f64()
-                .map(|v| format!("{v:.2}"))
-                .unwrap_or("-".into())
-        };
+        let f = |k: &str| ms_cell(&p, k);
         println!(
             "{op:<10} {:>8} {:>8} {:>9.1} {:>9.1} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
             s.offered,
@@ -649,6 +850,57 @@ async fn run() -> anyhow::Result<bool> {
                 "latency_ms": p, "statuses": s.statuses}),
         );
     }
+    // Commit-to-client push latency (see push.rs), printed under the operations.
+    let mut series = Vec::new();
+    let mut pushes = serde_json::Map::new();
+    for (name, receipts) in [("push_sse", &push.sse), ("push_mqtt", &push.mqtt)] {
+        let (h, by_sec, matched) = receipts.latency(&commits, start_wall_ms);
+        let p = percentiles(&h);
+        let f = |k: &str| ms_cell(&p, k);
+        println!(
+            "{name:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "-",
+            matched,
+            "-",
+            "-",
+            "-",
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("p99_9"),
+            f("max")
+        );
+        pushes.insert(
+            name.into(),
+            json!({"matched_receipts": matched, "latency_ms": p}),
+        );
+        series.push(plot::Series {
+            name: name.into(),
+            points: timeline_points(&by_sec),
+        });
+    }
+    let mut push_doc = push.summary();
+    push_doc["latency"] = Value::Object(pushes);
+    println!(
+        "(push: commit-to-client for values of the run's ledger documents; {} SSE browsers, {} reconnects, one seq in {} sampled)",
+        args.sse_clients,
+        push.sse_reconnects.load(Ordering::Relaxed),
+        push.sse.every()
+    );
+    for op in ["hold", "confirm", "cancel", "movement"] {
+        series.push(plot::Series {
+            name: op.into(),
+            points: timeline_points(&stats[op].timeline),
+        });
+    }
+    let service = service_summary(&resources);
+    println!(
+        "\nservice: CPU {} % of one core on average, {} % at most; RSS {} MB at most",
+        fmt_opt(service["cpu_percent_mean"].as_f64()),
+        fmt_opt(service["cpu_percent_max"].as_f64()),
+        fmt_opt(service["rss_mb_max"].as_f64())
+    );
+
     println!("\nanswers by status:");
     for op in OPS {
         println!("  {op:<10} {:?}", stats[op].statuses);
@@ -668,6 +920,8 @@ async fn run() -> anyhow::Result<bool> {
         "send_secs": sent_secs,
         "load_secs": load_secs,
         "operations": ops,
+        "push": push_doc,
+        "service": service,
         "audit": report,
     });
     let out = args.out.clone().unwrap_or_else(|| {
@@ -681,5 +935,16 @@ async fn run() -> anyhow::Result<bool> {
     std::fs::write(&out, serde_json::to_vec_pretty(&doc)?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("report: {}", out.display());
+    let png = out.with_extension("png");
+    let title = format!(
+        "shelfsync festival {run}: {hold_rate:.0} holds/s, {} SSE browsers",
+        args.sse_clients
+    );
+    let resources = plot::Resources { points: resources };
+    match plot::latency_png(&png, &title, &series, &resources) {
+        Ok(()) => println!("plot: {}", png.display()),
+        // The figures are in the JSON; a missing font is not worth failing the run for.
+        Err(e) => eprintln!("festival: no plot: {e:#}"),
+    }
     Ok(passed)
 }

@@ -1,0 +1,382 @@
+//! Push latency: storefront customers browsing over SSE, and one MQTT subscriber of the
+//! retained `stock/#` values (as an outlet's shelf display or a channel adapter would be).
+//!
+//! Each client notes when a stock value of `(outlet, seq)` reached it, by this machine's wall
+//! clock. After the run the audit reads the ledger, whose document of that seq carries the
+//! commit time (`at`, set by the outlet actor when it sent the batch to Redis): the difference
+//! is the commit-to-client latency, Redis round trip, fan-out and delivery included. Both
+//! clocks are the same machine's here; against a service on another host they must be synced
+//! (NTP) and the figures are only as good as that.
+//!
+//! Receipts are sampled by seq (`seq % every == 0`, the same seqs for every client) so that
+//! many clients at a high rate stay within a fixed memory budget; the report gives `every`.
+//! A client that the service drops reconnects (fresh snapshot) and counts the reconnect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::Args;
+
+/// Receipts kept per channel at most; past it they are counted, not kept.
+const RECEIPTS_MAX: usize = 2_000_000;
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// When `(outlet, seq)` values reached the clients of one channel.
+pub struct Receipts {
+    every: u64,
+    kept: Mutex<Vec<(Arc<str>, u64, i64)>>,
+    /// Values received (sampled or not).
+    pub events: AtomicU64,
+    /// Sampled receipts past `RECEIPTS_MAX`.
+    pub unkept: AtomicU64,
+}
+
+impl Receipts {
+    fn new(every: u64) -> Self {
+        Self {
+            every: every.max(1),
+            kept: Mutex::new(Vec::new()),
+            events: AtomicU64::new(0),
+            unkept: AtomicU64::new(0),
+        }
+    }
+
+    fn note(&self, outlet: &Arc<str>, seq: u64, at_us: i64) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if !seq.is_multiple_of(self.every) {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("receipts");
+        if kept.len() < RECEIPTS_MAX {
+            kept.push((outlet.clone(), seq, at_us));
+        } else {
+            self.unkept.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Joins the receipts with the commit times (`(outlet, seq)` → ms since the epoch) into
+    /// a latency histogram (µs) and per-second histograms by commit time since `start_ms`.
+    /// Receipts of seqs the map lacks (values from before the run) are left out.
+    pub fn latency(
+        &self,
+        commits: &HashMap<(String, u64), i64>,
+        start_ms: i64,
+    ) -> (Histogram<u64>, Vec<Histogram<u64>>, u64) {
+        let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+        let mut by_sec: Vec<Histogram<u64>> = Vec::new();
+        let mut matched = 0;
+        for (outlet, seq, at_us) in self.kept.lock().expect("receipts").iter() {
+            let Some(&commit_ms) = commits.get(&(outlet.to_string(), *seq)) else {
+                continue;
+            };
+            matched += 1;
+            // A commit time is whole milliseconds (truncated), so a latency is over by less
+            // than 1 ms; a receipt stamped before its commit (the clock stepped back between
+            // the two) counts as the histogram's floor.
+            let us = (at_us - commit_ms * 1000).clamp(1, 600_000_000) as u64;
+            let _ = all.record(us);
+            let sec = ((commit_ms - start_ms).max(0) / 1000) as usize;
+            if sec < 3600 {
+                while by_sec.len() <= sec {
+                    by_sec.push(crate::timeline_histogram());
+                }
+                let _ = by_sec[sec].record(us);
+            }
+        }
+        (all, by_sec, matched)
+    }
+
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+}
+
+#[derive(Deserialize)]
+struct StockEvent {
+    outlet: String,
+    seq: u64,
+}
+
+/// The browsing customers and the MQTT subscriber, running until `stop`.
+pub struct Push {
+    pub sse: Arc<Receipts>,
+    pub mqtt: Arc<Receipts>,
+    pub sse_connected: Arc<AtomicU64>,
+    pub sse_reconnects: Arc<AtomicU64>,
+    pub sse_errors: Arc<Mutex<HashMap<String, u64>>>,
+    pub clients: usize,
+    tasks: JoinSet<()>,
+    mqtt_client: Option<AsyncClient>,
+}
+
+impl Push {
+    /// Opens `args.sse_clients` SSE streams (spread over `outlets`, ramped over about a
+    /// second) and the MQTT subscriber, and waits until each stream had its snapshot or 30 s.
+    pub async fn start(
+        args: &Args,
+        run: &str,
+        outlets: &[String],
+        every: u64,
+    ) -> anyhow::Result<Self> {
+        let mut p = Self {
+            sse: Arc::new(Receipts::new(every)),
+            mqtt: Arc::new(Receipts::new(every)),
+            sse_connected: Arc::default(),
+            sse_reconnects: Arc::default(),
+            sse_errors: Arc::default(),
+            clients: args.sse_clients,
+            tasks: JoinSet::new(),
+            mqtt_client: None,
+        };
+        if args.sse_clients > 0 {
+            // One connection per client, as browsers have: no shared pool.
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?;
+            for c in 0..args.sse_clients {
+                let url = format!(
+                    "{}/v1/stream?outlets={}",
+                    args.url,
+                    outlets[c % outlets.len()]
+                );
+                let (http, key) = (http.clone(), args.key.clone());
+                let (receipts, connected, reconnects, errors) = (
+                    p.sse.clone(),
+                    p.sse_connected.clone(),
+                    p.sse_reconnects.clone(),
+                    p.sse_errors.clone(),
+                );
+                p.tasks.spawn(async move {
+                    browse(http, url, key, receipts, connected, reconnects, errors).await
+                });
+                if c % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let until = tokio::time::Instant::now() + Duration::from_secs(30);
+            while (p.sse_connected.load(Ordering::Relaxed) as usize) < args.sse_clients
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        p.mqtt_client = Some(subscribe(args, run, p.mqtt.clone(), &mut p.tasks).await?);
+        Ok(p)
+    }
+
+    /// Closes every stream and the subscriber.
+    pub async fn stop(&mut self) {
+        if let Some(c) = self.mqtt_client.take() {
+            let _ = c.disconnect().await;
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    pub fn summary(&self) -> Value {
+        json!({"sse_clients": self.clients,
+            "sse_connected": self.sse_connected.load(Ordering::Relaxed),
+            "sse_reconnects": self.sse_reconnects.load(Ordering::Relaxed),
+            "sse_errors": *self.sse_errors.lock().expect("errors"),
+            "sse_events": self.sse.events.load(Ordering::Relaxed),
+            "mqtt_events": self.mqtt.events.load(Ordering::Relaxed),
+            "sample_every_seq": self.sse.every(),
+            "unkept_receipts": self.sse.unkept.load(Ordering::Relaxed) + self.mqtt.unkept.load(Ordering::Relaxed)})
+    }
+}
+
+/// One browsing customer: an SSE stream of one outlet, read line by line; reconnects after a
+/// drop (counted), as a browser's EventSource does.
+async fn browse(
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    receipts: Arc<Receipts>,
+    connected: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+    errors: Arc<Mutex<HashMap<String, u64>>>,
+) {
+    let mut first = true;
+    let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
+    loop {
+        if !first {
+            reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let error = match http.get(&url).bearer_auth(&key).send().await {
+            Err(e) => format!("connect: {}", e.without_url()),
+            Ok(res) if !res.status().is_success() => format!("status {}", res.status().as_u16()),
+            Ok(res) => {
+                let mut body = res.bytes_stream();
+                let mut buf: Vec<u8> = Vec::new();
+                let mut event = String::new();
+                let mut error = "stream ended".to_owned();
+                while let Some(chunk) = body.next().await {
+                    let at_us = now_us();
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        Err(e) => {
+                            error = format!("read: {}", e.without_url());
+                            break;
+                        }
+                    };
+                    buf.extend_from_slice(&chunk);
+                    while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                        let line = String::from_utf8_lossy(&line[..nl]);
+                        if let Some(name) = line.strip_prefix("event: ") {
+                            event = name.to_owned();
+                            if first && event == "snapshot" {
+                                first = false;
+                                connected.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else if let Some(data) = line.strip_prefix("data: ") {
+                            if event == "stock" {
+                                if let Ok(e) = serde_json::from_str::<StockEvent>(data) {
+                                    let outlet = outlets
+                                        .entry(e.outlet)
+                                        .or_insert_with_key(|k| Arc::from(k.as_str()))
+                                        .clone();
+                                    receipts.note(&outlet, e.seq, at_us);
+                                }
+                            }
+                        }
+                    }
+                }
+                error
+            }
+        };
+        *errors.lock().expect("errors").entry(error).or_default() += 1;
+        first = false;
+    }
+}
+
+/// The MQTT subscriber of every stock value (`{prefix}stock/#`, QoS 1).
+async fn subscribe(
+    args: &Args,
+    run: &str,
+    receipts: Arc<Receipts>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<AsyncClient> {
+    let mut options = MqttOptions::new(
+        format!("shelfsync-festival-display-{run}"),
+        &args.mqtt_host,
+        args.mqtt_port,
+    );
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let prefix = format!("{}stock/", args.topic_prefix);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    tasks.spawn(async move {
+        let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at_us = now_us();
+                    let topic = String::from_utf8_lossy(&p.topic);
+                    let Some(outlet) = topic
+                        .strip_prefix(&prefix)
+                        .and_then(|rest| rest.split('/').next())
+                    else {
+                        continue;
+                    };
+                    let Some(seq) = serde_json::from_slice::<Value>(&p.payload)
+                        .ok()
+                        .and_then(|v| v["seq"].as_u64())
+                    else {
+                        continue;
+                    };
+                    let outlet = outlets
+                        .entry(outlet.to_owned())
+                        .or_insert_with_key(|k| Arc::from(k.as_str()))
+                        .clone();
+                    receipts.note(&outlet, seq, at_us);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    // No retained values on subscribing (MQTT 5 retain handling 2): they are from before the
+    // run, and a chain's worth of them (12 x 6,400) would queue ahead of the live ones.
+    let mut filter = Filter::new(format!("{}stock/#", args.topic_prefix), QoS::AtLeastOnce);
+    filter.retain_forward_rule = RetainForwardRule::Never;
+    client.subscribe_many([filter]).await?;
+    tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_join_the_commit_of_their_seq_and_nothing_else() {
+        let r = Receipts::new(1);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        // Commit of a/5 at 10,000 ms; received 3 ms and 40 ms later by two clients.
+        r.note(&a, 5, 10_003_000);
+        r.note(&a, 5, 10_040_000);
+        // The same seq at another outlet is another document.
+        r.note(&b, 5, 10_001_000);
+        // A value from before the run (not in the commits) is left out.
+        r.note(&a, 4, 10_000_500);
+        // Stamped before its commit (a clock step): the floor, not a negative latency.
+        r.note(&b, 7, 11_999_800);
+        let commits: HashMap<(String, u64), i64> = [
+            (("a".to_owned(), 5), 10_000),
+            (("b".to_owned(), 5), 9_000),
+            (("b".to_owned(), 7), 12_000),
+        ]
+        .into();
+        let (all, by_sec, matched) = r.latency(&commits, 9_000);
+        assert_eq!(matched, 4);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all.min(), 1);
+        // The slowest: b/5, committed at 9,000 ms and received 1,001 ms later.
+        assert!((1_000_000..1_003_000).contains(&all.max()), "{}", all.max());
+        // a/5 committed 1 s after the start, b/5 at it, b/7 3 s after.
+        assert_eq!(by_sec.len(), 4);
+        assert_eq!(
+            by_sec.iter().map(|h| h.len()).collect::<Vec<_>>(),
+            [1, 2, 0, 1]
+        );
+        assert_eq!(r.events.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn sampling_keeps_the_same_seqs_for_every_client() {
+        let r = Receipts::new(3);
+        let a: Arc<str> = Arc::from("a");
+        for seq in 1..=9 {
+            r.note(&a, seq, 1_000);
+        }
+        let kept: Vec<u64> = r.kept.lock().unwrap().iter().map(|k| k.1).collect();
+        assert_eq!(kept, [3, 6, 9]);
+        assert_eq!(r.events.load(Ordering::Relaxed), 9);
+    }
+}
