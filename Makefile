@@ -45,8 +45,9 @@ chaos: services build
 	SHELFSYNC_CHAOS_ROUNDS=$${SHELFSYNC_CHAOS_ROUNDS:-6} SHELFSYNC_CHAOS_PHASE_SECS=$${SHELFSYNC_CHAOS_PHASE_SECS:-10} \
 		$(CARGO) test --release --locked --test chaos -- --nocapture --exact chaos
 
-# The hold-rate sweep: its own service, the festival simulator at RATES (holds/s) for SECS s
-# each, the highest rate with hold p99 <= P99_MS, and redis-benchmark's Lua ceiling.
+# The festival benchmark (load/bench.sh): its own service on 13 outlets x 6,400 SKUs; memory
+# with 10k live holds and 1,000 SSE browsers, hold bursts at RATES, sustained rates against
+# MongoDB's raw insert_many ceiling, durable confirms, and redis-benchmark's Lua ceiling.
 bench: services build
 	bash load/bench.sh
 

@@ -33,6 +33,10 @@ struct Args {
     /// Drop the database first (it must not be the service's own).
     #[arg(long)]
     fresh: bool,
+    /// Documents per `insert_many` (`make bench` uses the ledger writer's
+    /// `ledger.batch_size_max` to measure the server's raw insert ceiling).
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
 }
 
 /// A small deterministic generator (xorshift), so runs are repeatable.
@@ -54,13 +58,14 @@ impl Rng {
 struct Writer {
     ledger: Ledger,
     buf: Vec<LedgerEntry>,
+    batch: usize,
     written: u64,
 }
 
 impl Writer {
     async fn push(&mut self, doc: serde_json::Value) -> anyhow::Result<()> {
         self.buf.push(LedgerEntry::from_outbox(&doc.to_string())?);
-        if self.buf.len() >= 5000 {
+        if self.buf.len() >= self.batch {
             self.flush().await?;
         }
         Ok(())
@@ -107,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let mut w = Writer {
         ledger: ledger.clone(),
         buf: Vec::new(),
+        batch: args.batch.max(1),
         written: 0,
     };
     let now = now_ms();
@@ -205,10 +211,11 @@ async fn main() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    let secs = started.elapsed().as_secs_f64();
     println!(
-        "seeded {} documents in {:.1} s",
+        "seeded {} documents in {secs:.1} s: {:.0} documents/s",
         w.written,
-        started.elapsed().as_secs_f64()
+        w.written as f64 / secs.max(0.001)
     );
     Ok(())
 }

@@ -55,10 +55,14 @@ pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metr
     Ok(m)
 }
 
-/// Every ledger document of an outlet, in seq order (`GET /v1/ledger`, paged).
-async fn ledger(http: &reqwest::Client, args: &Args, outlet: &str) -> anyhow::Result<Vec<Value>> {
+/// An outlet's ledger documents after `after`, in seq order (`GET /v1/ledger`, paged).
+async fn ledger(
+    http: &reqwest::Client,
+    args: &Args,
+    outlet: &str,
+    mut after: u64,
+) -> anyhow::Result<Vec<Value>> {
     let mut all = Vec::new();
-    let mut after = 0u64;
     loop {
         let page = get_json(
             http,
@@ -90,8 +94,14 @@ struct Fold {
 
 /// Replays an outlet's ledger and returns its folded counters and the oversells found.
 ///
-/// Each document's `lines[].d_on_hand` / `d_reserved` are added in seq order, giving every
-/// SKU's `on_hand`, `reserved` and `available = on_hand - reserved` after each seq.
+/// Starting from each SKU's counters before the run (`start`: the outlet's stock as the
+/// simulator read it before the load, when its last seq was `after_seq`; a SKU missing there
+/// starts at zero), each document's `lines[].d_on_hand` / `d_reserved` are added in seq order,
+/// giving every SKU's `on_hand`, `reserved` and `available = on_hand - reserved` after each
+/// seq. Only the run's documents are read, so the audit's cost follows the run, not the
+/// ledger's history (which `shelfsync check` audits whole). Should a change have slipped in
+/// between that read and `after_seq`, the fold misses it and the comparison with Redis fails:
+/// loudly, never silently.
 ///
 /// An **oversell** is a `reservation_held` or `sale_web` document with `seq > after_seq`
 /// (the run's documents) that leaves one of its SKUs with `available < 0` after it, except:
@@ -106,6 +116,7 @@ struct Fold {
 /// facts that left `available` below zero are counted as `shortfall_facts`.
 fn replay(
     entries: &[Value],
+    start: &HashMap<String, (i64, i64)>,
     after_seq: u64,
 ) -> (BTreeMap<String, Fold>, Vec<Value>, u64, BTreeSet<String>) {
     let mut skus: BTreeMap<String, Fold> = BTreeMap::new();
@@ -121,7 +132,14 @@ fn replay(
         );
         for line in e["lines"].as_array().into_iter().flatten() {
             let sku = line["sku"].as_str().unwrap_or_default().to_owned();
-            let f = skus.entry(sku.clone()).or_default();
+            let f = skus.entry(sku.clone()).or_insert_with(|| {
+                let (on_hand, reserved) = start.get(&sku).copied().unwrap_or_default();
+                Fold {
+                    on_hand,
+                    reserved,
+                    short_by_fact: false,
+                }
+            });
             f.on_hand += line["d_on_hand"].as_i64().unwrap_or(0);
             f.reserved += line["d_reserved"].as_i64().unwrap_or(0);
             let available = f.on_hand - f.reserved;
@@ -182,8 +200,8 @@ async fn pass(
     };
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
     for outlet in &world.outlets {
-        let entries = ledger(http, args, outlet).await?;
         let start = world.start_seq.get(outlet).copied().unwrap_or(0);
+        let entries = ledger(http, args, outlet, start).await?;
         p.ledger_documents += entries.len();
         for e in &entries {
             let seq = e["seq"].as_u64().unwrap_or(0);
@@ -206,7 +224,9 @@ async fn pass(
                 }
             }
         }
-        let (folded, oversells, shortfalls, touched) = replay(&entries, start);
+        let empty = HashMap::new();
+        let start_stock = world.start_stock.get(outlet).unwrap_or(&empty);
+        let (folded, oversells, shortfalls, touched) = replay(&entries, start_stock, start);
         p.oversells.extend(oversells);
         p.shortfall_facts += shortfalls;
         // The outlet's whole stock in one read (the live values, as Redis has them).
@@ -263,7 +283,7 @@ pub async fn run(
     // The outbox is drained when `/metrics` shows no entry three times in a row.
     let started = Instant::now();
     let mut zeros = 0;
-    while zeros < 3 && started.elapsed() < Duration::from_secs(60) {
+    while zeros < 3 && started.elapsed() < Duration::from_secs(args.drain_secs) {
         let m = metrics(http, args).await?;
         zeros = if m.outbox_entries == 0.0 {
             zeros + 1
@@ -273,6 +293,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let drained = zeros >= 3;
+    let drain_secs = started.elapsed().as_secs_f64();
     // The ledger writer and the POS intake may still be a moment behind: compare again for a
     // while before calling a difference a failure.
     let mut p = pass(http, args, world, acked).await?;
@@ -293,6 +314,7 @@ pub async fn run(
     let report = json!({
         "passed": passed,
         "outbox_drained": drained,
+        "outbox_drain_secs": (drain_secs * 10.0).round() / 10.0,
         "zero_oversells": zero_oversells,
         "oversell_units_metric": {"before": oversell_before, "after": oversell_after},
         "ledger_oversells": p.oversells.len(),
@@ -307,7 +329,7 @@ pub async fn run(
         "pos_missing": p.pos_missing.len(),
         "pos_duplicated": p.pos_duplicated.len(),
         "pos_missing_examples": p.pos_missing.iter().take(20).collect::<Vec<_>>(),
-        "ledger_documents": p.ledger_documents,
+        "ledger_documents_read": p.ledger_documents,
         "run_documents": p.run_documents,
         "run_documents_by_kind": p.by_kind,
     });
@@ -326,7 +348,7 @@ mod tests {
     #[test]
     fn a_hold_past_the_stock_is_an_oversell() {
         let entries = [doc(1, "count", 2, 0), doc(2, "reservation_held", 0, 3)];
-        let (folds, oversells, _, _) = replay(&entries, 0);
+        let (folds, oversells, _, _) = replay(&entries, &HashMap::new(), 0);
         assert_eq!(oversells.len(), 1, "{oversells:?}");
         assert_eq!(oversells[0]["seq"], 2);
         assert_eq!((folds["s"].on_hand, folds["s"].reserved), (2, 3));
@@ -341,7 +363,7 @@ mod tests {
             doc(4, "sale_web", -3, -3),
             doc(5, "reservation_held", 0, 1),
         ];
-        let (_, oversells, facts, _) = replay(&entries, 0);
+        let (_, oversells, facts, _) = replay(&entries, &HashMap::new(), 0);
         assert_eq!(facts, 1);
         assert_eq!(oversells.len(), 1, "{oversells:?}");
         assert_eq!(
@@ -349,6 +371,24 @@ mod tests {
             "only the hold that took a unit not there"
         );
         // Documents before the run are not judged.
-        assert!(replay(&entries, 5).1.is_empty());
+        assert!(replay(&entries, &HashMap::new(), 5).1.is_empty());
+    }
+
+    #[test]
+    fn the_run_is_folded_onto_the_stock_before_it() {
+        // Before the run: 2 on hand, 1 held. The run holds 1 (fine), then 1 more (oversell).
+        let start: HashMap<String, (i64, i64)> = [("s".to_owned(), (2, 1))].into();
+        let entries = [
+            doc(8, "reservation_held", 0, 1),
+            doc(9, "reservation_held", 0, 1),
+        ];
+        let (folds, oversells, _, touched) = replay(&entries, &start, 7);
+        assert_eq!((folds["s"].on_hand, folds["s"].reserved), (2, 3));
+        assert_eq!(oversells.len(), 1, "{oversells:?}");
+        assert_eq!(oversells[0]["seq"], 9);
+        assert!(touched.contains("s"));
+        // From an empty start the same documents would not be judged the same way: the
+        // starting stock matters.
+        assert_eq!(replay(&entries, &HashMap::new(), 7).1.len(), 2);
     }
 }

@@ -104,6 +104,9 @@ pub struct Args {
     /// read from /proc at 10 ms precision instead of from `/metrics` (whole CPU seconds).
     #[arg(long)]
     pub service_pid: Option<u32>,
+    /// How long the audit waits for the ledger outbox to drain after the load.
+    #[arg(long, default_value_t = 60)]
+    pub drain_secs: u64,
     /// Seed of the simulator's choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -233,6 +236,9 @@ pub struct World {
     pub web_skus: Vec<String>,
     /// Per outlet, the last seq before the run.
     pub start_seq: BTreeMap<String, u64>,
+    /// Per outlet, every SKU's (on_hand, reserved) before the run: the audit folds the run's
+    /// ledger documents onto these.
+    pub start_stock: BTreeMap<String, HashMap<String, (i64, i64)>>,
 }
 
 /// GET as `key`; a `429` is waited out (its `Retry-After`, at most 50 times): the audit's
@@ -270,6 +276,7 @@ async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> 
     let outlets = get_json(http, format!("{}/v1/outlets", args.url), &args.admin_key).await?;
     let mut targets = Vec::new();
     let mut start_seq = BTreeMap::new();
+    let mut start_stock = BTreeMap::new();
     let mut ids = Vec::new();
     for o in outlets.as_array().context("outlets")? {
         let id = o["id"].as_str().context("outlet id")?.to_owned();
@@ -282,6 +289,14 @@ async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> 
         let rows = rows.as_array().context("stock")?;
         let seq = rows.iter().filter_map(|r| r["seq"].as_u64()).max();
         start_seq.insert(id.clone(), seq.unwrap_or(0));
+        let counters: HashMap<String, (i64, i64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let c = (r["on_hand"].as_i64()?, r["reserved"].as_i64()?);
+                Some((r["sku"].as_str()?.to_owned(), c))
+            })
+            .collect();
+        start_stock.insert(id.clone(), counters);
         for r in rows
             .iter()
             .filter(|r| r["available"].as_i64().unwrap_or(0) > 0)
@@ -331,6 +346,7 @@ async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> 
         pins,
         web_skus,
         start_seq,
+        start_stock,
     })
 }
 
@@ -559,42 +575,52 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / 100.0, pages * 4096.0))
 }
 
-/// The service's CPU and memory, sampled every second while `running`: (seconds since
-/// `start`, CPU % of one core, RSS MB). From /proc with `--service-pid`, else from its
-/// `/metrics` (`shelfsync_process_*`), whose CPU counter has whole seconds: each point then
-/// averages the last five seconds.
+/// What `sample_resources` saw.
+#[derive(Default)]
+struct Samples {
+    /// (seconds since the start, CPU % of one core, RSS MB).
+    usage: Vec<(f64, f64, f64)>,
+    /// (seconds since the start, outbox entries waiting for the ledger, all outlets).
+    outbox: Vec<(f64, f64)>,
+}
+
+/// The service's CPU and memory and its ledger outbox, sampled every second while `running`.
+/// CPU and memory come from /proc with `--service-pid`, else from its `/metrics`
+/// (`shelfsync_process_*`), whose CPU counter has whole seconds: each point then averages
+/// the last five seconds.
 async fn sample_resources(
     http: reqwest::Client,
     args: Args,
     start: Instant,
     running: Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<(f64, f64, f64)> {
-    let mut points = Vec::new();
+) -> Samples {
+    let mut samples = Samples::default();
     let window = if args.service_pid.is_some() { 1 } else { 5 };
     let mut past: std::collections::VecDeque<(Instant, f64)> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while running.load(Ordering::Relaxed) {
         tick.tick().await;
+        let metrics = audit::metrics(&http, &args).await.ok();
+        let now = Instant::now();
+        let since = now.saturating_duration_since(start).as_secs_f64();
+        if let Some(m) = &metrics {
+            samples.outbox.push((since, m.outbox_entries));
+        }
         let usage = match args.service_pid {
             Some(pid) => proc_usage(pid),
-            None => match audit::metrics(&http, &args).await {
-                Ok(m) => m.cpu_secs.zip(m.rss_bytes),
-                Err(_) => None,
-            },
+            None => metrics.and_then(|m| m.cpu_secs.zip(m.rss_bytes)),
         };
         let Some((cpu, rss)) = usage else {
             continue;
         };
-        let now = Instant::now();
         if past.len() == window {
             let (t, c) = past.pop_front().expect("window");
             let pct = (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0;
-            let since = now.saturating_duration_since(start).as_secs_f64();
-            points.push((since, pct, rss / 1e6));
+            samples.usage.push((since, pct, rss / 1e6));
         }
         past.push_back((now, cpu));
     }
-    points
+    samples
 }
 
 /// (second, p50 ms, p99 ms) of each non-empty second.
@@ -714,7 +740,7 @@ async fn run() -> anyhow::Result<bool> {
         n(hold_rate * 2.0 + args.pos_rate + args.whatsapp_rate * 2.0 + args.movement_rate);
     let receipts = changes as f64 * args.sse_clients as f64 / ctx.world.outlets.len() as f64;
     let every = (receipts / 1_000_000.0).ceil().max(1.0) as u64;
-    let mut push = push::Push::start(&args, &run, &ctx.world.outlets, every).await?;
+    let mut push = push::Push::start(&args, &run, &ctx.world, every).await?;
     println!(
         "{} of {} SSE browsers connected; MQTT stock subscriber connected",
         push.sse_connected.load(Ordering::Relaxed),
@@ -893,12 +919,27 @@ async fn run() -> anyhow::Result<bool> {
             points: timeline_points(&stats[op].timeline),
         });
     }
-    let service = service_summary(&resources);
+    let mut service = service_summary(&resources.usage);
+    // The ledger's lag: the outbox at most, and at the end of the load (its last sample
+    // then); a sustained rate is one whose outbox does not grow.
+    let outbox_at = |secs: f64| {
+        resources
+            .outbox
+            .iter()
+            .take_while(|(t, _)| *t <= secs)
+            .last()
+            .map(|(_, n)| *n)
+    };
+    service["outbox_max"] = json!(resources.outbox.iter().map(|(_, n)| *n).fold(0.0, f64::max));
+    service["outbox_mid_load"] = json!(outbox_at(sent_secs / 2.0));
+    service["outbox_end_of_load"] = json!(outbox_at(sent_secs));
     println!(
-        "\nservice: CPU {} % of one core on average, {} % at most; RSS {} MB at most",
+        "\nservice: CPU {} % of one core on average, {} % at most; RSS {} MB at most; ledger outbox {} entries at most, {} at the end of the load",
         fmt_opt(service["cpu_percent_mean"].as_f64()),
         fmt_opt(service["cpu_percent_max"].as_f64()),
-        fmt_opt(service["rss_mb_max"].as_f64())
+        fmt_opt(service["rss_mb_max"].as_f64()),
+        fmt_opt(service["outbox_max"].as_f64()),
+        fmt_opt(service["outbox_end_of_load"].as_f64())
     );
 
     println!("\nanswers by status:");
@@ -940,7 +981,9 @@ async fn run() -> anyhow::Result<bool> {
         "shelfsync festival {run}: {hold_rate:.0} holds/s, {} SSE browsers",
         args.sse_clients
     );
-    let resources = plot::Resources { points: resources };
+    let resources = plot::Resources {
+        points: resources.usage,
+    };
     match plot::latency_png(&png, &title, &series, &resources) {
         Ok(()) => println!("plot: {}", png.display()),
         // The figures are in the JSON; a missing font is not worth failing the run for.

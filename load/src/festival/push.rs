@@ -26,7 +26,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::Args;
+use crate::{Args, World};
+
+/// SKUs a browsing customer's page streams.
+const BROWSED_SKUS: usize = 20;
 
 /// Receipts kept per channel at most; past it they are counted, not kept.
 const RECEIPTS_MAX: usize = 2_000_000;
@@ -127,14 +130,11 @@ pub struct Push {
 }
 
 impl Push {
-    /// Opens `args.sse_clients` SSE streams (spread over `outlets`, ramped over about a
-    /// second) and the MQTT subscriber, and waits until each stream had its snapshot or 30 s.
-    pub async fn start(
-        args: &Args,
-        run: &str,
-        outlets: &[String],
-        every: u64,
-    ) -> anyhow::Result<Self> {
+    /// Opens `args.sse_clients` SSE streams (ramped, 100 per 100 ms) and the MQTT
+    /// subscriber, and waits until each stream had its snapshot or 30 s. Browser `c` streams
+    /// outlet `c mod n`: every tenth the whole outlet (a shop display, a dashboard), the
+    /// others `BROWSED_SKUS` of its web SKUs (a category page).
+    pub async fn start(args: &Args, run: &str, world: &World, every: u64) -> anyhow::Result<Self> {
         let mut p = Self {
             sse: Arc::new(Receipts::new(every)),
             mqtt: Arc::new(Receipts::new(every)),
@@ -150,12 +150,25 @@ impl Push {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
                 .build()?;
+            let mut by_outlet: HashMap<&str, Vec<&str>> = HashMap::new();
+            for (o, sku) in &world.web {
+                by_outlet.entry(o).or_default().push(sku);
+            }
             for c in 0..args.sse_clients {
-                let url = format!(
-                    "{}/v1/stream?outlets={}",
-                    args.url,
-                    outlets[c % outlets.len()]
-                );
+                let outlet = &world.outlets[c % world.outlets.len()];
+                let skus = by_outlet.get(outlet.as_str()).map_or(&[][..], |v| &v[..]);
+                let url = if c % 10 == 0 || skus.is_empty() {
+                    format!("{}/v1/stream?outlets={outlet}", args.url)
+                } else {
+                    let page: Vec<&str> = (0..BROWSED_SKUS.min(skus.len()))
+                        .map(|k| skus[(c / world.outlets.len() * BROWSED_SKUS + k) % skus.len()])
+                        .collect();
+                    format!(
+                        "{}/v1/stream?outlets={outlet}&skus={}",
+                        args.url,
+                        page.join(",")
+                    )
+                };
                 let (http, key) = (http.clone(), args.key.clone());
                 let (receipts, connected, reconnects, errors) = (
                     p.sse.clone(),
