@@ -611,6 +611,33 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_hold_carries_the_status_text_the_snapshot_script_looks_for() {
+        // snapshot.lua passes over reservation records without the exact text
+        // `"status":"held"` (no spaces) before decoding any: a held record written by a
+        // restore must contain it, and a finished one must not.
+        let now = 100 * DAY;
+        let mut p = Projection::default();
+        for d in [
+            held(1, 1, now - 1000),
+            held(2, 2, now - 1000),
+            ended(3, 2, now - 500, "sale_web"),
+        ] {
+            p.apply(&d).unwrap();
+        }
+        let plan = p.restore_plan(now, DAY, 7 * DAY).unwrap();
+        let record = |n: u32| {
+            let id = res_id(n);
+            plan.reservations
+                .iter()
+                .find(|(r, _)| *r == id)
+                .map(|(_, json)| json.clone())
+                .unwrap()
+        };
+        assert!(record(1).contains(r#""status":"held""#), "{}", record(1));
+        assert!(!record(2).contains(r#""status":"held""#), "{}", record(2));
+    }
+
+    #[test]
     fn a_pruned_projection_restores_exactly_what_the_full_one_does() {
         let now = 100 * DAY;
         let docs = [

@@ -166,7 +166,6 @@ async fn a_short_festival_run_passes_its_audit() {
     }
     // The service's CPU and memory were sampled, and the plot was drawn.
     let service = &report["service"];
-    assert!(service["samples"].as_u64().unwrap_or(0) > 0, "{service:#}");
     assert!(
         service["rss_mb_max"].as_f64().unwrap_or(0.0) > 0.0,
         "{service:#}"

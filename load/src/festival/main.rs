@@ -120,6 +120,9 @@ pub const OPS: [&str; 6] = [
     "hold", "confirm", "cancel", "movement", "pos_sale", "whatsapp",
 ];
 
+/// Seconds of a run the per-second timelines cover (about 25 KB per second and series).
+pub const TIMELINE_SECS_MAX: usize = 1800;
+
 /// A histogram of one second of the run (coarser than the whole run's: there are many).
 pub fn timeline_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 2).expect("histogram")
@@ -196,7 +199,7 @@ impl Stats {
                 s.ok += 1;
             }
             let _ = s.hist.record(micros);
-            if sec < 3600 {
+            if sec < TIMELINE_SECS_MAX {
                 while s.timeline.len() <= sec {
                     s.timeline.push(timeline_histogram());
                 }
@@ -280,12 +283,17 @@ async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> 
     let mut ids = Vec::new();
     for o in outlets.as_array().context("outlets")? {
         let id = o["id"].as_str().context("outlet id")?.to_owned();
-        let rows = get_json(
-            http,
-            format!("{}/v1/outlets/{id}/stock", args.url),
-            &args.admin_key,
-        )
-        .await?;
+        // The audit folds the run onto this read, so it must be one state: read until two
+        // reads in a row agree (no change landed in between, none was half seen).
+        let url = format!("{}/v1/outlets/{id}/stock", args.url);
+        let mut rows = get_json(http, url.clone(), &args.admin_key).await?;
+        for _ in 0..20 {
+            let again = get_json(http, url.clone(), &args.admin_key).await?;
+            if again == rows {
+                break;
+            }
+            rows = again;
+        }
         let rows = rows.as_array().context("stock")?;
         let seq = rows.iter().filter_map(|r| r["seq"].as_u64()).max();
         start_seq.insert(id.clone(), seq.unwrap_or(0));
@@ -582,6 +590,8 @@ struct Samples {
     usage: Vec<(f64, f64, f64)>,
     /// (seconds since the start, outbox entries waiting for the ledger, all outlets).
     outbox: Vec<(f64, f64)>,
+    /// (seconds since the start, ledger documents written since the service started).
+    written: Vec<(f64, f64)>,
 }
 
 /// The service's CPU and memory and its ledger outbox, sampled every second while `running`.
@@ -598,16 +608,24 @@ async fn sample_resources(
     let window = if args.service_pid.is_some() { 1 } else { 5 };
     let mut past: std::collections::VecDeque<(Instant, f64)> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // After a slow `/metrics` read, the next sample waits its second rather than following at
+    // once (a burst of ticks would make CPU % jump).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while running.load(Ordering::Relaxed) {
         tick.tick().await;
-        let metrics = audit::metrics(&http, &args).await.ok();
+        // /proc first, at the tick, so the HTTP read's time does not skew the interval.
         let now = Instant::now();
+        let proc = args.service_pid.and_then(proc_usage);
+        let metrics = audit::metrics(&http, &args).await.ok();
         let since = now.saturating_duration_since(start).as_secs_f64();
         if let Some(m) = &metrics {
             samples.outbox.push((since, m.outbox_entries));
+            if let Some(n) = m.ledger_documents {
+                samples.written.push((since, n));
+            }
         }
         let usage = match args.service_pid {
-            Some(pid) => proc_usage(pid),
+            Some(_) => proc,
             None => metrics.and_then(|m| m.cpu_secs.zip(m.rss_bytes)),
         };
         let Some((cpu, rss)) = usage else {
@@ -616,7 +634,8 @@ async fn sample_resources(
         if past.len() == window {
             let (t, c) = past.pop_front().expect("window");
             let pct = (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0;
-            samples.usage.push((since, pct, rss / 1e6));
+            let mid = (t.saturating_duration_since(start).as_secs_f64() + since) / 2.0;
+            samples.usage.push((mid, pct, rss / 1e6));
         }
         past.push_back((now, cpu));
     }
@@ -637,6 +656,21 @@ fn timeline_points(by_sec: &[Histogram<u64>]) -> Vec<(f64, f64, f64)> {
             )
         })
         .collect()
+}
+
+/// The least-squares slope of `points` (y per x), `None` with fewer than 3 points.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| (sxy / sxx * 10.0).round() / 10.0)
 }
 
 /// Mean and peak CPU and peak RSS of the service over the samples.
@@ -908,7 +942,8 @@ async fn run() -> anyhow::Result<bool> {
     let mut push_doc = push.summary();
     push_doc["latency"] = Value::Object(pushes);
     println!(
-        "(push: commit-to-client for values of the run's ledger documents; {} SSE browsers, {} reconnects, one seq in {} sampled)",
+        "(push rows: \"ok\" is receipts matched to the run's ledger documents; latency commit to client; {} of {} SSE browsers connected, {} reconnects, one seq in {} sampled)",
+        push.sse_connected.load(Ordering::Relaxed),
         args.sse_clients,
         push.sse_reconnects.load(Ordering::Relaxed),
         push.sse.every()
@@ -919,7 +954,16 @@ async fn run() -> anyhow::Result<bool> {
             points: timeline_points(&stats[op].timeline),
         });
     }
-    let mut service = service_summary(&resources.usage);
+    // CPU over the load phase only (the sampler also covers the wait for expiries).
+    let load_usage: Vec<_> = resources
+        .usage
+        .iter()
+        .copied()
+        .filter(|(t, _, _)| *t <= sent_secs)
+        .collect();
+    let mut service = service_summary(&load_usage);
+    service["rss_mb_max"] =
+        json!((resources.usage.iter().map(|p| p.2).fold(0.0, f64::max) * 10.0).round() / 10.0);
     // The ledger's lag: the outbox at most, and at the end of the load (its last sample
     // then); a sustained rate is one whose outbox does not grow.
     let outbox_at = |secs: f64| {
@@ -933,6 +977,19 @@ async fn run() -> anyhow::Result<bool> {
     service["outbox_max"] = json!(resources.outbox.iter().map(|(_, n)| *n).fold(0.0, f64::max));
     service["outbox_mid_load"] = json!(outbox_at(sent_secs / 2.0));
     service["outbox_end_of_load"] = json!(outbox_at(sent_secs));
+    // Over the load's second half (least squares): how fast the outbox grew, and how many
+    // ledger documents per second were written. A rate is sustained when the ledger writes
+    // what the load offers. (The outbox gauge is read by the writer as it drains, so it lags;
+    // the written count is exact.)
+    let second_half = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= sent_secs / 2.0 && *t <= sent_secs)
+            .collect()
+    };
+    service["outbox_growth_per_sec"] = json!(slope(&second_half(&resources.outbox)));
+    service["ledger_docs_written_per_sec"] = json!(slope(&second_half(&resources.written)));
     println!(
         "\nservice: CPU {} % of one core on average, {} % at most; RSS {} MB at most; ledger outbox {} entries at most, {} at the end of the load",
         fmt_opt(service["cpu_percent_mean"].as_f64()),
@@ -956,8 +1013,10 @@ async fn run() -> anyhow::Result<bool> {
             "pos_rate": args.pos_rate, "whatsapp_rate": args.whatsapp_rate, "secs": args.secs,
             "skus": args.skus, "pin_share": args.pin_share, "confirm_share": args.confirm_share,
             "cancel_share": args.cancel_share, "think_ms": args.think_ms,
-            "abandon_ttl_secs": args.abandon_ttl_secs, "inflight_max": args.inflight_max,
-            "seed": args.seed},
+            "abandon_ttl_secs": args.abandon_ttl_secs, "ttl_secs": args.ttl_secs,
+            "inflight_max": args.inflight_max, "movement_rate": args.movement_rate,
+            "sse_clients": args.sse_clients, "drain_secs": args.drain_secs,
+            "service_pid": args.service_pid, "seed": args.seed},
         "send_secs": sent_secs,
         "load_secs": load_secs,
         "operations": ops,

@@ -204,6 +204,8 @@ pub fn latency_png(
 }
 
 const LEFT_AREA: u32 = 80;
+/// Points further apart than this (seconds) are not joined by a line.
+const GAP_SECS: f64 = 1.5;
 const RIGHT_AREA: u32 = 80;
 const BOTTOM_AREA: u32 = 45;
 
@@ -266,28 +268,35 @@ fn draw_latency(
         let color = COLORS[i % COLORS.len()];
         let p99 = ShapeStyle::from(color).stroke_width(2);
         let p50 = ShapeStyle::from(color.mix(0.85)).stroke_width(1);
-        chart.draw_series(DashedLineSeries::new(
-            points.iter().map(|q| (q.0, q.1)),
-            6,
-            4,
-            p50,
-        ))?;
-        // A lone point draws no line segment: mark it so it is visible.
-        let marker = if points.len() == 1 { 4 } else { 0 };
-        chart
-            .draw_series(
-                LineSeries::new(points.iter().map(|q| (q.0, q.2)), p99).point_size(marker),
-            )?
-            .label(name.to_string())
-            // One legend row per operation: its solid p99 line over its dashed p50 line.
-            .legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, -3), (24, -3)], p99)
-                    + DashedPathElement::new(vec![(0, 4), (24, 4)], 5, 3, p50)
-            });
-        if points.len() == 1 {
-            let q = points[0];
-            chart.draw_series(std::iter::once(Circle::new((q.0, q.1), 3, p50)))?;
+        // Seconds without a sample (e.g. the wait for expiries) break the line rather than
+        // being bridged by it.
+        let runs: Vec<&[(f64, f64, f64)]> = points.chunk_by(|a, b| b.0 - a.0 <= GAP_SECS).collect();
+        for (r, run) in runs.iter().enumerate() {
+            chart.draw_series(DashedLineSeries::new(
+                run.iter().map(|q| (q.0, q.1)),
+                6,
+                4,
+                p50,
+            ))?;
+            // A lone point draws no line segment: mark it so it is visible.
+            let marker = if run.len() == 1 { 4 } else { 0 };
+            let drawn = chart.draw_series(
+                LineSeries::new(run.iter().map(|q| (q.0, q.2)), p99).point_size(marker),
+            )?;
+            if r == 0 {
+                drawn
+                    .label(name.to_string())
+                    // One legend row per operation: its solid p99 line over its dashed p50.
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, -3), (24, -3)], p99)
+                            + DashedPathElement::new(vec![(0, 4), (24, 4)], 5, 3, p50)
+                    });
+            }
+            if run.len() == 1 {
+                let q = run[0];
+                chart.draw_series(std::iter::once(Circle::new((q.0, q.1), 3, p50)))?;
+            }
         }
     }
     if !latency.is_empty() {
@@ -566,6 +575,8 @@ mod tests {
     fn plot_reports_an_unwritable_path() {
         let (series, resources) = sample_run();
         let path = Path::new("/nonexistent-dir/for/sure/plot.png");
+        // With the font there, the error can only be the path's.
+        ensure_font().expect("the plot font (fonts-dejavu-core)");
         assert!(latency_png(path, "x", &series, &resources).is_err());
     }
 

@@ -47,8 +47,11 @@ pub struct Receipts {
     kept: Mutex<Vec<(Arc<str>, u64, i64)>>,
     /// Values received (sampled or not).
     pub events: AtomicU64,
-    /// Sampled receipts past `RECEIPTS_MAX`.
+    /// Sampled receipts past `RECEIPTS_MAX`: the latency then covers the run's start only.
     pub unkept: AtomicU64,
+    /// Receipts stamped before their commit (a clock step, or a wrong join): counted as the
+    /// floor and reported; on one host there should be none.
+    pub early: AtomicU64,
 }
 
 impl Receipts {
@@ -58,12 +61,15 @@ impl Receipts {
             kept: Mutex::new(Vec::new()),
             events: AtomicU64::new(0),
             unkept: AtomicU64::new(0),
+            early: AtomicU64::new(0),
         }
     }
 
     fn note(&self, outlet: &Arc<str>, seq: u64, at_us: i64) {
         self.events.fetch_add(1, Ordering::Relaxed);
-        if !seq.is_multiple_of(self.every) {
+        // (`%`: `is_multiple_of` is newer than the crate's rust-version.)
+        #[allow(clippy::manual_is_multiple_of)]
+        if seq % self.every != 0 {
             return;
         }
         let mut kept = self.kept.lock().expect("receipts");
@@ -93,10 +99,14 @@ impl Receipts {
             // A commit time is whole milliseconds (truncated), so a latency is over by less
             // than 1 ms; a receipt stamped before its commit (the clock stepped back between
             // the two) counts as the histogram's floor.
-            let us = (at_us - commit_ms * 1000).clamp(1, 600_000_000) as u64;
+            let delta = at_us - commit_ms * 1000;
+            if delta < 0 {
+                self.early.fetch_add(1, Ordering::Relaxed);
+            }
+            let us = delta.clamp(1, 600_000_000) as u64;
             let _ = all.record(us);
             let sec = ((commit_ms - start_ms).max(0) / 1000) as usize;
-            if sec < 3600 {
+            if sec < crate::TIMELINE_SECS_MAX {
                 while by_sec.len() <= sec {
                     by_sec.push(crate::timeline_histogram());
                 }
@@ -124,6 +134,7 @@ pub struct Push {
     pub sse_connected: Arc<AtomicU64>,
     pub sse_reconnects: Arc<AtomicU64>,
     pub sse_errors: Arc<Mutex<HashMap<String, u64>>>,
+    pub mqtt_reconnects: Arc<AtomicU64>,
     pub clients: usize,
     tasks: JoinSet<()>,
     mqtt_client: Option<AsyncClient>,
@@ -141,6 +152,7 @@ impl Push {
             sse_connected: Arc::default(),
             sse_reconnects: Arc::default(),
             sse_errors: Arc::default(),
+            mqtt_reconnects: Arc::default(),
             clients: args.sse_clients,
             tasks: JoinSet::new(),
             mqtt_client: None,
@@ -190,7 +202,16 @@ impl Push {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        p.mqtt_client = Some(subscribe(args, run, p.mqtt.clone(), &mut p.tasks).await?);
+        p.mqtt_client = Some(
+            subscribe(
+                args,
+                run,
+                p.mqtt.clone(),
+                p.mqtt_reconnects.clone(),
+                &mut p.tasks,
+            )
+            .await?,
+        );
         Ok(p)
     }
 
@@ -210,8 +231,10 @@ impl Push {
             "sse_errors": *self.sse_errors.lock().expect("errors"),
             "sse_events": self.sse.events.load(Ordering::Relaxed),
             "mqtt_events": self.mqtt.events.load(Ordering::Relaxed),
+            "mqtt_reconnects": self.mqtt_reconnects.load(Ordering::Relaxed),
             "sample_every_seq": self.sse.every(),
-            "unkept_receipts": self.sse.unkept.load(Ordering::Relaxed) + self.mqtt.unkept.load(Ordering::Relaxed)})
+            "unkept_receipts": self.sse.unkept.load(Ordering::Relaxed) + self.mqtt.unkept.load(Ordering::Relaxed),
+            "early_receipts": self.sse.early.load(Ordering::Relaxed) + self.mqtt.early.load(Ordering::Relaxed)})
     }
 }
 
@@ -226,13 +249,19 @@ async fn browse(
     reconnects: Arc<AtomicU64>,
     errors: Arc<Mutex<HashMap<String, u64>>>,
 ) {
-    let mut first = true;
+    // `counted`: this browser had a snapshot once (it is in `connected`); `streamed`: it had
+    // a stream once, so a new connect is a reconnect.
+    let (mut counted, mut streamed) = (false, false);
+    let mut attempt = 0u32;
     let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
     loop {
-        if !first {
-            reconnects.fetch_add(1, Ordering::Relaxed);
+        if attempt > 0 {
+            if streamed {
+                reconnects.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        attempt += 1;
         let error = match http.get(&url).bearer_auth(&key).send().await {
             Err(e) => format!("connect: {}", e.without_url()),
             Ok(res) if !res.status().is_success() => format!("status {}", res.status().as_u16()),
@@ -250,14 +279,25 @@ async fn browse(
                             break;
                         }
                     };
+                    // Only the new bytes are searched for line ends (a snapshot line can be
+                    // hundreds of KB over many chunks); complete lines are taken once.
+                    let scanned = buf.len();
                     buf.extend_from_slice(&chunk);
-                    while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=nl).collect();
-                        let line = String::from_utf8_lossy(&line[..nl]);
-                        if let Some(name) = line.strip_prefix("event: ") {
+                    let Some(last) = buf[scanned..].iter().rposition(|b| *b == b'\n') else {
+                        continue;
+                    };
+                    let complete: Vec<u8> = buf.drain(..=scanned + last).collect();
+                    // Without the final line end, so no empty line is made up after it.
+                    for line in complete[..complete.len() - 1].split(|b| *b == b'\n') {
+                        let line =
+                            String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+                        if line.is_empty() {
+                            event.clear();
+                        } else if let Some(name) = line.strip_prefix("event: ") {
                             event = name.to_owned();
-                            if first && event == "snapshot" {
-                                first = false;
+                            streamed = true;
+                            if !counted && event == "snapshot" {
+                                counted = true;
                                 connected.fetch_add(1, Ordering::Relaxed);
                             }
                         } else if let Some(data) = line.strip_prefix("data: ") {
@@ -277,15 +317,16 @@ async fn browse(
             }
         };
         *errors.lock().expect("errors").entry(error).or_default() += 1;
-        first = false;
     }
 }
 
-/// The MQTT subscriber of every stock value (`{prefix}stock/#`, QoS 1).
+/// The MQTT subscriber of every stock value (`{prefix}stock/#`, QoS 1). Its session starts
+/// clean, so after a reconnect it subscribes again (counted in `reconnects`).
 async fn subscribe(
     args: &Args,
     run: &str,
     receipts: Arc<Receipts>,
+    reconnects: Arc<AtomicU64>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<AsyncClient> {
     let mut options = MqttOptions::new(
@@ -296,12 +337,26 @@ async fn subscribe(
     options.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let prefix = format!("{}stock/", args.topic_prefix);
+    // No retained values on subscribing (MQTT 5 retain handling 2): they are from before the
+    // run, and a chain's worth of them (13 x 6,400) would queue ahead of the live ones.
+    let mut filter = Filter::new(format!("{prefix}#"), QoS::AtLeastOnce);
+    filter.retain_forward_rule = RetainForwardRule::Never;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
+    let resubscriber = client.clone();
+    let again = filter.clone();
     tasks.spawn(async move {
         let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
+        let mut connected_once = false;
         loop {
             match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if connected_once {
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                        let _ = resubscriber.try_subscribe_many([again.clone()]);
+                    }
+                    connected_once = true;
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(());
@@ -333,10 +388,6 @@ async fn subscribe(
             }
         }
     });
-    // No retained values on subscribing (MQTT 5 retain handling 2): they are from before the
-    // run, and a chain's worth of them (12 x 6,400) would queue ahead of the live ones.
-    let mut filter = Filter::new(format!("{}stock/#", args.topic_prefix), QoS::AtLeastOnce);
-    filter.retain_forward_rule = RetainForwardRule::Never;
     client.subscribe_many([filter]).await?;
     tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
     Ok(client)
@@ -379,17 +430,24 @@ mod tests {
             [1, 2, 0, 1]
         );
         assert_eq!(r.events.load(Ordering::Relaxed), 5);
+        assert_eq!(
+            r.early.load(Ordering::Relaxed),
+            1,
+            "the clock-step receipt is counted"
+        );
     }
 
     #[test]
-    fn sampling_keeps_the_same_seqs_for_every_client() {
+    fn sampling_keeps_the_same_seqs_from_every_client() {
         let r = Receipts::new(3);
         let a: Arc<str> = Arc::from("a");
+        // Two clients receive seqs 1..=9 of the same outlet, interleaved.
         for seq in 1..=9 {
             r.note(&a, seq, 1_000);
+            r.note(&a, seq, 1_001);
         }
         let kept: Vec<u64> = r.kept.lock().unwrap().iter().map(|k| k.1).collect();
-        assert_eq!(kept, [3, 6, 9]);
-        assert_eq!(r.events.load(Ordering::Relaxed), 9);
+        assert_eq!(kept, [3, 3, 6, 6, 9, 9]);
+        assert_eq!(r.events.load(Ordering::Relaxed), 18);
     }
 }
