@@ -148,7 +148,7 @@ pub async fn create(
     {
         return Err(Invalid::new(
             IDEMPOTENCY_HEADER,
-            "keys starting with rr- or wa- are the service's own",
+            format!("keys starting with {REROUTE_KEY_PREFIX} or {WHATSAPP_KEY_PREFIX} are the service's own"),
         )
         .into());
     }

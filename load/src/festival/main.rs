@@ -358,36 +358,62 @@ async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Result<World> 
     })
 }
 
-/// Sends `count` operations at `rate` per second from `start`, each at its intended time.
-/// `f` gets the operation's number, its intended send time and its in-flight permit.
-async fn open_loop<F, Fut>(
-    op: &'static str,
-    count: u64,
-    rate: f64,
+/// When the load's streams run: from `start` for `secs`, sharing the in-flight slots.
+#[derive(Clone)]
+struct Schedule {
     start: Instant,
+    secs: u64,
     slots: Arc<Semaphore>,
     stats: Stats,
-    f: F,
-) -> JoinSet<()>
-where
-    F: Fn(u64, Instant, OwnedSemaphorePermit) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut tasks = JoinSet::new();
-    for i in 0..count {
-        let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(intended.into()).await;
-        stats.offered(op);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tasks.spawn(f(i, intended, permit));
+}
+
+impl Schedule {
+    /// Sends operations `op` at `rate` per second (none when `rate` is 0), each at its
+    /// intended time, in a task of their own; `f` gets the operation's number, its intended
+    /// send time and its in-flight permit. The task answers with the operations still running.
+    fn spawn<F, Fut>(
+        &self,
+        op: &'static str,
+        rate: f64,
+        f: F,
+    ) -> tokio::task::JoinHandle<JoinSet<()>>
+    where
+        F: Fn(u64, Instant, OwnedSemaphorePermit) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let s = self.clone();
+        let count = if rate > 0.0 {
+            (rate * s.secs as f64).round() as u64
+        } else {
+            0
+        };
+        tokio::spawn(async move {
+            let mut tasks = JoinSet::new();
+            for i in 0..count {
+                let intended = s.start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(intended.into()).await;
+                s.stats.offered(op);
+                match s.slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tasks.spawn(f(i, intended, permit));
+                    }
+                    Err(_) => s.stats.overload(op),
+                }
+                // Reap finished tasks as we go so the set stays small.
+                while tasks.try_join_next().is_some() {}
             }
-            Err(_) => stats.overload(op),
-        }
-        // Reap finished tasks as we go so the set stays small.
-        while tasks.try_join_next().is_some() {}
+            tasks
+        })
     }
-    tasks
+}
+
+/// An operation of the run as `Schedule::spawn` calls it.
+fn with_ctx<Fut: 'static>(
+    ctx: &Arc<Ctx>,
+    op: fn(Arc<Ctx>, u64, Instant, OwnedSemaphorePermit) -> Fut,
+) -> impl Fn(u64, Instant, OwnedSemaphorePermit) -> Fut + Send + 'static {
+    let ctx = ctx.clone();
+    move |i, t, p| op(ctx.clone(), i, t, p)
 }
 
 /// `201` or `409 out_of_stock`: the status and, for errors, the API's code.
@@ -790,56 +816,21 @@ async fn run() -> anyhow::Result<bool> {
         start,
         sampling.clone(),
     ));
-    let holds = {
-        let ctx = ctx.clone();
-        tokio::spawn(open_loop(
-            "hold",
-            n(hold_rate),
-            hold_rate,
-            start,
-            slots.clone(),
-            stats.clone(),
-            move |i, t, p| hold_op(ctx.clone(), i, t, p),
-        ))
+    let schedule = Schedule {
+        start,
+        secs: args.secs,
+        slots: slots.clone(),
+        stats: stats.clone(),
     };
-    let whatsapp = {
-        let ctx = ctx.clone();
-        tokio::spawn(open_loop(
-            "whatsapp",
-            n(args.whatsapp_rate),
-            args.whatsapp_rate.max(f64::MIN_POSITIVE),
-            start,
-            slots.clone(),
-            stats.clone(),
-            move |i, t, p| whatsapp_op(ctx.clone(), i, t, p),
-        ))
-    };
-    let movements = {
-        let ctx = ctx.clone();
-        tokio::spawn(open_loop(
-            "movement",
-            n(args.movement_rate),
-            args.movement_rate.max(f64::MIN_POSITIVE),
-            start,
-            slots.clone(),
-            stats.clone(),
-            move |i, t, p| movement_op(ctx.clone(), i, t, p),
-        ))
-    };
+    let holds = schedule.spawn("hold", hold_rate, with_ctx(&ctx, hold_op));
+    let whatsapp = schedule.spawn("whatsapp", args.whatsapp_rate, with_ctx(&ctx, whatsapp_op));
+    let movements = schedule.spawn("movement", args.movement_rate, with_ctx(&ctx, movement_op));
     let sales = {
         let (pos, ctx) = (pos.clone(), ctx.clone());
-        tokio::spawn(open_loop(
-            "pos_sale",
-            n(args.pos_rate),
-            args.pos_rate.max(f64::MIN_POSITIVE),
-            start,
-            slots.clone(),
-            stats.clone(),
-            move |i, t, p| {
-                let (pos, ctx) = (pos.clone(), ctx.clone());
-                async move { pos.sell(&ctx.world, ctx.args.seed, i, t, p).await }
-            },
-        ))
+        schedule.spawn("pos_sale", args.pos_rate, move |i, t, p| {
+            let (pos, ctx) = (pos.clone(), ctx.clone());
+            async move { pos.sell(&ctx.world, ctx.args.seed, i, t, p).await }
+        })
     };
     let mut pending = Vec::new();
     for stream in [holds, whatsapp, movements, sales] {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
@@ -33,6 +33,14 @@ struct State {
     /// Sent, waiting for the PUBACK.
     inflight: HashMap<u16, Sent>,
     acked: BTreeSet<String>,
+}
+
+/// An MQTT 5 client of the broker the run uses (`--mqtt-host`, `--mqtt-port`), with room
+/// for `requests` queued requests.
+pub fn client(args: &Args, id: &str, requests: usize) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id, &args.mqtt_host, args.mqtt_port);
+    options.set_keep_alive(Duration::from_secs(10));
+    AsyncClient::new(options, requests)
 }
 
 #[derive(Clone)]
@@ -55,13 +63,7 @@ impl Pos {
         world: &World,
         stats: Stats,
     ) -> anyhow::Result<Self> {
-        let mut options = MqttOptions::new(
-            format!("shelfsync-festival-{run}"),
-            &args.mqtt_host,
-            args.mqtt_port,
-        );
-        options.set_keep_alive(Duration::from_secs(10));
-        let (client, mut eventloop) = AsyncClient::new(options, 100_000);
+        let (client, mut eventloop) = client(args, &format!("shelfsync-festival-{run}"), 100_000);
         let state: Arc<Mutex<State>> = Arc::default();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context};
+use plotters::chart::SeriesLabelStyle;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -300,13 +301,7 @@ fn draw_latency(
         }
     }
     if !latency.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        legend(chart.configure_series_labels())?;
     }
     Ok(())
 }
@@ -370,14 +365,24 @@ fn draw_resources(
         )?
         .label("RSS MB (right axis)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], rss));
-    chart
-        .configure_series_labels()
+    legend(chart.configure_series_labels())?;
+    Ok(())
+}
+
+/// Both panels' legend: top right, on a light box.
+fn legend<'a, 'b, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    mut labels: SeriesLabelStyle<'a, 'b, DB, CT>,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    labels
         .position(SeriesLabelPosition::UpperRight)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
-        .draw()?;
-    Ok(())
+        .draw()
+        .map_err(|e| anyhow!("drawing a legend: {e}"))
 }
 
 /// A grey note in the middle of a panel that has nothing to draw.

@@ -21,12 +21,17 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::{Args, World};
+
+/// The longest SSE line a browser takes (a whole outlet's snapshot is well under 1 MB);
+/// past it the stream is dropped and reconnected, so a stream without line ends cannot grow
+/// the buffer without bound.
+const LINE_MAX: usize = 16 << 20;
 
 /// SKUs a browsing customer's page streams.
 const BROWSED_SKUS: usize = 20;
@@ -284,6 +289,10 @@ async fn browse(
                     let scanned = buf.len();
                     buf.extend_from_slice(&chunk);
                     let Some(last) = buf[scanned..].iter().rposition(|b| *b == b'\n') else {
+                        if buf.len() > LINE_MAX {
+                            error = format!("a line past {LINE_MAX} bytes");
+                            break;
+                        }
                         continue;
                     };
                     let complete: Vec<u8> = buf.drain(..=scanned + last).collect();
@@ -329,13 +338,8 @@ async fn subscribe(
     reconnects: Arc<AtomicU64>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<AsyncClient> {
-    let mut options = MqttOptions::new(
-        format!("shelfsync-festival-display-{run}"),
-        &args.mqtt_host,
-        args.mqtt_port,
-    );
-    options.set_keep_alive(Duration::from_secs(10));
-    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let (client, mut eventloop) =
+        crate::mqtt::client(args, &format!("shelfsync-festival-display-{run}"), 1000);
     let prefix = format!("{}stock/", args.topic_prefix);
     // No retained values on subscribing (MQTT 5 retain handling 2): they are from before the
     // run, and a chain's worth of them (13 x 6,400) would queue ahead of the live ones.
