@@ -70,7 +70,9 @@ trap cleanup EXIT
 REDIS_PID=$(redis-cli INFO server 2>/dev/null | awk -F: '/^process_id/ {print $2 + 0}' || true)
 listener() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true; }
 MONGO_PID=$(listener 27017)
-BROKER_PID=$(listener 1883)
+# The project's broker (scripts/services.sh starts it on the port config.toml names).
+MQTT_PORT=$(awk -F= '/^\[mqtt\]/ {s = 1; next} /^\[/ {s = 0} s && $1 ~ /^port *$/ {gsub(/ /, "", $2); print $2; exit}' config.toml)
+BROKER_PID=$(listener "$MQTT_PORT")
 echo "== processes measured: redis ${REDIS_PID:-?}, mongodb ${MONGO_PID:-?}, broker ${BROKER_PID:-?}"
 
 # CPU seconds (user + system, USER_HZ 100) of a process, "-" when it is unknown or gone.
@@ -109,7 +111,7 @@ echo "   service RSS at rest with the chain loaded: $idle_rss MB"
 festival() {
   local name=$1
   shift
-  $BIN/shelfsync-festival --url "$URL" --topic-prefix "$SHELFSYNC__MQTT__TOPIC_PREFIX" \
+  $BIN/shelfsync-festival --url "$URL" --topic-prefix "$SHELFSYNC__MQTT__TOPIC_PREFIX" --mqtt-port "$MQTT_PORT" \
     --service-pid "$SERVICE" --skus "$SKUS" --drain-secs 600 --out "$OUT/$name.json" "$@" \
     >"$OUT/$name.log" 2>&1 &
   local sim=$!

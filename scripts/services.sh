@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
 
+# The broker's port is the one config.toml names (the project runs a broker of its own there,
+# see below); the others are the servers' usual ports.
+config_mqtt_port() {
+  awk -F= '/^\[mqtt\]/ {s = 1; next} /^\[/ {s = 0} s && $1 ~ /^port *$/ {gsub(/ /, "", $2); print $2; exit}' config.toml
+}
 REDIS_PORT=${REDIS_PORT:-6379}
-MQTT_PORT=${MQTT_PORT:-1883}
+MQTT_PORT=${MQTT_PORT:-$(config_mqtt_port)}
 MONGO_PORT=${MONGO_PORT:-27017}
 
 say() { printf '[services] %s\n' "$*"; }
@@ -52,18 +57,37 @@ if ! listening "$REDIS_PORT"; then
 fi
 command -v redis-cli >/dev/null || apt_install redis-tools
 
-# MQTT 5 broker
+# MQTT 5 broker: always the project's own, configured here, never whatever else listens. A
+# broker with Mosquitto's defaults (1000 messages queued per client) silently drops the QoS 1
+# POS messages queued for shelfsync past that during a burst or while shelfsync restarts, and
+# one without persistence loses what it acknowledged when it restarts.
+# The pid of whatever listens on a local TCP port (empty when nothing or unknown).
+listener_pid() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true; }
+broker_is_ours() {
+  [ -f var/mosquitto.pid ] && [ "$(listener_pid "$MQTT_PORT")" = "$(cat var/mosquitto.pid)" ]
+}
+if listening "$MQTT_PORT" && ! broker_is_ours; then
+  pid=$(listener_pid "$MQTT_PORT")
+  who="another process"
+  [ -n "$pid" ] && who="pid $pid ($(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | sed 's/ $//'))"
+  say "port $MQTT_PORT is taken by $who, not by the project's broker."
+  say "shelfsync needs the broker this script configures there (persistence, max_queued_messages 100000),"
+  say "so that no acknowledged POS sale is dropped. Stop that process, or pick another port for both:"
+  say "  MQTT_PORT=18830 SHELFSYNC__MQTT__PORT=18830 make run"
+  exit 1
+fi
 if ! listening "$MQTT_PORT"; then
   command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
-  say "starting mosquitto on $MQTT_PORT"
-  # A deep queue per session: Mosquitto's default (1000) silently drops QoS 1 POS messages
-  # queued for shelfsync past it during a burst or while shelfsync restarts.
+  say "starting the project's mosquitto on $MQTT_PORT (config var/mosquitto.conf)"
+  # A deep queue per session: POS bursts and shelfsync restarts queue up to 100,000 messages.
   # Persistent, so that a broker restart keeps the POS messages it acknowledged but had not
   # yet delivered to shelfsync. `user root`: when started as root, stay able to write var/.
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\npersistence true\npersistence_location %s/\nuser root\n' \
-    "$MQTT_PORT" "$PWD/var" > var/mosquitto.conf
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\npersistence true\npersistence_location %s/\npid_file %s/mosquitto.pid\nuser root\n' \
+    "$MQTT_PORT" "$PWD/var" "$PWD/var" > var/mosquitto.conf
   mosquitto -d -c "$PWD/var/mosquitto.conf"
   wait_for mosquitto "$MQTT_PORT" 10
+  for _ in $(seq 1 20); do broker_is_ours && break; sleep 0.1; done
+  broker_is_ours || { say "mosquitto on $MQTT_PORT did not write var/mosquitto.pid"; exit 1; }
 fi
 command -v mosquitto_sub >/dev/null || apt_install mosquitto-clients
 

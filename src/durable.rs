@@ -1,12 +1,37 @@
 //! Per-outlet durable-seq watermarks: the ledger writer raises them, confirms and movements
-//! wait on them before they answer.
+//! wait on them before they answer. Beside each, the outlet's ledger lag: how many of its
+//! committed changes are not yet durable, and how old the oldest of them is. Admission of new
+//! holds follows that age (`ledger.lag_max_secs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::OutletId;
+use crate::domain::{now_ms, OutletId};
+
+/// Commits this close together (ms) share one entry of the lag record, which bounds it to
+/// about 100 entries a second whatever the rate of batches.
+const LAG_RESOLUTION_MS: i64 = 10;
+
+/// An outlet's ledger lag now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Changes committed in Redis and not yet durable in the ledger.
+    pub entries: u64,
+    /// Age of the oldest of them (0 when there is none).
+    pub age_ms: i64,
+}
+
+/// What an outlet committed and the ledger does not have yet: the last seq committed, and
+/// for each batch (coalesced within `LAG_RESOLUTION_MS`) its last seq and commit time,
+/// oldest first. Entries at or below the durable watermark are dropped as it rises.
+#[derive(Debug, Default)]
+struct Commits {
+    seq: u64,
+    batches: VecDeque<(u64, i64)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("the ledger of {outlet} is not yet durable to seq {seq}")]
@@ -26,16 +51,87 @@ struct Mark {
 
 pub struct Durability {
     marks: HashMap<OutletId, watch::Sender<Mark>>,
+    // A std Mutex per outlet: nothing awaits while it is held.
+    commits: HashMap<OutletId, Mutex<Commits>>,
 }
 
 impl Durability {
     /// One watermark per outlet, starting at what the ledger already holds.
     pub fn new(start: impl IntoIterator<Item = (OutletId, u64)>) -> Self {
-        let marks = start
+        let (marks, commits) = start
             .into_iter()
-            .map(|(o, seq)| (o, watch::channel(Mark { generation: 0, seq }).0))
+            .map(|(o, seq)| {
+                let mark = (o.clone(), watch::channel(Mark { generation: 0, seq }).0);
+                let commits = Commits {
+                    seq,
+                    batches: VecDeque::new(),
+                };
+                (mark, (o, Mutex::new(commits)))
+            })
+            .unzip();
+        Self { marks, commits }
+    }
+
+    fn commits(&self, outlet: &OutletId) -> Option<std::sync::MutexGuard<'_, Commits>> {
+        self.commits
+            .get(outlet)
+            .map(|c| c.lock().expect("lag record"))
+    }
+
+    /// The outlet's actor committed changes up to `seq` at `at_ms` (the batch's time, which
+    /// its ledger documents carry).
+    pub fn committed(&self, outlet: &OutletId, seq: u64, at_ms: i64) {
+        let durable = self.get(outlet);
+        let Some(mut c) = self.commits(outlet) else {
+            return;
+        };
+        c.seq = c.seq.max(seq);
+        if seq <= durable {
+            return;
+        }
+        match c.batches.back_mut() {
+            Some((last, at)) if at_ms - *at < LAG_RESOLUTION_MS => *last = (*last).max(seq),
+            _ => c.batches.push_back((seq, at_ms)),
+        }
+    }
+
+    /// The outlet's actor (re)loaded its state at `seq`. Changes above the watermark came from
+    /// before this process saw them (an outbox left by a restart): their age counts from now.
+    pub fn loaded(&self, outlet: &OutletId, seq: u64) {
+        let durable = self.get(outlet);
+        let Some(mut c) = self.commits(outlet) else {
+            return;
+        };
+        c.seq = seq;
+        c.batches.clear();
+        if seq > durable {
+            c.batches.push_back((seq, now_ms()));
+        }
+    }
+
+    /// The outlet's ledger lag at `now_ms`.
+    pub fn lag(&self, outlet: &OutletId, now_ms: i64) -> Lag {
+        let durable = self.get(outlet);
+        let Some(c) = self.commits(outlet) else {
+            return Lag::default();
+        };
+        let entries = c.seq.saturating_sub(durable);
+        let age_ms = match c.batches.iter().find(|(last, _)| *last > durable) {
+            Some((_, at)) if entries > 0 => (now_ms - at).max(0),
+            _ => 0,
+        };
+        Lag { entries, age_ms }
+    }
+
+    /// Every outlet's lag at `now_ms`.
+    pub fn lags(&self, now_ms: i64) -> Vec<(OutletId, Lag)> {
+        let mut all: Vec<_> = self
+            .marks
+            .keys()
+            .map(|o| (o.clone(), self.lag(o, now_ms)))
             .collect();
-        Self { marks }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     pub fn get(&self, outlet: &OutletId) -> u64 {
@@ -64,6 +160,11 @@ impl Durability {
                 }
                 raise
             });
+        }
+        if let Some(mut c) = self.commits(outlet) {
+            while c.batches.front().is_some_and(|(last, _)| *last <= seq) {
+                c.batches.pop_front();
+            }
         }
     }
 
@@ -111,6 +212,56 @@ mod tests {
         d.advance(&o, 2);
         assert!(waiter.await.unwrap().is_ok());
         assert_eq!(d.get(&o), 6);
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_change_not_yet_durable() {
+        let o = OutletId::parse("o", "a").unwrap();
+        let d = Durability::new([(o.clone(), 10)]);
+        assert_eq!(d.lag(&o, 1_000), Lag::default());
+
+        d.committed(&o, 12, 1_000);
+        d.committed(&o, 15, 1_005);
+        d.committed(&o, 20, 1_500);
+        assert_eq!(
+            d.lag(&o, 2_000),
+            Lag {
+                entries: 10,
+                age_ms: 1_000
+            },
+            "seqs 11..=20; the oldest (11) was committed at 1,000"
+        );
+
+        d.advance(&o, 15);
+        assert_eq!(
+            d.lag(&o, 2_000),
+            Lag {
+                entries: 5,
+                age_ms: 500
+            },
+            "16..=20, committed at 1,500"
+        );
+
+        d.advance(&o, 20);
+        assert_eq!(d.lag(&o, 2_000), Lag::default());
+    }
+
+    #[test]
+    fn a_load_above_the_watermark_counts_its_age_from_the_load() {
+        let o = OutletId::parse("o", "a").unwrap();
+        let d = Durability::new([(o.clone(), 3)]);
+        let before = now_ms();
+
+        d.loaded(&o, 8);
+
+        let lag = d.lag(&o, before + 50);
+        assert_eq!(lag.entries, 5);
+        assert!((0..=50).contains(&lag.age_ms), "{lag:?}");
     }
 }
 

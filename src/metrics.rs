@@ -1,7 +1,7 @@
 //! Prometheus metrics, one registry per application (tests run several side by side).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -21,12 +21,19 @@ pub struct Metrics {
     pub ledger_outbox_age_ms: IntGaugeVec,
     pub ledger_documents: IntCounter,
     pub ledger_write_errors: IntCounter,
+    pub ledger_lag_seconds: GaugeVec,
+    pub ledger_lag_entries: IntGaugeVec,
+    pub ledger_insert_seconds: Histogram,
+    pub shed: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub mqtt_reconnects: IntCounter,
     pub mqtt_messages_in: IntCounterVec,
     pub mqtt_messages_out: IntCounterVec,
     pub mqtt_dlq: IntCounter,
     pub mqtt_publish_queue: IntGauge,
+    pub mqtt_publish_window: IntGauge,
+    pub mqtt_publish_outstanding: IntGauge,
+    pub mqtt_acks: IntCounterVec,
     pub mqtt_orders_dropped: IntGauge,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
@@ -140,6 +147,42 @@ impl Metrics {
         )
         .expect("metric");
 
+        let ledger_lag_seconds = GaugeVec::new(
+            Opts::new(
+                "ledger_lag_seconds",
+                "Age of the outlet's oldest change not yet durable in the ledger (0 when none)",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
+        let ledger_lag_entries = IntGaugeVec::new(
+            Opts::new(
+                "ledger_lag_entries",
+                "The outlet's changes committed in Redis and not yet durable in the ledger",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
+        let ledger_insert_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ledger_insert_seconds",
+                "Time of one ledger insert_many (the writer's batch) at the MongoDB server",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "shed_total",
+                "Requests refused to keep the service within its budgets (nothing was changed), \
+                 by operation and reason",
+            ),
+            &["outlet", "operation", "reason"],
+        )
+        .expect("metric");
+
         let mqtt_connected =
             IntGauge::new("mqtt_connected", "1 while the MQTT session is connected")
                 .expect("metric");
@@ -160,6 +203,26 @@ impl Metrics {
         let mqtt_publish_queue = IntGauge::new(
             "mqtt_publish_queue",
             "Stock values and orders waiting to be published",
+        )
+        .expect("metric");
+        let mqtt_publish_window = IntGauge::new(
+            "mqtt_publish_window",
+            "Publishes and subscribes that may be unacknowledged by the broker at once \
+             (below its Receive Maximum)",
+        )
+        .expect("metric");
+        let mqtt_publish_outstanding = IntGauge::new(
+            "mqtt_publish_outstanding",
+            "Our publishes and subscribes the broker has not acknowledged yet",
+        )
+        .expect("metric");
+        let mqtt_acks = IntCounterVec::new(
+            Opts::new(
+                "mqtt_acks_total",
+                "POS acknowledgments: sent, sent_after_retry (the request channel was full), \
+                 retried (one per retry), left_to_redelivery (the connection was lost first)",
+            ),
+            &["outcome"],
         )
         .expect("metric");
         let mqtt_orders_dropped = IntGauge::new(
@@ -223,12 +286,19 @@ impl Metrics {
             Box::new(ledger_outbox_age_ms.clone()),
             Box::new(ledger_documents.clone()),
             Box::new(ledger_write_errors.clone()),
+            Box::new(ledger_lag_seconds.clone()),
+            Box::new(ledger_lag_entries.clone()),
+            Box::new(ledger_insert_seconds.clone()),
+            Box::new(shed.clone()),
             Box::new(mqtt_connected.clone()),
             Box::new(mqtt_reconnects.clone()),
             Box::new(mqtt_messages_in.clone()),
             Box::new(mqtt_messages_out.clone()),
             Box::new(mqtt_dlq.clone()),
             Box::new(mqtt_publish_queue.clone()),
+            Box::new(mqtt_publish_window.clone()),
+            Box::new(mqtt_publish_outstanding.clone()),
+            Box::new(mqtt_acks.clone()),
             Box::new(mqtt_orders_dropped.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
@@ -264,12 +334,19 @@ impl Metrics {
             ledger_outbox_age_ms,
             ledger_documents,
             ledger_write_errors,
+            ledger_lag_seconds,
+            ledger_lag_entries,
+            ledger_insert_seconds,
+            shed,
             mqtt_connected,
             mqtt_reconnects,
             mqtt_messages_in,
             mqtt_messages_out,
             mqtt_dlq,
             mqtt_publish_queue,
+            mqtt_publish_window,
+            mqtt_publish_outstanding,
+            mqtt_acks,
             mqtt_orders_dropped,
             stream_clients,
             stream_dropped,

@@ -9,7 +9,7 @@ use actix::Addr;
 
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
-use crate::domain::OutletId;
+use crate::domain::{now_ms, OutletId};
 use crate::durable::Durability;
 use crate::http::error::ApiError;
 use crate::keys::ClaimKind;
@@ -60,6 +60,33 @@ impl Services {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a customer's new hold may be taken at `outlet` now. Past the ledger lag budget
+    /// (`ledger.lag_max_secs`: the age of the outlet's oldest change not yet durable), new
+    /// holds are refused with nothing changed, so that the ledger catches up and counter
+    /// sales, confirms and the other facts keep their latency (see ARCHITECTURE.md,
+    /// Overload).
+    pub fn admit_hold(&self, outlet: &OutletId) -> Result<(), ApiError> {
+        let budget_ms = self.settings.ledger.lag_max_secs.saturating_mul(1000) as i64;
+        let lag = self.durable.lag(outlet, now_ms());
+        if lag.age_ms <= budget_ms {
+            return Ok(());
+        }
+        self.metrics
+            .shed
+            .with_label_values(&[outlet.as_str(), "hold", "ledger_lag"])
+            .inc();
+        let over_ms = (lag.age_ms - budget_ms) as u64;
+        Err(ApiError::Overloaded {
+            message: format!(
+                "the ledger of {outlet} is {:.1} s behind (budget {} s): new holds wait until it \
+                 catches up; nothing was held, try again shortly",
+                lag.age_ms as f64 / 1000.0,
+                self.settings.ledger.lag_max_secs
+            ),
+            retry_after_secs: over_ms.div_ceil(1000).clamp(1, 30),
+        })
     }
 
     pub fn durable_wait(&self) -> Duration {

@@ -142,11 +142,15 @@ pub struct MqttSettings {
     pub stock_expiry_secs: u32,
     /// Larger POS messages are rejected to `dlq/…`.
     pub payload_max_bytes: usize,
-    /// POS messages in flight at once (also our receive maximum); acknowledged in order.
+    /// POS messages in flight at once (our Receive Maximum: the broker sends no more
+    /// unacknowledged); acknowledged in order. A message is acknowledged once durable, so POS
+    /// throughput is about this divided by the ledger's lag (`ledger.lag_max_secs` at most
+    /// under load).
     pub inflight_max: u16,
     pub reconnect_delay_min_ms: u64,
     pub reconnect_delay_max_ms: u64,
-    /// Requests (publishes, acks) the client may queue towards the broker.
+    /// Requests (publishes, acks) the client may queue towards the broker; `inflight_max` of
+    /// it is kept for acknowledgments (see `mqtt/outbound.rs`).
     pub request_channel_capacity: usize,
     /// Confirmed orders waiting for the broker; past it the oldest is dropped and counted.
     pub orders_queue_max: usize,
@@ -202,6 +206,10 @@ pub struct LedgerSettings {
     pub outbox_max: u64,
     /// How long a confirm or movement waits for its ledger document before 503.
     pub durable_wait_secs: u64,
+    /// The ledger lag budget: while an outlet's oldest change not yet durable is older than
+    /// this, its new holds are refused (503, `Retry-After`); facts, confirms, cancels and
+    /// expiries are still taken.
+    pub lag_max_secs: u64,
     /// How often the writer looks at every outbox even without a nudge.
     pub poll_interval_ms: u64,
 }
@@ -284,6 +292,20 @@ impl Settings {
         }
         if self.outlet.batch_size_max == 0 || self.ledger.batch_size_max == 0 {
             bail!("batch sizes must be at least 1");
+        }
+        let l = &self.ledger;
+        if l.lag_max_secs == 0 || l.lag_max_secs >= l.durable_wait_secs {
+            bail!(
+                "ledger.lag_max_secs must be at least 1 and below ledger.durable_wait_secs, so \
+                 that a fact waits for the ledger less than its answer may"
+            );
+        }
+        let m = &self.mqtt;
+        if m.inflight_max == 0 || m.request_channel_capacity < usize::from(m.inflight_max) + 32 {
+            bail!(
+                "mqtt.request_channel_capacity must exceed mqtt.inflight_max by at least 32: \
+                 room for every acknowledgment the broker's window allows, and for publishing"
+            );
         }
         let r = &self.rate_limits;
         for (role, b) in [

@@ -85,6 +85,31 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The operation's name in metrics (`shelfsync_shed_total{operation}`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Reserve { .. } => "hold",
+            Op::Confirm { .. } => "confirm",
+            Op::Release {
+                reason: ReleaseReason::Cancelled,
+                ..
+            } => "cancel",
+            Op::Release {
+                reason: ReleaseReason::Expired,
+                ..
+            } => "expiry",
+            Op::Release {
+                reason: ReleaseReason::Rerouted,
+                ..
+            } => "reroute_release",
+            Op::Movement { .. } => "movement",
+            Op::Audit => "audit",
+            Op::Heal { .. } => "heal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HealLine {
     pub sku: Sku,

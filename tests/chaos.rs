@@ -10,12 +10,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::procs::*;
 use common::*;
 use mongodb::bson::doc;
 use rand::Rng;
@@ -33,73 +34,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn wait_port(port: u16, secs: u64) {
-    assert!(
-        eventually(secs, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await,
-        "nothing listens on {port}"
-    );
-}
-
-/// A server process of the test's own; `stop` sends SIGTERM, `kill` SIGKILL.
-struct Proc {
-    name: &'static str,
-    port: u16,
-    command: Box<dyn Fn() -> Command + Send>,
-    child: Option<Child>,
-}
-
-impl Proc {
-    async fn start(
-        name: &'static str,
-        port: u16,
-        command: impl Fn() -> Command + Send + 'static,
-    ) -> Self {
-        let mut p = Self {
-            name,
-            port,
-            command: Box::new(command),
-            child: None,
-        };
-        p.spawn().await;
-        p
-    }
-
-    async fn spawn(&mut self) {
-        let child = (self.command)()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
-        self.child = Some(child);
-        wait_port(self.port, 60).await;
-    }
-
-    fn signal(&mut self, sig: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args([sig, &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    async fn restart(&mut self, sig: &str) {
-        self.signal(sig);
-        self.spawn().await;
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.signal("-KILL");
-    }
 }
 
 struct Servers {
@@ -160,23 +94,6 @@ impl Drop for Servers {
         self.broker.signal("-KILL");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A SecantusDB of the test's own, with its data in `dir/mongo`.
-async fn start_mongo(dir: &Path) -> Proc {
-    let port = free_port();
-    let secantus = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py");
-    let data = dir.join("mongo");
-    std::fs::create_dir_all(&data).unwrap();
-    Proc::start("secantusd-py", port, move || {
-        let mut c = Command::new(&secantus);
-        c.arg("--port")
-            .arg(port.to_string())
-            .arg("--storage-path")
-            .arg(&data);
-        c
-    })
-    .await
 }
 
 /// The service as its own process.
@@ -423,10 +340,7 @@ async fn chaos() {
     let mut settings = test_settings();
     settings.http.port = free_port();
     settings.redis.url = Secret::new(format!("redis://127.0.0.1:{}", servers.redis.port));
-    settings.mongo.uri = Secret::new(format!(
-        "mongodb://127.0.0.1:{}/?directConnection=true",
-        servers.mongo.port
-    ));
+    settings.mongo.uri = mongo_uri(&servers.mongo);
     settings.mqtt.port = servers.broker.port;
     let mut service = Service::start(&settings).await;
     let url = service.url.clone();
@@ -644,10 +558,7 @@ async fn mongodb_down_holds_go_on_confirms_wait_then_complete() {
     ));
     let mut mongo = start_mongo(&dir).await;
     let mut settings = test_settings();
-    settings.mongo.uri = Secret::new(format!(
-        "mongodb://127.0.0.1:{}/?directConnection=true",
-        mongo.port
-    ));
+    settings.mongo.uri = mongo_uri(&mongo);
     settings.ledger.durable_wait_secs = 1;
     settings.ledger.outbox_max = 6;
     let app = spawn_app_with(settings).await;

@@ -389,3 +389,89 @@ async fn mqtt_ready_now(app: &TestApp) -> bool {
         .unwrap();
     body["mqtt"] == "ok"
 }
+
+/// The retained refresh every second (message expiry 2 s) offers every (outlet, SKU) of the
+/// demo chain (imported: 3,510 values) each second: far past the request channel's 48 slots,
+/// with the broker taking 20 of our publishes in flight at a time (Mosquitto's default). An
+/// ack that did not fit used to be dropped: the broker then kept that message in flight
+/// towards us until the next connection (a broker resends only when a session resumes), and
+/// `inflight_max` such messages stop POS intake altogether. Here every ack must go out on the
+/// connection its message came in on: a restart of the service (same persistent session)
+/// then gets nothing redelivered.
+#[actix_web::test]
+async fn every_pos_ack_goes_out_on_the_same_connection_while_stock_values_flood_the_channel() {
+    let broker = TestBroker::start_with_defaults().await;
+    let mut settings = on_broker(&broker);
+    settings.mqtt.inflight_max = 16;
+    settings.mqtt.request_channel_capacity = 48;
+    settings.mqtt.stock_expiry_secs = 2;
+    shelfsync::import::run(settings.clone(), false)
+        .await
+        .expect("import");
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 100_000).await;
+    assert!(mqtt_ready(&app).await);
+    let stock = r#"shelfsync_mqtt_messages_out_total{kind="stock"}"#;
+    let stock_before = metric(&app, stock).await;
+    let pos = MqttClient::connect(broker.port).await;
+    let topic = pos_topic(&app, OUTLET);
+
+    const SALES: i64 = 400;
+    for i in 0..SALES {
+        pos.publish(&topic, sale(&format!("flood-{i}"), 1)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    let all_in = eventually(60, || async {
+        app.stock(OUTLET, SKU).await["on_hand"] == 100_000 - SALES
+    })
+    .await;
+    let on_hand = app.stock(OUTLET, SKU).await["on_hand"].clone();
+    let acked = || async {
+        metric(&app, r#"shelfsync_mqtt_acks_total{outcome="sent"}"#).await
+            + metric(
+                &app,
+                r#"shelfsync_mqtt_acks_total{outcome="sent_after_retry"}"#,
+            )
+            .await
+    };
+    eventually(10, || async { acked().await >= SALES as f64 }).await;
+    let acks = acked().await;
+    let stock_published = metric(&app, stock).await - stock_before;
+    let left = metric(
+        &app,
+        r#"shelfsync_mqtt_acks_total{outcome="left_to_redelivery"}"#,
+    )
+    .await;
+    let reconnects = metric(&app, "shelfsync_mqtt_reconnects_total").await;
+    let settings = app.stop().await;
+    // The same session again: whatever the broker still holds unacknowledged comes now.
+    let app = spawn_app_with(settings).await;
+    assert!(mqtt_ready(&app).await);
+    let redelivered = eventually(3, || async {
+        metric(
+            &app,
+            r#"shelfsync_mqtt_messages_in_total{outcome="applied"}"#,
+        )
+        .await
+            > 0.0
+    })
+    .await;
+    let settings = app.stop().await;
+    let sales = ledger_kinds(&settings, OUTLET, LedgerKind::SaleCounter).await;
+    cleanup(&settings).await;
+
+    assert!(all_in, "POS messages stopped flowing: on_hand {on_hand}");
+    assert!(
+        !redelivered,
+        "the broker still held POS messages we never acknowledged"
+    );
+    assert!(
+        stock_published > 20.0 * 48.0,
+        "the flood really was far past the channel: {stock_published} stock values"
+    );
+    assert_eq!(sales, SALES as usize, "each sale exactly once");
+    assert_eq!(reconnects, 0.0, "the same connection throughout");
+    assert_eq!(left, 0.0, "no ack was left for a redelivery");
+    assert!(acks >= SALES as f64, "{acks} acks for {SALES} sales");
+}

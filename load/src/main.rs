@@ -46,7 +46,8 @@ struct Args {
     mqtt_latency_holds: Option<u64>,
     #[arg(long, default_value = "127.0.0.1")]
     mqtt_host: String,
-    #[arg(long, default_value_t = 1883)]
+    /// The broker's port (`make run` starts the project's broker on 1884).
+    #[arg(long, default_value_t = 1884)]
     mqtt_port: u16,
     /// Instead of hold/cancel: keep this many SSE clients on one outlet, make holds there,
     /// and report the latency from each hold's answer to each client receiving it.

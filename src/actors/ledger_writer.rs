@@ -151,7 +151,13 @@ impl Core {
         if docs.is_empty() {
             return Ok(more);
         }
-        self.shared.ledger.insert_batch(&docs).await?;
+        // Failed inserts count too: a server that takes 30 s to refuse is slow, not fast.
+        let started = std::time::Instant::now();
+        let inserted = self.shared.ledger.insert_batch(&docs).await;
+        metrics
+            .ledger_insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+        inserted?;
         metrics.ledger_documents.inc_by(docs.len() as u64);
         for (i, top) in tops {
             let (outlet, keys) = &self.outlets[i];

@@ -39,6 +39,9 @@ const RELEASE_RETRY: Duration = Duration::from_secs(1);
 #[derive(Message)]
 #[rtype(result = "Result<Committed, OutletError>")]
 pub struct Reserve {
+    /// A customer's new hold, refused first under load. A re-route is not: it moves a cart
+    /// that is already held, after a counter sale.
+    pub sheddable: bool,
     pub idem: IdempotencyKey,
     pub hash: String,
     pub lines: Vec<Line>,
@@ -137,6 +140,9 @@ pub enum OutletError {
     /// Nothing was decided; the request may be retried with the same key.
     #[error("{0}")]
     Unavailable(String),
+    /// A new hold refused to keep room for everything else; nothing was decided.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// Bounds and retention an outlet works with (from settings).
@@ -223,6 +229,7 @@ impl OutletActor {
         }
         if self.pending.len() >= self.limits.pending_max {
             self.unavailable("queue_full");
+            self.shed(op.name(), "outlet_queue");
             return Box::pin(async {
                 Err(OutletError::Unavailable(
                     "the outlet is overloaded; try again".into(),
@@ -239,6 +246,29 @@ impl OutletActor {
             rx.await
                 .unwrap_or_else(|_| Err(OutletError::Unavailable("the outlet stopped".into())))
         })
+    }
+
+    /// New holds may fill at most half of the queue: the other half is kept for counter
+    /// sales and the other facts, confirms, cancels and expiries.
+    fn refuse_hold(&self) -> Option<ResponseFuture<Result<Committed, OutletError>>> {
+        if self.pending.len() < self.limits.pending_max / 2 {
+            return None;
+        }
+        self.shed("hold", "outlet_queue");
+        Some(Box::pin(async {
+            Err(OutletError::Overloaded(
+                "the outlet's queue is half full: new holds wait until it drains; try again shortly"
+                    .into(),
+            ))
+        }))
+    }
+
+    fn shed(&self, operation: &str, reason: &str) {
+        self.shared
+            .metrics
+            .shed
+            .with_label_values(&[self.outlet.as_str(), operation, reason])
+            .inc();
     }
 
     fn unavailable(&self, cause: &str) {
@@ -307,11 +337,13 @@ impl OutletActor {
         let outlet = self.outlet.clone();
         let seen_seq = self.seq;
         let limits = self.limits.clone();
+        // The batch's time: its ledger documents carry it, and the ledger lag counts from it.
+        let at_ms = now_ms();
         let fut = async move {
             let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
             let args = BatchArgs {
                 outlet: outlet.as_str(),
-                now_ms: now_ms(),
+                now_ms: at_ms,
                 seen_seq,
                 res_retain_ms: limits.res_retain_ms,
                 event_retain_ms: limits.event_retain_ms,
@@ -320,9 +352,9 @@ impl OutletActor {
             let reply = store.apply(&keys, &args, &ops).await;
             (batch, reply)
         };
-        ctx.spawn(fut.into_actor(self).map(|(batch, reply), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |(batch, reply), act, ctx| {
             act.busy = false;
-            act.finish(batch, reply, ctx);
+            act.finish(batch, reply, at_ms, ctx);
             act.flush(ctx);
             act.answer_drain_waiters();
         }));
@@ -332,6 +364,7 @@ impl OutletActor {
         &mut self,
         batch: Vec<Pending>,
         reply: anyhow::Result<BatchReply>,
+        at_ms: i64,
         ctx: &mut Context<Self>,
     ) {
         let reply = match reply {
@@ -359,6 +392,9 @@ impl OutletActor {
         }
         if reply.backlog {
             self.unavailable("ledger_backlog");
+            for p in &batch {
+                self.shed(p.op.name(), "outbox_full");
+            }
             let retry_was_scheduled = !self.deferred_releases.is_empty();
             for p in &batch {
                 if let (None, Op::Release { id, .. }) = (&p.reply, &p.op) {
@@ -406,6 +442,7 @@ impl OutletActor {
             }
         }
         if wrote {
+            self.shared.durable.committed(&self.outlet, self.seq, at_ms);
             self.shared.signal.mark(&self.outlet);
         }
         self.reschedule(ctx);
@@ -479,6 +516,7 @@ impl OutletActor {
             self.shared.durable.new_generation(&self.outlet);
         }
         self.seq = snapshot.seq;
+        self.shared.durable.loaded(&self.outlet, snapshot.seq);
         self.loads += 1;
         self.shared.stock.replace(&self.outlet, snapshot.counters);
         self.held.clear();
@@ -643,6 +681,11 @@ impl Handler<Reserve> for OutletActor {
     type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) -> Self::Result {
+        if msg.sheddable {
+            if let Some(refused) = self.refuse_hold() {
+                return refused;
+            }
+        }
         let op = Op::Reserve {
             id: ReservationId::new(&self.outlet),
             idem: msg.idem,

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use super::outlet::{Audit, Committed, Heal, OutletError};
+use super::outlet::{Audit, Committed, Heal};
 use super::{OutletActor, Shared};
 use crate::checkpoint::Checkpoints;
 use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
@@ -240,7 +240,7 @@ impl Pass {
             .send(Audit)
             .await
             .context("the outlet actor is gone")?
-            .map_err(|OutletError::Unavailable(m)| anyhow::anyhow!(m))?;
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let Outcome::Audit {
             seq,
             on_hand,
@@ -345,8 +345,8 @@ impl Pass {
                 info!(%outlet, skus = drift.len(), "drift healed: Redis set to the ledger's numbers");
                 true
             }
-            Ok(Err(OutletError::Unavailable(m))) => {
-                warn!(%outlet, reason = %m, "drift not healed this pass");
+            Ok(Err(e)) => {
+                warn!(%outlet, reason = %e, "drift not healed this pass");
                 false
             }
             Err(e) => {

@@ -37,6 +37,13 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// Shed to keep the service within its budgets (a new hold while the ledger is behind):
+    /// nothing was changed; `503 unavailable` with `Retry-After`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A bug or an unexpected failure: logged with its cause chain, answered 500.
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
@@ -62,7 +69,7 @@ impl ApiError {
             Self::Expired { .. } => "reservation_expired",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::Overloaded { .. } => "unavailable",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -72,6 +79,10 @@ impl From<OutletError> for ApiError {
     fn from(e: OutletError) -> Self {
         match e {
             OutletError::Unavailable(m) => Self::Unavailable(m),
+            OutletError::Overloaded(message) => Self::Overloaded {
+                message,
+                retry_after_secs: 1,
+            },
         }
     }
 }
@@ -101,7 +112,7 @@ impl ResponseError for ApiError {
             Self::Expired { .. } => StatusCode::GONE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,8 +140,11 @@ impl ResponseError for ApiError {
                 }
             }
             Self::Expired { reservation } => body["reservation"] = reservation.clone(),
-            Self::RateLimited { retry_after_secs } => {
-                return HttpResponse::TooManyRequests()
+            Self::RateLimited { retry_after_secs }
+            | Self::Overloaded {
+                retry_after_secs, ..
+            } => {
+                return HttpResponse::build(self.status_code())
                     .insert_header((
                         actix_web::http::header::RETRY_AFTER,
                         retry_after_secs.to_string(),

@@ -1,4 +1,5 @@
-//! `GET /v1/ledger`: an outlet's movements in seq order, paged.
+//! `GET /v1/ledger`: an outlet's movements in seq order, paged; `GET /v1/ledger/lag`: how far
+//! each outlet's ledger is behind its committed changes.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -6,7 +7,7 @@ use serde_json::json;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
-use super::openapi::{Error, LedgerPage};
+use super::openapi::{Error, LedgerLag, LedgerPage};
 use super::AppState;
 use crate::domain::Invalid;
 
@@ -79,4 +80,31 @@ pub async fn page(
     let entries: Vec<_> = entries.iter().map(|e| e.to_json()).collect();
     Ok(HttpResponse::Ok()
         .json(json!({"outlet": outlet, "entries": entries, "next_after_seq": next})))
+}
+
+/// The ledger lag of every outlet: its changes committed in Redis and not yet durable in the
+/// ledger, and the age of the oldest. Past `budget_secs`, the outlet refuses new holds
+/// (`shedding_holds`) until the ledger catches up.
+#[utoipa::path(get, path = "/v1/ledger/lag", tag = "movements", operation_id = "ledger_lag",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every outlet's lag, by outlet id", body = LedgerLag),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read metrics", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
+pub async fn lag(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadMetrics, None)?;
+    let budget_secs = state.settings.ledger.lag_max_secs;
+    let outlets: Vec<_> = state
+        .durable
+        .lags(crate::domain::now_ms())
+        .into_iter()
+        .map(|(outlet, lag)| {
+            json!({"outlet": outlet, "entries": lag.entries,
+                "age_secs": lag.age_ms as f64 / 1000.0,
+                "shedding_holds": lag.age_ms as u64 > budget_secs * 1000})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"budget_secs": budget_secs, "outlets": outlets})))
 }

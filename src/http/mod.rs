@@ -107,6 +107,7 @@ route_table! {
     POST "/v1/reservations/{id}/cancel" => reservations::cancel,
     POST "/v1/movements" => movements::create,
     GET "/v1/ledger" => ledger::page,
+    GET "/v1/ledger/lag" => ledger::lag,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }

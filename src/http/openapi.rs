@@ -392,6 +392,26 @@ pub struct LedgerPage {
     pub next_after_seq: Option<i64>,
 }
 
+/// One outlet's ledger lag.
+#[derive(ToSchema)]
+pub struct OutletLag {
+    pub outlet: String,
+    /// Changes committed in Redis and not yet durable in the ledger.
+    pub entries: u64,
+    /// Age of the oldest of them, in seconds (0 when there is none).
+    pub age_secs: f64,
+    /// Past the budget: new holds at this outlet are refused (`503`, `Retry-After`).
+    pub shedding_holds: bool,
+}
+
+/// The ledger lag of every outlet and the budget new holds are admitted under
+/// (`ledger.lag_max_secs`).
+#[derive(ToSchema)]
+pub struct LedgerLag {
+    pub budget_secs: u64,
+    pub outlets: Vec<OutletLag>,
+}
+
 #[derive(ToSchema)]
 pub struct ZoneOutlet {
     pub outlet: String,

@@ -46,6 +46,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     ))]
 pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadMetrics, None)?;
+    // The lag is computed as of the scrape, not as of the writer's last pass: a stuck insert
+    // shows as a growing age.
+    for (outlet, lag) in state.durable.lags(crate::domain::now_ms()) {
+        let m = &state.metrics;
+        m.ledger_lag_seconds
+            .with_label_values(&[outlet.as_str()])
+            .set(lag.age_ms as f64 / 1000.0);
+        m.ledger_lag_entries
+            .with_label_values(&[outlet.as_str()])
+            .set(lag.entries as i64);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render()))

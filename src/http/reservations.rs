@@ -212,6 +212,8 @@ pub(crate) enum Target {
 
 /// A validated hold request, ready to try at an outlet.
 pub(crate) struct Hold {
+    /// A customer's new hold (refused first under load); false for a re-route.
+    sheddable: bool,
     idem: IdempotencyKey,
     hash: String,
     lines: Vec<Line>,
@@ -262,6 +264,7 @@ impl Hold {
             customer_ref: customer_ref.as_deref(),
         };
         Self {
+            sheddable: true,
             hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
             idem,
             lines,
@@ -290,6 +293,7 @@ impl Hold {
             digest(format!("{}:{attempt}", res.id).as_bytes())
         );
         Self {
+            sheddable: false,
             idem: IdempotencyKey::parse("idem", &key).expect("a digest is a valid key"),
             hash: digest(&serde_json::to_vec(&canonical).expect("serializes")),
             lines: res.lines.clone(),
@@ -300,13 +304,18 @@ impl Hold {
         }
     }
 
-    /// Claims the key for `outlet` and holds the cart there.
+    /// Claims the key for `outlet` and holds the cart there. A customer's hold is refused
+    /// first, with nothing claimed, while the outlet's ledger is past its lag budget.
     async fn try_at(&self, state: &Services, outlet: &OutletId) -> Result<Tried, ApiError> {
+        if self.sheddable {
+            state.admit_hold(outlet)?;
+        }
         let retain = state.settings.reservations.retain_secs;
         state
             .claim_key(ClaimKind::Reservation, self.idem.as_str(), outlet, retain)
             .await?;
         let msg = Reserve {
+            sheddable: self.sheddable,
             idem: self.idem.clone(),
             hash: self.hash.clone(),
             lines: self.lines.clone(),
@@ -413,14 +422,16 @@ async fn route_leased(
             continue;
         }
         let tried = match hold.try_at(state, &outlet).await {
-            // An outlet that cannot answer now: the next one may.
-            Err(ApiError::Unavailable(m)) if owner.is_none() => {
+            // An outlet that cannot answer now, or sheds new holds: the next one may.
+            Err(e @ (ApiError::Unavailable(_) | ApiError::Overloaded { .. }))
+                if owner.is_none() =>
+            {
                 state
                     .claims
                     .release_claim(ClaimKind::Reservation, key, &outlet)
                     .await
                     .map_err(unavailable)?;
-                down = Some(m);
+                down = Some(e);
                 continue;
             }
             other => other?,
@@ -445,8 +456,8 @@ async fn route_leased(
             }
         }
     }
-    if let Some(m) = down {
-        return Err(ApiError::Unavailable(m));
+    if let Some(e) = down {
+        return Err(e);
     }
     let cheapest = &serving[0].outlet;
     let lines = first_short.unwrap_or_else(|| shortage(state, cheapest, &hold.lines));

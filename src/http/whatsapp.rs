@@ -440,7 +440,7 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
         Err(ApiError::OutOfStock { lines, .. }) => {
             outcome("out_of_stock", Some(serde_json::json!({"lines": lines})))
         }
-        Err(ApiError::Unavailable(_)) => outcome("unavailable", None),
+        Err(ApiError::Unavailable(_) | ApiError::Overloaded { .. }) => outcome("unavailable", None),
         Err(e) => outcome("failed", Some(serde_json::json!({"reason": e.to_string()}))),
     }
 }

@@ -12,12 +12,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mongodb::bson::doc;
 use rumqttc::v5::mqttbytes::v5::Publish;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::AsyncClient;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::outbound::Outbound;
 use super::topics::Topics;
 use crate::domain::{digest, now_ms, Movement, MovementKind};
 use crate::http::error::ApiError;
@@ -48,23 +47,16 @@ impl From<ApiError> for Rejection {
 
 pub struct Intake {
     services: Arc<Services>,
-    client: AsyncClient,
+    outbound: Arc<Outbound>,
     topics: Topics,
-    status: Arc<super::MqttStatus>,
 }
 
 impl Intake {
-    pub fn new(
-        services: Arc<Services>,
-        client: AsyncClient,
-        topics: Topics,
-        status: Arc<super::MqttStatus>,
-    ) -> Self {
+    pub fn new(services: Arc<Services>, outbound: Arc<Outbound>, topics: Topics) -> Self {
         Self {
             services,
-            client,
+            outbound,
             topics,
-            status,
         }
     }
 
@@ -170,14 +162,13 @@ impl Intake {
         let echo = json!({"topic": topic, "payload": &text[..cut], "truncated": cut < text.len(),
             "code": rejection.code, "reason": rejection.reason});
         // The echo is a notification (the record above is what keeps the message): it must not
-        // hold the in-order acks behind a full request channel.
-        let _ = self.client.try_publish(
-            self.topics.dlq(outlet),
-            QoS::AtLeastOnce,
-            false,
-            echo.to_string(),
-        );
+        // hold the in-order acks behind a full window.
+        let echoed = self
+            .outbound
+            .try_publish(self.topics.dlq(outlet), echo.to_string());
         let metrics = &self.services.metrics;
+        let kind = if echoed { "dlq" } else { "dlq_skipped" };
+        metrics.mqtt_messages_out.with_label_values(&[kind]).inc();
         metrics
             .mqtt_messages_in
             .with_label_values(&["rejected"])
@@ -186,19 +177,21 @@ impl Intake {
     }
 }
 
-/// Handles POS messages within a window of `window`, acknowledging them in arrival order.
-/// A message from an older connection is handled (a no-op by `event_id` on redelivery) but
-/// not acknowledged: the broker redelivers it on the current connection. Acks never wait on
-/// the request channel; one that does not fit is redelivered and acknowledged later.
+/// Handles POS messages within a window of `window`, acknowledging them in arrival order,
+/// each on the connection it came in on (`Outbound::ack`). A message from an older
+/// connection is handled (a no-op by `event_id` on redelivery) but not acknowledged: the
+/// broker redelivers it on the current connection. Once handled, only the packet id is kept
+/// until its turn to be acknowledged comes.
 pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usize) {
     let intake = Arc::new(intake);
     let messages =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
     messages
-        .map(|(epoch, publish)| {
+        .map(|(epoch, mut publish)| {
             let intake = intake.clone();
             async move {
                 intake.handle(&publish).await;
+                drop(std::mem::take(&mut publish.payload));
                 (epoch, publish)
             }
         })
@@ -206,12 +199,9 @@ pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usi
         .for_each(|(epoch, publish)| {
             let intake = intake.clone();
             async move {
-                if epoch != intake.status.epoch() {
-                    return;
-                }
-                if let Err(e) = intake.client.try_ack(&publish) {
-                    warn!(error = %e, "acknowledging a POS message failed; the broker will redeliver it");
-                }
+                // Err: that connection is gone (the broker redelivers the message on the next)
+                // or the session is closing; either way there is nothing to acknowledge on.
+                let _ = intake.outbound.ack(epoch, &publish).await;
             }
         })
         .await;

@@ -1,22 +1,24 @@
 //! `MqttSession`: owns the rumqttc (MQTT 5) client and its event loop, under an actix
 //! supervisor.
 //!
-//! Three tasks share the client: the driver polls the event loop (reconnecting with capped
+//! Four tasks share the client: the driver polls the event loop (reconnecting with capped
 //! exponential backoff and jitter, since rumqttc reconnects with none, rumqtt #703), the
-//! intake applies POS messages and acknowledges them in order once durable, and the
-//! publisher sends the feed of committed changes. On every ConnAck the driver subscribes
-//! again (a fresh session has none, rumqtt #250), publishes the retained `online`, and
-//! reseeds every retained stock value, so a broker that restarted empty is whole again.
+//! intake applies POS messages and acknowledges them in order once durable, the publisher
+//! sends the feed of committed changes, and the refresher keeps retained values alive. On
+//! every ConnAck the driver subscribes again (a fresh session has none, rumqtt #250),
+//! publishes the retained `online`, and reseeds every retained stock value, so a broker that
+//! restarted empty is whole again.
 //!
-//! Nothing in the driver waits on the client's own request channel (the driver is what
-//! drains it): subscribing and `online` go out from a task of their own. POS messages carry
-//! the connection epoch they arrived on; a copy from an older connection is processed (a
-//! no-op by `event_id`) but never acknowledged, because the broker redelivers it on the new
-//! connection, possibly under a packet id that now names another message.
+//! Everything but acks passes `Outbound`'s window, so acks always have room (see
+//! `outbound.rs`). Nothing in the driver waits on the client's request channel (the driver
+//! is what drains it): subscribing and `online` go out from a task of their own. POS
+//! messages carry the connection epoch they arrived on; a copy from an older connection is
+//! processed (a no-op by `event_id`) but never acknowledged, because the broker redelivers
+//! it on the new connection, possibly under a packet id that now names another message.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::outbound::{NotSent, Outbound};
 use super::pos::{self, Intake};
 use super::topics::Topics;
 use crate::domain::rfc3339_ms;
@@ -46,13 +49,14 @@ const PACKET_SIZE_MAX_BYTES: u32 = 256 * 1024;
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// After a refused subscription, try again after this long.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// The refresher republishes a share of the retained values this often, so that every value
+/// is republished once per half its message expiry, evenly rather than all at once.
+const REFRESH_TICK: Duration = Duration::from_secs(1);
 
-/// Whether the session is connected and subscribed right now (for `/readyz`), and the
-/// connection epoch (one per ConnAck).
+/// Whether the session is connected and subscribed right now (for `/readyz`).
 #[derive(Default)]
 pub struct MqttStatus {
     connected: AtomicBool,
-    epoch: AtomicU64,
 }
 
 impl MqttStatus {
@@ -62,14 +66,6 @@ impl MqttStatus {
 
     fn set(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    fn next_epoch(&self) -> u64 {
-        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 }
 
@@ -82,7 +78,7 @@ pub struct MqttSession {
     services: Arc<Services>,
     feed: Arc<Feed>,
     status: Arc<MqttStatus>,
-    client: Option<AsyncClient>,
+    outbound: Option<Arc<Outbound>>,
     tasks: Vec<SpawnHandle>,
     /// Set by a graceful `Disconnect`: tasks that end then are not a failure.
     closing: Arc<AtomicBool>,
@@ -94,7 +90,7 @@ impl MqttSession {
             services,
             feed,
             status,
-            client: None,
+            outbound: None,
             tasks: Vec::new(),
             closing: Arc::new(AtomicBool::new(false)),
         }
@@ -151,21 +147,22 @@ impl MqttSession {
             options.set_credentials(user, password.expose());
         }
         let (client, eventloop) = AsyncClient::new(options, m.request_channel_capacity);
-        // As many slots as the broker may have in flight, so the driver never waits here.
-        // The broker has at most `inflight_max` unacknowledged messages out per connection;
-        // room for two connections' worth keeps the driver from waiting here in practice, and
-        // when it does wait, the intake frees a slot without any help from the driver.
-        let (pos_tx, pos_rx) = mpsc::channel(2 * usize::from(m.inflight_max));
-        let intake = Intake::new(
-            self.services.clone(),
-            client.clone(),
-            topics.clone(),
-            self.status.clone(),
-        );
         let window = usize::from(m.inflight_max);
+        // The broker has at most `inflight_max` unacknowledged POS messages out to us, so at
+        // most that many acks can wait: the room `Outbound` keeps for them.
+        let outbound = Arc::new(Outbound::new(
+            client,
+            m.request_channel_capacity,
+            window,
+            self.services.metrics.clone(),
+        ));
+        // Room for two connections' worth of POS messages keeps the driver from waiting here
+        // in practice, and when it does wait, the intake frees a slot without its help.
+        let (pos_tx, pos_rx) = mpsc::channel(2 * window);
+        let intake = Intake::new(self.services.clone(), outbound.clone(), topics.clone());
         let driver = drive(Driver {
             eventloop,
-            client: client.clone(),
+            outbound: outbound.clone(),
             topics: topics.clone(),
             services: self.services.clone(),
             feed: self.feed.clone(),
@@ -174,7 +171,7 @@ impl MqttSession {
             pos_tx,
         });
         let publisher = publish(
-            client.clone(),
+            outbound.clone(),
             topics,
             self.services.clone(),
             self.feed.clone(),
@@ -188,7 +185,7 @@ impl MqttSession {
         self.supervise(ctx, "pos intake", pos::run(intake, pos_rx, window));
         self.supervise(ctx, "publisher", publisher);
         self.supervise(ctx, "refresher", refresher);
-        self.client = Some(client);
+        self.outbound = Some(outbound);
     }
 }
 
@@ -209,7 +206,9 @@ impl Supervised for MqttSession {
         // started() opens a new client; the broker's persistent session carries over, and
         // the POS messages that were in flight are redelivered.
         self.status.set(false);
-        self.client = None;
+        if let Some(outbound) = self.outbound.take() {
+            outbound.close();
+        }
         self.tasks.clear();
     }
 }
@@ -219,16 +218,17 @@ impl Handler<Disconnect> for MqttSession {
 
     fn handle(&mut self, _: Disconnect, _: &mut Self::Context) -> Self::Result {
         self.closing.store(true, Ordering::Release);
-        let client = self.client.take();
+        let outbound = self.outbound.take();
         let status_topic = Topics::new(&self.services.settings.mqtt.topic_prefix).status();
         Box::pin(
             async move {
-                if let Some(client) = client {
-                    // try_*: with the broker down and the channel full, a stop must not hang.
-                    let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, "offline");
-                    let _ = client.try_disconnect();
+                if let Some(outbound) = outbound {
+                    // Past the window, without waiting: with the broker down, a stop must not
+                    // hang.
+                    outbound.goodbye(status_topic);
                     // The driver is still polling: give it a moment to send both.
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    outbound.close();
                 }
             }
             .into_actor(self)
@@ -245,7 +245,7 @@ impl Handler<Disconnect> for MqttSession {
 /// Polls the event loop forever: connection state, POS messages in, reconnects with backoff.
 struct Driver {
     eventloop: EventLoop,
-    client: AsyncClient,
+    outbound: Arc<Outbound>,
     topics: Topics,
     services: Arc<Services>,
     feed: Arc<Feed>,
@@ -257,7 +257,7 @@ struct Driver {
 async fn drive(driver: Driver) {
     let Driver {
         mut eventloop,
-        client,
+        outbound,
         topics,
         services,
         feed,
@@ -271,18 +271,24 @@ async fn drive(driver: Driver) {
     let delay_max = Duration::from_millis(m.reconnect_delay_max_ms);
     let mut delay = delay_min;
     let mut connected_at: Option<Instant> = None;
+    let mut epoch = 0;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                let epoch = status.next_epoch();
+                let receive_max = ack.properties.as_ref().and_then(|p| p.receive_max);
+                epoch = outbound.connected(receive_max);
                 info!(
                     session_present = ack.session_present,
-                    epoch, "connected to the MQTT broker"
+                    epoch,
+                    broker_receive_max = receive_max,
+                    "connected to the MQTT broker"
                 );
-                subscribe(client.clone(), topics.clone(), Duration::ZERO);
+                subscribe(outbound.clone(), topics.clone(), Duration::ZERO);
                 reseed(&services, &feed);
             }
+            Ok(Event::Incoming(Packet::PubAck(_))) => outbound.broker_acked(),
             Ok(Event::Incoming(Packet::SubAck(suback))) => {
+                outbound.broker_acked();
                 let refused: Vec<_> = suback
                     .return_codes
                     .iter()
@@ -295,17 +301,18 @@ async fn drive(driver: Driver) {
                     connected_at = Some(Instant::now());
                 } else {
                     error!(codes = ?refused, "the broker refused the POS subscription; trying again");
-                    subscribe(client.clone(), topics.clone(), RESUBSCRIBE_DELAY);
+                    subscribe(outbound.clone(), topics.clone(), RESUBSCRIBE_DELAY);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if pos_tx.send((status.epoch(), publish)).await.is_err() {
+                if pos_tx.send((epoch, publish)).await.is_err() {
                     return;
                 }
             }
             Ok(_) => {}
             Err(_) if closing.load(Ordering::Acquire) => return,
             Err(e) => {
+                outbound.disconnected(&mut eventloop);
                 // Only a connection that lasted resets the backoff: one that is dropped right
                 // after ConnAck (an oversized packet, a duplicate client id) must not spin.
                 if connected_at
@@ -330,7 +337,12 @@ async fn drive(driver: Driver) {
 
 /// Publishes committed changes: absolute retained stock values (with seq, so a stale value
 /// that went out after a reconnect is told apart) and confirmed orders.
-async fn publish(client: AsyncClient, topics: Topics, services: Arc<Services>, feed: Arc<Feed>) {
+async fn publish(
+    outbound: Arc<Outbound>,
+    topics: Topics,
+    services: Arc<Services>,
+    feed: Arc<Feed>,
+) {
     let m = &services.settings.mqtt;
     let metrics = &services.metrics;
     let expiry = PublishProperties {
@@ -342,16 +354,15 @@ async fn publish(client: AsyncClient, topics: Topics, services: Arc<Services>, f
         for (outlet, sku, c) in batch.stock {
             let payload = json!({"on_hand": c.on_hand, "reserved": c.reserved, "available": c.available(),
                 "seq": c.seq, "at": rfc3339_ms(crate::domain::now_ms())});
-            let sent = client
-                .publish_with_properties(
+            let sent = outbound
+                .publish(
                     topics.stock(&outlet, &sku),
-                    QoS::AtLeastOnce,
                     true,
                     payload.to_string(),
-                    expiry.clone(),
+                    Some(expiry.clone()),
                 )
                 .await;
-            if sent.is_err() {
+            if sent == Err(NotSent::Closed) {
                 return;
             }
             metrics
@@ -362,10 +373,10 @@ async fn publish(client: AsyncClient, topics: Topics, services: Arc<Services>, f
         for order in batch.orders {
             let outlet = order.id.outlet();
             let payload = crate::http::reservations::reservation_json(&order).to_string();
-            if client
-                .publish(topics.orders(&outlet), QoS::AtLeastOnce, false, payload)
+            if outbound
+                .publish(topics.orders(&outlet), false, payload, None)
                 .await
-                .is_err()
+                == Err(NotSent::Closed)
             {
                 return;
             }
@@ -381,19 +392,16 @@ async fn publish(client: AsyncClient, topics: Topics, services: Arc<Services>, f
     }
 }
 
-/// Subscribes to POS movements and publishes `online`, from a task of its own: these wait on
-/// the client's request channel, which only the driver drains.
-fn subscribe(client: AsyncClient, topics: Topics, after: Duration) {
+/// Subscribes to POS movements and publishes `online`, from a task of its own: these wait for
+/// room in the window, which only the driver's progress makes.
+fn subscribe(outbound: Arc<Outbound>, topics: Topics, after: Duration) {
     actix_web::rt::spawn(async move {
         tokio::time::sleep(after).await;
-        if let Err(e) = client
-            .subscribe(topics.pos_subscription(), QoS::AtLeastOnce)
-            .await
-        {
-            warn!(error = %e, "subscribing to POS movements failed");
+        if let Err(e) = outbound.subscribe(topics.pos_subscription()).await {
+            warn!(error = ?e, "subscribing to POS movements failed");
         }
-        let _ = client
-            .publish(topics.status(), QoS::AtLeastOnce, true, "online")
+        let _ = outbound
+            .publish(topics.status(), true, "online".to_owned(), None)
             .await;
     });
 }
@@ -410,16 +418,46 @@ fn reseed(services: &Services, feed: &Feed) {
     info!(values = seeded, "reseeding retained stock");
 }
 
-/// Republishes every value at half the retained message expiry, so that a SKU that does not
-/// change keeps a retained value on the broker.
+/// Republishes every retained value once per half its message expiry, so that a SKU that does
+/// not change keeps a retained value on the broker. Paced: each second a share of the values,
+/// in a fixed order, rather than every (outlet, SKU) at once, which would put a burst of
+/// thousands of messages in front of every `stock/#` subscriber.
 async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatus>) {
-    let every = Duration::from_secs(u64::from(services.settings.mqtt.stock_expiry_secs / 2).max(1));
-    let mut tick = tokio::time::interval(every);
+    let period_secs = u64::from(services.settings.mqtt.stock_expiry_secs / 2).max(1);
+    let outlets: Vec<_> = services
+        .catalogue
+        .outlets
+        .iter()
+        .map(|o| o.id.clone())
+        .collect();
+    let mut tick = tokio::time::interval(REFRESH_TICK);
     tick.tick().await;
+    // Where the cycle is: an outlet and an offset into its SKUs (sorted).
+    let (mut outlet, mut offset, mut per_tick) = (0usize, 0usize, 0usize);
     loop {
         tick.tick().await;
-        if status.connected() {
-            reseed(&services, &feed);
+        if !status.connected() || outlets.is_empty() {
+            continue;
+        }
+        if outlet == 0 && offset == 0 {
+            let total: usize = outlets.iter().map(|o| services.stock.outlet(o).len()).sum();
+            per_tick = total.div_ceil(period_secs as usize).max(1);
+        }
+        let mut budget = per_tick;
+        while budget > 0 && outlet < outlets.len() {
+            let rows = services.stock.outlet(&outlets[outlet]);
+            for (sku, counters) in rows.iter().skip(offset).take(budget) {
+                feed.stock_changed(&outlets[outlet], sku, *counters);
+                budget -= 1;
+                offset += 1;
+            }
+            if offset >= rows.len() {
+                outlet += 1;
+                offset = 0;
+            }
+        }
+        if outlet >= outlets.len() {
+            outlet = 0;
         }
     }
 }

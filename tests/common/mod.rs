@@ -2,6 +2,8 @@
 //! prefix on the real servers, and a real shelfsync on a free port.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
@@ -255,6 +257,32 @@ where
     false
 }
 
+/// The value of one sample of the service's `/metrics`, named with its labels in any order
+/// (`shelfsync_mqtt_acks_total{outcome="sent"}`); 0 when it is not exposed (yet).
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    // "name{a="x",b="y"}" -> (name, sorted labels)
+    fn key(series: &str) -> (String, Vec<String>) {
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let mut labels: Vec<String> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        labels.sort();
+        (name.to_owned(), labels)
+    }
+    let wanted = key(series);
+    let text = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (s, value) = l.rsplit_once(' ')?;
+            (key(s) == wanted).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
 /// A Mosquitto of the test's own on a free port (for outages), killed when dropped.
 pub struct TestBroker {
     pub port: u16,
@@ -263,12 +291,22 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
+    /// Room for a long offline queue; no persistence, so a restart comes back empty.
     pub async fn start() -> Self {
+        Self::start_with("max_queued_messages 100000\nmax_inflight_messages 100\n").await
+    }
+
+    /// Mosquitto's own limits (20 messages in flight from each client, 1000 queued per
+    /// client), as a broker nobody configured has.
+    pub async fn start_with_defaults() -> Self {
+        Self::start_with("").await
+    }
+
+    async fn start_with(settings: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("shelfsync-broker-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        // Room for a long offline queue; no persistence, so a restart comes back empty.
-        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n");
+        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         let mut broker = Self {
             port,

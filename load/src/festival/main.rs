@@ -95,7 +95,8 @@ pub struct Args {
     pub inflight_max: usize,
     #[arg(long, default_value = "127.0.0.1")]
     pub mqtt_host: String,
-    #[arg(long, default_value_t = 1883)]
+    /// The broker's port (`make run` starts the project's broker on 1884).
+    #[arg(long, default_value_t = 1884)]
     pub mqtt_port: u16,
     /// The service's `mqtt.topic_prefix`.
     #[arg(long, default_value = "")]

@@ -1,0 +1,118 @@
+//! Server processes of a test's own (SecantusDB, Redis, Mosquitto, shelfsync itself), for
+//! faults: stopped, paused, killed and restarted on the same port.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::{eventually, free_port};
+
+pub async fn wait_port(port: u16, secs: u64) {
+    assert!(
+        eventually(secs, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await,
+        "nothing listens on {port}"
+    );
+}
+
+/// A server process of the test's own; `stop` sends SIGTERM, `kill` SIGKILL.
+pub struct Proc {
+    name: &'static str,
+    pub port: u16,
+    command: Box<dyn Fn() -> Command + Send>,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub async fn start(
+        name: &'static str,
+        port: u16,
+        command: impl Fn() -> Command + Send + 'static,
+    ) -> Self {
+        let mut p = Self {
+            name,
+            port,
+            command: Box::new(command),
+            child: None,
+        };
+        p.spawn().await;
+        p
+    }
+
+    pub async fn spawn(&mut self) {
+        let child = (self.command)()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
+        self.child = Some(child);
+        wait_port(self.port, 60).await;
+    }
+
+    pub fn signal(&mut self, sig: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self, sig: &str) {
+        self.signal(sig);
+        self.spawn().await;
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing until `resume`.
+    pub fn pause(&self) {
+        self.send("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.send("-CONT");
+    }
+
+    fn send(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A paused process takes SIGKILL as it is.
+        self.signal("-KILL");
+    }
+}
+
+/// The URI of a SecantusDB of the test's own, for `settings.mongo.uri`.
+pub fn mongo_uri(mongo: &Proc) -> shelfsync::settings::Secret {
+    shelfsync::settings::Secret::new(format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        mongo.port
+    ))
+}
+
+/// A SecantusDB of the test's own, with its data in `dir/mongo`.
+pub async fn start_mongo(dir: &Path) -> Proc {
+    let port = free_port();
+    let secantus = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py");
+    let data = dir.join("mongo");
+    std::fs::create_dir_all(&data).unwrap();
+    Proc::start("secantusd-py", port, move || {
+        let mut c = Command::new(&secantus);
+        c.arg("--port")
+            .arg(port.to_string())
+            .arg("--storage-path")
+            .arg(&data);
+        c
+    })
+    .await
+}
