@@ -101,7 +101,10 @@ fi
 if ! listening "$MONGO_PORT"; then
   say "starting SecantusDB on $MONGO_PORT (data in var/mongo)"
   mkdir -p var/mongo
-  nohup .venv/bin/secantusd-py --port "$MONGO_PORT" --storage-path "$PWD/var/mongo" \
+  # --standalone: drivers then make no retryable writes to it (SecantusDB records every one in
+  # a server-wide table that slows every write once it is full) and it keeps no oplog, which
+  # shelfsync does not use (no change streams, no transactions).
+  nohup .venv/bin/secantusd-py --port "$MONGO_PORT" --storage-path "$PWD/var/mongo" --standalone \
     > var/secantusd.log 2>&1 &
   wait_for secantusdb "$MONGO_PORT" 60
 fi

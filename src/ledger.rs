@@ -325,6 +325,15 @@ impl Ledger {
             .context("parsing mongo.uri")?;
         options.app_name = Some("shelfsync".into());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        // Every write of ours is idempotent by itself (ledger documents by `(outlet, seq)`,
+        // upserts with `$setOnInsert`, replacements by id) and retried by its owner, so the
+        // driver's retryable writes add nothing. They cost a lot on SecantusDB: it records each
+        // one in a table shared by the whole server, and past 10,000 of them within 30 minutes
+        // every write pays milliseconds for it (ARCHITECTURE.md, The ledger's database). A URI
+        // that says `retryWrites=true` keeps them.
+        if options.retry_writes.is_none() {
+            options.retry_writes = Some(false);
+        }
         let client = Client::with_options(options).context("creating the MongoDB client")?;
         let db = client.database(&settings.database);
         // A ledger document counts as durable once the server has journaled it.

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub mqtt_publish_window: IntGauge,
     pub mqtt_publish_outstanding: IntGauge,
     pub mqtt_acks: IntCounterVec,
+    pub mqtt_pos_waits: IntCounter,
     pub mqtt_orders_dropped: IntGauge,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
@@ -225,6 +226,12 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
+        let mqtt_pos_waits = IntCounter::new(
+            "mqtt_pos_waits_total",
+            "Times a POS message was not yet durable (or a store unreachable) within \
+             ledger.durable_wait_secs and was tried again, unacknowledged",
+        )
+        .expect("metric");
         let mqtt_orders_dropped = IntGauge::new(
             "mqtt_orders_dropped",
             "Orders dropped from a full publish queue",
@@ -299,6 +306,7 @@ impl Metrics {
             Box::new(mqtt_publish_window.clone()),
             Box::new(mqtt_publish_outstanding.clone()),
             Box::new(mqtt_acks.clone()),
+            Box::new(mqtt_pos_waits.clone()),
             Box::new(mqtt_orders_dropped.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
@@ -347,6 +355,7 @@ impl Metrics {
             mqtt_publish_window,
             mqtt_publish_outstanding,
             mqtt_acks,
+            mqtt_pos_waits,
             mqtt_orders_dropped,
             stream_clients,
             stream_dropped,

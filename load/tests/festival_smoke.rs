@@ -2,64 +2,10 @@
 //! prefix, MongoDB database and MQTT topic prefix on the real servers: the run finishes, every
 //! operation type ran, and the audit passes. It asserts behaviour, never timings.
 
-use std::time::Duration;
+mod common;
 
-use serde_json::Value;
-use shelfsync::settings::BucketSettings;
-use shelfsync::{Application, Settings};
-
-/// Settings of the repository's `config.toml` with a fresh prefix, database and port 0.
-fn test_settings() -> Settings {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut s = Settings::load(format!("{root}/config.toml").as_ref()).expect("config.toml");
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    s.http.port = 0;
-    s.http.workers = 2;
-    s.redis.key_prefix = format!("test-{}", &id[..12]);
-    s.mongo.database = format!("shelfsync_test_{}", &id[..12]);
-    s.mqtt.topic_prefix = format!("test-{}/", &id[..12]);
-    s.mqtt.client_id = format!("shelfsync-test-{}", &id[..12]);
-    s.mqtt.reconnect_delay_max_ms = 1000;
-    s.ledger.poll_interval_ms = 200;
-    // The simulator reads with the admin key and holds with the storefront key.
-    let roomy = BucketSettings {
-        per_sec: 100_000.0,
-        burst: 100_000,
-    };
-    s.rate_limits.admin = roomy;
-    s.rate_limits.storefront = roomy;
-    for f in [
-        &mut s.catalogue.outlets_file,
-        &mut s.catalogue.skus_file,
-        &mut s.catalogue.stock_file,
-        &mut s.catalogue.zones_file,
-    ] {
-        *f = std::path::Path::new(root).join(&*f);
-    }
-    s
-}
-
-/// Removes what the test left on the shared servers.
-async fn cleanup(settings: &Settings) {
-    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", settings.redis.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose())
-        .await
-        .unwrap();
-    let _ = client.database(&settings.mongo.database).drop().await;
-}
+use common::*;
+use shelfsync::Application;
 
 #[actix_web::test]
 async fn a_short_festival_run_passes_its_audit() {
@@ -76,55 +22,34 @@ async fn a_short_festival_run_passes_its_audit() {
     let handle = app.handle();
     let done = actix_web::rt::spawn(app.run_until_stopped());
 
-    let out = std::env::temp_dir().join(format!(
-        "festival-smoke-{}.json",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let bin = env!("CARGO_BIN_EXE_shelfsync-festival");
-    let (url2, prefix, out2) = (url.clone(), settings.mqtt.topic_prefix.clone(), out.clone());
-    // The binary runs while this runtime keeps serving.
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
-            .args(["--url", &url2, "--topic-prefix", &prefix])
-            .args(["--secs", "5", "--rate", "50", "--spike", "1"])
-            .args([
-                "--pos-rate",
-                "4",
-                "--whatsapp-rate",
-                "2",
-                "--movement-rate",
-                "2",
-            ])
-            .args(["--sse-clients", "20"])
-            .args([
-                "--skus",
-                "12",
-                "--think-ms",
-                "200",
-                "--abandon-ttl-secs",
-                "2",
-            ])
-            .arg("--out")
-            .arg(&out2)
-            .output()
-            .expect("running shelfsync-festival")
-    });
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the run stops by itself")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-
-    let report: Option<Value> = std::fs::read(&out)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let _ = std::fs::remove_file(&out);
-    let png = out.with_extension("png");
-    let plotted = std::fs::read(&png).unwrap_or_default();
-    let _ = std::fs::remove_file(&png);
+    let run = festival(
+        &url,
+        &settings,
+        &[
+            "--secs",
+            "5",
+            "--rate",
+            "50",
+            "--spike",
+            "1",
+            "--pos-rate",
+            "4",
+            "--whatsapp-rate",
+            "2",
+            "--movement-rate",
+            "2",
+            "--sse-clients",
+            "20",
+            "--skus",
+            "12",
+            "--think-ms",
+            "200",
+            "--abandon-ttl-secs",
+            "2",
+        ],
+    )
+    .await;
+    let (output, report, plotted) = (run.output, run.report, run.png);
     handle.stop().await;
     done.await.expect("app task").expect("clean shutdown");
     cleanup(&settings).await;

@@ -103,7 +103,15 @@ impl Core {
         let mut docs = Vec::new();
         let mut tops = Vec::new();
         let mut more = false;
-        for &i in which {
+        // The outlet whose oldest change not yet durable is oldest goes first: with a fixed
+        // order, an outlet with a backlog of a whole batch would take every pass's budget and
+        // starve the others, whose facts would then wait far past the lag budget.
+        let now = now_ms();
+        let mut which = which.to_vec();
+        which.sort_by_key(|&i| {
+            std::cmp::Reverse(self.shared.durable.lag(&self.outlets[i].0, now).age_ms)
+        });
+        for &i in &which {
             let (outlet, keys) = &self.outlets[i];
             if budget == 0 {
                 self.shared.signal.mark_index(i);

@@ -14,7 +14,7 @@ use mongodb::bson::doc;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::outbound::Outbound;
 use super::topics::Topics;
@@ -123,7 +123,10 @@ impl Intake {
                     return;
                 }
                 Err(ApiError::Unavailable(reason)) => {
-                    warn!(event_id = %movement.event_id, %reason, "POS movement waits for the stores");
+                    // Expected while the ledger is behind (thousands may wait at once): the
+                    // ledger lag gauges say so; the count is here, the reason at debug.
+                    debug!(event_id = %movement.event_id, %reason, "POS movement waits for the stores");
+                    metrics.mqtt_pos_waits.inc();
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RETRY_DELAY_MAX);
                 }

@@ -108,10 +108,12 @@ pub async fn start_mongo(dir: &Path) -> Proc {
     std::fs::create_dir_all(&data).unwrap();
     Proc::start("secantusd-py", port, move || {
         let mut c = Command::new(&secantus);
+        // As scripts/services.sh starts it (see there).
         c.arg("--port")
             .arg(port.to_string())
             .arg("--storage-path")
-            .arg(&data);
+            .arg(&data)
+            .arg("--standalone");
         c
     })
     .await

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::{get_json, Args, World};
 
 /// The figures the audit reads from `/metrics`.
+#[derive(Clone)]
 pub struct Metrics {
     pub oversell_units: f64,
     pub outbox_entries: f64,
@@ -18,6 +19,37 @@ pub struct Metrics {
     pub rss_bytes: Option<f64>,
     /// Ledger documents the service has written since it started.
     pub ledger_documents: Option<f64>,
+    /// The most behind outlet's ledger lag (seconds), as of this read.
+    pub lag_max_secs: f64,
+    /// New holds the service shed since it started, for any reason.
+    pub shed_holds: f64,
+    /// Ledger insert_many calls since the start: their total seconds, their count, and the
+    /// cumulative histogram buckets `(le seconds, count)`.
+    pub insert_secs: f64,
+    pub inserts: f64,
+    pub insert_buckets: Vec<(f64, f64)>,
+}
+
+impl Metrics {
+    /// The `q` quantile (0..1) of the inserts between `before` and `self`, in ms, by the upper
+    /// bound of the histogram bucket it falls in; `None` without inserts.
+    pub fn insert_quantile_ms(&self, before: &Metrics, q: f64) -> Option<f64> {
+        let n = self.inserts - before.inserts;
+        if n <= 0.0 {
+            return None;
+        }
+        let was = |le: f64| {
+            before
+                .insert_buckets
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0.0, |(_, c)| *c)
+        };
+        self.insert_buckets
+            .iter()
+            .find(|(le, c)| c - was(*le) >= q * n)
+            .map(|(le, _)| le * 1000.0)
+    }
 }
 
 pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metrics> {
@@ -39,6 +71,11 @@ pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metr
         cpu_secs: None,
         rss_bytes: None,
         ledger_documents: None,
+        lag_max_secs: 0.0,
+        shed_holds: 0.0,
+        insert_secs: 0.0,
+        inserts: 0.0,
+        insert_buckets: Vec::new(),
     };
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
@@ -55,6 +92,25 @@ pub async fn metrics(http: &reqwest::Client, args: &Args) -> anyhow::Result<Metr
             m.rss_bytes = Some(value);
         } else if name == "shelfsync_ledger_documents_total" {
             m.ledger_documents = Some(value);
+        } else if name.starts_with("shelfsync_ledger_lag_seconds{") {
+            m.lag_max_secs = m.lag_max_secs.max(value);
+        } else if name.starts_with("shelfsync_shed_total{") && name.contains(r#"operation="hold""#)
+        {
+            m.shed_holds += value;
+        } else if name == "shelfsync_ledger_insert_seconds_sum" {
+            m.insert_secs = value;
+        } else if name == "shelfsync_ledger_insert_seconds_count" {
+            m.inserts = value;
+        } else if let Some(le) = name
+            .strip_prefix(r#"shelfsync_ledger_insert_seconds_bucket{le=""#)
+            .and_then(|l| l.strip_suffix(r#""}"#))
+        {
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            m.insert_buckets.push((le, value));
         }
     }
     Ok(m)
@@ -186,6 +242,9 @@ struct Pass {
     by_kind: BTreeMap<String, u64>,
     /// Commit time (ms since the epoch) of each of the run's documents, by (outlet, seq).
     commits: HashMap<(String, u64), i64>,
+    /// Each acknowledged POS sale's `at` (when the simulator sent it, ms since the epoch) and
+    /// how long after it the service committed it (ms): the POS apply latency.
+    pos_apply: Vec<(i64, i64)>,
 }
 
 async fn pass(
@@ -205,6 +264,7 @@ async fn pass(
         pos_duplicated: Vec::new(),
         by_kind: BTreeMap::new(),
         commits: HashMap::new(),
+        pos_apply: Vec::new(),
     };
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
     for outlet in &world.outlets {
@@ -228,7 +288,16 @@ async fn pass(
             }
             if e["kind"] == "sale_counter" {
                 if let Some(id) = e["event_id"].as_str().filter(|id| acked.contains(*id)) {
-                    *pos_seen.entry(id.to_owned()).or_default() += 1;
+                    let seen = pos_seen.entry(id.to_owned()).or_default();
+                    *seen += 1;
+                    let ms = |k: &str| {
+                        e[k].as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.timestamp_millis())
+                    };
+                    if let (1, Some(sent), Some(committed)) = (*seen, ms("event_at"), ms("at")) {
+                        p.pos_apply.push((sent, committed - sent));
+                    }
                 }
             }
         }
@@ -279,15 +348,22 @@ async fn pass(
 /// The commit time (ms since the epoch) of each of the run's ledger documents.
 pub type Commits = HashMap<(String, u64), i64>;
 
-/// Waits for the outbox to drain, then audits; the JSON result has `"passed"`. Also gives
-/// the commit times of the run's documents (for the push latencies).
+/// What the audit found beside its verdict.
+pub struct Found {
+    /// The commit time of each of the run's documents (for the push latencies).
+    pub commits: Commits,
+    /// Each acknowledged POS sale's send time and apply latency (ms).
+    pub pos_apply: Vec<(i64, i64)>,
+}
+
+/// Waits for the outbox to drain, then audits; the JSON result has `"passed"`.
 pub async fn run(
     args: &Args,
     http: &reqwest::Client,
     world: &World,
     oversell_before: f64,
     acked: &BTreeSet<String>,
-) -> anyhow::Result<(Value, Commits)> {
+) -> anyhow::Result<(Value, Found)> {
     // The outbox is drained when `/metrics` shows no entry three times in a row.
     let started = Instant::now();
     let mut zeros = 0;
@@ -341,7 +417,11 @@ pub async fn run(
         "run_documents": p.run_documents,
         "run_documents_by_kind": p.by_kind,
     });
-    Ok((report, p.commits))
+    let found = Found {
+        commits: p.commits,
+        pos_apply: p.pos_apply,
+    };
+    Ok((report, found))
 }
 
 #[cfg(test)]

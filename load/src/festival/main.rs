@@ -105,6 +105,14 @@ pub struct Args {
     /// read from /proc at 10 ms precision instead of from `/metrics` (whole CPU seconds).
     #[arg(long)]
     pub service_pid: Option<u32>,
+    /// Other processes to sample beside the service (CPU and memory from /proc), as
+    /// NAME=PID: `--pid redis=123 --pid mongodb=456 --pid broker=789`.
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub pids: Vec<(String, u32)>,
+    /// Width of the timeline buckets (latency over time in the report's plot), in seconds:
+    /// 1 for a short run, more for a soak.
+    #[arg(long, default_value_t = 1)]
+    pub bucket_secs: u64,
     /// How long the audit waits for the ledger outbox to drain after the load.
     #[arg(long, default_value_t = 60)]
     pub drain_secs: u64,
@@ -116,17 +124,70 @@ pub struct Args {
     pub out: Option<std::path::PathBuf>,
 }
 
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{pid} is not a process id"))?;
+    Ok((name.to_owned(), pid))
+}
+
 /// The operations the report lists.
 pub const OPS: [&str; 6] = [
     "hold", "confirm", "cancel", "movement", "pos_sale", "whatsapp",
 ];
 
-/// Seconds of a run the per-second timelines cover (about 25 KB per second and series).
-pub const TIMELINE_SECS_MAX: usize = 1800;
+/// Buckets a timeline keeps (about 25 KB each): 30 minutes of one-second buckets, five hours
+/// of ten-second ones.
+pub const TIMELINE_BUCKETS_MAX: usize = 1800;
 
-/// A histogram of one second of the run (coarser than the whole run's: there are many).
-pub fn timeline_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 2).expect("histogram")
+static BUCKET_SECS: OnceLock<u64> = OnceLock::new();
+
+/// Latency histograms by time bucket of the run (`--bucket-secs` wide, from the load's start;
+/// coarser than the whole run's histogram: there are many).
+#[derive(Default)]
+pub struct Timeline(Vec<Histogram<u64>>);
+
+impl Timeline {
+    fn width() -> f64 {
+        *BUCKET_SECS.get().unwrap_or(&1) as f64
+    }
+
+    /// Records `us` at `secs` since the load's start; past the last bucket it is left out
+    /// (the run's whole histogram still has it).
+    pub fn record(&mut self, secs: f64, us: u64) {
+        let i = (secs.max(0.0) / Self::width()) as usize;
+        if i >= TIMELINE_BUCKETS_MAX {
+            return;
+        }
+        while self.0.len() <= i {
+            self.0
+                .push(Histogram::new_with_bounds(1, 600_000_000, 2).expect("histogram"));
+        }
+        let _ = self.0[i].record(us);
+    }
+
+    /// How many values each bucket has, from the first.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0.iter().map(|h| h.len()).collect()
+    }
+
+    /// (bucket middle in seconds, p50 ms, p99 ms) of each non-empty bucket.
+    pub fn points(&self) -> Vec<(f64, f64, f64)> {
+        let w = Self::width();
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(i, h)| {
+                (
+                    (i as f64 + 0.5) * w,
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                )
+            })
+            .collect()
+    }
 }
 
 /// One operation's tally: latency from the intended send time, answers by status.
@@ -136,8 +197,8 @@ pub struct OpStats {
     pub ok: u64,
     pub statuses: BTreeMap<String, u64>,
     pub hist: Histogram<u64>,
-    /// Latency by the second of the intended send time since the load started.
-    pub timeline: Vec<Histogram<u64>>,
+    /// Latency by the intended send time since the load started.
+    pub timeline: Timeline,
 }
 
 impl OpStats {
@@ -148,7 +209,7 @@ impl OpStats {
             ok: 0,
             statuses: BTreeMap::new(),
             hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
-            timeline: Vec::new(),
+            timeline: Timeline::default(),
         }
     }
 }
@@ -192,20 +253,15 @@ impl Stats {
     /// Records an answer (`status` like `201` or `409 out_of_stock`) and its latency.
     pub fn answer(&self, op: &'static str, intended: Instant, status: String, ok: bool) {
         let micros = intended.elapsed().as_micros().clamp(1, 600_000_000) as u64;
-        let sec = self.1.get().map_or(0, |start| {
-            intended.saturating_duration_since(*start).as_secs()
-        }) as usize;
+        let secs = self.1.get().map_or(0.0, |start| {
+            intended.saturating_duration_since(*start).as_secs_f64()
+        });
         self.with(op, |s| {
             if ok {
                 s.ok += 1;
             }
             let _ = s.hist.record(micros);
-            if sec < TIMELINE_SECS_MAX {
-                while s.timeline.len() <= sec {
-                    s.timeline.push(timeline_histogram());
-                }
-                let _ = s.timeline[sec].record(micros);
-            }
+            s.timeline.record(secs, micros);
             *s.statuses.entry(status).or_default() += 1;
         });
     }
@@ -610,18 +666,34 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / 100.0, pages * 4096.0))
 }
 
-/// What `sample_resources` saw.
+/// What `sample_resources` saw, each point at its seconds since the load's start.
 #[derive(Default)]
 struct Samples {
-    /// (seconds since the start, CPU % of one core, RSS MB).
+    /// The service: (t, CPU % of one core, RSS MB).
     usage: Vec<(f64, f64, f64)>,
-    /// (seconds since the start, outbox entries waiting for the ledger, all outlets).
+    /// The `--pid` processes, by name: (t, CPU % of one core, RSS MB).
+    procs: BTreeMap<String, Vec<(f64, f64, f64)>>,
+    /// (t, outbox entries waiting for the ledger, all outlets).
     outbox: Vec<(f64, f64)>,
-    /// (seconds since the start, ledger documents written since the service started).
+    /// (t, ledger documents written since the service started).
     written: Vec<(f64, f64)>,
+    /// (t, the most behind outlet's ledger lag in s, new holds shed per second since the
+    /// last sample).
+    ledger: Vec<(f64, f64, f64)>,
+    /// (t, mean ledger insert_many ms since the last sample), when there was one.
+    insert: Vec<(f64, f64)>,
+    /// The first and the last `/metrics` read.
+    first: Option<audit::Metrics>,
+    last: Option<audit::Metrics>,
 }
 
-/// The service's CPU and memory and its ledger outbox, sampled every second while `running`.
+/// CPU % of one core between two readings `(when, CPU seconds)`.
+fn cpu_percent(from: (Instant, f64), to: (Instant, f64)) -> f64 {
+    (to.1 - from.1) / to.0.duration_since(from.0).as_secs_f64().max(1e-6) * 100.0
+}
+
+/// The service's CPU and memory, its ledger (outbox, lag, shed holds, insert latency) and
+/// the `--pid` processes' CPU and memory, sampled every second while `running`. The service's
 /// CPU and memory come from /proc with `--service-pid`, else from its `/metrics`
 /// (`shelfsync_process_*`), whose CPU counter has whole seconds: each point then averages
 /// the last five seconds.
@@ -634,6 +706,7 @@ async fn sample_resources(
     let mut samples = Samples::default();
     let window = if args.service_pid.is_some() { 1 } else { 5 };
     let mut past: std::collections::VecDeque<(Instant, f64)> = Default::default();
+    let mut procs_past: HashMap<String, (Instant, f64)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // After a slow `/metrics` read, the next sample waits its second rather than following at
     // once (a burst of ticks would make CPU % jump).
@@ -643,6 +716,17 @@ async fn sample_resources(
         // /proc first, at the tick, so the HTTP read's time does not skew the interval.
         let now = Instant::now();
         let proc = args.service_pid.and_then(proc_usage);
+        for (name, pid) in &args.pids {
+            let Some((cpu, rss)) = proc_usage(*pid) else {
+                continue;
+            };
+            let at = now.saturating_duration_since(start).as_secs_f64();
+            if let Some(before) = procs_past.insert(name.clone(), (now, cpu)) {
+                let pct = cpu_percent(before, (now, cpu));
+                let points = samples.procs.entry(name.clone()).or_default();
+                points.push((at, pct, rss / 1e6));
+            }
+        }
         let metrics = audit::metrics(&http, &args).await.ok();
         let since = now.saturating_duration_since(start).as_secs_f64();
         if let Some(m) = &metrics {
@@ -650,39 +734,39 @@ async fn sample_resources(
             if let Some(n) = m.ledger_documents {
                 samples.written.push((since, n));
             }
+            if let Some(prev) = &samples.last {
+                let shed = (m.shed_holds - prev.shed_holds).max(0.0);
+                samples.ledger.push((since, m.lag_max_secs, shed));
+                let n = m.inserts - prev.inserts;
+                if n > 0.0 {
+                    samples
+                        .insert
+                        .push((since, (m.insert_secs - prev.insert_secs) / n * 1000.0));
+                }
+            }
         }
         let usage = match args.service_pid {
             Some(_) => proc,
-            None => metrics.and_then(|m| m.cpu_secs.zip(m.rss_bytes)),
+            None => metrics.as_ref().and_then(|m| m.cpu_secs.zip(m.rss_bytes)),
         };
+        if let Some(m) = metrics {
+            if samples.first.is_none() {
+                samples.first = Some(m.clone());
+            }
+            samples.last = Some(m);
+        }
         let Some((cpu, rss)) = usage else {
             continue;
         };
         if past.len() == window {
             let (t, c) = past.pop_front().expect("window");
-            let pct = (cpu - c) / now.duration_since(t).as_secs_f64() * 100.0;
+            let pct = cpu_percent((t, c), (now, cpu));
             let mid = (t.saturating_duration_since(start).as_secs_f64() + since) / 2.0;
             samples.usage.push((mid, pct, rss / 1e6));
         }
         past.push_back((now, cpu));
     }
     samples
-}
-
-/// (second, p50 ms, p99 ms) of each non-empty second.
-fn timeline_points(by_sec: &[Histogram<u64>]) -> Vec<(f64, f64, f64)> {
-    by_sec
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(sec, h)| {
-            (
-                sec as f64 + 0.5,
-                h.value_at_quantile(0.5) as f64 / 1000.0,
-                h.value_at_quantile(0.99) as f64 / 1000.0,
-            )
-        })
-        .collect()
 }
 
 /// The least-squares slope of `points` (y per x), `None` with fewer than 3 points.
@@ -752,6 +836,7 @@ async fn main() {
 
 async fn run() -> anyhow::Result<bool> {
     let args = Args::parse();
+    let _ = BUCKET_SECS.set(args.bucket_secs.max(1));
     anyhow::ensure!(
         args.rate > 0.0 && args.spike > 0.0,
         "--rate and --spike must be > 0"
@@ -859,7 +944,8 @@ async fn run() -> anyhow::Result<bool> {
     let resources = sampler.await.unwrap_or_default();
     push.stop().await;
     let acked = pos.acked();
-    let (report, commits) = audit::run(&args, &http, &ctx.world, oversell_before, &acked).await?;
+    let (report, found) = audit::run(&args, &http, &ctx.world, oversell_before, &acked).await?;
+    let commits = found.commits;
 
     let stats = stats.0.lock().expect("stats");
     let mut ops = serde_json::Map::new();
@@ -928,22 +1014,52 @@ async fn run() -> anyhow::Result<bool> {
         );
         series.push(plot::Series {
             name: name.into(),
-            points: timeline_points(&by_sec),
+            points: by_sec.points(),
         });
     }
+    // POS apply: from the sale's send time (its `at`) to its commit at the outlet.
+    let mut apply = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+    let mut apply_timeline = Timeline::default();
+    for &(sent, ms) in &found.pos_apply {
+        let us = (ms.max(0) as u64 * 1000).clamp(1, 600_000_000);
+        let _ = apply.record(us);
+        apply_timeline.record((sent - start_wall_ms) as f64 / 1000.0, us);
+    }
+    let pos_apply = percentiles(&apply);
+    {
+        let f = |k: &str| ms_cell(&pos_apply, k);
+        println!(
+            "{:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "pos_apply",
+            "-",
+            apply.len(),
+            "-",
+            "-",
+            "-",
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("p99_9"),
+            f("max")
+        );
+    }
+    series.push(plot::Series {
+        name: "pos_apply".into(),
+        points: apply_timeline.points(),
+    });
     let mut push_doc = push.summary();
     push_doc["latency"] = Value::Object(pushes);
     println!(
-        "(push rows: \"ok\" is receipts matched to the run's ledger documents; latency commit to client; {} of {} SSE browsers connected, {} reconnects, one seq in {} sampled)",
+        "(push rows: \"ok\" is receipts matched to the run's ledger documents; latency commit to client; pos_apply: acknowledged sales found in the ledger, latency send to commit; {} of {} SSE browsers connected, {} reconnects, one seq in {} sampled)",
         push.sse_connected.load(Ordering::Relaxed),
         args.sse_clients,
         push.sse_reconnects.load(Ordering::Relaxed),
         push.sse.every()
     );
-    for op in ["hold", "confirm", "cancel", "movement"] {
+    for op in ["hold", "confirm", "cancel", "movement", "pos_sale"] {
         series.push(plot::Series {
             name: op.into(),
-            points: timeline_points(&stats[op].timeline),
+            points: stats[op].timeline.points(),
         });
     }
     // CPU over the load phase only (the sampler also covers the wait for expiries).
@@ -982,6 +1098,34 @@ async fn run() -> anyhow::Result<bool> {
     };
     service["outbox_growth_per_sec"] = json!(slope(&second_half(&resources.outbox)));
     service["ledger_docs_written_per_sec"] = json!(slope(&second_half(&resources.written)));
+    // Overload: the ledger's lag at most, the holds the service shed, the inserts' latency.
+    let round2 = |v: f64| (v * 100.0).round() / 100.0;
+    service["ledger_lag_max_secs"] = json!(round2(
+        resources.ledger.iter().map(|q| q.1).fold(0.0, f64::max)
+    ));
+    if let (Some(first), Some(last)) = (&resources.first, &resources.last) {
+        let n = last.inserts - first.inserts;
+        service["holds_shed"] = json!(last.shed_holds - first.shed_holds);
+        service["ledger_inserts"] = json!(n);
+        service["ledger_insert_ms"] = json!({
+            "mean": (n > 0.0).then(|| round2((last.insert_secs - first.insert_secs) / n * 1000.0)),
+            "p50_bucket": last.insert_quantile_ms(first, 0.5),
+            "p99_bucket": last.insert_quantile_ms(first, 0.99),
+            "max_mean_per_sample": resources.insert.iter().map(|q| q.1).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))).map(round2),
+        });
+    }
+    let mut others = serde_json::Map::new();
+    for (name, points) in &resources.procs {
+        let load: Vec<_> = points
+            .iter()
+            .copied()
+            .filter(|(t, _, _)| *t <= sent_secs)
+            .collect();
+        let mut summary = service_summary(&load);
+        summary["rss_mb_max"] =
+            json!((points.iter().map(|p| p.2).fold(0.0, f64::max) * 10.0).round() / 10.0);
+        others.insert(name.clone(), summary);
+    }
     println!(
         "\nservice: CPU {} % of one core on average, {} % at most; RSS {} MB at most; ledger outbox {} entries at most, {} at the end of the load",
         fmt_opt(service["cpu_percent_mean"].as_f64()),
@@ -990,6 +1134,35 @@ async fn run() -> anyhow::Result<bool> {
         fmt_opt(service["outbox_max"].as_f64()),
         fmt_opt(service["outbox_end_of_load"].as_f64())
     );
+
+    let hold_stats = &stats["hold"];
+    let shed_answers: u64 = hold_stats
+        .statuses
+        .iter()
+        .filter(|(k, _)| k.starts_with("503"))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "overload: holds offered {}, taken {}, answered 503 {} (the service shed {}); ledger lag {} s at most; ledger insert_many mean {} ms, p99 <= {} ms; POS apply p50 {} ms, p99 {} ms; POS sales acknowledged by the broker and missing from the ledger: {}",
+        hold_stats.offered,
+        hold_stats.ok,
+        shed_answers,
+        service["holds_shed"],
+        service["ledger_lag_max_secs"],
+        service["ledger_insert_ms"]["mean"],
+        service["ledger_insert_ms"]["p99_bucket"],
+        ms_cell(&pos_apply, "p50"),
+        ms_cell(&pos_apply, "p99"),
+        report["pos_missing"]
+    );
+    for (name, s) in &others {
+        println!(
+            "{name}: CPU {} % of one core on average, {} % at most; RSS {} MB at most",
+            fmt_opt(s["cpu_percent_mean"].as_f64()),
+            fmt_opt(s["cpu_percent_max"].as_f64()),
+            fmt_opt(s["rss_mb_max"].as_f64())
+        );
+    }
 
     println!("\nanswers by status:");
     for op in OPS {
@@ -1008,12 +1181,14 @@ async fn run() -> anyhow::Result<bool> {
             "abandon_ttl_secs": args.abandon_ttl_secs, "ttl_secs": args.ttl_secs,
             "inflight_max": args.inflight_max, "movement_rate": args.movement_rate,
             "sse_clients": args.sse_clients, "drain_secs": args.drain_secs,
-            "service_pid": args.service_pid, "seed": args.seed},
+            "service_pid": args.service_pid, "seed": args.seed, "bucket_secs": args.bucket_secs},
         "send_secs": sent_secs,
         "load_secs": load_secs,
         "operations": ops,
         "push": push_doc,
+        "pos_apply_ms": pos_apply,
         "service": service,
+        "processes": others,
         "audit": report,
     });
     let out = args.out.clone().unwrap_or_else(|| {
@@ -1032,8 +1207,12 @@ async fn run() -> anyhow::Result<bool> {
         "shelfsync festival {run}: {hold_rate:.0} holds/s, {} SSE browsers",
         args.sse_clients
     );
+    let mut processes = vec![("service".to_owned(), resources.usage)];
+    processes.extend(resources.procs);
     let resources = plot::Resources {
-        points: resources.usage,
+        processes,
+        ledger: resources.ledger,
+        insert: resources.insert,
     };
     match plot::latency_png(&png, &title, &series, &resources) {
         Ok(()) => println!("plot: {}", png.display()),

@@ -1,6 +1,7 @@
-//! The run's "latency over time" PNG: per operation p99 (solid) and p50 (dashed) per one-second
-//! bucket on a log-scale millisecond axis, and below it the service's CPU and RSS against the
-//! same time axis.
+//! The run's "over time" PNG, every panel on one time axis: per operation p99 (solid) and p50
+//! (dashed) per timeline bucket on a log-scale millisecond axis; the ledger's lag and the holds
+//! shed; the ledger's insert latency; and the CPU and RSS of the service and the other
+//! processes sampled (Redis, the MongoDB server, the broker).
 //!
 //! Text is drawn with plotters' `ab_glyph` renderer, which knows no system fonts: a TrueType
 //! file is read from the first of `FONT_PATHS` that exists and registered once per process.
@@ -26,17 +27,22 @@ pub struct Series {
     pub points: Vec<(f64, f64, f64)>,
 }
 
-/// The service's resource use sampled during the run.
+/// What was sampled during the run, each point at its seconds since the load's start.
+#[derive(Default)]
 pub struct Resources {
-    /// (seconds since load start, CPU % of one core, RSS MB)
-    pub points: Vec<(f64, f64, f64)>,
+    /// By process ("service" first): (t, CPU % of one core, RSS MB).
+    pub processes: Vec<(String, Vec<Sample>)>,
+    /// (t, the most behind outlet's ledger lag in s, holds shed per second)
+    pub ledger: Vec<(f64, f64, f64)>,
+    /// (t, mean ledger insert ms over the sample)
+    pub insert: Vec<(f64, f64)>,
 }
 
 /// (seconds since load start, value, value): one bucket of a `Series` or `Resources`.
-type Sample = (f64, f64, f64);
+pub type Sample = (f64, f64, f64);
 
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 800;
+const HEIGHT: u32 = 1500;
 /// Latencies at or below zero cannot sit on a log axis; they are drawn at this floor.
 const FLOOR_MS: f64 = 0.05;
 
@@ -158,9 +164,10 @@ fn fmt_plain(v: &f64) -> String {
     }
 }
 
-/// Writes the PNG: top panel latency p99 (solid) and p50 (dashed, thinner) per series against
-/// time, log-scale y in ms; bottom panel service CPU % (left axis) and RSS MB (right axis)
-/// against the same time axis. Title on top (`title`).
+/// Writes the PNG: latency p99 (solid) and p50 (dashed, thinner) per series, log-scale y in ms;
+/// the ledger lag (s, left axis) and holds shed per second (right axis); the ledger insert
+/// latency (ms, log scale); CPU % of one core per process; RSS MB per process. One time axis
+/// for all. Title on top (`title`).
 pub fn latency_png(
     path: &Path,
     title: &str,
@@ -172,19 +179,31 @@ pub fn latency_png(
         .iter()
         .map(|s| (s.name.as_str(), clean_latency(&s.points)))
         .collect();
-    let res = clean_resources(&resources.points);
+    let processes: Vec<(&str, Vec<Sample>)> = resources
+        .processes
+        .iter()
+        .map(|(name, points)| (name.as_str(), clean_resources(points)))
+        .collect();
+    let ledger = clean_resources(&resources.ledger);
+    let insert: Vec<Sample> = clean_latency(
+        &resources
+            .insert
+            .iter()
+            .map(|&(t, ms)| (t, ms, ms))
+            .collect::<Vec<_>>(),
+    );
 
-    // One time axis for both panels, from 0 (load start) to the last sample.
-    let t_max = latency
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .chain(res.iter().map(|q| q.0))
-        .fold(0.0f64, f64::max);
-    let t_min = latency
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .chain(res.iter().map(|q| q.0))
-        .fold(0.0f64, f64::min);
+    // One time axis for every panel, from the first to the last sample.
+    let times = || {
+        latency
+            .iter()
+            .chain(processes.iter())
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .chain(ledger.iter().map(|q| q.0))
+            .chain(insert.iter().map(|q| q.0))
+    };
+    let t_max = times().fold(0.0f64, f64::max);
+    let t_min = times().fold(0.0f64, f64::min);
     let t_max = if t_max - t_min < 1.0 {
         t_min + 1.0
     } else {
@@ -194,10 +213,18 @@ pub fn latency_png(
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let body = root.titled(title, ("sans-serif", 26))?;
-    let (top, bottom) = body.split_vertically(470);
+    let (top, rest) = body.split_vertically(470);
+    let (lag, rest) = rest.split_vertically(240);
+    let (ins, rest) = rest.split_vertically(220);
+    let (cpu, rss) = rest.split_vertically(260);
 
     draw_latency(&top, t_min..t_max, &latency)?;
-    draw_resources(&bottom, t_min..t_max, &res)?;
+    draw_ledger(&lag, t_min..t_max, &ledger)?;
+    draw_insert(&ins, t_min..t_max, &insert)?;
+    draw_processes(&cpu, t_min..t_max, &processes, "CPU (% of one core)", |q| {
+        q.1
+    })?;
+    draw_processes(&rss, t_min..t_max, &processes, "RSS (MB)", |q| q.2)?;
 
     root.present()
         .with_context(|| format!("writing latency plot {}", path.display()))?;
@@ -306,17 +333,51 @@ fn draw_latency(
     Ok(())
 }
 
-fn draw_resources(
+/// A chart with the shared layout: time on x (labelled), `y` on the left with `y_desc`.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+) -> anyhow::Result<
+    ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(15)
+        .margin_bottom(5)
+        .margin_left(10)
+        .margin_right(10 + RIGHT_AREA)
+        .x_label_area_size(BOTTOM_AREA)
+        .y_label_area_size(LEFT_AREA)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since load start (s)")
+        .y_desc(y_desc)
+        .x_label_formatter(&fmt_plain)
+        .y_label_formatter(&fmt_plain)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+        .y_labels(6)
+        .draw()?;
+    Ok(chart)
+}
+
+/// The most behind outlet's ledger lag (left axis, s) and the holds shed per second (right
+/// axis).
+fn draw_ledger(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     x: std::ops::Range<f64>,
-    res: &[Sample],
+    ledger: &[Sample],
 ) -> anyhow::Result<()> {
-    let cpu_max = res.iter().map(|q| q.1).fold(0.0f64, f64::max);
-    let rss_max = res.iter().map(|q| q.2).fold(0.0f64, f64::max);
-    // Headroom for the legend; never a zero-height range.
-    let cpu_hi = (cpu_max * 1.3).max(10.0);
-    let rss_hi = (rss_max * 1.3).max(10.0);
-
+    let lag_hi = (ledger.iter().map(|q| q.1).fold(0.0f64, f64::max) * 1.3).max(1.0);
+    let shed_hi = (ledger.iter().map(|q| q.2).fold(0.0f64, f64::max) * 1.3).max(1.0);
     let mut chart = ChartBuilder::on(area)
         .margin_top(15)
         .margin_bottom(5)
@@ -325,12 +386,12 @@ fn draw_resources(
         .x_label_area_size(BOTTOM_AREA)
         .y_label_area_size(LEFT_AREA)
         .right_y_label_area_size(RIGHT_AREA)
-        .build_cartesian_2d(x.clone(), 0.0..cpu_hi)?
-        .set_secondary_coord(x, 0.0..rss_hi);
+        .build_cartesian_2d(x.clone(), 0.0..lag_hi)?
+        .set_secondary_coord(x, 0.0..shed_hi);
     chart
         .configure_mesh()
         .x_desc("time since load start (s)")
-        .y_desc("service CPU (% of one core)")
+        .y_desc("ledger lag (s)")
         .x_label_formatter(&fmt_plain)
         .y_label_formatter(&fmt_plain)
         .label_style(("sans-serif", 14))
@@ -341,35 +402,116 @@ fn draw_resources(
         .draw()?;
     chart
         .configure_secondary_axes()
-        .y_desc("service RSS (MB)")
+        .y_desc("holds shed per s")
         .y_label_formatter(&fmt_plain)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .y_labels(6)
         .draw()?;
-
-    if res.is_empty() {
-        note(area, "no resource samples")?;
-        return Ok(());
+    if ledger.is_empty() {
+        return note(area, "no ledger samples");
     }
-    let marker = if res.len() == 1 { 4 } else { 0 };
-    let cpu = ShapeStyle::from(CPU_COLOR).stroke_width(2);
+    let marker = if ledger.len() == 1 { 4 } else { 0 };
+    let lag = ShapeStyle::from(RSS_COLOR).stroke_width(2);
     chart
-        .draw_series(LineSeries::new(res.iter().map(|q| (q.0, q.1)), cpu).point_size(marker))?
-        .label("CPU % (left axis)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], cpu));
-    let rss = ShapeStyle::from(RSS_COLOR).stroke_width(2);
+        .draw_series(LineSeries::new(ledger.iter().map(|q| (q.0, q.1)), lag).point_size(marker))?
+        .label("ledger lag, most behind outlet (left)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], lag));
+    let shed = ShapeStyle::from(CPU_COLOR).stroke_width(2);
     chart
         .draw_secondary_series(
-            LineSeries::new(res.iter().map(|q| (q.0, q.2)), rss).point_size(marker),
+            LineSeries::new(ledger.iter().map(|q| (q.0, q.2)), shed).point_size(marker),
         )?
-        .label("RSS MB (right axis)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], rss));
-    legend(chart.configure_series_labels())?;
-    Ok(())
+        .label("holds shed per s (right)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], shed));
+    legend(chart.configure_series_labels())
 }
 
-/// Both panels' legend: top right, on a light box.
+/// The mean ledger insert_many latency per sample, log scale.
+fn draw_insert(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    x: std::ops::Range<f64>,
+    insert: &[Sample],
+) -> anyhow::Result<()> {
+    let hi = insert.iter().map(|q| q.1).fold(f64::NEG_INFINITY, f64::max);
+    let lo = insert.iter().map(|q| q.1).fold(f64::INFINITY, f64::min);
+    let (lo, hi) = if lo.is_finite() {
+        (lo, hi)
+    } else {
+        (1.0, 100.0)
+    };
+    let y_lo = (lo / 1.5).max(FLOOR_MS / 1.5);
+    let y_hi = (hi * 3.0).max(y_lo * 10.0);
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(15)
+        .margin_bottom(5)
+        .margin_left(10)
+        .margin_right(10 + RIGHT_AREA)
+        .x_label_area_size(BOTTOM_AREA)
+        .y_label_area_size(LEFT_AREA)
+        .build_cartesian_2d(x, (y_lo..y_hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since load start (s)")
+        .y_desc("ledger insert (ms, log)")
+        .x_label_formatter(&fmt_plain)
+        .y_label_formatter(&fmt_ms)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    if insert.is_empty() {
+        return note(area, "no ledger inserts sampled");
+    }
+    let style = ShapeStyle::from(COLORS[4]).stroke_width(2);
+    let runs: Vec<&[Sample]> = insert
+        .chunk_by(|a, b| b.0 - a.0 <= GAP_SECS * 4.0)
+        .collect();
+    for (r, run) in runs.iter().enumerate() {
+        let marker = if run.len() == 1 { 3 } else { 0 };
+        let drawn = chart.draw_series(
+            LineSeries::new(run.iter().map(|q| (q.0, q.1)), style).point_size(marker),
+        )?;
+        if r == 0 {
+            drawn
+                .label("insert_many, mean per sample")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
+    }
+    legend(chart.configure_series_labels())
+}
+
+/// One value (`value`: CPU or RSS) of every process, one line each.
+fn draw_processes(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    x: std::ops::Range<f64>,
+    processes: &[(&str, Vec<Sample>)],
+    y_desc: &str,
+    value: impl Fn(&Sample) -> f64,
+) -> anyhow::Result<()> {
+    let hi = processes
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(&value))
+        .fold(0.0f64, f64::max);
+    let mut chart = panel(area, x, 0.0..(hi * 1.3).max(10.0), y_desc)?;
+    if processes.iter().all(|(_, p)| p.is_empty()) {
+        return note(area, "no resource samples");
+    }
+    for (i, (name, points)) in processes.iter().enumerate() {
+        let style = ShapeStyle::from(COLORS[i % COLORS.len()]).stroke_width(2);
+        let marker = if points.len() == 1 { 4 } else { 0 };
+        chart
+            .draw_series(
+                LineSeries::new(points.iter().map(|q| (q.0, value(q))), style).point_size(marker),
+            )?
+            .label(name.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    }
+    legend(chart.configure_series_labels())
+}
+
+/// Every panel's legend: top right, on a light box.
 fn legend<'a, 'b, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     mut labels: SeriesLabelStyle<'a, 'b, DB, CT>,
 ) -> anyhow::Result<()>
@@ -450,15 +592,30 @@ mod tests {
                     .collect(),
             })
             .collect();
+        let service = (0..30)
+            .map(|s| {
+                let t = s as f64 + 0.5;
+                let cpu = 40.0 + 90.0 * (1.0 - (-(t / 6.0)).exp()) + 10.0 * (t * 1.3).sin();
+                let rss = 48.0 + t * 0.9;
+                (t, cpu, rss)
+            })
+            .collect();
+        let redis = (0..30).map(|s| (s as f64, 20.0, 12.0)).collect();
         let resources = Resources {
-            points: (0..30)
+            processes: vec![("service".into(), service), ("redis".into(), redis)],
+            // The lag passes 2 s at 12..18 s, and holds are shed meanwhile.
+            ledger: (0..30)
                 .map(|s| {
-                    let t = s as f64 + 0.5;
-                    let cpu = 40.0 + 90.0 * (1.0 - (-(t / 6.0)).exp()) + 10.0 * (t * 1.3).sin();
-                    let rss = 48.0 + t * 0.9;
-                    (t, cpu, rss)
+                    let t = s as f64;
+                    let slow = (12.0..18.0).contains(&t);
+                    (
+                        t,
+                        if slow { 2.4 } else { 0.1 },
+                        if slow { 800.0 } else { 0.0 },
+                    )
                 })
                 .collect(),
+            insert: (0..30).map(|s| (s as f64, 5.0 + s as f64)).collect(),
         };
         (series, resources)
     }
@@ -485,7 +642,7 @@ mod tests {
     fn plot_survives_empty_and_degenerate_input() {
         // Nothing at all.
         let path = out("empty");
-        latency_png(&path, "empty run", &[], &Resources { points: vec![] }).expect("empty plot");
+        latency_png(&path, "empty run", &[], &Resources::default()).expect("empty plot");
         assert_png(&path, WIDTH, HEIGHT);
 
         // Named series without points, and no resource samples.
@@ -500,7 +657,7 @@ mod tests {
                 points: vec![],
             },
         ];
-        latency_png(&path, "no samples", &series, &Resources { points: vec![] })
+        latency_png(&path, "no samples", &series, &Resources::default())
             .expect("plot of empty series");
         assert_png(&path, WIDTH, HEIGHT);
 
@@ -522,7 +679,12 @@ mod tests {
             },
         ];
         let resources = Resources {
-            points: vec![(2.0, 150.0, 64.0)],
+            processes: vec![
+                ("service".into(), vec![(2.0, 150.0, 64.0)]),
+                ("broker".into(), vec![]),
+            ],
+            ledger: vec![(1.0, f64::NAN, 3.0), (2.0, 0.5, 0.0)],
+            insert: vec![(4.0, 0.0)],
         };
         latency_png(&path, "degenerate", &series, &resources).expect("degenerate plot");
         assert_png(&path, WIDTH, HEIGHT);
@@ -561,13 +723,18 @@ mod tests {
                     .collect(),
             })
             .collect();
+        let service = (0..900)
+            .map(|s| {
+                let t = s as f64;
+                (t, 80.0 + 60.0 * (t / 50.0).sin().abs(), 50.0 + t * 0.1)
+            })
+            .collect();
         let resources = Resources {
-            points: (0..900)
-                .map(|s| {
-                    let t = s as f64;
-                    (t, 80.0 + 60.0 * (t / 50.0).sin().abs(), 50.0 + t * 0.1)
-                })
+            processes: vec![("service".into(), service)],
+            ledger: (0..900)
+                .map(|s| (s as f64, (s % 60) as f64 / 20.0, 0.0))
                 .collect(),
+            insert: (0..900).map(|s| (s as f64, 2.0 + (s % 7) as f64)).collect(),
         };
         let path = out("long-run");
         latency_png(&path, "festival: 15 min, 6 operations", &series, &resources)

@@ -86,15 +86,15 @@ impl Receipts {
     }
 
     /// Joins the receipts with the commit times (`(outlet, seq)` → ms since the epoch) into
-    /// a latency histogram (µs) and per-second histograms by commit time since `start_ms`.
+    /// a latency histogram (µs) and a timeline by commit time since `start_ms`.
     /// Receipts of seqs the map lacks (values from before the run) are left out.
     pub fn latency(
         &self,
         commits: &HashMap<(String, u64), i64>,
         start_ms: i64,
-    ) -> (Histogram<u64>, Vec<Histogram<u64>>, u64) {
+    ) -> (Histogram<u64>, crate::Timeline, u64) {
         let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-        let mut by_sec: Vec<Histogram<u64>> = Vec::new();
+        let mut by_sec = crate::Timeline::default();
         let mut matched = 0;
         for (outlet, seq, at_us) in self.kept.lock().expect("receipts").iter() {
             let Some(&commit_ms) = commits.get(&(outlet.to_string(), *seq)) else {
@@ -110,13 +110,7 @@ impl Receipts {
             }
             let us = delta.clamp(1, 600_000_000) as u64;
             let _ = all.record(us);
-            let sec = ((commit_ms - start_ms).max(0) / 1000) as usize;
-            if sec < crate::TIMELINE_SECS_MAX {
-                while by_sec.len() <= sec {
-                    by_sec.push(crate::timeline_histogram());
-                }
-                let _ = by_sec[sec].record(us);
-            }
+            by_sec.record((commit_ms - start_ms) as f64 / 1000.0, us);
         }
         (all, by_sec, matched)
     }
@@ -428,11 +422,7 @@ mod tests {
         // The slowest: b/5, committed at 9,000 ms and received 1,001 ms later.
         assert!((1_000_000..1_003_000).contains(&all.max()), "{}", all.max());
         // a/5 committed 1 s after the start, b/5 at it, b/7 3 s after.
-        assert_eq!(by_sec.len(), 4);
-        assert_eq!(
-            by_sec.iter().map(|h| h.len()).collect::<Vec<_>>(),
-            [1, 2, 0, 1]
-        );
+        assert_eq!(by_sec.counts(), [1, 2, 0, 1]);
         assert_eq!(r.events.load(Ordering::Relaxed), 5);
         assert_eq!(
             r.early.load(Ordering::Relaxed),
