@@ -5,25 +5,16 @@
 mod common;
 
 use common::*;
-use shelfsync::Application;
 
 #[actix_web::test]
 async fn a_short_festival_run_passes_its_audit() {
     shelfsync::init_tracing();
     let settings = test_settings();
-    // The demo chain's opening stock, through the normal import path.
-    shelfsync::import::run(settings.clone(), false)
-        .await
-        .expect("import");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    let done = actix_web::rt::spawn(app.run_until_stopped());
+    // The demo chain's opening stock.
+    let served = Served::start(&settings).await;
 
     let run = festival(
-        &url,
+        &served.url,
         &settings,
         &[
             "--secs",
@@ -50,9 +41,7 @@ async fn a_short_festival_run_passes_its_audit() {
     )
     .await;
     let (output, report, plotted) = (run.output, run.report, run.png);
-    handle.stop().await;
-    done.await.expect("app task").expect("clean shutdown");
-    cleanup(&settings).await;
+    served.finish(&settings).await;
 
     assert!(output.status.success(), "exit {:?}", output.status);
     let report = report.expect("the JSON report was written");

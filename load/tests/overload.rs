@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use shelfsync::Application;
 
 #[actix_web::test]
 async fn under_thousands_of_holds_a_second_every_acknowledged_pos_sale_lands_exactly_once() {
@@ -18,18 +17,10 @@ async fn under_thousands_of_holds_a_second_every_acknowledged_pos_sale_lands_exa
     settings.mqtt.port = broker.port;
     // Stock enough that holds are decided by the ledger's budget, not by running out.
     let stock = roomy_stock(&mut settings, 40, 1_000_000);
-    shelfsync::import::run(settings.clone(), false)
-        .await
-        .expect("import");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    let done = actix_web::rt::spawn(app.run_until_stopped());
+    let served = Served::start(&settings).await;
 
     let run = festival(
-        &url,
+        &served.url,
         &settings,
         &[
             "--secs",
@@ -63,9 +54,7 @@ async fn under_thousands_of_holds_a_second_every_acknowledged_pos_sale_lands_exa
         ],
     )
     .await;
-    handle.stop().await;
-    done.await.expect("app task").expect("clean shutdown");
-    cleanup(&settings).await;
+    served.finish(&settings).await;
     let _ = std::fs::remove_dir_all(&stock);
 
     let report = run.report.expect("the JSON report was written");

@@ -798,6 +798,24 @@ fn service_summary(points: &[(f64, f64, f64)]) -> Value {
         "rss_mb_last": round(points[points.len() - 1].2)})
 }
 
+/// A row of the printed table that has only a count and latencies (push, POS apply).
+fn print_latency_row(name: &str, count: u64, p: &Value) {
+    let f = |k: &str| ms_cell(p, k);
+    println!(
+        "{name:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "-",
+        count,
+        "-",
+        "-",
+        "-",
+        f("p50"),
+        f("p90"),
+        f("p99"),
+        f("p99_9"),
+        f("max")
+    );
+}
+
 /// A latency figure of `percentiles` for the printed table.
 fn ms_cell(p: &Value, k: &str) -> String {
     p[k].as_f64()
@@ -994,20 +1012,7 @@ async fn run() -> anyhow::Result<bool> {
     for (name, receipts) in [("push_sse", &push.sse), ("push_mqtt", &push.mqtt)] {
         let (h, by_sec, matched) = receipts.latency(&commits, start_wall_ms);
         let p = percentiles(&h);
-        let f = |k: &str| ms_cell(&p, k);
-        println!(
-            "{name:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "-",
-            matched,
-            "-",
-            "-",
-            "-",
-            f("p50"),
-            f("p90"),
-            f("p99"),
-            f("p99_9"),
-            f("max")
-        );
+        print_latency_row(name, matched, &p);
         pushes.insert(
             name.into(),
             json!({"matched_receipts": matched, "latency_ms": p}),
@@ -1026,23 +1031,7 @@ async fn run() -> anyhow::Result<bool> {
         apply_timeline.record((sent - start_wall_ms) as f64 / 1000.0, us);
     }
     let pos_apply = percentiles(&apply);
-    {
-        let f = |k: &str| ms_cell(&pos_apply, k);
-        println!(
-            "{:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "pos_apply",
-            "-",
-            apply.len(),
-            "-",
-            "-",
-            "-",
-            f("p50"),
-            f("p90"),
-            f("p99"),
-            f("p99_9"),
-            f("max")
-        );
-    }
+    print_latency_row("pos_apply", apply.len(), &pos_apply);
     series.push(plot::Series {
         name: "pos_apply".into(),
         points: apply_timeline.points(),

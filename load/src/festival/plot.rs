@@ -245,37 +245,15 @@ fn draw_latency(
     let values = latency
         .iter()
         .flat_map(|(_, p)| p.iter().flat_map(|q| [q.1, q.2]));
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
-        (lo, hi)
-    } else {
-        (1.0, 100.0)
-    };
-    // Headroom above for the legend; at least a decade so the log axis has labels.
-    let y_lo = (lo / 1.5).max(FLOOR_MS / 1.5);
-    let y_hi = (hi * 4.0).max(y_lo * 10.0);
-
-    // No right axis here, but the same width kept free so both panels' time axes line up.
-    let mut chart = ChartBuilder::on(area)
-        .margin_top(26)
-        .margin_left(10)
-        .margin_right(10 + RIGHT_AREA)
-        .x_label_area_size(BOTTOM_AREA)
-        .y_label_area_size(LEFT_AREA)
-        .build_cartesian_2d(x, (y_lo..y_hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("time since load start (s)")
-        .y_desc("latency (ms, log scale)")
-        .y_label_formatter(&fmt_ms)
-        .x_label_formatter(&fmt_plain)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.12))
-        .draw()?;
+    // Headroom above for the legend. No right axis here, but the same width kept free so
+    // every panel's time axis lines up.
+    let mut chart = log_panel(
+        area,
+        x,
+        log_ms_range(values, 4.0),
+        "latency (ms, log scale)",
+        26,
+    )?;
 
     // The key to the line styles, above the panel's top right corner.
     let (w, _) = area.dim_in_pixel();
@@ -284,7 +262,7 @@ fn draw_latency(
         .color(&grey)
         .pos(Pos::new(HPos::Right, VPos::Top));
     area.draw(&Text::new(
-        "per one-second bucket: p99 solid, p50 dashed",
+        "per timeline bucket: p99 solid, p50 dashed",
         ((w - 10 - RIGHT_AREA) as i32, 6),
         key,
     ))?;
@@ -331,6 +309,60 @@ fn draw_latency(
         legend(chart.configure_series_labels())?;
     }
     Ok(())
+}
+
+/// A log-scale millisecond range for `values`: a little below the least, `headroom` times the
+/// most (room for the legend), at least a decade so the axis has labels.
+fn log_ms_range(values: impl Iterator<Item = f64>, headroom: f64) -> std::ops::Range<f64> {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+        (lo, hi)
+    } else {
+        (1.0, 100.0)
+    };
+    let y_lo = (lo / 1.5).max(FLOOR_MS / 1.5);
+    y_lo..(hi * headroom).max(y_lo * 10.0)
+}
+
+type LogChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::combinators::LogCoord<f64>,
+    >,
+>;
+
+/// A chart with the shared layout: time on x, milliseconds on a log scale on the left.
+fn log_panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    margin_top: u32,
+) -> anyhow::Result<LogChart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(margin_top)
+        .margin_bottom(5)
+        .margin_left(10)
+        .margin_right(10 + RIGHT_AREA)
+        .x_label_area_size(BOTTOM_AREA)
+        .y_label_area_size(LEFT_AREA)
+        .build_cartesian_2d(x, y.log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since load start (s)")
+        .y_desc(y_desc)
+        .x_label_formatter(&fmt_plain)
+        .y_label_formatter(&fmt_ms)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    Ok(chart)
 }
 
 /// A chart with the shared layout: time on x (labelled), `y` on the left with `y_desc`.
@@ -433,34 +465,14 @@ fn draw_insert(
     x: std::ops::Range<f64>,
     insert: &[Sample],
 ) -> anyhow::Result<()> {
-    let hi = insert.iter().map(|q| q.1).fold(f64::NEG_INFINITY, f64::max);
-    let lo = insert.iter().map(|q| q.1).fold(f64::INFINITY, f64::min);
-    let (lo, hi) = if lo.is_finite() {
-        (lo, hi)
-    } else {
-        (1.0, 100.0)
-    };
-    let y_lo = (lo / 1.5).max(FLOOR_MS / 1.5);
-    let y_hi = (hi * 3.0).max(y_lo * 10.0);
-    let mut chart = ChartBuilder::on(area)
-        .margin_top(15)
-        .margin_bottom(5)
-        .margin_left(10)
-        .margin_right(10 + RIGHT_AREA)
-        .x_label_area_size(BOTTOM_AREA)
-        .y_label_area_size(LEFT_AREA)
-        .build_cartesian_2d(x, (y_lo..y_hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("time since load start (s)")
-        .y_desc("ledger insert (ms, log)")
-        .x_label_formatter(&fmt_plain)
-        .y_label_formatter(&fmt_ms)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.12))
-        .draw()?;
+    let values = insert.iter().map(|q| q.1);
+    let mut chart = log_panel(
+        area,
+        x,
+        log_ms_range(values, 3.0),
+        "ledger insert (ms, log)",
+        15,
+    )?;
     if insert.is_empty() {
         return note(area, "no ledger inserts sampled");
     }

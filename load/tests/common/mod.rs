@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shelfsync::settings::BucketSettings;
-use shelfsync::Settings;
+use shelfsync::{Application, Settings};
 
 /// Settings of the repository's `config.toml` with a fresh prefix, database and port 0.
 pub fn test_settings() -> Settings {
@@ -191,4 +191,34 @@ pub fn roomy_stock(settings: &mut Settings, skus: usize, qty: i64) -> std::path:
     std::fs::write(&file, csv).unwrap();
     settings.catalogue.stock_file = file;
     dir
+}
+
+/// A shelfsync served in this process (the simulator runs as a process beside it).
+pub struct Served {
+    pub url: String,
+    handle: shelfsync::app::AppHandle,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    /// Imports the catalogue's opening stock through the normal path, then serves.
+    pub async fn start(settings: &Settings) -> Self {
+        shelfsync::import::run(settings.clone(), false)
+            .await
+            .expect("import");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("app builds");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        let done = actix_web::rt::spawn(app.run_until_stopped());
+        Self { url, handle, done }
+    }
+
+    /// Graceful stop, then the clean-up of what the test left on the shared servers.
+    pub async fn finish(self, settings: &Settings) {
+        self.handle.stop().await;
+        self.done.await.expect("app task").expect("clean shutdown");
+        cleanup(settings).await;
+    }
 }
