@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild lint fmt
+.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild soak secantus-probe lint fmt
 
 run: services build import serve
 
@@ -50,6 +50,17 @@ chaos: services build
 # MongoDB's raw insert_many ceiling, durable confirms, and redis-benchmark's Lua ceiling.
 bench: services build
 	bash load/bench.sh
+
+# The soak (load/soak.sh): the festival simulator at 3x its default rates for SOAK_MINUTES
+# (60) against a service of its own, with a plot over time of latency, ledger lag, shed holds,
+# insert latency and every process's CPU and RSS.
+soak: services build
+	bash load/soak.sh
+
+# Why a SecantusDB that has run for a while inserts slower, and what shelfsync does about it
+# (load/secantus-probe.py; servers of its own).
+secantus-probe: services
+	.venv/bin/python load/secantus-probe.py
 
 # Rebuild and reconciler figures on a 1,000,000-document ledger (its own database).
 bench-rebuild: services build

@@ -33,6 +33,29 @@ const DUPLICATE_KEY: i32 = 11000;
 /// Documents per query when folding the ledger.
 const FOLD_PAGE: u64 = 5000;
 
+/// How fast a fold reads: pages of `page_docs`, and after each a rest of `pause` times as long
+/// as the page took to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub page_docs: u64,
+    pub pause: f64,
+}
+
+impl Pace {
+    /// As fast as the server answers: a rebuild someone waits for.
+    pub const FULL: Pace = Pace {
+        page_docs: FOLD_PAGE,
+        pause: 0.0,
+    };
+    /// Half the time, in small pages: a reader in the background (the reconciler) so leaves
+    /// the server to the ledger writer's inserts half the time. SecantusDB answers one request
+    /// at a time under Python's GIL, so a read going flat out slows every insert.
+    pub const BACKGROUND: Pace = Pace {
+        page_docs: 1000,
+        pause: 1.0,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
     pub sku: Sku,
@@ -538,15 +561,34 @@ impl Ledger {
         outlet: &OutletId,
         p: &mut Projection,
         to_seq: Option<u64>,
+        progress: impl FnMut(u64),
+    ) -> anyhow::Result<()> {
+        self.fold_paced(outlet, p, to_seq, Pace::FULL, progress)
+            .await
+    }
+
+    /// `fold` at `pace`.
+    pub async fn fold_paced(
+        &self,
+        outlet: &OutletId,
+        p: &mut Projection,
+        to_seq: Option<u64>,
+        pace: Pace,
         mut progress: impl FnMut(u64),
     ) -> anyhow::Result<()> {
+        let Pace { page_docs, pause } = pace;
+        let page_docs = page_docs.max(1);
         loop {
             let want = match to_seq {
                 Some(to) if p.seq >= to => return Ok(()),
-                Some(to) => (to - p.seq).min(FOLD_PAGE),
-                None => FOLD_PAGE,
+                Some(to) => (to - p.seq).min(page_docs),
+                None => page_docs,
             };
+            let started = std::time::Instant::now();
             let page = self.page(outlet, None, p.seq, want as i64).await?;
+            if pause > 0.0 {
+                tokio::time::sleep(started.elapsed().mul_f64(pause)).await;
+            }
             if page.is_empty() {
                 return match to_seq {
                     Some(to) => Err(anyhow::anyhow!(

@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::catalogue::Catalogue;
 use crate::checkpoint::Checkpoints;
 use crate::domain::{now_ms, OutletId};
-use crate::ledger::{Ledger, Projection};
+use crate::ledger::{Ledger, Pace, Projection};
 use crate::settings::Settings;
 use crate::store::{RedisStore, RestoreMode};
 
@@ -33,6 +33,7 @@ pub async fn load_projection(
     outlet: &OutletId,
     use_checkpoint: bool,
     to_seq: Option<u64>,
+    pace: Pace,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Loaded> {
     let mut start = None;
@@ -49,7 +50,7 @@ pub async fn load_projection(
     let mut projection = start.unwrap_or_default();
     let mut folded = 0;
     ledger
-        .fold(outlet, &mut projection, to_seq, |n| {
+        .fold_paced(outlet, &mut projection, to_seq, pace, |n| {
             folded += n;
             progress(n);
         })
@@ -88,7 +89,15 @@ pub async fn rebuild_outlet(
 ) -> anyhow::Result<(Rebuilt, Projection)> {
     let started = Instant::now();
     let in_ledger = ledger.max_seq(outlet).await?;
-    let loaded = load_projection(ledger, outlet, use_checkpoint, Some(in_ledger), progress).await?;
+    let loaded = load_projection(
+        ledger,
+        outlet,
+        use_checkpoint,
+        Some(in_ledger),
+        Pace::FULL,
+        progress,
+    )
+    .await?;
     let p = &loaded.projection;
     let plan = p.restore_plan(
         now_ms(),

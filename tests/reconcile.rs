@@ -7,7 +7,7 @@ use mongodb::bson::{doc, Document};
 use reqwest::StatusCode;
 use serde_json::json;
 use shelfsync::domain::OutletId;
-use shelfsync::ledger::Ledger;
+use shelfsync::ledger::{Ledger, Pace};
 
 /// Adds `by` to the outlet's on_hand of `sku` behind shelfsync's back.
 async fn tamper(settings: &shelfsync::Settings, outlet: &str, sku: &str, by: i64) {
@@ -220,12 +220,14 @@ async fn rebuild_from_a_checkpoint_equals_folding_the_whole_ledger() {
 
     let ledger = Ledger::connect(&settings.mongo).await.unwrap();
     let outlet = OutletId::parse("o", OUTLET).unwrap();
-    let from_cp = shelfsync::rebuild::load_projection(&ledger, &outlet, true, None, |_| {})
-        .await
-        .unwrap();
-    let full = shelfsync::rebuild::load_projection(&ledger, &outlet, false, None, |_| {})
-        .await
-        .unwrap();
+    let from_cp =
+        shelfsync::rebuild::load_projection(&ledger, &outlet, true, None, Pace::FULL, |_| {})
+            .await
+            .unwrap();
+    let full =
+        shelfsync::rebuild::load_projection(&ledger, &outlet, false, None, Pace::FULL, |_| {})
+            .await
+            .unwrap();
 
     assert_eq!(from_cp.checkpoint_seq, Some(8));
     assert_eq!(from_cp.folded, 2);

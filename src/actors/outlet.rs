@@ -618,9 +618,15 @@ async fn recover(
         return Ok(Snapshot::default());
     }
     let started = std::time::Instant::now();
-    let loaded =
-        crate::rebuild::load_projection(&shared.ledger, &outlet, true, Some(in_ledger), |_| {})
-            .await?;
+    let loaded = crate::rebuild::load_projection(
+        &shared.ledger,
+        &outlet,
+        true,
+        Some(in_ledger),
+        crate::ledger::Pace::FULL,
+        |_| {},
+    )
+    .await?;
     let projection = &loaded.projection;
     let plan = projection.restore_plan(now_ms(), limits.res_retain_ms, limits.event_retain_ms)?;
     let behind = current.is_some();

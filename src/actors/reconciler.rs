@@ -27,8 +27,9 @@ use tracing::{error, info, warn};
 use super::outlet::{Audit, Committed, Heal};
 use super::{OutletActor, Shared};
 use crate::checkpoint::Checkpoints;
+
 use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
-use crate::ledger::Projection;
+use crate::ledger::{Pace, Projection};
 use crate::settings::Settings;
 use crate::store::{HealLine, Outcome};
 
@@ -203,6 +204,7 @@ impl Pass {
             };
             outlets.push(report);
         }
+        self.checkpoint_one(&mut projections).await;
         let elapsed = started.elapsed();
         self.shared
             .metrics
@@ -224,6 +226,24 @@ impl Pass {
             "reconciler pass"
         );
         Ok(report)
+    }
+
+    /// Writes the checkpoint of the outlet furthest past `reconciler.checkpoint_every_docs`
+    /// since its last, if any: one a pass, so that a pass never writes every outlet's
+    /// checkpoint (each is the projection, megabytes late in a busy day) at once.
+    async fn checkpoint_one(&self, projections: &mut HashMap<OutletId, (Projection, u64)>) {
+        let every = self.settings.reconciler.checkpoint_every_docs.max(1);
+        let due = projections
+            .iter_mut()
+            .filter(|(_, (p, cp))| p.seq >= *cp + every)
+            .max_by_key(|(_, (p, cp))| p.seq - *cp);
+        let Some((outlet, (projection, checkpoint_seq))) = due else {
+            return;
+        };
+        match self.checkpoints.save(outlet, projection).await {
+            Ok(_) => *checkpoint_seq = projection.seq,
+            Err(e) => warn!(%outlet, error = %format!("{e:#}"), "writing a checkpoint failed"),
+        }
     }
 
     async fn outlet(
@@ -258,15 +278,23 @@ impl Pass {
         let (mut projection, checkpoint_seq) = match projections.remove(outlet) {
             Some((p, cp)) if p.seq <= seq => (p, cp),
             _ => {
-                let loaded =
-                    crate::rebuild::load_projection(ledger, outlet, true, Some(seq), |_| {})
-                        .await?;
+                let loaded = crate::rebuild::load_projection(
+                    ledger,
+                    outlet,
+                    true,
+                    Some(seq),
+                    Pace::BACKGROUND,
+                    |_| {},
+                )
+                .await?;
                 let cp = loaded.checkpoint_seq.unwrap_or(0);
                 (loaded.projection, cp)
             }
         };
+        // Paced: a pass folds everything the outlets wrote since the last one, and read flat
+        // out that would hold up the ledger writer's inserts for seconds.
         ledger
-            .fold(outlet, &mut projection, Some(seq), |_| {})
+            .fold_paced(outlet, &mut projection, Some(seq), Pace::BACKGROUND, |_| {})
             .await?;
         let drift = compare(&projection, &on_hand, &reserved);
         let metrics = &self.shared.metrics;
@@ -300,15 +328,6 @@ impl Pass {
             s.reservations.retain_ms(),
             s.movements.retain_ms(),
         );
-        let mut checkpoint_seq = checkpoint_seq;
-        if projection.seq >= checkpoint_seq + s.reconciler.checkpoint_every_docs.max(1) {
-            match self.checkpoints.save(outlet, &projection).await {
-                Ok(_) => checkpoint_seq = projection.seq,
-                Err(e) => {
-                    warn!(%outlet, error = %format!("{e:#}"), "writing a checkpoint failed")
-                }
-            }
-        }
         projections.insert(outlet.clone(), (projection, checkpoint_seq));
         Ok(OutletReport {
             outlet: outlet.clone(),

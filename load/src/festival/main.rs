@@ -149,7 +149,8 @@ static BUCKET_SECS: OnceLock<u64> = OnceLock::new();
 pub struct Timeline(Vec<Histogram<u64>>);
 
 impl Timeline {
-    fn width() -> f64 {
+    /// A bucket's width in seconds.
+    pub fn width() -> f64 {
         *BUCKET_SECS.get().unwrap_or(&1) as f64
     }
 

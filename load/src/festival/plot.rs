@@ -232,7 +232,7 @@ pub fn latency_png(
 }
 
 const LEFT_AREA: u32 = 80;
-/// Points further apart than this (seconds) are not joined by a line.
+/// Points further apart than this (seconds, or timeline buckets) are not joined by a line.
 const GAP_SECS: f64 = 1.5;
 const RIGHT_AREA: u32 = 80;
 const BOTTOM_AREA: u32 = 45;
@@ -276,7 +276,9 @@ fn draw_latency(
         let p50 = ShapeStyle::from(color.mix(0.85)).stroke_width(1);
         // Seconds without a sample (e.g. the wait for expiries) break the line rather than
         // being bridged by it.
-        let runs: Vec<&[(f64, f64, f64)]> = points.chunk_by(|a, b| b.0 - a.0 <= GAP_SECS).collect();
+        // (A bucket is `--bucket-secs` wide: the gap is counted in buckets.)
+        let gap = GAP_SECS * crate::Timeline::width();
+        let runs: Vec<&[(f64, f64, f64)]> = points.chunk_by(|a, b| b.0 - a.0 <= gap).collect();
         for (r, run) in runs.iter().enumerate() {
             chart.draw_series(DashedLineSeries::new(
                 run.iter().map(|q| (q.0, q.1)),

@@ -345,6 +345,8 @@ async fn subscribe(
     let again = filter.clone();
     tasks.spawn(async move {
         let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
+        // The newest seq seen per topic (outlet and SKU).
+        let mut newest: HashMap<String, u64> = HashMap::new();
         let mut connected_once = false;
         loop {
             match eventloop.poll().await {
@@ -375,6 +377,14 @@ async fn subscribe(
                     else {
                         continue;
                     };
+                    // A value not newer than the SKU's last is a republication (the
+                    // service's retained refresh), not a push: a display drops it (API.md),
+                    // and its latency would be counted from the SKU's last change.
+                    let newest = newest.entry(topic.to_string()).or_insert(0);
+                    if seq <= *newest {
+                        continue;
+                    }
+                    *newest = seq;
                     let outlet = outlets
                         .entry(outlet.to_owned())
                         .or_insert_with_key(|k| Arc::from(k.as_str()))
