@@ -17,9 +17,15 @@
 #   4. durable confirms: CONFIRM_RATES holds/s each confirmed 20 ms later (a confirm answers
 #      once the sale is in the ledger); confirm p99 per rate;
 #   5. the ceiling: redis-benchmark running the equivalent Lua check-and-hold on this Redis
-#      (with the bursts).
-# PHASES picks parts (default "memory burst sustained confirm"); each part's section of the
-# summary is printed when it ran.
+#      (with the bursts);
+#   6. overload: holds (each cancelled ~50 ms later: 2 ledger documents) at twice the ledger's
+#      sustained ceiling for OVERLOAD_SECS (30) with OVERLOAD_POS_RATE (100) POS sales/s over
+#      MQTT: holds taken and shed, the ledger's lag at most, POS apply p50/p99, and the POS
+#      sales the broker acknowledged that are missing from the ledger (must be 0). The rate is
+#      OVERLOAD_RATE, else twice the highest sustained rate when that part ran, else the raw
+#      insert_many ceiling (documents/s) as holds/s (2 documents each: twice what it sustains).
+# PHASES picks parts (default "memory burst sustained confirm overload"); each part's section of
+# the summary is printed when it ran.
 #
 # Every run's JSON report and PNG plot stay under load/out/bench<time>/; the summary is
 # printed at the end and written to summary.md there.
@@ -34,11 +40,13 @@ SUSTAINED_SECS=${SUSTAINED_SECS:-30}
 CONFIRM_RATES=${CONFIRM_RATES:-"1000 2000"}
 CONFIRM_P99_MS=${CONFIRM_P99_MS:-25}
 SKUS=${SKUS:-6400}
-# Which parts to run (all by default): memory burst sustained confirm.
-PHASES=${PHASES:-"memory burst sustained confirm"}
+# Which parts to run (all by default): memory burst sustained confirm overload.
+PHASES=${PHASES:-"memory burst sustained confirm overload"}
+OVERLOAD_SECS=${OVERLOAD_SECS:-30}
+OVERLOAD_POS_RATE=${OVERLOAD_POS_RATE:-100}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 mem_rss=- mem_sse=- mem_holds=- push_sse=- push_mqtt=- ceiling_docs= lua_ceiling=
-burst_rows=() sustained_rows=() confirm_rows=()
+burst_rows=() sustained_rows=() confirm_rows=() overload_row= sustained_best=
 MEMORY_TTL=${MEMORY_TTL:-60}
 TAG=bench$(date +%s)
 export SHELFSYNC__MONGO__DATABASE=shelfsync_$TAG
@@ -74,6 +82,11 @@ MONGO_PID=$(listener 27017)
 MQTT_PORT=$(awk -F= '/^\[mqtt\]/ {s = 1; next} /^\[/ {s = 0} s && $1 ~ /^port *$/ {gsub(/ /, "", $2); print $2; exit}' config.toml)
 BROKER_PID=$(listener "$MQTT_PORT")
 echo "== processes measured: redis ${REDIS_PID:-?}, mongodb ${MONGO_PID:-?}, broker ${BROKER_PID:-?}"
+# The simulator samples their CPU and RSS too, for its plots.
+pids=()
+[ -n "$REDIS_PID" ] && pids+=(--pid "redis=$REDIS_PID")
+[ -n "$MONGO_PID" ] && pids+=(--pid "mongodb=$MONGO_PID")
+[ -n "$BROKER_PID" ] && pids+=(--pid "broker=$BROKER_PID")
 
 # CPU seconds (user + system, USER_HZ 100) of a process, "-" when it is unknown or gone.
 cpu_of() { awk '{printf "%.2f\n", ($14 + $15) / 100}' "/proc/${1:-none}/stat" 2>/dev/null || echo -; }
@@ -112,7 +125,7 @@ festival() {
   local name=$1
   shift
   $BIN/shelfsync-festival --url "$URL" --topic-prefix "$SHELFSYNC__MQTT__TOPIC_PREFIX" --mqtt-port "$MQTT_PORT" \
-    --service-pid "$SERVICE" --skus "$SKUS" --drain-secs 600 --out "$OUT/$name.json" "$@" \
+    --service-pid "$SERVICE" "${pids[@]}" --skus "$SKUS" --drain-secs 600 --out "$OUT/$name.json" "$@" \
     >"$OUT/$name.log" 2>&1 &
   local sim=$!
   SIM=$sim
@@ -175,6 +188,16 @@ $(field "burst-$rate" '"passed" if r["audit"]["passed"] else "FAILED"')")
 done
 fi
 
+# The raw insert_many ceiling of the same MongoDB server, into $ceiling_docs.
+ceiling() {
+  echo "== the raw insert_many ceiling of the same MongoDB server (batches of the ledger writer's size)"
+  local batch
+  batch=$(awk -F= '/^\[ledger\]/ {s = 1} s && /^batch_size_max/ {gsub(/ /, "", $2); print $2; exit}' config.toml)
+  ceiling_docs=$(SHELFSYNC__MONGO__DATABASE=$CEILING_DB $BIN/shelfsync-seed-ledger --fresh \
+    --documents 130000 --skus 100 --batch "${batch:-2000}" | awk '/documents\/s/ {print $(NF-1)}' || true)
+  echo "   $ceiling_docs documents/s (insert_many of $batch, one at a time, like the ledger writer)"
+}
+
 if has sustained; then
 echo "== sustained: holds cancelled after ~50 ms (2 ledger documents each) for $SUSTAINED_SECS s at $SUSTAINED_RATES holds/s"
 sustained_rows=()
@@ -192,11 +215,36 @@ $(field "sustained-$rate" '"passed" if r["audit"]["passed"] else "FAILED"')")
   echo "   ${sustained_rows[-1]}"
 done
 
-echo "== the raw insert_many ceiling of the same MongoDB server (batches of the ledger writer's size)"
-batch=$(awk -F= '/^\[ledger\]/ {s = 1} s && /^batch_size_max/ {gsub(/ /, "", $2); print $2; exit}' config.toml)
-ceiling_docs=$(SHELFSYNC__MONGO__DATABASE=$CEILING_DB $BIN/shelfsync-seed-ledger --fresh \
-  --documents 130000 --skus 100 --batch "${batch:-2000}" | awk '/documents\/s/ {print $(NF-1)}' || true)
-echo "   $ceiling_docs documents/s (insert_many of $batch, one at a time, like the ledger writer)"
+# The highest rate whose ledger kept up (as the summary decides it), for the overload part.
+sustained_best=$(for r in "${sustained_rows[@]}"; do echo "$r"; done | awk '$NF == "passed" && $6 != "-" && $6 >= 0.98 * $2 {b = $1} END {print b}')
+ceiling
+fi
+
+if has overload; then
+echo "== overload: holds cancelled after ~50 ms at twice the ledger's sustained ceiling for $OVERLOAD_SECS s, $OVERLOAD_POS_RATE POS sales/s"
+if [ -n "${OVERLOAD_RATE:-}" ]; then
+  overload_rate=$OVERLOAD_RATE
+elif [ -n "$sustained_best" ]; then
+  overload_rate=$((2 * sustained_best))
+else
+  [ -n "$ceiling_docs" ] || ceiling
+  overload_rate=$(python3 -c "print(round(float('${ceiling_docs:-2000}')))")
+fi
+echo "   $overload_rate holds/s"
+festival overload --rate "$overload_rate" --spike 1 --secs "$OVERLOAD_SECS" --pos-rate "$OVERLOAD_POS_RATE" \
+  --whatsapp-rate 0 --movement-rate 0 --sse-clients 0 --confirm-share 0 --cancel-share 1 \
+  --think-ms 50 --inflight-max 20000
+overload_row="$overload_rate $(field overload 'r["operations"]["hold"]["offered"]') \
+$(field overload 'r["operations"]["hold"]["ok"]') \
+$(field overload 'sum(v for k, v in r["operations"]["hold"]["statuses"].items() if k.startswith("503"))') \
+$(field overload 'r["service"]["ledger_lag_max_secs"]') \
+$(field overload 'r["operations"]["pos_sale"]["ok"]') \
+$(field overload 'r["pos_apply_ms"]["p50"]') \
+$(field overload 'r["pos_apply_ms"]["p99"]') \
+$(field overload 'r["audit"]["pos_missing"]') \
+$(field overload 'r["operations"]["hold"]["latency_ms"]["p99"]') \
+$(field overload '"passed" if r["audit"]["passed"] else "FAILED"')"
+echo "   $overload_row"
 fi
 
 if has confirm; then
@@ -228,10 +276,11 @@ fi
 python3 - "$OUT" "$P99_MS" "$CONFIRM_P99_MS" "$idle_rss" "$mem_rss" "$mem_sse" "$push_sse" "$push_mqtt" \
   "${ceiling_docs:-0}" "${lua_ceiling:-0}" "$(nproc)" "$SKUS" "$SECS" "$mem_holds" \
   "$(printf '%s;' "${burst_rows[@]}")" "$(printf '%s;' "${sustained_rows[@]}")" "$(printf '%s;' "${confirm_rows[@]}")" \
+  "$overload_row" "$OVERLOAD_SECS" "$OVERLOAD_POS_RATE" \
   <<'EOF' | tee "$OUT/summary.md"
 import sys
 (out, p99_ms, confirm_p99_ms, idle_rss, mem_rss, mem_sse, push_sse, push_mqtt, ceiling, lua, cores,
- skus, secs, mem_holds, burst, sustained, confirm) = sys.argv[1:]
+ skus, secs, mem_holds, burst, sustained, confirm, overload, overload_secs, overload_pos) = sys.argv[1:]
 rows = lambda s: [r.split() for r in s.split(";") if r.strip()]
 num = lambda v: float(v) if v not in ("-", "") else None
 print(f"# make bench ({out}, {cores} cores, everything on this machine)\n")
@@ -283,5 +332,13 @@ if rows(confirm):
     for r in rows(confirm):
         print("| " + " | ".join(r) + " |")
     print(f"\n(confirm target: p99 <= {confirm_p99_ms} ms)")
+if overload.strip():
+    r = overload.split()
+    print(f"\n## Overload: holds at twice the ledger's sustained ceiling for {overload_secs} s, "
+          f"{overload_pos} POS sales/s\n")
+    print("| holds/s | holds offered | taken | shed (503) | ledger lag max s | POS sales acked "
+          "| POS apply p50 ms | POS apply p99 ms | facts lost | hold p99 ms | audit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(r) + " |")
 print(f"\nReports and plots: {out}")
 EOF

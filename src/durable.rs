@@ -95,18 +95,32 @@ impl Durability {
         }
     }
 
-    /// The outlet's actor (re)loaded its state at `seq`. Changes above the watermark came from
-    /// before this process saw them (an outbox left by a restart): their age counts from now.
+    /// The outlet's actor (re)loaded its state at `seq`. What it committed up to `seq` keeps
+    /// its commit times (a reload within the process leaves Redis's outbox as it was); changes
+    /// above everything known here came from before this process saw them (an outbox left by
+    /// a restart), and their age counts from now. Entries past `seq` are gone (the state went
+    /// back).
     pub fn loaded(&self, outlet: &OutletId, seq: u64) {
         let durable = self.get(outlet);
         let Some(mut c) = self.commits(outlet) else {
             return;
         };
         c.seq = seq;
-        c.batches.clear();
-        if seq > durable {
-            c.batches.push_back((seq, now_ms()));
+        let mut kept = VecDeque::with_capacity(c.batches.len());
+        for &(last, at) in &c.batches {
+            if last <= seq {
+                kept.push_back((last, at));
+            } else {
+                // A batch that ran past `seq`: its first documents up to `seq` are still there.
+                kept.push_back((seq, at));
+                break;
+            }
         }
+        let known = kept.back().map_or(durable, |&(last, _)| last.max(durable));
+        if seq > known {
+            kept.push_back((seq, now_ms()));
+        }
+        c.batches = kept;
     }
 
     /// The outlet's ledger lag at `now_ms`.
@@ -262,6 +276,32 @@ mod lag_tests {
         let lag = d.lag(&o, before + 50);
         assert_eq!(lag.entries, 5);
         assert!((0..=50).contains(&lag.age_ms), "{lag:?}");
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_within_the_process_keeps_the_age_of_what_is_not_yet_durable() {
+        let o = OutletId::parse("o", "a").unwrap();
+        let d = Durability::new([(o.clone(), 10)]);
+        d.committed(&o, 12, 1_000);
+        d.committed(&o, 15, 2_000);
+
+        d.loaded(&o, 15);
+        assert_eq!(d.lag(&o, 5_000).age_ms, 4_000, "still since 1,000");
+
+        d.loaded(&o, 11);
+        assert_eq!(
+            d.lag(&o, 5_000),
+            Lag {
+                entries: 1,
+                age_ms: 4_000
+            },
+            "the state went back to 11: seq 11 is of the batch committed at 1,000"
+        );
     }
 }
 

@@ -41,25 +41,27 @@ impl Services {
             .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
     }
 
-    /// Claims a client key for `outlet`; 409 when another outlet already has it.
+    /// Claims a client key for `outlet`; 409 when another outlet already has it. True when
+    /// this call made the claim (the key is new), false when the outlet already had it.
     pub async fn claim_key(
         &self,
         kind: ClaimKind,
         key: &str,
         outlet: &OutletId,
         ttl_secs: u64,
-    ) -> Result<(), ApiError> {
-        let owner = self
+    ) -> Result<bool, ApiError> {
+        let claim = self
             .claims
             .claim(kind, key, outlet, ttl_secs)
             .await
             .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
-        if owner != outlet.as_str() {
+        if claim.owner != outlet.as_str() {
             return Err(ApiError::conflict(format!(
-                "this key was already used for outlet {owner}"
+                "this key was already used for outlet {}",
+                claim.owner
             )));
         }
-        Ok(())
+        Ok(claim.fresh)
     }
 
     /// Whether a customer's new hold may be taken at `outlet` now. Past the ledger lag budget
@@ -67,16 +69,14 @@ impl Services {
     /// holds are refused with nothing changed, so that the ledger catches up and counter
     /// sales, confirms and the other facts keep their latency (see ARCHITECTURE.md,
     /// Overload).
+    /// The caller counts what it sheds (`shed`): a request this refuses may still be let
+    /// through (the retry of a key the outlet already holds).
     pub fn admit_hold(&self, outlet: &OutletId) -> Result<(), ApiError> {
         let budget_ms = self.settings.ledger.lag_max_secs.saturating_mul(1000) as i64;
         let lag = self.durable.lag(outlet, now_ms());
         if lag.age_ms <= budget_ms {
             return Ok(());
         }
-        self.metrics
-            .shed
-            .with_label_values(&[outlet.as_str(), "hold", "ledger_lag"])
-            .inc();
         let over_ms = (lag.age_ms - budget_ms) as u64;
         Err(ApiError::Overloaded {
             message: format!(
@@ -87,6 +87,14 @@ impl Services {
             ),
             retry_after_secs: over_ms.div_ceil(1000).clamp(1, 30),
         })
+    }
+
+    /// Counts a request refused to keep within a budget (`shelfsync_shed_total`).
+    pub fn shed(&self, outlet: &OutletId, operation: &str, reason: &str) {
+        self.metrics
+            .shed
+            .with_label_values(&[outlet.as_str(), operation, reason])
+            .inc();
     }
 
     pub fn durable_wait(&self) -> Duration {

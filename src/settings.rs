@@ -293,6 +293,9 @@ impl Settings {
         if self.outlet.batch_size_max == 0 || self.ledger.batch_size_max == 0 {
             bail!("batch sizes must be at least 1");
         }
+        if self.outlet.pending_max < 2 {
+            bail!("outlet.pending_max must be at least 2: new holds may fill half of it");
+        }
         let l = &self.ledger;
         if l.lag_max_secs == 0 || l.lag_max_secs >= l.durable_wait_secs {
             bail!(

@@ -339,6 +339,13 @@ pub struct OutboxEntry {
     pub json: String,
 }
 
+/// Who holds a client key's claim after `RedisStore::claim`, and whether that call made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub owner: String,
+    pub fresh: bool,
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -383,7 +390,7 @@ impl RedisStore {
         key: &str,
         outlet: &crate::domain::OutletId,
         ttl_secs: u64,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Claim> {
         let mut conn = self.conn.clone();
         let previous: Option<String> = redis::cmd("SET")
             .arg(crate::keys::claim(&self.prefix, kind, key))
@@ -395,10 +402,21 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .context("claiming a client key")?;
-        Ok(previous.unwrap_or_else(|| outlet.to_string()))
+        Ok(match previous {
+            Some(owner) => Claim {
+                owner,
+                fresh: false,
+            },
+            None => Claim {
+                owner: outlet.to_string(),
+                fresh: true,
+            },
+        })
     }
 
     /// The outlet holding the claim of a client key, if any.
+    ///
+    /// (`claim` answers the owner and whether that call made the claim.)
     pub async fn claim_owner(&self, kind: ClaimKind, key: &str) -> anyhow::Result<Option<String>> {
         let mut conn = self.conn.clone();
         redis::cmd("GET")

@@ -172,3 +172,75 @@ async fn past_the_lag_budget_new_holds_are_shed_while_facts_cancels_and_confirms
     assert_eq!(caught_up["shedding_holds"], false, "{caught_up}");
     assert_eq!(end["reserved"], 2, "the first hold and the retried one");
 }
+
+/// Sent straight to the outlet's actor, in one go: 40 customer holds and then a counter sale,
+/// with one operation per Redis round trip so that they queue. Holds may take only half of the
+/// queue (2 of 4 here): the rest are refused as overload, never as a full queue, and the sale
+/// finds room whatever the interleaving.
+#[actix_web::test]
+async fn new_holds_fill_at_most_half_of_an_outlets_queue_and_a_fact_finds_the_rest() {
+    use shelfsync::actors::outlet::{ApplyMovement, OutletError, Reserve};
+    use shelfsync::domain::{Channel, IdempotencyKey, LedgerKind, Line, OutletId, Qty, Sku};
+
+    let mut settings = test_settings();
+    settings.outlet.pending_max = 4;
+    settings.outlet.batch_size_max = 1;
+    let core = shelfsync::app::Core::start(settings.clone())
+        .await
+        .expect("core starts");
+    let outlet = OutletId::parse("o", OUTLET).unwrap();
+    let addr = core.outlets[&outlet].clone();
+    let sku = Sku::parse("sku", SKU).unwrap();
+    let movement = |kind, qty, id: &str| ApplyMovement {
+        key: id.to_owned(),
+        hash: id.to_owned(),
+        kind,
+        sku: sku.clone(),
+        qty,
+        event_id: id.to_owned(),
+        event_at_ms: 1_795_000_000_000,
+        note: None,
+        counterpart: None,
+    };
+    addr.send(movement(LedgerKind::Count, 1000, "count-1"))
+        .await
+        .unwrap()
+        .expect("stock counted");
+
+    let holds: Vec<_> = (0..40)
+        .map(|i| {
+            addr.send(Reserve {
+                sheddable: true,
+                idem: IdempotencyKey::parse("k", &format!("flood-{i}")).unwrap(),
+                hash: format!("hash-{i}"),
+                lines: vec![Line {
+                    sku: sku.clone(),
+                    qty: Qty::parse("qty", 1, 10).unwrap(),
+                }],
+                ttl_ms: 300_000,
+                channel: Channel::Web,
+                customer_ref: None,
+                pin: None,
+            })
+        })
+        .collect();
+    let sale = addr.send(movement(LedgerKind::SaleCounter, 1, "sale-1"));
+    let holds = futures_util::future::join_all(holds).await;
+    let sale = sale.await.unwrap();
+    core.shutdown().await.expect("clean shutdown");
+    cleanup(&settings).await;
+
+    let overloaded = holds
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(OutletError::Overloaded(_)))))
+        .count();
+    let unavailable = holds
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(OutletError::Unavailable(_)))))
+        .count();
+    let held = holds.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert!(overloaded > 0, "holds past half the queue are refused");
+    assert!(held > 0, "holds within half the queue are taken");
+    assert_eq!(unavailable, 0, "no hold met a full queue");
+    assert!(sale.is_ok(), "the counter sale found room: {sale:?}");
+}

@@ -108,7 +108,7 @@ impl Core {
         // starve the others, whose facts would then wait far past the lag budget.
         let now = now_ms();
         let mut which = which.to_vec();
-        which.sort_by_key(|&i| {
+        which.sort_by_cached_key(|&i| {
             std::cmp::Reverse(self.shared.durable.lag(&self.outlets[i].0, now).age_ms)
         });
         for &i in &which {

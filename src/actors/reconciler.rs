@@ -229,20 +229,28 @@ impl Pass {
     }
 
     /// Writes the checkpoint of the outlet furthest past `reconciler.checkpoint_every_docs`
-    /// since its last, if any: one a pass, so that a pass never writes every outlet's
-    /// checkpoint (each is the projection, megabytes late in a busy day) at once.
+    /// since its last, if any (the next furthest when that write fails): one a pass, so that
+    /// a pass never writes every outlet's checkpoint (each is the projection, megabytes late
+    /// in a busy day) at once.
     async fn checkpoint_one(&self, projections: &mut HashMap<OutletId, (Projection, u64)>) {
         let every = self.settings.reconciler.checkpoint_every_docs.max(1);
-        let due = projections
+        let mut due: Vec<_> = projections
             .iter_mut()
             .filter(|(_, (p, cp))| p.seq >= *cp + every)
-            .max_by_key(|(_, (p, cp))| p.seq - *cp);
-        let Some((outlet, (projection, checkpoint_seq))) = due else {
-            return;
-        };
-        match self.checkpoints.save(outlet, projection).await {
-            Ok(_) => *checkpoint_seq = projection.seq,
-            Err(e) => warn!(%outlet, error = %format!("{e:#}"), "writing a checkpoint failed"),
+            .collect();
+        due.sort_by_key(|(_, (p, cp))| std::cmp::Reverse(p.seq - *cp));
+        // The next one when a write fails, so that one outlet whose checkpoint cannot be
+        // written does not keep every other from theirs.
+        for (outlet, (projection, checkpoint_seq)) in due {
+            match self.checkpoints.save(outlet, projection).await {
+                Ok(_) => {
+                    *checkpoint_seq = projection.seq;
+                    return;
+                }
+                Err(e) => {
+                    warn!(%outlet, error = %format!("{e:#}"), "writing a checkpoint failed")
+                }
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::stock::{can_serve, parse_lines, RawLine};
 use super::{json_body, AppState};
-use crate::actors::outlet::{Cancel, Committed, Confirm, GetReservation, Reserve};
+use crate::actors::outlet::{Cancel, Committed, Confirm, GetReservation, OutletError, Reserve};
 use crate::catalogue::OutletKind;
 use crate::domain::{
     digest, rfc3339_ms, Channel, EventId, IdempotencyKey, Invalid, Line, OutletId, ReservationId,
@@ -304,15 +304,28 @@ impl Hold {
         }
     }
 
-    /// Claims the key for `outlet` and holds the cart there. A customer's hold is refused
-    /// first, with nothing claimed, while the outlet's ledger is past its lag budget.
+    /// Claims the key for `outlet` and holds the cart there. A customer's new hold is
+    /// refused, with nothing claimed, while the outlet's ledger is past its lag budget or its
+    /// queue is half full; the retry of a key the outlet already holds is not (it gets its
+    /// first answer, or is decided as it would have been).
     async fn try_at(&self, state: &Services, outlet: &OutletId) -> Result<Tried, ApiError> {
+        let key = self.idem.as_str();
         if self.sheddable {
-            state.admit_hold(outlet)?;
+            if let Err(shed) = state.admit_hold(outlet) {
+                let owner = state
+                    .claims
+                    .claim_owner(ClaimKind::Reservation, key)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                if owner.as_deref() != Some(outlet.as_str()) {
+                    state.shed(outlet, "hold", "ledger_lag");
+                    return Err(shed);
+                }
+            }
         }
         let retain = state.settings.reservations.retain_secs;
-        state
-            .claim_key(ClaimKind::Reservation, self.idem.as_str(), outlet, retain)
+        let fresh = state
+            .claim_key(ClaimKind::Reservation, key, outlet, retain)
             .await?;
         let msg = Reserve {
             sheddable: self.sheddable,
@@ -324,7 +337,22 @@ impl Hold {
             customer_ref: self.customer_ref.clone(),
             pin: self.pin.clone(),
         };
-        let Committed { outcome, .. } = state.outlet(outlet)?.send(msg).await??;
+        let committed = state.outlet(outlet)?.send(msg).await?;
+        let Committed { outcome, .. } = match committed {
+            // Refused before anything was decided: a claim this call made is given back, so
+            // the client's retry (here or elsewhere) finds its key unused.
+            Err(refused @ OutletError::Overloaded(_)) => {
+                if fresh {
+                    state
+                        .claims
+                        .release_claim(ClaimKind::Reservation, key, outlet)
+                        .await
+                        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                }
+                return Err(refused.into());
+            }
+            other => other?,
+        };
         let counter = |outcome: &str| {
             state
                 .metrics
@@ -431,7 +459,10 @@ async fn route_leased(
                     .release_claim(ClaimKind::Reservation, key, &outlet)
                     .await
                     .map_err(unavailable)?;
-                down = Some(e);
+                // An outlet that sheds says when to come back (Retry-After): that answer wins.
+                if !matches!(down, Some(ApiError::Overloaded { .. })) {
+                    down = Some(e);
+                }
                 continue;
             }
             other => other?,

@@ -148,6 +148,18 @@ impl Outbound {
         // The event loop already drained its channel when it failed; an ack may have slipped
         // in before this lock was taken.
         eventloop.clean();
+        // What `clean` leaves of the lost connection (rumqttc 0.24): bytes written but not
+        // flushed (it clears its write buffer only after a successful flush, so they would go
+        // out first on the next connection: an ack among them with a stale packet id), events
+        // read before the error (a PUBACK among them would be counted again after the
+        // recount; a POS message among them is redelivered), and a publish parked on a packet
+        // id collision (sent again with a new id).
+        eventloop.state.write.clear();
+        eventloop.state.events.clear();
+        if let Some(mut parked) = eventloop.state.collision.take() {
+            parked.pkid = 0;
+            eventloop.pending.push_back(Request::Publish(parked));
+        }
         let before = eventloop.pending.len();
         eventloop
             .pending

@@ -25,11 +25,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::FutureExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{
-    ConnectProperties, LastWill, Packet, Publish, PublishProperties, SubscribeReasonCode,
-};
+use rumqttc::v5::mqttbytes::v5::{ConnectProperties, LastWill, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -47,8 +45,6 @@ use crate::services::Services;
 const PACKET_SIZE_MAX_BYTES: u32 = 256 * 1024;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
-/// After a refused subscription, try again after this long.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 /// The refresher republishes a share of the retained values this often, so that every value
 /// is republished once per half its message expiry, evenly rather than all at once.
 const REFRESH_TICK: Duration = Duration::from_secs(1);
@@ -283,26 +279,18 @@ async fn drive(driver: Driver) {
                     broker_receive_max = receive_max,
                     "connected to the MQTT broker"
                 );
-                subscribe(outbound.clone(), topics.clone(), Duration::ZERO);
+                subscribe(outbound.clone(), topics.clone());
                 reseed(&services, &feed);
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => outbound.broker_acked(),
-            Ok(Event::Incoming(Packet::SubAck(suback))) => {
+            // rumqttc hands over only a SUBACK that granted everything: a refusal is an error
+            // of the connection (below), and the next connection subscribes again.
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
                 outbound.broker_acked();
-                let refused: Vec<_> = suback
-                    .return_codes
-                    .iter()
-                    .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                    .collect();
-                if refused.is_empty() {
-                    // Ready only once subscribed: until then a POS message finds no subscriber.
-                    status.set(true);
-                    metrics.mqtt_connected.set(1);
-                    connected_at = Some(Instant::now());
-                } else {
-                    error!(codes = ?refused, "the broker refused the POS subscription; trying again");
-                    subscribe(outbound.clone(), topics.clone(), RESUBSCRIBE_DELAY);
-                }
+                // Ready only once subscribed: until then a POS message finds no subscriber.
+                status.set(true);
+                metrics.mqtt_connected.set(1);
+                connected_at = Some(Instant::now());
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if pos_tx.send((epoch, publish)).await.is_err() {
@@ -313,6 +301,14 @@ async fn drive(driver: Driver) {
             Err(_) if closing.load(Ordering::Acquire) => return,
             Err(e) => {
                 outbound.disconnected(&mut eventloop);
+                // rumqttc drops the connection when the broker refuses a subscription or one
+                // of our publishes (an ACL, a quota): loud, since reconnecting will not help.
+                if let ConnectionError::MqttState(
+                    refusal @ (StateError::SubFail { .. } | StateError::PubAckFail { .. }),
+                ) = &e
+                {
+                    error!(error = %refusal, "the broker refused a request of ours; check its ACLs for shelfsync's topics");
+                }
                 // Only a connection that lasted resets the backoff: one that is dropped right
                 // after ConnAck (an oversized packet, a duplicate client id) must not spin.
                 if connected_at
@@ -394,9 +390,8 @@ async fn publish(
 
 /// Subscribes to POS movements and publishes `online`, from a task of its own: these wait for
 /// room in the window, which only the driver's progress makes.
-fn subscribe(outbound: Arc<Outbound>, topics: Topics, after: Duration) {
+fn subscribe(outbound: Arc<Outbound>, topics: Topics) {
     actix_web::rt::spawn(async move {
-        tokio::time::sleep(after).await;
         if let Err(e) = outbound.subscribe(topics.pos_subscription()).await {
             warn!(error = ?e, "subscribing to POS movements failed");
         }

@@ -1,5 +1,6 @@
 // Drives the dashboard in Debian's headless Chromium: the page shows a SKU's number, a hold
-// made over HTTP appears on the page, and the manager form records a wastage.
+// made over HTTP appears on the page, the manager form records a wastage, and the ledger lag
+// panel lists the outlet.
 // Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
 import { chromium } from "playwright-core";
 
@@ -44,6 +45,8 @@ try {
   await page.locator("#form-result.good").waitFor({ timeout: 5000 }).catch(() => fail("the form did not report success"));
   await page.locator("#feed li", { hasText: "wastage" }).first().waitFor({ timeout: 5000 })
     .catch(() => fail("the recent movements do not show the wastage"));
+  await page.locator(`#lag-rows tr[data-outlet="${outlet}"]`).waitFor({ timeout: 5000 })
+    .catch(() => fail("the ledger lag panel does not show the outlet"));
   await page.screenshot({ path: screenshot });
   console.log(JSON.stringify({ before, after_hold: before - 2, after_wastage: before - 3, hold_to_page_ms: holdMs, wastage_to_page_ms: wastageMs }));
 } finally {

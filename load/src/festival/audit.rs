@@ -247,6 +247,25 @@ struct Pass {
     pos_apply: Vec<(i64, i64)>,
 }
 
+/// `sku`'s fold as of `seq`: `folded` (to the last of `entries`) less the deltas of the
+/// documents after `seq` that touch it.
+fn fold_at(folded: Fold, entries: &[Value], sku: &str, seq: u64) -> Fold {
+    let mut f = folded;
+    for e in entries
+        .iter()
+        .rev()
+        .take_while(|e| e["seq"].as_u64().unwrap_or(0) > seq)
+    {
+        for line in e["lines"].as_array().into_iter().flatten() {
+            if line["sku"] == sku {
+                f.on_hand -= line["d_on_hand"].as_i64().unwrap_or(0);
+                f.reserved -= line["d_reserved"].as_i64().unwrap_or(0);
+            }
+        }
+    }
+    f
+}
+
 async fn pass(
     http: &reqwest::Client,
     args: &Args,
@@ -269,6 +288,31 @@ async fn pass(
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
     for outlet in &world.outlets {
         let start = world.start_seq.get(outlet).copied().unwrap_or(0);
+        // The outlet's whole stock in one read (the service's live view of its Redis state),
+        // before its ledger: each SKU is compared at the seq this read shows for it, so a
+        // change made while the ledger is read (a WhatsApp hold expiring, 15 minutes after it
+        // was made) cannot look like a difference.
+        let stock = get_json(
+            http,
+            format!("{}/v1/outlets/{outlet}/stock", args.url),
+            &args.admin_key,
+        )
+        .await?;
+        let live: HashMap<String, (Option<i64>, Option<i64>, u64)> = stock
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some((
+                    r["sku"].as_str()?.to_owned(),
+                    (
+                        r["on_hand"].as_i64(),
+                        r["reserved"].as_i64(),
+                        r["seq"].as_u64().unwrap_or(0),
+                    ),
+                ))
+            })
+            .collect();
         let entries = ledger(http, args, outlet, start).await?;
         p.ledger_documents += entries.len();
         for e in &entries {
@@ -306,30 +350,13 @@ async fn pass(
         let (folded, oversells, shortfalls, touched) = replay(&entries, start_stock, start);
         p.oversells.extend(oversells);
         p.shortfall_facts += shortfalls;
-        // The outlet's whole stock in one read (the service's live view of its Redis state).
-        let stock = get_json(
-            http,
-            format!("{}/v1/outlets/{outlet}/stock", args.url),
-            &args.admin_key,
-        )
-        .await?;
-        let live: HashMap<&str, (Option<i64>, Option<i64>)> = stock
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                Some((
-                    r["sku"].as_str()?,
-                    (r["on_hand"].as_i64(), r["reserved"].as_i64()),
-                ))
-            })
-            .collect();
         for sku in touched {
-            let f = folded[&sku];
-            let (on_hand, reserved) = live.get(sku.as_str()).copied().unwrap_or((None, None));
+            let (on_hand, reserved, seq) = live.get(&sku).copied().unwrap_or((None, None, 0));
+            let f = fold_at(folded[&sku], &entries, &sku, seq);
             p.compared += 1;
             if on_hand != Some(f.on_hand) || reserved != Some(f.reserved) {
-                p.mismatches.push(json!({"outlet": outlet, "sku": sku,
+                p.mismatches
+                    .push(json!({"outlet": outlet, "sku": sku, "seq": seq,
                     "ledger": {"on_hand": f.on_hand, "reserved": f.reserved},
                     "redis": {"on_hand": on_hand, "reserved": reserved}}));
             }
@@ -431,6 +458,26 @@ mod tests {
     fn doc(seq: u64, kind: &str, d_on_hand: i64, d_reserved: i64) -> Value {
         json!({"outlet": "o", "seq": seq, "kind": kind,
             "lines": [{"sku": "s", "d_on_hand": d_on_hand, "d_reserved": d_reserved}]})
+    }
+
+    #[test]
+    fn a_sku_is_compared_at_the_seq_its_live_value_shows() {
+        let entries = vec![
+            doc(1, "count", 10, 0),
+            doc(2, "reservation_held", 0, 3),
+            doc(3, "reservation_released", 0, -3),
+        ];
+        let (folds, _, _, _) = replay(&entries, &HashMap::new(), 0);
+        let f = folds["s"];
+        assert_eq!((f.on_hand, f.reserved), (10, 0));
+        let at2 = fold_at(f, &entries, "s", 2);
+        assert_eq!(
+            (at2.on_hand, at2.reserved),
+            (10, 3),
+            "the release at 3 came after the read"
+        );
+        let at3 = fold_at(f, &entries, "s", 3);
+        assert_eq!((at3.on_hand, at3.reserved), (10, 0));
     }
 
     #[test]
