@@ -56,6 +56,9 @@ impl Pace {
     };
 }
 
+/// `(outlet, reservation)`: made by earlier versions, read by nothing; dropped at start.
+const UNUSED_INDEX: &str = "outlet_reservation";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
     pub sku: Sku,
@@ -384,6 +387,8 @@ impl Ledger {
         Ok(())
     }
 
+    /// The ledger's indexes: `(outlet, seq)` unique (the tail, and what makes a re-sent
+    /// batch harmless) and `(outlet, lines.sku, seq)` (`GET /v1/ledger?sku=`).
     pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
         let unique = IndexOptions::builder()
             .unique(true)
@@ -393,14 +398,6 @@ impl Ledger {
             IndexModel::builder()
                 .keys(doc! {"outlet": 1, "seq": 1})
                 .options(unique)
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"outlet": 1, "reservation": 1})
-                .options(
-                    IndexOptions::builder()
-                        .name("outlet_reservation".to_string())
-                        .build(),
-                )
                 .build(),
             IndexModel::builder()
                 .keys(doc! {"outlet": 1, "lines.sku": 1, "seq": 1})
@@ -415,6 +412,19 @@ impl Ledger {
             .create_indexes(indexes)
             .await
             .context("creating ledger indexes")?;
+        // An index earlier versions made and nothing reads: every index entry costs the
+        // server a write per document (ARCHITECTURE.md, The ledger's database).
+        let names = self
+            .entries
+            .list_index_names()
+            .await
+            .context("listing ledger indexes")?;
+        if names.iter().any(|n| n == UNUSED_INDEX) {
+            self.entries
+                .drop_index(UNUSED_INDEX)
+                .await
+                .context("dropping the unused ledger index")?;
+        }
         Ok(())
     }
 

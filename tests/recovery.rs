@@ -289,3 +289,42 @@ async fn a_duplicate_ledger_insert_is_accepted_only_when_it_is_the_same_document
     );
     cleanup(&settings).await;
 }
+
+/// The `(outlet, reservation)` index of earlier versions is read by nothing and costs the
+/// server a write per document: starting drops it and keeps the two the ledger reads by.
+#[actix_web::test]
+async fn starting_drops_the_unused_ledger_index_and_keeps_the_others() {
+    let settings = test_settings();
+    let ledger = shelfsync::ledger::Ledger::connect(&settings.mongo)
+        .await
+        .unwrap();
+    let entries = ledger
+        .database()
+        .collection::<mongodb::bson::Document>("ledger");
+    entries
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(mongodb::bson::doc! {"outlet": 1, "reservation": 1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("outlet_reservation".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let before = entries.list_index_names().await.unwrap();
+
+    ledger.ensure_indexes().await.unwrap();
+    ledger.ensure_indexes().await.unwrap();
+    let mut after = entries.list_index_names().await.unwrap();
+    after.sort();
+    cleanup(&settings).await;
+
+    assert!(
+        before.contains(&"outlet_reservation".to_string()),
+        "{before:?}"
+    );
+    assert_eq!(after, ["_id_", "outlet_seq", "outlet_sku_seq"]);
+}
