@@ -277,11 +277,6 @@ mod lag_tests {
         assert_eq!(lag.entries, 5);
         assert!((0..=50).contains(&lag.age_ms), "{lag:?}");
     }
-}
-
-#[cfg(test)]
-mod reload_tests {
-    use super::*;
 
     #[test]
     fn a_reload_within_the_process_keeps_the_age_of_what_is_not_yet_durable() {

@@ -54,7 +54,7 @@ impl Services {
             .claims
             .claim(kind, key, outlet, ttl_secs)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+            .map_err(ApiError::store)?;
         if claim.owner != outlet.as_str() {
             return Err(ApiError::conflict(format!(
                 "this key was already used for outlet {}",

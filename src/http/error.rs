@@ -50,6 +50,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A store (Redis, MongoDB) failed: `503`, with the whole cause chain.
+    pub fn store(e: anyhow::Error) -> Self {
+        Self::Unavailable(format!("{e:#}"))
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict {
             message: message.into(),

@@ -316,7 +316,7 @@ impl Hold {
                     .claims
                     .claim_owner(ClaimKind::Reservation, key)
                     .await
-                    .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                    .map_err(ApiError::store)?;
                 if owner.as_deref() != Some(outlet.as_str()) {
                     state.shed(outlet, "hold", "ledger_lag");
                     return Err(shed);
@@ -347,7 +347,7 @@ impl Hold {
                         .claims
                         .release_claim(ClaimKind::Reservation, key, outlet)
                         .await
-                        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+                        .map_err(ApiError::store)?;
                 }
                 return Err(refused.into());
             }
@@ -398,7 +398,7 @@ pub(crate) async fn route(
         .claims
         .lease(ClaimKind::Reservation, key)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?
+        .map_err(ApiError::store)?
         .ok_or_else(|| {
             ApiError::Unavailable(
                 "a request with this Idempotency-Key is in progress; retry with the same key"
@@ -423,12 +423,11 @@ async fn route_leased(
     serving: &[ZoneOutlet],
 ) -> Result<Value, ApiError> {
     let key = hold.idem.as_str();
-    let unavailable = |e: anyhow::Error| ApiError::Unavailable(format!("{e:#}"));
     let owner = state
         .claims
         .claim_owner(ClaimKind::Reservation, key)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::store)?;
     // A key already used goes back to its outlet, even if the zone changed since.
     let candidates: Vec<(OutletId, Option<i64>)> = match &owner {
         Some(owner) => {
@@ -458,7 +457,7 @@ async fn route_leased(
                     .claims
                     .release_claim(ClaimKind::Reservation, key, &outlet)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(ApiError::store)?;
                 // An outlet that sheds says when to come back (Retry-After): that answer wins.
                 if !matches!(down, Some(ApiError::Overloaded { .. })) {
                     down = Some(e);
@@ -481,7 +480,7 @@ async fn route_leased(
                         .claims
                         .release_claim(ClaimKind::Reservation, key, &outlet)
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(ApiError::store)?;
                 }
                 first_short.get_or_insert(short);
             }

@@ -124,7 +124,7 @@ pub async fn put(
         .map_err(|e| match e {
             ZoneError::Invalid(i) => ApiError::Validation(i),
             ZoneError::Raced(_) => ApiError::conflict(e.to_string()),
-            ZoneError::Store(e) => ApiError::Unavailable(format!("{e:#}")),
+            ZoneError::Store(e) => ApiError::store(e),
         })?;
     Ok(HttpResponse::Ok().json(zone))
 }
