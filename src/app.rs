@@ -1,5 +1,6 @@
-//! Wiring: `Core` (stores, actors) and `Application` (the HTTP server over a core). Tests,
-//! `serve` and `import` all build through here.
+//! Wiring: `Core` (stores, actors, the core's `Services`) and `Application` (the MQTT
+//! session, the WhatsApp worker and the HTTP server over a core). Tests, `serve` and `import`
+//! all build through here.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -19,23 +20,22 @@ use crate::actors::{LedgerWriter, OutboxSignal, OutletActor, Reconciler, Shared}
 use crate::catalogue::Catalogue;
 use crate::domain::OutletId;
 use crate::durable::Durability;
-use crate::health::Health;
+use crate::health::{Health, MqttStatus};
 use crate::http::auth::Auth;
 use crate::http::AppState;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::mqtt::{Disconnect, MqttSession, MqttStatus};
+use crate::mqtt::{Disconnect, MqttSession};
+use crate::reroute_state::RerouteState;
 use crate::services::Services;
 use crate::settings::Settings;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
+use crate::zones::Zones;
 
-/// Everything but HTTP: connections, the outlet actors and the ledger writer.
+/// Everything but the edges: connections, the actors, and the `Services` over them.
 pub struct Core {
-    pub settings: Arc<Settings>,
-    pub catalogue: Arc<Catalogue>,
-    pub shared: Shared,
-    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
+    pub services: Arc<Services>,
     writer: Addr<LedgerWriter>,
     reconciler: Addr<Reconciler>,
 }
@@ -124,11 +124,17 @@ impl Core {
             let (shared, outlets, settings) = (shared.clone(), outlets.clone(), settings.clone());
             Supervisor::start(move |_| Reconciler::new(shared, outlets, settings))
         };
-        Ok(Self {
-            settings,
-            catalogue,
+        let zones = Zones::load(&settings.catalogue.zones_file, &catalogue, &shared.ledger).await?;
+        let services = Arc::new(Services {
+            reroute: RerouteState::new(outlets.keys().cloned()),
             shared,
+            catalogue,
             outlets,
+            settings,
+            zones,
+        });
+        Ok(Self {
+            services,
             writer,
             reconciler,
         })
@@ -138,11 +144,12 @@ impl Core {
     /// stops the actors.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.reconciler.do_send(reconciler::Stop);
-        for addr in self.outlets.values() {
+        let outlets = &self.services.outlets;
+        for addr in outlets.values() {
             let _ = addr.send(Drain).await;
         }
         let flushed = self.writer.send(FlushAll).await;
-        for addr in self.outlets.values() {
+        for addr in outlets.values() {
             addr.do_send(outlet::Stop);
         }
         self.writer.do_send(ledger_writer::Stop);
@@ -191,48 +198,27 @@ impl Application {
     /// Starts the core and binds `http.host:http.port` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let core = Core::start(settings).await?;
-        let http = &core.settings.http;
+        let services = core.services.clone();
+        let shared = &services.shared;
+        let http = &services.settings.http;
         let listener = TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
-        let zones = crate::zones::Zones::load(
-            &core.settings.catalogue.zones_file,
-            &core.catalogue,
-            core.shared.ledger.clone(),
-        )
-        .await?;
-        let services = Arc::new(Services {
-            claims: core.shared.store.clone(),
-            catalogue: core.catalogue.clone(),
-            outlets: core.outlets.clone(),
-            stock: core.shared.stock.clone(),
-            durable: core.shared.durable.clone(),
-            ledger: core.shared.ledger.clone(),
-            metrics: core.shared.metrics.clone(),
-            settings: core.settings.clone(),
-            hub: core.shared.hub.clone(),
-            zones: Arc::new(zones),
-            reroute: Arc::new(crate::reroute::Rerouter::new(core.outlets.keys().cloned())),
-        });
-        crate::reroute::start_sweep(services.clone());
+        crate::checkout::reroute::start_sweep(services.clone());
         let mqtt_status = Arc::new(MqttStatus::default());
         let mqtt = {
-            let (services, feed, status) = (
-                services.clone(),
-                core.shared.feed.clone(),
-                mqtt_status.clone(),
-            );
-            Supervisor::start(move |_| MqttSession::new(services, feed, status))
+            let (services, status) = (services.clone(), mqtt_status.clone());
+            Supervisor::start(move |_| MqttSession::new(services, status))
         };
         let state = web::Data::new(AppState {
             services: services.clone(),
             health: Health {
-                store: core.shared.store.clone(),
-                ledger: core.shared.ledger.clone(),
-                mqtt: mqtt_status.clone(),
+                store: shared.store.clone(),
+                ledger: shared.ledger.clone(),
+                mqtt: mqtt_status,
             },
-            auth: Auth::new(&core.settings.api_keys, &core.settings.rate_limits)?,
-            whatsapp: crate::http::whatsapp::start(services.clone()),
+            auth: Auth::new(&services.settings.api_keys, &services.settings.rate_limits)?,
+            whatsapp: crate::whatsapp::start(services.clone()),
         });
         let server = HttpServer::new(move || crate::http::app(state.clone()))
             .listen(listener)?
@@ -243,7 +229,7 @@ impl Application {
             .run();
         let handle = AppHandle {
             server: server.handle(),
-            hub: core.shared.hub.clone(),
+            hub: shared.hub.clone(),
             reconciler: core.reconciler.clone(),
         };
         actix_web::rt::spawn(async move {
@@ -267,7 +253,7 @@ impl Application {
     pub fn handle(&self) -> AppHandle {
         AppHandle {
             server: self.server.handle(),
-            hub: self.core.shared.hub.clone(),
+            hub: self.core.services.shared.hub.clone(),
             reconciler: self.core.reconciler.clone(),
         }
     }

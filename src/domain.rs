@@ -254,6 +254,9 @@ impl MovementKind {
     }
 }
 
+/// The event key of a transfer's receiving half is this prefix and the event id.
+pub const TRANSFER_IN_PREFIX: &str = "transfer_in:";
+
 /// What a single outlet's script applies for a movement: a transfer is split into its two
 /// halves, each applied by its own outlet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,7 @@
 //! Readiness of the dependencies: Redis, MongoDB and the MQTT session.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ledger::Ledger;
@@ -10,7 +12,24 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Health {
     pub store: RedisStore,
     pub ledger: Ledger,
-    pub mqtt: std::sync::Arc<crate::mqtt::MqttStatus>,
+    pub mqtt: Arc<MqttStatus>,
+}
+
+/// Whether the session is connected and subscribed right now (for `/readyz`).
+#[derive(Default)]
+pub struct MqttStatus {
+    connected: AtomicBool,
+}
+
+impl MqttStatus {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Set by the MQTT session as it connects and loses its connection.
+    pub fn set(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
 }
 
 pub struct Report {

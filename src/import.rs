@@ -31,14 +31,15 @@ pub async fn run(settings: Settings, force: bool) -> anyhow::Result<ImportReport
 }
 
 async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
-    let path = &core.settings.catalogue.stock_file;
+    let services = &core.services;
+    let path = &services.settings.catalogue.stock_file;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file_tag = digest(&bytes)[..12].to_owned();
-    let rows = core.catalogue.load_stock(path)?;
+    let rows = services.catalogue.load_stock(path)?;
     let mut report = ImportReport::default();
     let mut todo = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
-        if !force && core.shared.durable.get(&row.outlet) > 0 {
+        if !force && services.shared.durable.get(&row.outlet) > 0 {
             report.skipped_outlets.insert(row.outlet);
         } else {
             todo.push((i, row));
@@ -59,7 +60,7 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
                 note: Some("opening stock".into()),
                 counterpart: None,
             };
-            let addr = core.outlets[&row.outlet].clone();
+            let addr = services.outlets[&row.outlet].clone();
             async move { (row.outlet, addr.send(msg).await) }
         })
         .buffer_unordered(IN_FLIGHT_MAX);

@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId,
-    ReservationStatus, Sku,
+    ReservationStatus, Sku, TRANSFER_IN_PREFIX,
 };
 use crate::keys::ClaimKind;
-use crate::movements::TRANSFER_IN_PREFIX;
 use crate::settings::MongoSettings;
 use crate::store::{MovementResult, ReleaseReason, ResRecord, RestorePlan};
 
@@ -374,9 +373,10 @@ impl Ledger {
         Ok(Self { db, entries })
     }
 
-    /// The database the ledger lives in (checkpoints and drift records sit beside it).
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// A collection beside the ledger, for the typed handle that owns it (zones, WhatsApp
+    /// messages); the ledger's own (entries, checkpoints, drift, rejected) are built here.
+    pub(crate) fn beside(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

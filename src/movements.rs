@@ -9,8 +9,11 @@ use serde_json::json;
 use crate::actors::outlet::{ApplyMovement, Committed};
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
-use crate::domain::{EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId};
-use crate::http::error::ApiError;
+use crate::checkout::reroute::relieve;
+use crate::domain::{
+    EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId, TRANSFER_IN_PREFIX,
+};
+use crate::error::Error;
 use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::settings::MovementSettings;
@@ -122,17 +125,14 @@ fn ledger_kind(kind: MovementKind) -> LedgerKind {
     }
 }
 
-/// The event key of a transfer's receiving half is this prefix and the event id.
-pub const TRANSFER_IN_PREFIX: &str = "transfer_in:";
-
 /// Applies one half of a movement at one outlet and waits until it is durable. The flag is
 /// true when this call applied it (false for a replay).
 async fn apply_half(
-    state: &Services,
+    services: &Services,
     actor: &Addr<OutletActor>,
     outlet: &OutletId,
     msg: ApplyMovement,
-) -> Result<(MovementResult, bool), ApiError> {
+) -> Result<(MovementResult, bool), Error> {
     let kind = msg.kind;
     let Committed {
         outcome,
@@ -140,7 +140,8 @@ async fn apply_half(
         ..
     } = actor.send(msg).await??;
     let count = |o: &str| {
-        state
+        services
+            .shared
             .metrics
             .movements
             .with_label_values(&[kind.as_str(), o])
@@ -161,11 +162,11 @@ async fn apply_half(
         }
         Outcome::Conflict { message, .. } => {
             count("conflict");
-            return Err(ApiError::conflict(message));
+            return Err(Error::conflict(message));
         }
         Outcome::OutOfStock { lines } => {
             count("out_of_stock");
-            return Err(ApiError::OutOfStock {
+            return Err(Error::OutOfStock {
                 lines,
                 alternatives: Vec::new(),
             });
@@ -173,9 +174,8 @@ async fn apply_half(
         Outcome::Invalid { field, message } => return Err(Invalid::new(field, message).into()),
         other => return Err(anyhow::anyhow!("unexpected movement outcome {other:?}").into()),
     };
-    state
-        .durable
-        .wait(outlet, result.seq, generation, state.durable_wait())
+    (services.shared.durable)
+        .wait(outlet, result.seq, generation, services.durable_wait())
         .await?;
     Ok((result, fresh))
 }
@@ -183,10 +183,10 @@ async fn apply_half(
 /// Applies a validated movement; a transfer applies its `transfer_out` and then its
 /// `transfer_in`, each idempotent, so a retry with the same `event_id` completes a transfer
 /// that was cut between its halves.
-pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, ApiError> {
+pub async fn apply(services: &Services, m: &Movement) -> Result<serde_json::Value, Error> {
     let hash = m.body_hash();
-    let retain = state.settings.movements.retain_secs;
-    state
+    let retain = services.settings.movements.retain_secs;
+    services
         .claim_key(ClaimKind::Event, m.event_id.as_str(), &m.outlet, retain)
         .await?;
     let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| ApplyMovement {
@@ -200,19 +200,19 @@ pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, 
         note: m.note.clone(),
         counterpart,
     };
-    let source = state.outlet(&m.outlet)?;
+    let source = services.outlet(&m.outlet)?;
     let msg = half(
         ledger_kind(m.kind),
         m.event_id.to_string(),
         m.to_outlet.clone(),
     );
     // The sweep leaves the outlet to this movement's own pass, so the answer lists the moves.
-    let in_flight = state.reroute.movement_in_flight(&m.outlet);
-    let (result, fresh) = apply_half(state, source, &m.outlet, msg).await?;
+    let in_flight = services.reroute.movement_in_flight(&m.outlet);
+    let (result, fresh) = apply_half(services, source, &m.outlet, msg).await?;
     let mut body = serde_json::to_value(&result).expect("serializes");
     // A replay answers as the first time did; what it left short the sweep looks after.
     if result.shortfall.is_some() && fresh {
-        let relief = state.reroute.relieve(state, &m.outlet).await;
+        let relief = relieve(services, &m.outlet).await;
         body["rerouted"] = json!(relief.rerouted);
         body["at_risk"] = json!(relief.at_risk);
     }
@@ -220,7 +220,7 @@ pub async fn apply(state: &Services, m: &Movement) -> Result<serde_json::Value, 
     if let Some(to) = &m.to_outlet {
         let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
         let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
-        let (incoming, _) = apply_half(state, state.outlet(to)?, to, msg).await?;
+        let (incoming, _) = apply_half(services, services.outlet(to)?, to, msg).await?;
         body["to"] = json!({"outlet": to, "seq": incoming.seq, "on_hand": incoming.on_hand,
             "reserved": incoming.reserved, "available": incoming.available});
     }

@@ -1,5 +1,6 @@
-//! The services both edges (HTTP and MQTT) use: outlet actors, stock reads, durability,
-//! the ledger, key claims, metrics and settings.
+//! `Services`, the core's one context: what the actors share (stores, stock view,
+//! durability, metrics, feed, hub), the outlet actors, the catalogue, zones, settings and
+//! what re-routing keeps. The checkout core, movements and both edges work through it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,38 +8,31 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use crate::actors::OutletActor;
+use crate::actors::{OutletActor, Shared};
 use crate::catalogue::Catalogue;
 use crate::domain::{now_ms, OutletId};
-use crate::durable::Durability;
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::keys::ClaimKind;
-use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::reroute_state::RerouteState;
 use crate::settings::Settings;
-use crate::stock_view::StockView;
-use crate::store::RedisStore;
+use crate::zones::Zones;
 
 pub struct Services {
-    /// Used only for chain-wide claims of client keys (see `claim_key`).
-    pub claims: RedisStore,
+    /// What the actors share; beyond it, the core uses the store only for chain-wide claims
+    /// of client keys (`claim_key`).
+    pub shared: Shared,
     pub catalogue: Arc<Catalogue>,
     pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
-    pub stock: Arc<StockView>,
-    pub durable: Arc<Durability>,
-    pub ledger: Ledger,
-    pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
-    pub hub: Arc<crate::hub::Hub>,
-    pub zones: Arc<crate::zones::Zones>,
-    pub reroute: Arc<crate::reroute::Rerouter>,
+    pub zones: Zones,
+    pub reroute: RerouteState,
 }
 
 impl Services {
-    pub fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, ApiError> {
+    pub fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, Error> {
         self.outlets
             .get(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no outlet '{id}'")))
+            .ok_or_else(|| Error::NotFound(format!("no outlet '{id}'")))
     }
 
     /// Claims a client key for `outlet`; 409 when another outlet already has it. True when
@@ -49,14 +43,15 @@ impl Services {
         key: &str,
         outlet: &OutletId,
         ttl_secs: u64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         let claim = self
-            .claims
+            .shared
+            .store
             .claim(kind, key, outlet, ttl_secs)
             .await
-            .map_err(ApiError::store)?;
+            .map_err(Error::store)?;
         if claim.owner != outlet.as_str() {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "this key was already used for outlet {}",
                 claim.owner
             )));
@@ -71,14 +66,14 @@ impl Services {
     /// Overload).
     /// The caller counts what it sheds (`shed`): a request this refuses may still be let
     /// through (the retry of a key the outlet already holds).
-    pub fn admit_hold(&self, outlet: &OutletId) -> Result<(), ApiError> {
+    pub fn admit_hold(&self, outlet: &OutletId) -> Result<(), Error> {
         let budget_ms = self.settings.ledger.lag_max_secs.saturating_mul(1000) as i64;
-        let lag = self.durable.lag(outlet, now_ms());
+        let lag = self.shared.durable.lag(outlet, now_ms());
         if lag.age_ms <= budget_ms {
             return Ok(());
         }
         let over_ms = (lag.age_ms - budget_ms) as u64;
-        Err(ApiError::Overloaded {
+        Err(Error::Overloaded {
             message: format!(
                 "the ledger of {outlet} is {:.1} s behind (budget {} s): new holds wait until it \
                  catches up; nothing was held, try again shortly",
@@ -91,7 +86,8 @@ impl Services {
 
     /// Counts a request refused to keep within a budget (`shelfsync_shed_total`).
     pub fn shed(&self, outlet: &OutletId, operation: &str, reason: &str) {
-        self.metrics
+        self.shared
+            .metrics
             .shed
             .with_label_values(&[outlet.as_str(), operation, reason])
             .inc();

@@ -7,9 +7,17 @@ use std::collections::HashMap;
 
 use dashmap::DashMap;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::domain::{Counters, OutletId, Sku};
+use crate::domain::{Counters, Line, OutletId, Sku};
+
+/// What an outlet has of one cart line now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineStock {
+    pub sku: Sku,
+    pub available: i64,
+}
 
 pub struct StockView {
     outlets: HashMap<OutletId, DashMap<Sku, Counters>>,
@@ -26,10 +34,25 @@ impl StockView {
         self.outlets.get(outlet)?.get(sku).map(|c| *c)
     }
 
-    /// Every SKU the outlet has a record of, sorted by SKU.
     /// Units of `sku` a new hold could take at `outlet` now (never below 0).
     pub fn available(&self, outlet: &OutletId, sku: &Sku) -> i64 {
         self.get(outlet, sku).unwrap_or_default().available().max(0)
+    }
+
+    /// Whether `outlet` can fill every line right now, and what it has of each.
+    pub fn cover(&self, outlet: &OutletId, lines: &[Line]) -> (bool, Vec<LineStock>) {
+        let per_line: Vec<LineStock> = lines
+            .iter()
+            .map(|l| LineStock {
+                sku: l.sku.clone(),
+                available: self.available(outlet, &l.sku),
+            })
+            .collect();
+        let all = lines
+            .iter()
+            .zip(&per_line)
+            .all(|(l, s)| s.available >= l.qty.get());
+        (all, per_line)
     }
 
     /// Whether some SKU of `outlet` has fewer units than its holds (a counter sale took
@@ -40,6 +63,7 @@ impl StockView {
             .is_some_and(|m| m.iter().any(|c| c.available() < 0 && c.reserved > 0))
     }
 
+    /// Every SKU the outlet has a record of, sorted by SKU.
     pub fn outlet(&self, outlet: &OutletId) -> Vec<(Sku, Counters)> {
         let mut rows: Vec<_> = self
             .outlets

@@ -15,6 +15,7 @@ use anyhow::Context;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
+use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Catalogue, OutletKind};
@@ -77,7 +78,9 @@ pub enum ZoneError {
 
 pub struct Zones {
     table: RwLock<BTreeMap<Pin, Zone>>,
-    ledger: Ledger,
+    /// Every edit ever made (`zone_versions`) and the edit each PIN serves now (`zones`).
+    versions: Collection<Document>,
+    current: Collection<Document>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +123,7 @@ fn normalize(
 
 impl Zones {
     /// The CSV table with the current MongoDB rows laid over it.
-    pub async fn load(path: &Path, catalogue: &Catalogue, ledger: Ledger) -> anyhow::Result<Self> {
+    pub async fn load(path: &Path, catalogue: &Catalogue, ledger: &Ledger) -> anyhow::Result<Self> {
         let mut rows: BTreeMap<Pin, Vec<ZoneOutlet>> = BTreeMap::new();
         let mut reader =
             csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
@@ -149,9 +152,9 @@ impl Zones {
                 },
             );
         }
-        let edited: Vec<Document> = ledger
-            .database()
-            .collection::<Document>(CURRENT)
+        let versions = ledger.beside(VERSIONS);
+        let current = ledger.beside(CURRENT);
+        let edited: Vec<Document> = current
             .find(doc! {})
             .await
             .context("reading zone edits")?
@@ -176,7 +179,8 @@ impl Zones {
         }
         Ok(Self {
             table: RwLock::new(table),
-            ledger,
+            versions,
+            current,
         })
     }
 
@@ -221,12 +225,11 @@ impl Zones {
             pin,
             outlets,
         };
-        let db = self.ledger.database();
         let mut version = zone_doc(&zone);
         version.insert("_id", format!("{}:{}", zone.pin.as_str(), zone.version));
         version.insert("at_ms", now_ms());
         version.insert("by", by);
-        let versions = db.collection::<Document>(VERSIONS);
+        let versions = &self.versions;
         if let Err(e) = versions.insert_one(version).await {
             let duplicate = matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000);
             if !duplicate {
@@ -251,7 +254,7 @@ impl Zones {
         }
         let mut current = zone_doc(&zone);
         current.insert("_id", zone.pin.as_str());
-        db.collection::<Document>(CURRENT)
+        self.current
             .replace_one(doc! {"_id": zone.pin.as_str()}, current)
             .upsert(true)
             .await

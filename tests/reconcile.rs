@@ -179,9 +179,8 @@ async fn check_is_clean_then_names_drift_then_a_gap_and_rebuild_repairs_redis() 
     );
     assert_eq!(redis_snapshot(&settings, OUTLET).await.held.len(), 3);
 
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
-    ledger
-        .database()
+    database(&settings)
+        .await
         .collection::<Document>("ledger")
         .delete_one(doc! {"_id": format!("{OUTLET}:2")})
         .await

@@ -298,8 +298,8 @@ async fn starting_drops_the_unused_ledger_index_and_keeps_the_others() {
     let ledger = shelfsync::ledger::Ledger::connect(&settings.mongo)
         .await
         .unwrap();
-    let entries = ledger
-        .database()
+    let entries = database(&settings)
+        .await
         .collection::<mongodb::bson::Document>("ledger");
     entries
         .create_index(

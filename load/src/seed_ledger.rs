@@ -103,7 +103,8 @@ async fn main() -> anyhow::Result<()> {
     let catalogue = Catalogue::load(&settings.catalogue)?;
     let ledger = Ledger::connect(&settings.mongo).await?;
     if args.fresh {
-        ledger.database().drop().await?;
+        let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose()).await?;
+        client.database(&settings.mongo.database).drop().await?;
     }
     ledger.ensure_indexes().await?;
     let outlets: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();

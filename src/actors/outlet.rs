@@ -36,7 +36,7 @@ const RELOAD_RETRY: Duration = Duration::from_millis(500);
 const RELEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Hold a cart. The actor picks the reservation id and computes `expires_at`.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Committed, OutletError>")]
 pub struct Reserve {
     /// A customer's new hold, refused first under load. A re-route is not: it moves a cart

@@ -70,6 +70,7 @@ pub async fn page(
         Vec::new()
     } else {
         state
+            .shared
             .ledger
             .page(&outlet, sku.as_ref(), after_seq, limit)
             .await?
@@ -97,6 +98,7 @@ pub async fn lag(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
     caller.require(Action::ReadMetrics, None)?;
     let budget_secs = state.settings.ledger.lag_max_secs;
     let outlets: Vec<_> = state
+        .shared
         .durable
         .lags(crate::domain::now_ms())
         .into_iter()

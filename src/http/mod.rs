@@ -8,7 +8,7 @@ mod ledger;
 mod movements;
 pub mod openapi;
 mod ops;
-pub(crate) mod reservations;
+mod reservations;
 mod stock;
 mod stream;
 pub mod whatsapp;
@@ -35,8 +35,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub health: Health,
     pub auth: Auth,
-    /// WhatsApp orders waiting for the worker (bounded).
-    pub whatsapp: whatsapp::Queue,
+    /// Where the webhook hands WhatsApp messages (kept, then queued for the worker).
+    pub whatsapp: crate::whatsapp::Inbox,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,7 +63,7 @@ macro_rules! route_table {
                 web::method(actix_web::http::Method::$method).to($module::$handler),
             );)+
             cfg.default_service(web::to(|| async {
-                Err::<HttpResponse, _>(ApiError::NotFound("no such route".into()))
+                Err::<HttpResponse, _>(ApiError::not_found("no such route"))
             }));
         }
 
@@ -124,15 +124,16 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics = state.metrics.clone();
+    let metrics = state.shared.metrics.clone();
     actix_web::App::new()
         .app_data(state)
-        .app_data(web::QueryConfig::default().error_handler(|e, _| {
-            ApiError::Validation(Invalid::new("query", e.to_string())).into()
-        }))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::from(Invalid::new("query", e.to_string())).into()),
+        )
         .app_data(
             web::PathConfig::default()
-                .error_handler(|e, _| ApiError::NotFound(e.to_string()).into()),
+                .error_handler(|e, _| ApiError::not_found(e.to_string()).into()),
         )
         .configure(routes)
         .wrap_fn(move |req, srv| {
@@ -182,7 +183,7 @@ pub(crate) async fn read_body(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Validation(Invalid::new("body", e.to_string())))?;
+        let chunk = chunk.map_err(|e| ApiError::from(Invalid::new("body", e.to_string())))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -191,32 +192,7 @@ pub(crate) async fn read_body(
     Ok(body)
 }
 
+/// A JSON body as `T`, or a 422 naming the field.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(Invalid::new("body", "a JSON body is required").into());
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        // "missing field `qty`" names the field below the path.
-        let field = match message.split('`').nth(1) {
-            Some(name) if message.starts_with("missing field") => {
-                if path == "." {
-                    name.to_owned()
-                } else {
-                    format!("{path}.{name}")
-                }
-            }
-            _ if path == "." => "body".to_owned(),
-            _ => path,
-        };
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        ApiError::Validation(Invalid::new(field, message))
-    })
+    Ok(crate::wire::parse_json(body)?)
 }

@@ -48,8 +48,8 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     caller.require(Action::ReadMetrics, None)?;
     // The lag is computed as of the scrape, not as of the writer's last pass: a stuck insert
     // shows as a growing age.
-    for (outlet, lag) in state.durable.lags(crate::domain::now_ms()) {
-        let m = &state.metrics;
+    for (outlet, lag) in state.shared.durable.lags(crate::domain::now_ms()) {
+        let m = &state.shared.metrics;
         m.ledger_lag_seconds
             .with_label_values(&[outlet.as_str()])
             .set(lag.age_ms as f64 / 1000.0);
@@ -59,5 +59,5 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render()))
+        .body(state.shared.metrics.render()))
 }

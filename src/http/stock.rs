@@ -15,7 +15,7 @@ fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
     state
         .catalogue
         .known_outlet("outlet", raw)
-        .map_err(|_| ApiError::NotFound(format!("no outlet '{raw}'")))
+        .map_err(|_| ApiError::not_found(format!("no outlet '{raw}'")))
 }
 
 /// The chain's outlets and kitchens.
@@ -55,6 +55,7 @@ pub async fn outlet_stock(
     caller.require(Action::ReadStock, None)?;
     let outlet = path_outlet(&state, &path)?;
     let rows: Vec<_> = state
+        .shared
         .stock
         .outlet(&outlet)
         .into_iter()
@@ -90,8 +91,8 @@ pub async fn sku_stock(
     let sku = state
         .catalogue
         .known_sku("sku", &sku)
-        .map_err(|_| ApiError::NotFound(format!("no sku '{sku}'")))?;
-    let c = state.stock.get(&outlet, &sku).unwrap_or_default();
+        .map_err(|_| ApiError::not_found(format!("no sku '{sku}'")))?;
+    let c = state.shared.stock.get(&outlet, &sku).unwrap_or_default();
     Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, &c)))
 }
 
@@ -130,24 +131,6 @@ pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>
         lines.push(Line { sku, qty });
     }
     Ok(lines)
-}
-
-/// Whether `outlet` can fill every line right now, and what it has of each.
-pub(super) fn can_serve(
-    state: &crate::services::Services,
-    outlet: &OutletId,
-    lines: &[Line],
-) -> (bool, Vec<serde_json::Value>) {
-    let mut all = true;
-    let per_line = lines
-        .iter()
-        .map(|l| {
-            let available = state.stock.available(outlet, &l.sku);
-            all &= available >= l.qty.get();
-            json!({"sku": l.sku, "available": available})
-        })
-        .collect();
-    (all, per_line)
 }
 
 /// A cart to check: at the outlets delivering to `pin`, at the given `outlets`, or (neither)
@@ -198,7 +181,7 @@ pub async fn availability(
             .serving(&pin)
             .iter()
             .map(|z| {
-                let (all, per_line) = can_serve(&state, &z.outlet, &lines);
+                let (all, per_line) = state.shared.stock.cover(&z.outlet, &lines);
                 json!({"outlet": z.outlet, "can_serve": all, "cost": z.cost, "lines": per_line})
             })
             .collect();
@@ -220,7 +203,7 @@ pub async fn availability(
     let answer: Vec<_> = outlets
         .iter()
         .map(|o| {
-            let (all, per_line) = can_serve(&state, o, &lines);
+            let (all, per_line) = state.shared.stock.cover(o, &lines);
             json!({"outlet": o, "can_serve": all, "lines": per_line})
         })
         .collect();

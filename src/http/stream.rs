@@ -58,12 +58,13 @@ pub async fn stream(
     // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?
         .with_reservations(caller.require(Action::ReadReservation, None).is_ok());
-    let member = state.hub.join().ok_or_else(|| {
-        ApiError::Unavailable("too many live stream clients; try again shortly".into())
-    })?;
+    let member =
+        state.shared.hub.join().ok_or_else(|| {
+            ApiError::unavailable("too many live stream clients; try again shortly")
+        })?;
     // Subscribed first, snapshot second: a change in between is in both, and the seq check
     // below drops the older copy. Nothing falls between them.
-    let snapshot = filter.snapshot(&state.catalogue, &state.stock);
+    let snapshot = filter.snapshot(&state.catalogue, &state.shared.stock);
     let seen: HashMap<(OutletId, Sku), u64> = snapshot
         .iter()
         .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
@@ -77,6 +78,7 @@ pub async fn stream(
     tx.try_send(sse("snapshot", &serde_json::Value::from(rows)))
         .expect("a fresh buffer has room");
     state
+        .shared
         .metrics
         .stream_clients
         .with_label_values(&["sse"])
@@ -111,10 +113,10 @@ async fn forward(
     keepalive: Duration,
     state: std::sync::Arc<AppState>,
 ) {
-    let metrics = &state.metrics;
+    let metrics = &state.shared.metrics;
     let mut tick = tokio::time::interval(keepalive);
     tick.tick().await;
-    let closing = state.hub.closing();
+    let closing = state.shared.hub.closing();
     tokio::pin!(closing);
     let slow = loop {
         let frame = tokio::select! {

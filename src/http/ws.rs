@@ -79,9 +79,10 @@ pub async fn ws(
     caller.require(Action::ReadStock, None)?;
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())
         .map_err(ApiError::from)?;
-    let member = state.hub.join().ok_or_else(|| {
-        ApiError::Unavailable("too many live stream clients; try again shortly".into())
-    })?;
+    let member =
+        state.shared.hub.join().ok_or_else(|| {
+            ApiError::unavailable("too many live stream clients; try again shortly")
+        })?;
     // Confirmed orders name customers' reservations: only for keys that may read those.
     let orders = caller.require(Action::ReadReservation, None).is_ok();
     let session = WsSession {
@@ -117,7 +118,7 @@ impl WsSession {
     fn send_snapshot(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let rows = self
             .filter
-            .snapshot(&self.state.catalogue, &self.state.stock);
+            .snapshot(&self.state.catalogue, &self.state.shared.stock);
         self.seen = rows
             .iter()
             .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
@@ -141,6 +142,7 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.state
+            .shared
             .metrics
             .stream_clients
             .with_label_values(&["ws"])
@@ -157,7 +159,7 @@ impl Actor for WsSession {
             }
         });
         ctx.add_stream(events);
-        let closing = self.state.hub.closing();
+        let closing = self.state.shared.hub.closing();
         ctx.spawn(closing.into_actor(self).map(|_, _, ctx| {
             ctx.close(Some(ws::CloseCode::Away.into()));
             ctx.stop();
@@ -174,6 +176,7 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.member = None;
         self.state
+            .shared
             .metrics
             .stream_clients
             .with_label_values(&["ws"])
@@ -203,7 +206,7 @@ impl StreamHandler<FromHub> for WsSession {
             }
             FromHub::Event(LiveEvent::Order(order)) => {
                 if self.orders && self.filter.wants_outlet(&order.id.outlet()) {
-                    let reservation = super::reservations::reservation_json(&order);
+                    let reservation = crate::wire::reservation_json(&order);
                     ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
                 }
             }
@@ -220,6 +223,7 @@ impl StreamHandler<FromHub> for WsSession {
             }
             FromHub::FellBehind => {
                 self.state
+                    .shared
                     .metrics
                     .stream_dropped
                     .with_label_values(&["ws"])

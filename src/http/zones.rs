@@ -48,7 +48,7 @@ pub async fn get(
     let zone = state
         .zones
         .get(&pin)
-        .ok_or_else(|| ApiError::NotFound(format!("no outlet delivers to {}", pin.as_str())))?;
+        .ok_or_else(|| ApiError::not_found(format!("no outlet delivers to {}", pin.as_str())))?;
     Ok(HttpResponse::Ok().json(zone))
 }
 
@@ -122,9 +122,9 @@ pub async fn put(
         .set(&state.catalogue, pin, outlets, &caller.0.label)
         .await
         .map_err(|e| match e {
-            ZoneError::Invalid(i) => ApiError::Validation(i),
+            ZoneError::Invalid(i) => i.into(),
             ZoneError::Raced(_) => ApiError::conflict(e.to_string()),
-            ZoneError::Store(e) => ApiError::store(e),
+            ZoneError::Store(e) => crate::error::Error::store(e).into(),
         })?;
     Ok(HttpResponse::Ok().json(zone))
 }

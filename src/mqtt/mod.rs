@@ -6,4 +6,4 @@ pub mod pos;
 pub mod session;
 pub mod topics;
 
-pub use session::{Disconnect, MqttSession, MqttStatus};
+pub use session::{Disconnect, MqttSession};

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::outbound::Outbound;
 use super::topics::Topics;
 use crate::domain::{digest, now_ms, Movement, MovementKind};
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::movements::{apply, MovementRequest};
 use crate::services::Services;
 
@@ -32,15 +32,11 @@ struct Rejection {
     reason: String,
 }
 
-impl From<ApiError> for Rejection {
-    fn from(e: ApiError) -> Self {
-        let reason = match &e {
-            ApiError::Validation(invalid) => invalid.to_string(),
-            other => other.to_string(),
-        };
+impl From<Error> for Rejection {
+    fn from(e: Error) -> Self {
         Self {
             code: e.code(),
-            reason,
+            reason: e.to_string(),
         }
     }
 }
@@ -76,7 +72,7 @@ impl Intake {
                 reason: format!("the payload is larger than {limit} bytes"),
             });
         }
-        let mut request: MovementRequest = crate::http::parse_json(payload)?;
+        let mut request: MovementRequest = crate::wire::parse_json(payload).map_err(Error::from)?;
         match &request.outlet {
             Some(named) if named != outlet => {
                 return Err(invalid(format!(
@@ -87,7 +83,7 @@ impl Intake {
         }
         let movement = request
             .parse(&self.services.catalogue, &self.services.settings.movements)
-            .map_err(ApiError::from)?;
+            .map_err(Error::from)?;
         // The POS role's movements, as over HTTP: counts and adjustments are managers'.
         if matches!(
             movement.kind,
@@ -106,7 +102,7 @@ impl Intake {
 
     /// Decides one message's fate; returns only once it is durable, whatever it is.
     async fn handle(&self, publish: &Publish) {
-        let metrics = &self.services.metrics;
+        let metrics = &self.services.shared.metrics;
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let movement = match self.decide(&topic, &publish.payload) {
             Ok(m) => m,
@@ -122,7 +118,7 @@ impl Intake {
                         .inc();
                     return;
                 }
-                Err(ApiError::Unavailable(reason)) => {
+                Err(Error::Unavailable(reason)) => {
                     // Expected while the ledger is behind (thousands may wait at once): the
                     // ledger lag gauges say so; the count is here, the reason at debug.
                     debug!(event_id = %movement.event_id, %reason, "POS movement waits for the stores");
@@ -147,6 +143,7 @@ impl Intake {
         let mut delay = RETRY_DELAY_MIN;
         while let Err(e) = self
             .services
+            .shared
             .ledger
             .record_rejected(&id, record.clone())
             .await
@@ -169,7 +166,7 @@ impl Intake {
         let echoed = self
             .outbound
             .try_publish(self.topics.dlq(outlet), echo.to_string());
-        let metrics = &self.services.metrics;
+        let metrics = &self.services.shared.metrics;
         let kind = if echoed { "dlq" } else { "dlq_skipped" };
         metrics.mqtt_messages_out.with_label_values(&[kind]).inc();
         metrics

@@ -37,6 +37,7 @@ use super::pos::{self, Intake};
 use super::topics::Topics;
 use crate::domain::rfc3339_ms;
 use crate::feed::Feed;
+use crate::health::MqttStatus;
 use crate::services::Services;
 
 /// The largest packet we accept. The broker must not send us a larger one (MQTT 5 Maximum
@@ -48,22 +49,6 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// The refresher republishes a share of the retained values this often, so that every value
 /// is republished once per half its message expiry, evenly rather than all at once.
 const REFRESH_TICK: Duration = Duration::from_secs(1);
-
-/// Whether the session is connected and subscribed right now (for `/readyz`).
-#[derive(Default)]
-pub struct MqttStatus {
-    connected: AtomicBool,
-}
-
-impl MqttStatus {
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-
-    fn set(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Release);
-    }
-}
 
 /// Publishes `offline` and disconnects (graceful shutdown).
 #[derive(Message)]
@@ -81,7 +66,8 @@ pub struct MqttSession {
 }
 
 impl MqttSession {
-    pub fn new(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatus>) -> Self {
+    pub fn new(services: Arc<Services>, status: Arc<MqttStatus>) -> Self {
+        let feed = services.shared.feed.clone();
         Self {
             services,
             feed,
@@ -150,7 +136,7 @@ impl MqttSession {
             client,
             m.request_channel_capacity,
             window,
-            self.services.metrics.clone(),
+            self.services.shared.metrics.clone(),
         ));
         // Room for two connections' worth of POS messages keeps the driver from waiting here
         // in practice, and when it does wait, the intake frees a slot without its help.
@@ -262,7 +248,7 @@ async fn drive(driver: Driver) {
         pos_tx,
     } = driver;
     let m = &services.settings.mqtt;
-    let metrics = &services.metrics;
+    let metrics = &services.shared.metrics;
     let delay_min = Duration::from_millis(m.reconnect_delay_min_ms);
     let delay_max = Duration::from_millis(m.reconnect_delay_max_ms);
     let mut delay = delay_min;
@@ -340,7 +326,7 @@ async fn publish(
     feed: Arc<Feed>,
 ) {
     let m = &services.settings.mqtt;
-    let metrics = &services.metrics;
+    let metrics = &services.shared.metrics;
     let expiry = PublishProperties {
         message_expiry_interval: Some(m.stock_expiry_secs),
         ..Default::default()
@@ -368,7 +354,7 @@ async fn publish(
         }
         for order in batch.orders {
             let outlet = order.id.outlet();
-            let payload = crate::http::reservations::reservation_json(&order).to_string();
+            let payload = crate::wire::reservation_json(&order).to_string();
             if outbound
                 .publish(topics.orders(&outlet), false, payload, None)
                 .await
@@ -405,7 +391,7 @@ fn subscribe(outbound: Arc<Outbound>, topics: Topics) {
 fn reseed(services: &Services, feed: &Feed) {
     let mut seeded = 0;
     for outlet in services.catalogue.outlets.iter().map(|o| &o.id) {
-        for (sku, counters) in services.stock.outlet(outlet) {
+        for (sku, counters) in services.shared.stock.outlet(outlet) {
             feed.stock_changed(outlet, &sku, counters);
             seeded += 1;
         }
@@ -435,12 +421,15 @@ async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatu
             continue;
         }
         if outlet == 0 && offset == 0 {
-            let total: usize = outlets.iter().map(|o| services.stock.outlet(o).len()).sum();
+            let total: usize = outlets
+                .iter()
+                .map(|o| services.shared.stock.outlet(o).len())
+                .sum();
             per_tick = total.div_ceil(period_secs as usize).max(1);
         }
         let mut budget = per_tick;
         while budget > 0 && outlet < outlets.len() {
-            let rows = services.stock.outlet(&outlets[outlet]);
+            let rows = services.shared.stock.outlet(&outlets[outlet]);
             for (sku, counters) in rows.iter().skip(offset).take(budget) {
                 feed.stock_changed(&outlets[outlet], sku, *counters);
                 budget -= 1;

@@ -542,13 +542,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The settings' MongoDB database, opened by a client of the test's own.
+pub async fn database(settings: &Settings) -> mongodb::Database {
+    mongodb::Client::with_uri_str(settings.mongo.uri.expose())
+        .await
+        .unwrap()
+        .database(&settings.mongo.database)
+}
+
 /// Every document of a collection in the settings' MongoDB database.
 pub async fn documents(settings: &Settings, collection: &str) -> Vec<mongodb::bson::Document> {
     use futures_util::TryStreamExt;
-    Ledger::connect(&settings.mongo)
+    database(settings)
         .await
-        .unwrap()
-        .database()
         .collection::<mongodb::bson::Document>(collection)
         .find(mongodb::bson::doc! {})
         .await
