@@ -309,62 +309,44 @@ mod mqtt {
     use hdrhistogram::Histogram;
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::Event;
     use serde_json::{json, Value};
 
     use super::{stock_total, Args};
 
     type Seen = Arc<Mutex<HashMap<(String, String), Vec<(u64, Instant)>>>>;
 
-    async fn connect(args: &Args, name: &str, seen: Option<Seen>) -> anyhow::Result<AsyncClient> {
-        let mut options = MqttOptions::new(
-            format!("shelfsync-load-{name}-{}", std::process::id()),
-            &args.mqtt_host,
-            args.mqtt_port,
-        );
-        options.set_keep_alive(Duration::from_secs(10));
-        let (client, mut eventloop) = AsyncClient::new(options, 100_000);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let mut ready_tx = Some(ready_tx);
+    async fn connect(
+        args: &Args,
+        name: &str,
+        seen: Option<Seen>,
+    ) -> anyhow::Result<shelfsync_load::mqtt::Client> {
+        let id = format!("shelfsync-load-{name}-{}", std::process::id());
+        let options = shelfsync_load::mqtt::options(id, &args.mqtt_host, args.mqtt_port);
         let prefix = args.topic_prefix.clone();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let at = Instant::now();
-                        let (Some(seen), Ok(v)) =
-                            (&seen, serde_json::from_slice::<Value>(&p.payload))
-                        else {
-                            continue;
-                        };
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let mut parts = topic
-                            .strip_prefix(&prefix)
-                            .unwrap_or(&topic)
-                            .split('/')
-                            .skip(1);
-                        if let (Some(o), Some(s), Some(seq)) =
-                            (parts.next(), parts.next(), v["seq"].as_u64())
-                        {
-                            seen.lock()
-                                .expect("lock")
-                                .entry((o.to_owned(), s.to_owned()))
-                                .or_default()
-                                .push((seq, at));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
+        shelfsync_load::mqtt::connect(options, 100_000, move |event| {
+            let Event::Incoming(Packet::Publish(p)) = event else {
+                return;
+            };
+            let at = Instant::now();
+            let (Some(seen), Ok(v)) = (&seen, serde_json::from_slice::<Value>(&p.payload)) else {
+                return;
+            };
+            let topic = String::from_utf8_lossy(&p.topic).into_owned();
+            let mut parts = topic
+                .strip_prefix(&prefix)
+                .unwrap_or(&topic)
+                .split('/')
+                .skip(1);
+            if let (Some(o), Some(s), Some(seq)) = (parts.next(), parts.next(), v["seq"].as_u64()) {
+                seen.lock()
+                    .expect("lock")
+                    .entry((o.to_owned(), s.to_owned()))
+                    .or_default()
+                    .push((seq, at));
             }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
-        Ok(client)
+        })
+        .await
     }
 
     /// Publishes `n` receipts of one unit (QoS 1) and waits until all are applied.
@@ -486,13 +468,15 @@ mod sse {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use futures_util::StreamExt;
     use hdrhistogram::Histogram;
     use serde_json::{json, Value};
 
     use super::Args;
 
     type Arrivals = Arc<Mutex<HashMap<(String, u64), Instant>>>;
+
+    /// The longest stream line a client accepts (an outlet's snapshot fits).
+    const LINE_MAX: usize = 16 << 20;
 
     pub async fn latency_run(
         args: &Args,
@@ -519,34 +503,28 @@ mod sse {
             let seen: Arrivals = Arc::default();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
             let seen2 = seen.clone();
-            tokio::spawn(async move {
-                let mut ready_tx = Some(ready_tx);
-                let mut body = res.bytes_stream();
-                let mut buf = String::new();
-                while let Some(Ok(chunk)) = body.next().await {
-                    let at = Instant::now();
-                    buf.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = buf.find("\n\n") {
-                        let block: String = buf.drain(..end + 2).collect();
-                        if block.starts_with("event: snapshot") {
-                            if let Some(tx) = ready_tx.take() {
-                                let _ = tx.send(());
-                            }
-                        } else if let Some(data) = block.strip_prefix("event: stock\ndata: ") {
-                            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                                if let (Some(sku), Some(seq)) =
-                                    (v["sku"].as_str(), v["seq"].as_u64())
-                                {
-                                    seen2
-                                        .lock()
-                                        .expect("lock")
-                                        .insert((sku.to_owned(), seq), at);
-                                }
+            let mut ready_tx = Some(ready_tx);
+            tokio::spawn(shelfsync_load::sse::read(res, LINE_MAX, move |e, at| {
+                match e.event.as_str() {
+                    "snapshot" => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    "stock" => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                            if let (Some(sku), Some(seq)) = (v["sku"].as_str(), v["seq"].as_u64()) {
+                                seen2
+                                    .lock()
+                                    .expect("lock")
+                                    .insert((sku.to_owned(), seq), at);
                             }
                         }
                     }
+                    _ => {}
                 }
-            });
+                true
+            }));
             snapshots.push(ready_rx);
             arrivals.push(seen);
         }

@@ -469,12 +469,13 @@ impl OutletActor {
                 .hub
                 .publish(LiveEvent::Order(std::sync::Arc::new(res.clone())));
         }
+        self.check_invariants(op, outcome);
         if let Some(res) = outcome.reservation() {
             self.track(res);
         }
         match outcome {
             Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => {
-                self.seq = self.seq.max(*seq);
+                self.seq = *seq;
                 if matches!(
                     op,
                     Op::Release {
@@ -499,6 +500,49 @@ impl OutletActor {
     }
 
     /// Keeps the live-hold set and the expiry queue in step with a reservation's status.
+    /// What this actor, the outlet's single writer, keeps true of every change it commits
+    /// (ARCHITECTURE.md, Architecture invariants). A change that breaks one is a bug in the
+    /// scripts or a second writer: the service stops loudly rather than go on from it.
+    fn check_invariants(&self, op: &Op, outcome: &Outcome) {
+        let seq = match outcome {
+            Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => *seq,
+            _ => return,
+        };
+        // The seq never goes back (and each change has its own).
+        assert!(
+            seq > self.seq,
+            "outlet {}: a change at seq {seq} after seq {}",
+            self.outlet,
+            self.seq
+        );
+        // A hold never takes a SKU below zero available.
+        if let Op::Reserve { .. } = op {
+            for row in outcome.stock() {
+                assert!(
+                    row.counters().available() >= 0,
+                    "outlet {}: a hold left {} at {} available",
+                    self.outlet,
+                    row.sku,
+                    row.counters().available()
+                );
+            }
+        }
+        // A hold's units go back once: the change that ends a hold (confirm, cancel, expiry,
+        // re-route) finds it held here.
+        let ended = match outcome {
+            Outcome::Ok { res: Some(res), .. } | Outcome::Expired { res, .. } => Some(res),
+            _ => None,
+        };
+        if let Some(res) = ended.filter(|r| r.ended_seq == Some(seq)) {
+            assert!(
+                self.held.contains_key(&res.id) || self.quarantined.contains(&res.id),
+                "outlet {}: hold {} ended at seq {seq} but was not held",
+                self.outlet,
+                res.id
+            );
+        }
+    }
+
     fn track(&mut self, res: &ResRecord) {
         if res.status == ReservationStatus::Held && !self.quarantined.contains(&res.id) {
             self.held.insert(res.id.clone(), res.expires_at);

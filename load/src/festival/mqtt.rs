@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::Event;
 use rumqttc::Outgoing;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
@@ -35,17 +35,15 @@ struct State {
     acked: BTreeSet<String>,
 }
 
-/// An MQTT 5 client of the broker the run uses (`--mqtt-host`, `--mqtt-port`), with room
-/// for `requests` queued requests.
-pub fn client(args: &Args, id: &str, requests: usize) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(id, &args.mqtt_host, args.mqtt_port);
-    options.set_keep_alive(Duration::from_secs(10));
-    AsyncClient::new(options, requests)
+/// Options for an MQTT 5 client `id` of the broker the run uses (`--mqtt-host`,
+/// `--mqtt-port`).
+pub fn options(args: &Args, id: &str) -> rumqttc::v5::MqttOptions {
+    shelfsync_load::mqtt::options(id, &args.mqtt_host, args.mqtt_port)
 }
 
 #[derive(Clone)]
 pub struct Pos {
-    client: AsyncClient,
+    client: Arc<shelfsync_load::mqtt::Client>,
     state: Arc<Mutex<State>>,
     /// Serializes queueing so the FIFO matches the order of the client's requests.
     order: Arc<tokio::sync::Mutex<()>>,
@@ -63,58 +61,46 @@ impl Pos {
         world: &World,
         stats: Stats,
     ) -> anyhow::Result<Self> {
-        let (client, mut eventloop) = client(args, &format!("shelfsync-festival-{run}"), 100_000);
         let state: Arc<Mutex<State>> = Arc::default();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let mut ready_tx = Some(ready_tx);
         let st = state.clone();
         let acks = stats.clone();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        let mut s = st.lock().expect("pos state");
-                        // A packet id still in flight is a resend after a reconnect, not
-                        // the next queued publish.
-                        if s.inflight.contains_key(&pkid) {
-                            continue;
-                        }
-                        if let Some(sent) = s.queued.pop_front() {
-                            s.inflight.insert(pkid, sent);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        let mut s = st.lock().expect("pos state");
-                        if let Some(sent) = s.inflight.remove(&ack.pkid) {
-                            let ok = matches!(
-                                ack.reason,
-                                PubAckReason::Success | PubAckReason::NoMatchingSubscribers
-                            );
-                            let status = if ok {
-                                "puback".to_owned()
-                            } else {
-                                format!("puback {:?}", ack.reason)
-                            };
-                            acks.answer("pos_sale", sent.intended, status, ok);
-                            if ok {
-                                s.acked.insert(sent.event_id);
-                            }
-                            drop(sent.permit);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        let options = options(args, &format!("shelfsync-festival-{run}"));
+        let client = shelfsync_load::mqtt::connect(options, 100_000, move |event| match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let mut s = st.lock().expect("pos state");
+                // A packet id still in flight is a resend after a reconnect, not the next
+                // queued publish.
+                if s.inflight.contains_key(&pkid) {
+                    return;
+                }
+                if let Some(sent) = s.queued.pop_front() {
+                    s.inflight.insert(pkid, sent);
                 }
             }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let mut s = st.lock().expect("pos state");
+                if let Some(sent) = s.inflight.remove(&ack.pkid) {
+                    let ok = matches!(
+                        ack.reason,
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                    );
+                    let status = if ok {
+                        "puback".to_owned()
+                    } else {
+                        format!("puback {:?}", ack.reason)
+                    };
+                    acks.answer("pos_sale", sent.intended, status, ok);
+                    if ok {
+                        s.acked.insert(sent.event_id);
+                    }
+                    drop(sent.permit);
+                }
+            }
+            _ => {}
+        })
+        .await?;
         Ok(Self {
-            client,
+            client: Arc::new(client),
             state,
             order: Arc::default(),
             prefix: args.topic_prefix.clone(),

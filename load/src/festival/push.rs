@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
@@ -136,7 +135,7 @@ pub struct Push {
     pub mqtt_reconnects: Arc<AtomicU64>,
     pub clients: usize,
     tasks: JoinSet<()>,
-    mqtt_client: Option<AsyncClient>,
+    mqtt_client: Option<shelfsync_load::mqtt::Client>,
 }
 
 impl Push {
@@ -201,16 +200,8 @@ impl Push {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        p.mqtt_client = Some(
-            subscribe(
-                args,
-                run,
-                p.mqtt.clone(),
-                p.mqtt_reconnects.clone(),
-                &mut p.tasks,
-            )
-            .await?,
-        );
+        p.mqtt_client =
+            Some(subscribe(args, run, p.mqtt.clone(), p.mqtt_reconnects.clone()).await?);
         Ok(p)
     }
 
@@ -237,8 +228,8 @@ impl Push {
     }
 }
 
-/// One browsing customer: an SSE stream of one outlet, read line by line; reconnects after a
-/// drop (counted), as a browser's EventSource does.
+/// One browsing customer: an SSE stream of one outlet; reconnects after a drop (counted), as
+/// a browser's EventSource does.
 async fn browse(
     http: reqwest::Client,
     url: String,
@@ -265,58 +256,27 @@ async fn browse(
             Err(e) => format!("connect: {}", e.without_url()),
             Ok(res) if !res.status().is_success() => format!("status {}", res.status().as_u16()),
             Ok(res) => {
-                let mut body = res.bytes_stream();
-                let mut buf: Vec<u8> = Vec::new();
-                let mut event = String::new();
-                let mut error = "stream ended".to_owned();
-                while let Some(chunk) = body.next().await {
-                    let at_us = now_us();
-                    let chunk = match chunk {
-                        Ok(c) => c,
-                        Err(e) => {
-                            error = format!("read: {}", e.without_url());
-                            break;
+                streamed = true;
+                shelfsync_load::sse::read(res, LINE_MAX, |e, _| {
+                    match e.event.as_str() {
+                        "snapshot" if !counted => {
+                            counted = true;
+                            connected.fetch_add(1, Ordering::Relaxed);
                         }
-                    };
-                    // Only the new bytes are searched for line ends (a snapshot line can be
-                    // hundreds of KB over many chunks); complete lines are taken once.
-                    let scanned = buf.len();
-                    buf.extend_from_slice(&chunk);
-                    let Some(last) = buf[scanned..].iter().rposition(|b| *b == b'\n') else {
-                        if buf.len() > LINE_MAX {
-                            error = format!("a line past {LINE_MAX} bytes");
-                            break;
-                        }
-                        continue;
-                    };
-                    let complete: Vec<u8> = buf.drain(..=scanned + last).collect();
-                    // Without the final line end, so no empty line is made up after it.
-                    for line in complete[..complete.len() - 1].split(|b| *b == b'\n') {
-                        let line =
-                            String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
-                        if line.is_empty() {
-                            event.clear();
-                        } else if let Some(name) = line.strip_prefix("event: ") {
-                            event = name.to_owned();
-                            streamed = true;
-                            if !counted && event == "snapshot" {
-                                counted = true;
-                                connected.fetch_add(1, Ordering::Relaxed);
-                            }
-                        } else if let Some(data) = line.strip_prefix("data: ") {
-                            if event == "stock" {
-                                if let Ok(e) = serde_json::from_str::<StockEvent>(data) {
-                                    let outlet = outlets
-                                        .entry(e.outlet)
-                                        .or_insert_with_key(|k| Arc::from(k.as_str()))
-                                        .clone();
-                                    receipts.note(&outlet, e.seq, at_us);
-                                }
+                        "stock" => {
+                            if let Ok(stock) = serde_json::from_str::<StockEvent>(&e.data) {
+                                let outlet = outlets
+                                    .entry(stock.outlet)
+                                    .or_insert_with_key(|k| Arc::from(k.as_str()))
+                                    .clone();
+                                receipts.note(&outlet, stock.seq, now_us());
                             }
                         }
+                        _ => {}
                     }
-                }
-                error
+                    true
+                })
+                .await
             }
         };
         *errors.lock().expect("errors").entry(error).or_default() += 1;
@@ -330,10 +290,7 @@ async fn subscribe(
     run: &str,
     receipts: Arc<Receipts>,
     reconnects: Arc<AtomicU64>,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<AsyncClient> {
-    let (client, mut eventloop) =
-        crate::mqtt::client(args, &format!("shelfsync-festival-display-{run}"), 1000);
+) -> anyhow::Result<shelfsync_load::mqtt::Client> {
     let prefix = format!("{}stock/", args.topic_prefix);
     // No retained values on subscribing (MQTT 5 retain handling 2): they are from before the
     // run, and a chain's worth of them (13 x 6,400) would queue ahead of the live ones.
@@ -341,61 +298,62 @@ async fn subscribe(
     filter.retain_forward_rule = RetainForwardRule::Never;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
-    let resubscriber = client.clone();
-    let again = filter.clone();
-    tasks.spawn(async move {
-        let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
-        // The newest seq seen per topic (outlet and SKU).
-        let mut newest: HashMap<String, u64> = HashMap::new();
-        let mut connected_once = false;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if connected_once {
-                        reconnects.fetch_add(1, Ordering::Relaxed);
-                        let _ = resubscriber.try_subscribe_many([again.clone()]);
-                    }
-                    connected_once = true;
+    // The client's handle, for re-subscribing from the event loop once it is connected.
+    let resubscriber: Arc<Mutex<Option<AsyncClient>>> = Arc::default();
+    let again = (filter.clone(), resubscriber.clone());
+    let mut outlets: HashMap<String, Arc<str>> = HashMap::new();
+    // The newest seq seen per topic (outlet and SKU).
+    let mut newest: HashMap<String, u64> = HashMap::new();
+    let mut connected_once = false;
+    let options = crate::mqtt::options(args, &format!("shelfsync-festival-display-{run}"));
+    let client = shelfsync_load::mqtt::connect(options, 1000, move |event| match event {
+        Event::Incoming(Packet::ConnAck(_)) => {
+            if connected_once {
+                reconnects.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = again.1.lock().expect("resubscriber").as_ref() {
+                    let _ = c.try_subscribe_many([again.0.clone()]);
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let at_us = now_us();
-                    let topic = String::from_utf8_lossy(&p.topic);
-                    let Some(outlet) = topic
-                        .strip_prefix(&prefix)
-                        .and_then(|rest| rest.split('/').next())
-                    else {
-                        continue;
-                    };
-                    let Some(seq) = serde_json::from_slice::<Value>(&p.payload)
-                        .ok()
-                        .and_then(|v| v["seq"].as_u64())
-                    else {
-                        continue;
-                    };
-                    // A value not newer than the SKU's last is a republication (the
-                    // service's retained refresh), not a push: a display drops it (API.md),
-                    // and its latency would be counted from the SKU's last change.
-                    let newest = newest.entry(topic.to_string()).or_insert(0);
-                    if seq <= *newest {
-                        continue;
-                    }
-                    *newest = seq;
-                    let outlet = outlets
-                        .entry(outlet.to_owned())
-                        .or_insert_with_key(|k| Arc::from(k.as_str()))
-                        .clone();
-                    receipts.note(&outlet, seq, at_us);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+            connected_once = true;
+        }
+        Event::Incoming(Packet::SubAck(_)) => {
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(());
             }
         }
-    });
+        Event::Incoming(Packet::Publish(p)) => {
+            let at_us = now_us();
+            let topic = String::from_utf8_lossy(&p.topic);
+            let Some(outlet) = topic
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('/').next())
+            else {
+                return;
+            };
+            let Some(seq) = serde_json::from_slice::<Value>(&p.payload)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+            else {
+                return;
+            };
+            // A value not newer than the SKU's last is a republication (the service's
+            // retained refresh), not a push: a display drops it (API.md), and its latency
+            // would be counted from the SKU's last change.
+            let newest = newest.entry(topic.to_string()).or_insert(0);
+            if seq <= *newest {
+                return;
+            }
+            *newest = seq;
+            let outlet = outlets
+                .entry(outlet.to_owned())
+                .or_insert_with_key(|k| Arc::from(k.as_str()))
+                .clone();
+            receipts.note(&outlet, seq, at_us);
+        }
+        _ => {}
+    })
+    .await?;
+    *resubscriber.lock().expect("resubscriber") = Some(client.client.clone());
     client.subscribe_many([filter]).await?;
     tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
     Ok(client)

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -43,78 +43,14 @@ pub fn test_settings() -> Settings {
 
 /// Removes what the test left on the shared servers.
 pub async fn cleanup(settings: &Settings) {
-    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", settings.redis.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose())
-        .await
-        .unwrap();
-    let _ = client.database(&settings.mongo.database).drop().await;
-}
-
-/// A Mosquitto of the test's own on a free port with Mosquitto's own limits (20 messages in
-/// flight from each client, 1000 queued per client), killed when dropped.
-pub struct Broker {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    child: Child,
-}
-
-impl Broker {
-    // The child is killed and waited for in `Drop`, which the lint does not see.
-    #[allow(clippy::zombie_processes)]
-    pub async fn start_with_defaults() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("shelfsync-load-broker-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (make test installs it)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self { port, dir, child };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("mosquitto did not start on {port}");
+    if let Err(e) = shelfsync_load::scratch::cleanup(settings).await {
+        eprintln!("removing the test's keys and database failed: {e:#}");
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// A Mosquitto of the test's own (`Broker::start_with_defaults`: Mosquitto's own limits).
+#[allow(unused_imports)]
+pub use shelfsync_load::broker::Broker;
 
 /// What a festival run left: its exit status and output, its JSON report and its PNG.
 pub struct Run {

@@ -1,0 +1,184 @@
+//! A Server-Sent Events parser (the WHATWG `text/event-stream` format, as `/v1/stream`
+//! sends it): fed the body's chunks as they come, it gives each event once its blank line
+//! arrived. Lines are split on bytes and decoded whole, so a UTF-8 character split across
+//! two chunks is read as it was sent; a line longer than the parser's bound is refused
+//! instead of growing without end; only the new bytes of each chunk are searched for line
+//! ends (a snapshot line can be hundreds of KB over many chunks).
+
+use futures_util::StreamExt;
+
+/// One event: its `event:` name (`message` when it has none) and its `data:` lines, joined
+/// by `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event: String,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an event-stream line longer than {0} bytes")]
+pub struct LineTooLong(pub usize);
+
+#[derive(Debug)]
+pub struct Parser {
+    line_max: usize,
+    /// Bytes of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    event: String,
+    data: Option<String>,
+}
+
+impl Parser {
+    /// A parser that refuses lines longer than `line_max` bytes.
+    pub fn new(line_max: usize) -> Self {
+        Self {
+            line_max,
+            partial: Vec::new(),
+            event: String::new(),
+            data: None,
+        }
+    }
+
+    /// Reads one chunk; returns the events it completed, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, LineTooLong> {
+        let mut events = Vec::new();
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            if self.partial.len() + end > self.line_max {
+                return Err(LineTooLong(self.line_max));
+            }
+            self.partial.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let line = std::mem::take(&mut self.partial);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if let Some(event) = self.line(&String::from_utf8_lossy(line)) {
+                events.push(event);
+            }
+        }
+        if self.partial.len() + rest.len() > self.line_max {
+            return Err(LineTooLong(self.line_max));
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(events)
+    }
+
+    fn line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            let event = std::mem::take(&mut self.event);
+            let data = self.data.take()?;
+            let event = if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            };
+            return Some(Event { event, data });
+        }
+        if line.starts_with(':') {
+            return None; // a comment (keep-alive)
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event = value.to_owned(),
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            },
+            _ => {} // id, retry: not used here
+        }
+        None
+    }
+}
+
+/// Reads a streaming response's events until it ends, fails or `on_event` returns false;
+/// `on_event` gets each event with the time its last chunk arrived. The error says why the
+/// stream stopped (`stream ended` when it simply ended).
+pub async fn read(
+    response: reqwest::Response,
+    line_max: usize,
+    mut on_event: impl FnMut(Event, std::time::Instant) -> bool,
+) -> String {
+    let mut parser = Parser::new(line_max);
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let at = std::time::Instant::now();
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return format!("read: {}", e.without_url()),
+        };
+        match parser.push(&chunk) {
+            Ok(events) => {
+                for e in events {
+                    if !on_event(e, at) {
+                        return "closed by the reader".to_owned();
+                    }
+                }
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
+    "stream ended".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, data: &str) -> Event {
+        Event {
+            event: name.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn events_end_at_their_blank_line_whatever_the_chunks() {
+        let stream = b": keep-alive\n\nevent: stock\ndata: {\"seq\":1}\n\nevent: snapshot\r\ndata: a\r\ndata: b\r\n\r\n";
+        let whole = Parser::new(1024).push(stream).unwrap();
+        assert_eq!(
+            whole,
+            vec![event("stock", "{\"seq\":1}"), event("snapshot", "a\nb")]
+        );
+        for size in 1..stream.len() {
+            let mut p = Parser::new(1024);
+            let mut got = Vec::new();
+            for chunk in stream.chunks(size) {
+                got.extend(p.push(chunk).unwrap());
+            }
+            assert_eq!(got, whole, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn a_character_split_across_chunks_is_read_whole() {
+        let stream = "event: stock\ndata: {\"name\":\"काजू कतली\"}\n\n".as_bytes();
+        let split = stream.iter().position(|b| *b >= 0x80).unwrap() + 1;
+        let mut p = Parser::new(1024);
+        assert!(p.push(&stream[..split]).unwrap().is_empty());
+        let got = p.push(&stream[split..]).unwrap();
+        assert_eq!(got, vec![event("stock", "{\"name\":\"काजू कतली\"}")]);
+    }
+
+    #[test]
+    fn a_line_past_the_bound_is_refused_with_or_without_its_end() {
+        assert_eq!(
+            Parser::new(8).push(b"data: 0123456789\n"),
+            Err(LineTooLong(8))
+        );
+        let mut p = Parser::new(8);
+        assert!(p.push(b"data: 01").is_ok());
+        assert_eq!(p.push(b"23456789"), Err(LineTooLong(8)));
+    }
+
+    #[test]
+    fn a_comment_or_an_event_without_data_dispatches_nothing() {
+        let mut p = Parser::new(64);
+        assert!(p.push(b": ping\n\nevent: stock\n\n").unwrap().is_empty());
+        assert_eq!(p.push(b"data: x\n\n").unwrap(), vec![event("message", "x")]);
+    }
+}

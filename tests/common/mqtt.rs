@@ -1,0 +1,89 @@
+//! Brokers of a test's own and an MQTT 5 test client (on the shared harness of
+//! `shelfsync_load::mqtt`).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A Mosquitto of the test's own on a free port (for outages), killed when dropped.
+#[allow(unused_imports)]
+pub use shelfsync_load::broker::Broker as TestBroker;
+
+/// A message a test client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Value,
+    pub retain: bool,
+}
+
+/// An MQTT 5 test client: publishes QoS 1 and collects what it is subscribed to.
+pub struct MqttClient {
+    pub client: shelfsync_load::mqtt::Client,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    seen: Vec<Received>,
+}
+
+impl MqttClient {
+    pub async fn connect(port: u16) -> Self {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::Event;
+        let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
+        let options = shelfsync_load::mqtt::options(id, "127.0.0.1", port);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = shelfsync_load::mqtt::connect(options, 10_000, move |event| {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                });
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let _ = tx.send(Received {
+                    topic,
+                    payload,
+                    retain: p.retain,
+                });
+            }
+        })
+        .await
+        .expect("test client connects");
+        Self {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    pub async fn subscribe(&self, topic: &str) {
+        use rumqttc::v5::mqttbytes::QoS;
+        self.client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        use rumqttc::v5::mqttbytes::QoS;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a received message satisfies `pred`, up to `secs`.
+    pub async fn wait_for(
+        &mut self,
+        secs: u64,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(found) = self.seen.iter().find(|r| pred(r)) {
+                return Some(found.clone());
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => self.seen.push(r),
+                _ => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The live stream's client (on the shared parser of `shelfsync_load::sse`).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::TestApp;
+
+/// The longest line a test stream may send (a snapshot of the whole demo catalogue fits).
+const LINE_MAX: usize = 16 << 20;
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: Value,
+}
+
+/// A live SSE client collecting events in the background.
+pub struct SseClient {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Sse>,
+}
+
+impl SseClient {
+    /// Connects to `/v1/stream?{query}` with `key` and waits for the response head.
+    pub async fn connect(app: &TestApp, query: &str, key: &str) -> Result<Self, StatusCode> {
+        let res = app
+            .http
+            .get(format!("{}/v1/stream?{query}", app.url))
+            .bearer_auth(key)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .unwrap();
+        if res.status() != StatusCode::OK {
+            return Err(res.status());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(shelfsync_load::sse::read(res, LINE_MAX, move |e, _| {
+            let data = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+            tx.send(Sse {
+                event: e.event,
+                data,
+            })
+            .is_ok()
+        }));
+        Ok(Self { rx })
+    }
+
+    /// The next event, waiting at most `secs`.
+    pub async fn next(&mut self, secs: u64) -> Option<Sse> {
+        tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}

@@ -1,0 +1,73 @@
+//! Peeks into the real Redis and MongoDB, and the clean-up of what a test leaves there.
+
+use shelfsync::domain::OutletId;
+use shelfsync::ledger::{Ledger, Projection};
+use shelfsync::store::{RedisStore, Snapshot};
+use shelfsync::Settings;
+
+pub async fn redis_store(settings: &Settings) -> RedisStore {
+    RedisStore::connect(&settings.redis).await.unwrap()
+}
+
+/// The outlet's live state, read straight from Redis.
+pub async fn redis_snapshot(settings: &Settings, outlet: &str) -> Snapshot {
+    let store = redis_store(settings).await;
+    let outlet = OutletId::parse("outlet", outlet).unwrap();
+    store
+        .snapshot(&store.keys(&outlet))
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// The outlet as its MongoDB ledger explains it.
+pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection {
+    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let mut p = Projection::default();
+    ledger
+        .fold(
+            &OutletId::parse("outlet", outlet).unwrap(),
+            &mut p,
+            None,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    p
+}
+
+/// Deletes every Redis key under the settings' prefix (a Redis that restarted empty).
+pub async fn wipe_redis(settings: &Settings) {
+    shelfsync_load::scratch::wipe_redis(settings)
+        .await
+        .expect("wiping the test's Redis keys");
+}
+
+/// Removes what a test left on the shared servers.
+pub async fn cleanup(settings: &Settings) {
+    if let Err(e) = shelfsync_load::scratch::cleanup(settings).await {
+        eprintln!("removing the test's keys and database failed: {e:#}");
+    }
+}
+
+/// The settings' MongoDB database, opened by a client of the test's own.
+pub async fn database(settings: &Settings) -> mongodb::Database {
+    mongodb::Client::with_uri_str(settings.mongo.uri.expose())
+        .await
+        .unwrap()
+        .database(&settings.mongo.database)
+}
+
+/// Every document of a collection in the settings' MongoDB database.
+pub async fn documents(settings: &Settings, collection: &str) -> Vec<mongodb::bson::Document> {
+    use futures_util::TryStreamExt;
+    database(settings)
+        .await
+        .collection::<mongodb::bson::Document>(collection)
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
