@@ -217,7 +217,10 @@ impl Application {
                 ledger: shared.ledger.clone(),
                 mqtt: mqtt_status,
             },
-            auth: Auth::new(&services.settings.api_keys, &services.settings.rate_limits)?,
+            auth: web::Data::new(Auth::new(
+                &services.settings.api_keys,
+                &services.settings.rate_limits,
+            )?),
             whatsapp: crate::whatsapp::start(services.clone()),
         });
         let server = HttpServer::new(move || crate::http::app(state.clone()))

@@ -28,7 +28,7 @@ pub struct Shared {
     /// ledger, so that a rebuild never reads a ledger that a drain in flight is about to extend.
     pub ledger_gate: Arc<tokio::sync::Mutex<()>>,
     pub metrics: Arc<Metrics>,
-    /// Committed changes for the publishers (MQTT; later SSE and WebSocket).
+    /// Committed changes for the MQTT publisher.
     pub feed: Arc<crate::feed::Feed>,
     /// Committed changes for live stream clients (SSE, WebSocket).
     pub hub: Arc<crate::hub::Hub>,

@@ -8,7 +8,6 @@ use std::time::Instant;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
-use super::AppState;
 use crate::domain::{MovementKind, OutletId};
 use crate::settings::{ApiKeySettings, BucketSettings, RateLimitSettings, Role};
 
@@ -175,10 +174,10 @@ impl Caller {
     /// and WebSocket cannot set headers).
     pub fn from_request_or_key(
         req: &HttpRequest,
-        state: &AppState,
+        auth: &Auth,
         key: Option<&str>,
     ) -> Result<Self, ApiError> {
-        state.auth.caller(bearer(req).or(key))
+        auth.caller(bearer(req).or(key))
     }
 }
 
@@ -187,9 +186,9 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState is registered");
-        ready(state.auth.caller(bearer(req)))
+        let auth = req
+            .app_data::<web::Data<Auth>>()
+            .expect("Auth is registered");
+        ready(auth.caller(bearer(req)))
     }
 }

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Action, Caller};
+use super::context::AppState;
 use super::error::ApiError;
 use super::openapi::{Error, LedgerLag, LedgerPage};
-use super::AppState;
 use crate::domain::Invalid;
 
 const LIMIT_DEFAULT: i64 = 100;

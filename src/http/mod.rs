@@ -1,7 +1,9 @@
 //! The HTTP API of API.md: one file per resource. Handlers parse and authorize at the edge,
-//! talk to outlet actors by message, and never touch Redis or the ledger's internals.
+//! call the core (`checkout`, `movements`, `zones`, the WhatsApp inbox) and render its answer;
+//! they never message an outlet actor or touch Redis or MongoDB.
 
 pub mod auth;
+mod context;
 mod dashboard;
 pub mod error;
 mod ledger;
@@ -15,37 +17,16 @@ pub mod whatsapp;
 mod ws;
 mod zones;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Service;
-use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
+use actix_web::{web, HttpResponse};
 
 use crate::domain::Invalid;
-use crate::health::Health;
-use crate::services::Services;
-use auth::Auth;
 use error::ApiError;
 use openapi::SecuritySchemes;
 
-/// What every handler can reach: the shared services, plus what only HTTP needs.
-pub struct AppState {
-    pub services: Arc<Services>,
-    pub health: Health,
-    pub auth: Auth,
-    /// Where the webhook hands WhatsApp messages (kept, then queued for the worker).
-    pub whatsapp: crate::whatsapp::Inbox,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.services
-    }
-}
+pub use context::AppState;
 
 /// The route table: one line per route, expanded into the actix registration ([`routes`]),
 /// the list of routes ([`ROUTES`]) and the OpenAPI document ([`ApiDoc`], served at
@@ -125,8 +106,10 @@ pub fn app(
     >,
 > {
     let metrics = state.shared.metrics.clone();
+    let auth = state.auth.clone();
     actix_web::App::new()
         .app_data(state)
+        .app_data(auth)
         .app_data(
             web::QueryConfig::default()
                 .error_handler(|e, _| ApiError::from(Invalid::new("query", e.to_string())).into()),
@@ -154,45 +137,4 @@ pub fn app(
                 Ok(res)
             }
         })
-}
-
-/// Reads a JSON body of at most `http.body_limit_bytes` and parses it, naming the field
-/// that is wrong when it does not fit `T`.
-pub(crate) async fn json_body<T: DeserializeOwned>(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<T, ApiError> {
-    parse_json(&read_body(req, payload, state).await?)
-}
-
-/// The raw body, refused past `http.body_limit_bytes` (declared or streamed).
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    state: &AppState,
-) -> Result<web::BytesMut, ApiError> {
-    let limit = state.settings.http.body_limit_bytes;
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::from(Invalid::new("body", e.to_string())))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A JSON body as `T`, or a 422 naming the field.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    Ok(crate::wire::parse_json(body)?)
 }

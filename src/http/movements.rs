@@ -3,8 +3,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::{Action, Caller};
+use super::context::{json_body, AppState};
 use super::error::ApiError;
-use super::{json_body, AppState};
 use crate::movements::{apply, MovementRequest};
 
 /// Records a movement at an outlet (API.md, Movements); answered once durable in the ledger.

@@ -4,9 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::auth::{Action, Caller};
+use super::context::AppState;
 use super::error::ApiError;
 use super::openapi::{Error, Health, Readiness};
-use super::AppState;
 
 /// Liveness: 200 while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations",

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Action, Caller};
+use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::stock::{parse_lines, RawLine};
-use super::{json_body, AppState};
 use crate::checkout::{self, Hold, Placed, Target, REROUTE_KEY_PREFIX, WHATSAPP_KEY_PREFIX};
 use crate::domain::{Channel, EventId, IdempotencyKey, Invalid, ReservationId, ReservationStatus};
 use crate::wire::reservation_json;

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Action, Caller};
+use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::openapi::{Availability, Error, OutletInfo, SkuStock, StockRow};
-use super::{json_body, AppState};
 use crate::domain::{Invalid, Line, OutletId, Qty};
 use crate::stock_view::counters_json;
 

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::auth::{Action, Caller};
+use super::context::AppState;
 use super::error::ApiError;
-use super::AppState;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership};
 use crate::stock_view::counters_json;
@@ -53,7 +53,7 @@ pub async fn stream(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let caller = Caller::from_request_or_key(&req, &state, q.key.as_deref())?;
+    let caller = Caller::from_request_or_key(&req, &state.auth, q.key.as_deref())?;
     caller.require(Action::ReadStock, None)?;
     // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?

@@ -11,8 +11,8 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::context::{read_body, AppState};
 use super::error::ApiError;
-use super::{read_body, AppState};
 
 const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 

@@ -17,8 +17,8 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{Action, Caller};
+use super::context::AppState;
 use super::error::ApiError;
-use super::AppState;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership};
 use crate::stock_view::counters_json;
@@ -75,7 +75,7 @@ pub async fn ws(
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let q = query.into_inner();
-    let caller = Caller::from_request_or_key(&req, &state, q.key.as_deref())?;
+    let caller = Caller::from_request_or_key(&req, &state.auth, q.key.as_deref())?;
     caller.require(Action::ReadStock, None)?;
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())
         .map_err(ApiError::from)?;
@@ -252,7 +252,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             ws::Message::Pong(_) => self.heartbeat = Instant::now(),
             ws::Message::Text(text) => {
                 self.heartbeat = Instant::now();
-                let parsed = match super::parse_json::<ClientMessage>(text.as_bytes()) {
+                let parsed = match super::context::parse_json::<ClientMessage>(text.as_bytes()) {
                     Ok(m) => m,
                     Err(e) => return Self::error(ctx, &e.to_string()),
                 };

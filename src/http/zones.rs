@@ -4,9 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::auth::{Action, Caller};
+use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::openapi::{Error, Zone as ZoneDoc};
-use super::{json_body, AppState};
 use crate::domain::{Invalid, OutletId};
 use crate::zones::{Pin, ZoneError, ZoneOutlet, COST_MAX};
 

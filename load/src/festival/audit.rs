@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::{get_json, Args, World};
+use crate::args::Args;
+use crate::world::{get_json, World};
 
 /// The figures the audit reads from `/metrics`.
 #[derive(Clone)]

@@ -18,7 +18,9 @@ use rumqttc::Outgoing;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{mix, Args, Stats, World};
+use crate::args::Args;
+use crate::stats::Stats;
+use crate::world::{mix, World};
 
 struct Sent {
     event_id: String,

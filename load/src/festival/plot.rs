@@ -277,7 +277,7 @@ fn draw_latency(
         // Seconds without a sample (e.g. the wait for expiries) break the line rather than
         // being bridged by it.
         // (A bucket is `--bucket-secs` wide: the gap is counted in buckets.)
-        let gap = GAP_SECS * crate::Timeline::width();
+        let gap = GAP_SECS * crate::stats::Timeline::width();
         let runs: Vec<&[(f64, f64, f64)]> = points.chunk_by(|a, b| b.0 - a.0 <= gap).collect();
         for (r, run) in runs.iter().enumerate() {
             chart.draw_series(DashedLineSeries::new(

@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::{Args, World};
+use crate::args::Args;
+use crate::world::World;
 
 /// The longest SSE line a browser takes (a whole outlet's snapshot is well under 1 MB);
 /// past it the stream is dropped and reconnected, so a stream without line ends cannot grow
@@ -91,9 +92,9 @@ impl Receipts {
         &self,
         commits: &HashMap<(String, u64), i64>,
         start_ms: i64,
-    ) -> (Histogram<u64>, crate::Timeline, u64) {
+    ) -> (Histogram<u64>, crate::stats::Timeline, u64) {
         let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-        let mut by_sec = crate::Timeline::default();
+        let mut by_sec = crate::stats::Timeline::default();
         let mut matched = 0;
         for (outlet, seq, at_us) in self.kept.lock().expect("receipts").iter() {
             let Some(&commit_ms) = commits.get(&(outlet.to_string(), *seq)) else {
