@@ -450,6 +450,7 @@ impl OutletActor {
 
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome) -> bool {
+        self.check_invariants(op, outcome);
         for row in outcome.stock() {
             let after = row.counters();
             self.shared.stock.record(&self.outlet, &row.sku, after);
@@ -469,7 +470,6 @@ impl OutletActor {
                 .hub
                 .publish(LiveEvent::Order(std::sync::Arc::new(res.clone())));
         }
-        self.check_invariants(op, outcome);
         if let Some(res) = outcome.reservation() {
             self.track(res);
         }
@@ -499,50 +499,20 @@ impl OutletActor {
         }
     }
 
-    /// Keeps the live-hold set and the expiry queue in step with a reservation's status.
     /// What this actor, the outlet's single writer, keeps true of every change it commits
-    /// (ARCHITECTURE.md, Architecture invariants). A change that breaks one is a bug in the
-    /// scripts or a second writer: the service stops loudly rather than go on from it.
+    /// (ARCHITECTURE.md, Architecture invariants), checked before the change reaches the
+    /// stock view, the feed or the hub. A change that breaks one is a bug in the scripts or a
+    /// second writer: the process stops (`invariant`) rather than go on from it.
     fn check_invariants(&self, op: &Op, outcome: &Outcome) {
-        let seq = match outcome {
-            Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => *seq,
-            _ => return,
-        };
-        // The seq never goes back (and each change has its own).
-        assert!(
-            seq > self.seq,
-            "outlet {}: a change at seq {seq} after seq {}",
-            self.outlet,
-            self.seq
-        );
-        // A hold never takes a SKU below zero available.
-        if let Op::Reserve { .. } = op {
-            for row in outcome.stock() {
-                assert!(
-                    row.counters().available() >= 0,
-                    "outlet {}: a hold left {} at {} available",
-                    self.outlet,
-                    row.sku,
-                    row.counters().available()
-                );
-            }
-        }
-        // A hold's units go back once: the change that ends a hold (confirm, cancel, expiry,
-        // re-route) finds it held here.
-        let ended = match outcome {
-            Outcome::Ok { res: Some(res), .. } | Outcome::Expired { res, .. } => Some(res),
-            _ => None,
-        };
-        if let Some(res) = ended.filter(|r| r.ended_seq == Some(seq)) {
-            assert!(
-                self.held.contains_key(&res.id) || self.quarantined.contains(&res.id),
-                "outlet {}: hold {} ended at seq {seq} but was not held",
-                self.outlet,
-                res.id
-            );
-        }
+        let was_held =
+            |id: &ReservationId| self.held.contains_key(id) || self.quarantined.contains(id);
+        let broken = broken_invariant(self.seq, was_held, op, outcome);
+        invariant(broken.is_none(), || {
+            format!("outlet {}: {}", self.outlet, broken.unwrap_or_default())
+        });
     }
 
+    /// Keeps the live-hold set and the expiry queue in step with a reservation's status.
     fn track(&mut self, res: &ResRecord) {
         if res.status == ReservationStatus::Held && !self.quarantined.contains(&res.id) {
             self.held.insert(res.id.clone(), res.expires_at);
@@ -881,5 +851,218 @@ impl Handler<Stop> for OutletActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// The invariant a committed change breaks, if any, given the outlet's seq before it and
+/// whether a reservation was live (held or quarantined) at the outlet:
+/// - the seq never goes back (and each change has its own);
+/// - a hold never takes a SKU below zero available;
+/// - a hold's units go back once: the change that ends a hold (confirm, cancel, expiry,
+///   re-route) finds it live here.
+fn broken_invariant(
+    last_seq: u64,
+    was_held: impl Fn(&ReservationId) -> bool,
+    op: &Op,
+    outcome: &Outcome,
+) -> Option<String> {
+    let seq = match outcome {
+        Outcome::Ok { seq, .. } | Outcome::Expired { seq: Some(seq), .. } => *seq,
+        _ => return None,
+    };
+    if seq <= last_seq {
+        return Some(format!("a change at seq {seq} after seq {last_seq}"));
+    }
+    if let Op::Reserve { .. } = op {
+        if let Some(row) = outcome
+            .stock()
+            .iter()
+            .find(|r| r.counters().available() < 0)
+        {
+            return Some(format!(
+                "a hold left {} at {} available",
+                row.sku,
+                row.counters().available()
+            ));
+        }
+    }
+    let ended = match outcome {
+        Outcome::Ok { res: Some(res), .. } | Outcome::Expired { res, .. } => Some(res),
+        _ => None,
+    };
+    match ended.filter(|r| r.ended_seq == Some(seq)) {
+        Some(res) if !was_held(&res.id) => Some(format!(
+            "hold {} ended at seq {seq} but was not held",
+            res.id
+        )),
+        _ => None,
+    }
+}
+
+/// Stops the process when `holds` is false. A panic would end only the actor's task (actix
+/// runs it as one), leaving an outlet that answers 503 while `/readyz` stays green; an
+/// outlet's state that broke an invariant must not be served or built on. The supervisor
+/// (systemd, the container runtime) restarts the service, which loads the outlet again.
+fn invariant(holds: bool, what: impl FnOnce() -> String) {
+    if !holds {
+        let what = what();
+        error!(invariant = %what, "an outlet invariant is broken; stopping the process");
+        eprintln!("shelfsync: an outlet invariant is broken: {what}");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Qty;
+    use crate::store::{ReleaseReason, StockRow};
+
+    fn outlet() -> OutletId {
+        OutletId::parse("outlet", "indore-vijay-nagar").unwrap()
+    }
+
+    fn sku() -> Sku {
+        Sku::parse("sku", "kaju-katli-1kg").unwrap()
+    }
+
+    fn hold(id: &ReservationId, status: ReservationStatus, ended_seq: Option<u64>) -> ResRecord {
+        ResRecord {
+            id: id.clone(),
+            status,
+            lines: vec![Line {
+                sku: sku(),
+                qty: Qty::parse("qty", 2, 100).unwrap(),
+            }],
+            expires_at: 1_000,
+            channel: Channel::Web,
+            customer_ref: None,
+            idem: IdempotencyKey::parse("idem", "k1").unwrap(),
+            hash: "h".into(),
+            created_at: 0,
+            held_seq: 5,
+            payment_ref: None,
+            ended_seq,
+            ended_at: ended_seq.map(|_| 900),
+            pin: None,
+            rerouted_to: None,
+        }
+    }
+
+    fn reserve(id: &ReservationId) -> Op {
+        Op::Reserve {
+            id: id.clone(),
+            idem: IdempotencyKey::parse("idem", "k1").unwrap(),
+            hash: "h".into(),
+            lines: Vec::new(),
+            expires_at: 1_000,
+            channel: Channel::Web,
+            customer_ref: None,
+            pin: None,
+        }
+    }
+
+    fn cancel(id: &ReservationId) -> Op {
+        Op::Release {
+            id: id.clone(),
+            reason: ReleaseReason::Cancelled,
+            rerouted_to: None,
+        }
+    }
+
+    fn ok(seq: u64, res: ResRecord, available: i64) -> Outcome {
+        Outcome::Ok {
+            seq,
+            res: Some(res),
+            result: None,
+            stock: vec![StockRow {
+                sku: sku(),
+                on_hand: 10,
+                reserved: 10 - available,
+                seq,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_hold_and_its_cancel_keep_every_invariant() {
+        let id = ReservationId::new(&outlet());
+        let held = ok(6, hold(&id, ReservationStatus::Held, None), 8);
+        assert_eq!(broken_invariant(5, |_| false, &reserve(&id), &held), None);
+        let cancelled = ok(7, hold(&id, ReservationStatus::Cancelled, Some(7)), 10);
+        assert_eq!(
+            broken_invariant(6, |_| true, &cancel(&id), &cancelled),
+            None
+        );
+        // A replay or a no-op changed nothing: nothing to check.
+        let noop = Outcome::Noop {
+            res: hold(&id, ReservationStatus::Cancelled, Some(7)),
+        };
+        assert_eq!(broken_invariant(7, |_| false, &cancel(&id), &noop), None);
+    }
+
+    #[test]
+    fn a_seq_that_does_not_move_forward_is_caught() {
+        let id = ReservationId::new(&outlet());
+        for seq in [4, 5] {
+            let held = ok(seq, hold(&id, ReservationStatus::Held, None), 8);
+            let broken = broken_invariant(5, |_| false, &reserve(&id), &held);
+            assert!(
+                broken.is_some_and(|b| b.contains("after seq 5")),
+                "seq {seq}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hold_that_leaves_a_sku_below_zero_is_caught() {
+        let id = ReservationId::new(&outlet());
+        let held = ok(6, hold(&id, ReservationStatus::Held, None), -1);
+        let broken = broken_invariant(5, |_| false, &reserve(&id), &held);
+        assert!(broken.is_some_and(|b| b.contains("at -1 available")));
+        // A counter sale may (it is a fact, and the shortfall is reported).
+        let sale = Op::Movement {
+            key: "e1".into(),
+            hash: "h".into(),
+            kind: crate::domain::LedgerKind::SaleCounter,
+            sku: sku(),
+            qty: 11,
+            event_id: "e1".into(),
+            event_at: 0,
+            note: None,
+            counterpart: None,
+        };
+        let sold = Outcome::Ok {
+            seq: 6,
+            res: None,
+            result: None,
+            stock: vec![StockRow {
+                sku: sku(),
+                on_hand: -1,
+                reserved: 0,
+                seq: 6,
+            }],
+        };
+        assert_eq!(broken_invariant(5, |_| false, &sale, &sold), None);
+    }
+
+    #[test]
+    fn a_hold_ended_twice_is_caught() {
+        let id = ReservationId::new(&outlet());
+        let cancelled = ok(7, hold(&id, ReservationStatus::Cancelled, Some(7)), 10);
+        let broken = broken_invariant(6, |_| false, &cancel(&id), &cancelled);
+        assert!(broken.is_some_and(|b| b.contains("was not held")));
+        // Released at expiry by a late confirm (410): the same rule.
+        let expired = Outcome::Expired {
+            res: hold(&id, ReservationStatus::Expired, Some(7)),
+            seq: Some(7),
+            stock: Vec::new(),
+        };
+        let confirm = Op::Confirm {
+            id: id.clone(),
+            payment_ref: "pay_1".into(),
+        };
+        assert!(broken_invariant(6, |_| false, &confirm, &expired).is_some());
+        assert_eq!(broken_invariant(6, |_| true, &confirm, &expired), None);
     }
 }
