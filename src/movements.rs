@@ -4,12 +4,11 @@
 use actix::Addr;
 use chrono::Datelike;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::actors::outlet::{ApplyMovement, Committed};
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
-use crate::checkout::reroute::relieve;
+use crate::checkout::reroute::{relieve, Relief};
 use crate::domain::{
     EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId, TRANSFER_IN_PREFIX,
 };
@@ -180,10 +179,18 @@ async fn apply_half(
     Ok((result, fresh))
 }
 
+/// What a movement did: its result at the outlet, what the re-routing pass it set off did (a
+/// fresh movement that left holds short), and a transfer's receiving half.
+pub struct Applied {
+    pub result: MovementResult,
+    pub relief: Option<Relief>,
+    pub to: Option<(OutletId, MovementResult)>,
+}
+
 /// Applies a validated movement; a transfer applies its `transfer_out` and then its
 /// `transfer_in`, each idempotent, so a retry with the same `event_id` completes a transfer
 /// that was cut between its halves.
-pub async fn apply(services: &Services, m: &Movement) -> Result<serde_json::Value, Error> {
+pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> {
     let hash = m.body_hash();
     let retain = services.settings.movements.retain_secs;
     services
@@ -209,20 +216,21 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<serde_json::Valu
     // The sweep leaves the outlet to this movement's own pass, so the answer lists the moves.
     let in_flight = services.reroute.movement_in_flight(&m.outlet);
     let (result, fresh) = apply_half(services, source, &m.outlet, msg).await?;
-    let mut body = serde_json::to_value(&result).expect("serializes");
     // A replay answers as the first time did; what it left short the sweep looks after.
-    if result.shortfall.is_some() && fresh {
-        let relief = relieve(services, &m.outlet).await;
-        body["rerouted"] = json!(relief.rerouted);
-        body["at_risk"] = json!(relief.at_risk);
-    }
+    let relief = if result.shortfall.is_some() && fresh {
+        Some(relieve(services, &m.outlet).await)
+    } else {
+        None
+    };
     drop(in_flight);
-    if let Some(to) = &m.to_outlet {
-        let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
-        let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
-        let (incoming, _) = apply_half(services, services.outlet(to)?, to, msg).await?;
-        body["to"] = json!({"outlet": to, "seq": incoming.seq, "on_hand": incoming.on_hand,
-            "reserved": incoming.reserved, "available": incoming.available});
-    }
-    Ok(body)
+    let to = match &m.to_outlet {
+        Some(to) => {
+            let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
+            let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
+            let (incoming, _) = apply_half(services, services.outlet(to)?, to, msg).await?;
+            Some((to.clone(), incoming))
+        }
+        None => None,
+    };
+    Ok(Applied { result, relief, to })
 }

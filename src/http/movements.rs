@@ -1,11 +1,12 @@
 //! `POST /v1/movements`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
 
 use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
 use super::error::ApiError;
-use crate::movements::{apply, MovementRequest};
+use crate::movements::{apply, Applied, MovementRequest};
 
 /// Records a movement at an outlet (API.md, Movements); answered once durable in the ledger.
 /// A repeat with the same `event_id` and body returns the first answer.
@@ -31,6 +32,21 @@ pub async fn create(
     let body: MovementRequest = json_body(&req, payload, &state).await?;
     let movement = body.parse(&state.catalogue, &state.settings.movements)?;
     caller.require(Action::Move(movement.kind), Some(&movement.outlet))?;
-    let answer = apply(&state, &movement).await?;
-    Ok(HttpResponse::Created().json(answer))
+    let applied = apply(&state, &movement).await?;
+    Ok(HttpResponse::Created().json(applied_json(&applied)))
+}
+
+/// The `201` body: the outlet's counters after the movement, what it re-routed or left at
+/// risk, and a transfer's receiving outlet.
+fn applied_json(a: &Applied) -> Value {
+    let mut body = serde_json::to_value(&a.result).expect("serializes");
+    if let Some(relief) = &a.relief {
+        body["rerouted"] = json!(relief.rerouted);
+        body["at_risk"] = json!(relief.at_risk);
+    }
+    if let Some((to, r)) = &a.to {
+        body["to"] = json!({"outlet": to, "seq": r.seq, "on_hand": r.on_hand,
+            "reserved": r.reserved, "available": r.available});
+    }
+    body
 }
