@@ -39,7 +39,15 @@ impl StockView {
         self.get(outlet, sku).unwrap_or_default().available().max(0)
     }
 
-    /// Whether `outlet` can fill every line right now, and what it has of each.
+    /// Whether `outlet` can fill every line right now.
+    pub fn can_fill(&self, outlet: &OutletId, lines: &[Line]) -> bool {
+        lines
+            .iter()
+            .all(|l| self.available(outlet, &l.sku) >= l.qty.get())
+    }
+
+    /// Whether `outlet` can fill every line right now, and what it has of each (one read of
+    /// each line, so the two agree).
     pub fn cover(&self, outlet: &OutletId, lines: &[Line]) -> (bool, Vec<LineStock>) {
         let per_line: Vec<LineStock> = lines
             .iter()

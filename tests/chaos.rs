@@ -23,7 +23,7 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::json;
 use shelfsync::domain::{LedgerKind, OutletId};
-use shelfsync::ledger::{Ledger, LedgerEntry, Projection};
+use shelfsync::ledger::{LedgerEntry, Projection};
 use shelfsync::settings::Secret;
 
 const OUTLETS: [&str; 2] = [OUTLET, OTHER_OUTLET];
@@ -309,7 +309,7 @@ async fn restock(url: String, tally: Shared, stop: Arc<AtomicBool>) {
 }
 
 async fn ledger_entries(settings: &shelfsync::Settings, outlet: &str) -> Vec<LedgerEntry> {
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let ledger = ledger(settings).await;
     let mut p = Projection::default();
     let outlet = OutletId::parse("o", outlet).unwrap();
     let mut entries = Vec::new();

@@ -7,7 +7,6 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shelfsync::domain::{LedgerKind, OutletId};
-use shelfsync::ledger::Ledger;
 
 fn sale(event_id: &str, qty: i64) -> String {
     json!({"event_id": event_id, "sku": SKU, "kind": "sale_counter", "qty": qty, "at": "2026-11-21T09:42:00Z"}).to_string()
@@ -19,7 +18,7 @@ fn pos_topic(app: &TestApp, outlet: &str) -> String {
 
 /// Ledger documents of `kind` for the outlet, counted from the projection's source.
 async fn ledger_kinds(settings: &shelfsync::Settings, outlet: &str, kind: LedgerKind) -> usize {
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let ledger = ledger(settings).await;
     let entries = ledger
         .page(&OutletId::parse("o", outlet).unwrap(), None, 0, 1000)
         .await

@@ -217,7 +217,7 @@ async fn rebuild_from_a_checkpoint_equals_folding_the_whole_ledger() {
     app.set_stock(OUTLET, SKU2, 12).await;
     let settings = app.stop().await;
 
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let ledger = ledger(&settings).await;
     let outlet = OutletId::parse("o", OUTLET).unwrap();
     let from_cp =
         shelfsync::rebuild::load_projection(&ledger, &outlet, true, None, Pace::FULL, |_| {})

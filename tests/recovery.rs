@@ -255,9 +255,7 @@ async fn redis_wiped_while_running_is_rebuilt_before_the_next_write() {
 #[actix_web::test]
 async fn a_duplicate_ledger_insert_is_accepted_only_when_it_is_the_same_document() {
     let settings = test_settings();
-    let ledger = shelfsync::ledger::Ledger::connect(&settings.mongo)
-        .await
-        .unwrap();
+    let ledger = ledger(&settings).await;
     ledger.ensure_indexes().await.unwrap();
     let doc = |seq: i64, qty: i64| {
         let json = format!(
@@ -295,9 +293,7 @@ async fn a_duplicate_ledger_insert_is_accepted_only_when_it_is_the_same_document
 #[actix_web::test]
 async fn starting_drops_the_unused_ledger_index_and_keeps_the_others() {
     let settings = test_settings();
-    let ledger = shelfsync::ledger::Ledger::connect(&settings.mongo)
-        .await
-        .unwrap();
+    let ledger = ledger(&settings).await;
     let entries = database(&settings)
         .await
         .collection::<mongodb::bson::Document>("ledger");

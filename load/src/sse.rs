@@ -1,8 +1,8 @@
 //! A Server-Sent Events parser (the WHATWG `text/event-stream` format, as `/v1/stream`
 //! sends it): fed the body's chunks as they come, it gives each event once its blank line
 //! arrived. Lines are split on bytes and decoded whole, so a UTF-8 character split across
-//! two chunks is read as it was sent; a line longer than the parser's bound is refused
-//! instead of growing without end; only the new bytes of each chunk are searched for line
+//! two chunks is read as it was sent; a line, or an event's data over many lines, longer than
+//! the parser's bound is refused instead of growing without end; only the new bytes of each chunk are searched for line
 //! ends (a snapshot line can be hundreds of KB over many chunks).
 
 use futures_util::StreamExt;
@@ -16,8 +16,8 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an event-stream line longer than {0} bytes")]
-pub struct LineTooLong(pub usize);
+#[error("an event-stream line or event longer than {0} bytes")]
+pub struct TooLong(pub usize);
 
 #[derive(Debug)]
 pub struct Parser {
@@ -29,7 +29,7 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// A parser that refuses lines longer than `line_max` bytes.
+    /// A parser that refuses a line, or an event's data, longer than `line_max` bytes.
     pub fn new(line_max: usize) -> Self {
         Self {
             line_max,
@@ -40,41 +40,43 @@ impl Parser {
     }
 
     /// Reads one chunk; returns the events it completed, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, LineTooLong> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, TooLong> {
         let mut events = Vec::new();
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
             if self.partial.len() + end > self.line_max {
-                return Err(LineTooLong(self.line_max));
+                return Err(TooLong(self.line_max));
             }
             self.partial.extend_from_slice(&rest[..end]);
             rest = &rest[end + 1..];
             let line = std::mem::take(&mut self.partial);
             let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if let Some(event) = self.line(&String::from_utf8_lossy(line)) {
+            if let Some(event) = self.line(&String::from_utf8_lossy(line))? {
                 events.push(event);
             }
         }
         if self.partial.len() + rest.len() > self.line_max {
-            return Err(LineTooLong(self.line_max));
+            return Err(TooLong(self.line_max));
         }
         self.partial.extend_from_slice(rest);
         Ok(events)
     }
 
-    fn line(&mut self, line: &str) -> Option<Event> {
+    fn line(&mut self, line: &str) -> Result<Option<Event>, TooLong> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
-            let data = self.data.take()?;
+            let Some(data) = self.data.take() else {
+                return Ok(None);
+            };
             let event = if event.is_empty() {
                 "message".to_owned()
             } else {
                 event
             };
-            return Some(Event { event, data });
+            return Ok(Some(Event { event, data }));
         }
         if line.starts_with(':') {
-            return None; // a comment (keep-alive)
+            return Ok(None); // a comment (keep-alive)
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
@@ -83,6 +85,9 @@ impl Parser {
         match field {
             "event" => self.event = value.to_owned(),
             "data" => match &mut self.data {
+                Some(d) if d.len() + 1 + value.len() > self.line_max => {
+                    return Err(TooLong(self.line_max))
+                }
                 Some(d) => {
                     d.push('\n');
                     d.push_str(value);
@@ -91,7 +96,7 @@ impl Parser {
             },
             _ => {} // id, retry: not used here
         }
-        None
+        Ok(None)
     }
 }
 
@@ -166,13 +171,17 @@ mod tests {
 
     #[test]
     fn a_line_past_the_bound_is_refused_with_or_without_its_end() {
-        assert_eq!(
-            Parser::new(8).push(b"data: 0123456789\n"),
-            Err(LineTooLong(8))
-        );
+        assert_eq!(Parser::new(8).push(b"data: 0123456789\n"), Err(TooLong(8)));
         let mut p = Parser::new(8);
         assert!(p.push(b"data: 01").is_ok());
-        assert_eq!(p.push(b"23456789"), Err(LineTooLong(8)));
+        assert_eq!(p.push(b"23456789"), Err(TooLong(8)));
+    }
+
+    #[test]
+    fn an_event_whose_data_lines_pass_the_bound_together_is_refused() {
+        let mut p = Parser::new(16);
+        assert!(p.push(b"data: 0123456789\n").unwrap().is_empty());
+        assert_eq!(p.push(b"data: 0123456789\n"), Err(TooLong(16)));
     }
 
     #[test]

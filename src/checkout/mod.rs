@@ -294,7 +294,7 @@ async fn route_leased(
     let mut first_short = None;
     let mut down = None;
     for (outlet, cost) in candidates {
-        if owner.is_none() && !stock.cover(&outlet, hold.lines()).0 {
+        if owner.is_none() && !stock.can_fill(&outlet, hold.lines()) {
             continue;
         }
         let tried = match hold.try_at(services, &outlet).await {
@@ -364,7 +364,7 @@ fn alternatives(services: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<A
     };
     (catalogue.outlets.iter())
         .filter(|o| &o.id != outlet && o.city == city && o.kind == OutletKind::Outlet)
-        .filter(|o| services.shared.stock.cover(&o.id, lines).0)
+        .filter(|o| services.shared.stock.can_fill(&o.id, lines))
         .map(|o| Alternative {
             outlet: o.id.clone(),
             can_serve: true,

@@ -32,12 +32,14 @@ pub struct ProductItem {
 
 /// `entry[].changes[].value.messages[]` of a webhook body (statuses and the rest ignored).
 pub fn messages(body: &Value) -> Vec<Message> {
-    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    fn list(v: &Value) -> &[Value] {
+        v.as_array().map(Vec::as_slice).unwrap_or(&[])
+    }
     let mut out = Vec::new();
     for entry in list(&body["entry"]) {
         for change in list(&entry["changes"]) {
             for m in list(&change["value"]["messages"]) {
-                match serde_json::from_value::<Message>(m) {
+                match Message::deserialize(m) {
                     Ok(m) => out.push(m),
                     Err(e) => warn!(error = %e, "a WhatsApp message without an id; skipped"),
                 }

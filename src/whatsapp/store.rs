@@ -75,7 +75,8 @@ impl Messages {
 
     /// Whether the message is still waiting for its fate.
     pub async fn is_queued(&self, id: &str) -> anyhow::Result<bool> {
-        let found = self.records.find_one(doc! {"_id": id}).await?;
+        let found = (self.records.find_one(doc! {"_id": id}).await)
+            .context("reading a WhatsApp message")?;
         Ok(found.is_some_and(|d| d.get_str("status") == Ok("queued")))
     }
 
@@ -85,9 +86,11 @@ impl Messages {
             .records
             .find(doc! {"status": "queued"})
             .limit(limit)
-            .await?
+            .await
+            .context("finding queued WhatsApp messages")?
             .try_collect()
-            .await?;
+            .await
+            .context("reading queued WhatsApp messages")?;
         Ok(records
             .into_iter()
             .map(|d| {

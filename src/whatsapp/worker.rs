@@ -119,8 +119,12 @@ fn outcome(status: &str, detail: Option<Value>) -> Document {
 
 async fn handle(services: &Services, store: &Messages, m: &Message) {
     // Decided already (a redelivery, or the sweep and the queue both had it).
-    if !matches!(store.is_queued(&m.id).await, Ok(true)) {
-        return;
+    match store.is_queued(&m.id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            return warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp message failed; the sweep tries again")
+        }
     }
     let result = match (&m.kind[..], &m.order) {
         ("order", Some(order)) => order_to_hold(services, m, order).await,

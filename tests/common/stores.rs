@@ -20,9 +20,16 @@ pub async fn redis_snapshot(settings: &Settings, outlet: &str) -> Snapshot {
         .unwrap_or_default()
 }
 
+/// The settings' ledger, connected.
+pub async fn ledger(settings: &Settings) -> Ledger {
+    Ledger::connect(&settings.mongo)
+        .await
+        .expect("the test's ledger connects")
+}
+
 /// The outlet as its MongoDB ledger explains it.
 pub async fn ledger_projection(settings: &Settings, outlet: &str) -> Projection {
-    let ledger = Ledger::connect(&settings.mongo).await.unwrap();
+    let ledger = ledger(settings).await;
     let mut p = Projection::default();
     ledger
         .fold(
