@@ -2,21 +2,21 @@
 //! session, the WhatsApp worker and the HTTP server over a core). Tests, `serve` and `import`
 //! all build through here.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Supervisor};
+use actix::{Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context;
 use tracing::info;
 
 use crate::actors::ledger_writer::{self, FlushAll};
-use crate::actors::outlet::{self, Drain, OutletLimits};
+use crate::actors::outlet::{Drain, OutletLimits};
 use crate::actors::reconciler::{self, PassReport, RunPass};
-use crate::actors::{LedgerWriter, OutboxSignal, OutletActor, Reconciler, Shared};
+use crate::actors::{LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler, Shared};
 use crate::catalogue::Catalogue;
 use crate::domain::OutletId;
 use crate::durable::Durability;
@@ -38,6 +38,8 @@ pub struct Core {
     pub services: Arc<Services>,
     writer: Addr<LedgerWriter>,
     reconciler: Addr<Reconciler>,
+    ownership: Arc<Ownership>,
+    stop_ownership: Arc<AtomicBool>,
 }
 
 impl Core {
@@ -83,6 +85,10 @@ impl Core {
                 settings.streams.ring_events,
                 settings.streams.clients_max,
             )),
+            owners: Arc::new(Owners::new(
+                &settings.cluster.node_id,
+                Duration::from_millis(settings.cluster.lease_ms),
+            )),
         };
         let writer = {
             let shared = shared.clone();
@@ -99,37 +105,34 @@ impl Core {
             event_retain_ms: settings.movements.retain_ms(),
             outbox_max: settings.ledger.outbox_max,
         };
-        let outlets: HashMap<_, _> = ids
-            .iter()
-            .map(|id| {
-                (
-                    id.clone(),
-                    OutletActor::new(id.clone(), shared.clone(), limits.clone()).start(),
-                )
-            })
-            .collect();
-        for addr in outlets.values() {
+        // The first round takes the leases rendezvous gives this process among the live ones
+        // (all of them when it runs alone); the outlets load before the core answers.
+        let ownership = Arc::new(Ownership::new(shared.clone(), ids.clone(), limits));
+        let started_actors = ownership.round().await.context("taking the outlets' leases")?;
+        for addr in &started_actors {
             addr.send(Drain)
                 .await
                 .context("an outlet actor stopped while loading")?;
         }
+        let stop_ownership = Arc::new(AtomicBool::new(false));
+        ownership.clone().spawn(stop_ownership.clone());
         info!(
-            outlets = outlets.len(),
+            owned = started_actors.len(),
+            outlets = ids.len(),
+            node = %settings.cluster.node_id,
             skus = catalogue.skus.len(),
             "core started"
         );
         let settings = Arc::new(settings);
-        let outlets = Arc::new(outlets);
         let reconciler = {
-            let (shared, outlets, settings) = (shared.clone(), outlets.clone(), settings.clone());
-            Supervisor::start(move |_| Reconciler::new(shared, outlets, settings))
+            let (shared, settings) = (shared.clone(), settings.clone());
+            Supervisor::start(move |_| Reconciler::new(shared, settings))
         };
         let zones = Zones::load(&settings.catalogue.zones_file, &catalogue, &shared.ledger).await?;
         let services = Arc::new(Services {
-            reroute: RerouteState::new(outlets.keys().cloned()),
+            reroute: RerouteState::new(ids.iter().cloned()),
             shared,
             catalogue,
-            outlets,
             settings,
             zones,
         });
@@ -137,21 +140,23 @@ impl Core {
             services,
             writer,
             reconciler,
+            ownership,
+            stop_ownership,
         })
     }
 
-    /// Lets every outlet finish what it has queued, writes every outbox to the ledger, and
-    /// stops the actors.
+    /// Lets every owned outlet finish what it has queued, writes every outbox to the ledger,
+    /// stops the actors and gives the leases up, so that the other processes take the outlets
+    /// over at their next round (a third of the lease) instead of when the leases expire.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.reconciler.do_send(reconciler::Stop);
-        let outlets = &self.services.outlets;
-        for addr in outlets.values() {
+        self.stop_ownership.store(true, Ordering::Release);
+        let actors = self.services.shared.owners.actors();
+        for addr in &actors {
             let _ = addr.send(Drain).await;
         }
         let flushed = self.writer.send(FlushAll).await;
-        for addr in outlets.values() {
-            addr.do_send(outlet::Stop);
-        }
+        self.ownership.release_all().await;
         self.writer.do_send(ledger_writer::Stop);
         flushed
             .context("the ledger writer stopped")?

@@ -37,8 +37,9 @@ pub enum Error {
     /// key gets the final answer.
     #[error("{0}")]
     Unavailable(String),
-    /// Shed to keep the service within its budgets (a new hold while the ledger is behind):
-    /// nothing was changed; come back after `retry_after_secs`.
+    /// Shed to keep the service within its budgets (a new hold while the ledger is behind),
+    /// or the outlet is moving between the service's processes: nothing was changed; come
+    /// back after `retry_after_secs`.
     #[error("{message}")]
     Overloaded {
         message: String,
@@ -93,7 +94,7 @@ impl From<OutletError> for Error {
     fn from(e: OutletError) -> Self {
         match e {
             OutletError::Unavailable(m) => Self::Unavailable(m),
-            OutletError::Overloaded(message) => Self::Overloaded {
+            OutletError::Overloaded(message) | OutletError::Moved(message) => Self::Overloaded {
                 message,
                 retry_after_secs: 1,
             },

@@ -60,8 +60,14 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
                 note: Some("opening stock".into()),
                 counterpart: None,
             };
-            let addr = services.outlets[&row.outlet].clone();
-            async move { (row.outlet, addr.send(msg).await) }
+            let addr = services.outlet(&row.outlet);
+            async move {
+                let sent = match addr {
+                    Ok(addr) => addr.send(msg).await.map_err(anyhow::Error::from),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                };
+                (row.outlet, sent)
+            }
         })
         .buffer_unordered(IN_FLIGHT_MAX);
     while let Some((outlet, outcome)) = outcomes.next().await {

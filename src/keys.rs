@@ -26,6 +26,11 @@ pub struct OutletKeys {
     pub outbox: String,
     /// sorted set of what to forget and when (ms): `r:{id}`, `i:{key}`, `e:{key}`
     pub forget: String,
+    /// string `"{node} {epoch}"` with an expiry: which process owns the outlet (the lease)
+    pub lease: String,
+    /// string: the outlet's fencing token, raised by every acquisition of the lease and never
+    /// lowered; every script that writes the outlet checks it (see ownership.rs)
+    pub epoch: String,
 }
 
 impl OutletKeys {
@@ -41,10 +46,13 @@ impl OutletKeys {
             events: key("events"),
             outbox: key("outbox"),
             forget: key("forget"),
+            lease: key("lease"),
+            epoch: key("epoch"),
         }
     }
 
-    /// The keys as the scripts take them.
+    /// The keys as the scripts take them (the lease and the epoch are not part of the
+    /// outlet's state: a restore leaves them alone).
     pub fn all(&self) -> [&str; 9] {
         [
             &self.on_hand,
@@ -58,6 +66,11 @@ impl OutletKeys {
             &self.forget,
         ]
     }
+}
+
+/// The sorted set of the live processes (member: node id, score: last heartbeat in ms).
+pub fn members(prefix: &str) -> String {
+    format!("{prefix}:members")
 }
 
 /// Which kind of client key a claim is for.
@@ -95,7 +108,7 @@ mod tests {
     fn every_key_of_an_outlet_shares_its_hash_tag() {
         let outlet = OutletId::parse("o", "bhopal-mp-nagar").unwrap();
         let keys = OutletKeys::new("t1", &outlet);
-        for k in keys.all() {
+        for k in keys.all().into_iter().chain([&*keys.lease, &*keys.epoch]) {
             assert!(k.starts_with("t1:{bhopal-mp-nagar}:"), "{k}");
         }
     }

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub expirations: IntCounter,
     pub outlet_batch_ops: HistogramVec,
     pub outlet_unavailable: IntCounterVec,
+    pub owned_outlets: IntGaugeVec,
+    pub ownership_changes: IntCounterVec,
     pub ledger_outbox_entries: IntGaugeVec,
     pub ledger_outbox_age_ms: IntGaugeVec,
     pub ledger_documents: IntCounter,
@@ -122,6 +124,23 @@ impl Metrics {
                 "Operations answered 503 by an outlet, by cause",
             ),
             &["outlet", "cause"],
+        )
+        .expect("metric");
+        let owned_outlets = IntGaugeVec::new(
+            Opts::new(
+                "owned_outlets",
+                "Outlets this process owns (1) through their lease, by outlet",
+            ),
+            &["node", "outlet"],
+        )
+        .expect("metric");
+        let ownership_changes = IntCounterVec::new(
+            Opts::new(
+                "ownership_changes_total",
+                "Outlet leases acquired, renewed after a fencing refusal, handed over, \
+                 released at a stop, or lost (fenced, or not renewed within the lease)",
+            ),
+            &["outlet", "change"],
         )
         .expect("metric");
         let ledger_outbox_entries = IntGaugeVec::new(
@@ -289,6 +308,8 @@ impl Metrics {
             Box::new(expirations.clone()),
             Box::new(outlet_batch_ops.clone()),
             Box::new(outlet_unavailable.clone()),
+            Box::new(owned_outlets.clone()),
+            Box::new(ownership_changes.clone()),
             Box::new(ledger_outbox_entries.clone()),
             Box::new(ledger_outbox_age_ms.clone()),
             Box::new(ledger_documents.clone()),
@@ -338,6 +359,8 @@ impl Metrics {
             expirations,
             outlet_batch_ops,
             outlet_unavailable,
+            owned_outlets,
+            ownership_changes,
             ledger_outbox_entries,
             ledger_outbox_age_ms,
             ledger_documents,

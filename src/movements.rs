@@ -215,7 +215,7 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
     );
     // The sweep leaves the outlet to this movement's own pass, so the answer lists the moves.
     let in_flight = services.reroute.movement_in_flight(&m.outlet);
-    let (result, fresh) = apply_half(services, source, &m.outlet, msg).await?;
+    let (result, fresh) = apply_half(services, &source, &m.outlet, msg).await?;
     // A replay answers as the first time did; what it left short the sweep looks after.
     let relief = if result.shortfall.is_some() && fresh {
         Some(relieve(services, &m.outlet).await)
@@ -227,7 +227,7 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
         Some(to) => {
             let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
             let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
-            let (incoming, _) = apply_half(services, services.outlet(to)?, to, msg).await?;
+            let (incoming, _) = apply_half(services, &services.outlet(to)?, to, msg).await?;
             Some((to.clone(), incoming))
         }
         None => None,

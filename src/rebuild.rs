@@ -62,6 +62,9 @@ pub async fn load_projection(
     })
 }
 
+/// The node id the offline rebuild writes under.
+const REBUILD_NODE: &str = "shelfsync-rebuild";
+
 /// What one outlet's rebuild did.
 #[derive(Debug)]
 pub struct Rebuilt {
@@ -104,7 +107,20 @@ pub async fn rebuild_outlet(
         settings.reservations.retain_ms(),
         settings.movements.retain_ms(),
     )?;
-    let restored = store.restore(outlet, &plan, mode).await?;
+    // The rebuild writes the outlet as its owner would: under a lease of its own, which a
+    // running service holds instead (it is meant for a stopped service).
+    let keys = store.keys(outlet);
+    let lease_ms = settings.cluster.lease_ms;
+    let Some(token) = store.acquire_lease(&keys, REBUILD_NODE, lease_ms).await? else {
+        let holder = store.lease_holder(&keys).await?.unwrap_or_default();
+        anyhow::bail!(
+            "outlet {outlet} is owned by a running process ({holder}); stop the service first \
+             (a process killed without a stop holds its leases for cluster.lease_ms)"
+        );
+    };
+    let restored = store.restore(outlet, &plan, mode, (REBUILD_NODE, token)).await;
+    store.release_lease(&keys, REBUILD_NODE, token).await?;
+    let restored = restored?;
     let rebuilt = Rebuilt {
         outlet: outlet.clone(),
         seq: p.seq,

@@ -2,7 +2,6 @@
 //! durability, metrics, feed, hub), the outlet actors, the catalogue, zones, settings and
 //! what re-routing keeps. The checkout core, movements and both edges work through it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,17 +21,29 @@ pub struct Services {
     /// of client keys (`claim_key`).
     pub shared: Shared,
     pub catalogue: Arc<Catalogue>,
-    pub outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
     pub settings: Arc<Settings>,
     pub zones: Zones,
     pub reroute: RerouteState,
 }
 
 impl Services {
-    pub fn outlet(&self, id: &OutletId) -> Result<&Addr<OutletActor>, Error> {
-        self.outlets
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("no outlet '{id}'")))
+    /// The actor of an outlet this process owns. An outlet of the chain that another
+    /// process owns (or that is moving between processes) is `503` with `Retry-After`:
+    /// requests are not forwarded between processes yet (ARCHITECTURE.md, Several processes).
+    pub fn outlet(&self, id: &OutletId) -> Result<Addr<OutletActor>, Error> {
+        if let Some(addr) = self.shared.owners.get(id) {
+            return Ok(addr);
+        }
+        if self.catalogue.outlet(id).is_none() {
+            return Err(Error::NotFound(format!("no outlet '{id}'")));
+        }
+        Err(Error::Overloaded {
+            message: format!(
+                "outlet {id} is owned by another process of the service, or is moving between \
+                 them; nothing was changed, try again shortly"
+            ),
+            retry_after_secs: 1,
+        })
     }
 
     /// Claims a client key for `outlet`; 409 when another outlet already has it. True when

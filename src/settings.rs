@@ -46,6 +46,8 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub whatsapp: WhatsAppSettings,
     #[serde(default)]
+    pub cluster: ClusterSettings,
+    #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
 }
 
@@ -188,6 +190,29 @@ impl MovementSettings {
     }
 }
 
+/// Several processes over one Redis: which one owns which outlet (ARCHITECTURE.md, Several
+/// processes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// This process's name among the processes sharing the Redis prefix. Each process must
+    /// have its own: a process that starts under the name of one that died takes its outlets
+    /// over at once, without waiting for the leases to expire.
+    pub node_id: String,
+    /// How long an outlet's lease lasts without renewal: the longest an outlet of a process
+    /// that died stays without an owner. Renewed every third of it.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            node_id: "shelfsync".into(),
+            lease_ms: 6000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct OutletSettings {
     /// Most operations one Redis round trip of an outlet carries (group commit).
@@ -295,6 +320,14 @@ impl Settings {
         }
         if self.outlet.pending_max < 2 {
             bail!("outlet.pending_max must be at least 2: new holds may fill half of it");
+        }
+        let c = &self.cluster;
+        if c.node_id.is_empty() || c.node_id.len() > 64 || c.node_id.contains(char::is_whitespace)
+        {
+            bail!("cluster.node_id must be 1 to 64 characters without spaces");
+        }
+        if c.lease_ms < 1000 {
+            bail!("cluster.lease_ms must be at least 1000");
         }
         let l = &self.ledger;
         if l.lag_max_secs == 0 || l.lag_max_secs >= l.durable_wait_secs {

@@ -277,7 +277,16 @@ pub struct BatchReply {
     pub lost: bool,
     #[serde(default)]
     pub backlog: bool,
+    /// Another process acquired the outlet's lease: nothing was applied.
+    #[serde(default)]
+    pub fenced: bool,
 }
+
+/// A write refused because the outlet's epoch is no longer the caller's fencing token:
+/// another process owns the outlet now, and nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("outlet {0} is owned by another process now (fenced); nothing was written")]
+pub struct Fenced(pub String);
 
 /// Everything a batch call needs beside its operations.
 #[derive(Debug, Clone)]
@@ -288,6 +297,10 @@ pub struct BatchArgs<'a> {
     pub res_retain_ms: i64,
     pub event_retain_ms: i64,
     pub outbox_max: u64,
+    /// The caller's fencing token: the epoch of its lease on the outlet.
+    pub token: u64,
+    /// The caller's node id (its lease reads `"{node} {token}"`).
+    pub node: &'a str,
 }
 
 /// An outlet's state as read atomically from Redis.
@@ -353,6 +366,7 @@ pub struct RedisStore {
     apply_batch: Arc<Script>,
     snapshot: Arc<Script>,
     restore: Arc<Script>,
+    lease: Arc<Script>,
 }
 
 impl RedisStore {
@@ -373,6 +387,7 @@ impl RedisStore {
             apply_batch: Arc::new(Script::new(APPLY_BATCH)),
             snapshot: Arc::new(Script::new(include_str!("scripts/snapshot.lua"))),
             restore: Arc::new(Script::new(include_str!("scripts/restore.lua"))),
+            lease: Arc::new(Script::new(include_str!("scripts/lease.lua"))),
         })
     }
 
@@ -502,6 +517,7 @@ impl RedisStore {
         for key in keys.all() {
             invocation.key(key);
         }
+        invocation.key(&keys.epoch).key(&keys.lease);
         invocation
             .arg(args.outlet)
             .arg(args.now_ms)
@@ -510,7 +526,9 @@ impl RedisStore {
             .arg(args.res_retain_ms)
             .arg(args.event_retain_ms)
             .arg(args.outbox_max)
-            .arg(FORGET_PER_CALL_MAX);
+            .arg(FORGET_PER_CALL_MAX)
+            .arg(args.token)
+            .arg(args.node);
         let mut conn = self.conn.clone();
         let raw: String = invocation.invoke_async(&mut conn).await.with_context(|| {
             format!(
@@ -521,7 +539,7 @@ impl RedisStore {
         })?;
         let reply: BatchReply =
             serde_json::from_str(&raw).with_context(|| format!("decoding batch reply {raw}"))?;
-        if !reply.lost && !reply.backlog && reply.results.len() != ops.len() {
+        if !reply.lost && !reply.backlog && !reply.fenced && reply.results.len() != ops.len() {
             anyhow::bail!("batch of {} got {} results", ops.len(), reply.results.len());
         }
         Ok(reply)
@@ -567,23 +585,31 @@ impl RedisStore {
     }
 
     /// Writes the chain-wide claims of a rebuilt outlet's client keys (a claim already there
-    /// stays), then the outlet. `false` when `mode` left the existing state untouched.
+    /// stays), then the outlet, if `token` is still the outlet's epoch (else `Fenced`).
+    /// `false` when `mode` left the existing state untouched.
     pub async fn restore(
         &self,
         outlet: &crate::domain::OutletId,
         plan: &RestorePlan,
         mode: RestoreMode,
+        fence: (&str, u64),
     ) -> anyhow::Result<bool> {
         let mut invocation = self.restore.prepare_invoke();
-        for key in self.keys(outlet).all() {
+        let keys = self.keys(outlet);
+        for key in keys.all() {
             invocation.key(key);
         }
+        invocation.key(&keys.epoch).key(&keys.lease);
         let mode_arg = match mode {
             RestoreMode::IfMissing => "0",
             RestoreMode::Replace => "1",
             RestoreMode::UnlessAhead => "2",
         };
-        invocation.arg(serde_json::to_string(plan)?).arg(mode_arg);
+        invocation
+            .arg(serde_json::to_string(plan)?)
+            .arg(mode_arg)
+            .arg(fence.1)
+            .arg(fence.0);
         let mut conn = self.conn.clone();
         // Claims first: SET NX is idempotent, and a restore that fails after its script would
         // otherwise be found done on the retry, with its claims never written.
@@ -606,7 +632,115 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .context("restoring an outlet")?;
+        if done < 0 {
+            return Err(Fenced(outlet.to_string()).into());
+        }
         Ok(done == 1)
+    }
+
+    async fn lease_call(
+        &self,
+        keys: &OutletKeys,
+        mode: &str,
+        node: &str,
+        token: u64,
+        ttl_ms: u64,
+    ) -> anyhow::Result<u64> {
+        let mut invocation = self.lease.prepare_invoke();
+        invocation
+            .key(&keys.lease)
+            .key(&keys.epoch)
+            .arg(mode)
+            .arg(node)
+            .arg(token)
+            .arg(ttl_ms);
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .with_context(|| format!("{mode} of the lease {}", keys.lease))
+    }
+
+    /// Takes the outlet's lease for `node` when it is free (or held by an earlier run of the
+    /// same node) and returns the new fencing token; `None` when another node holds it.
+    pub async fn acquire_lease(
+        &self,
+        keys: &OutletKeys,
+        node: &str,
+        ttl_ms: u64,
+    ) -> anyhow::Result<Option<u64>> {
+        let epoch = self.lease_call(keys, "acquire", node, 0, ttl_ms).await?;
+        Ok((epoch > 0).then_some(epoch))
+    }
+
+    /// Pushes the lease's expiry out; false when `node` with `token` no longer holds it.
+    pub async fn renew_lease(
+        &self,
+        keys: &OutletKeys,
+        node: &str,
+        token: u64,
+        ttl_ms: u64,
+    ) -> anyhow::Result<bool> {
+        Ok(self.lease_call(keys, "renew", node, token, ttl_ms).await? == 1)
+    }
+
+    /// Gives the lease up if `node` with `token` holds it.
+    pub async fn release_lease(
+        &self,
+        keys: &OutletKeys,
+        node: &str,
+        token: u64,
+    ) -> anyhow::Result<bool> {
+        Ok(self.lease_call(keys, "release", node, token, 0).await? == 1)
+    }
+
+    /// Who holds the outlet's lease (`"{node} {epoch}"`), if anyone.
+    pub async fn lease_holder(&self, keys: &OutletKeys) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(&keys.lease)
+            .query_async(&mut conn)
+            .await
+            .context("reading a lease")
+    }
+
+    /// Records `node`'s heartbeat and returns the nodes that beat within `live_ms`
+    /// (itself included); forgets nodes silent for ten times that.
+    pub async fn heartbeat(&self, node: &str, live_ms: u64) -> anyhow::Result<Vec<String>> {
+        let now = crate::domain::now_ms();
+        let key = crate::keys::members(&self.prefix);
+        let mut conn = self.conn.clone();
+        let (live,): (Vec<String>,) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now)
+            .arg(node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now - 10 * live_ms as i64)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg(now - live_ms as i64)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .context("heartbeat")?;
+        Ok(live)
+    }
+
+    /// Removes `node` from the live processes (a graceful stop).
+    pub async fn leave(&self, node: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(crate::keys::members(&self.prefix))
+            .arg(node)
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("leaving the members")?;
+        Ok(())
     }
 
     /// A reservation, and the outlet's seq in the same round trip (0 when the outlet has no

@@ -189,7 +189,7 @@ async fn new_holds_fill_at_most_half_of_an_outlets_queue_and_a_fact_finds_the_re
         .await
         .expect("core starts");
     let outlet = OutletId::parse("o", OUTLET).unwrap();
-    let addr = core.services.outlets[&outlet].clone();
+    let addr = core.services.outlet(&outlet).unwrap();
     let sku = Sku::parse("sku", SKU).unwrap();
     let movement = |kind, qty, id: &str| ApplyMovement {
         key: id.to_owned(),

@@ -113,6 +113,10 @@ impl Core {
         });
         for &i in &which {
             let (outlet, keys) = &self.outlets[i];
+            // Each outlet's owner writes its ledger (several processes share one Redis).
+            if !self.shared.owners.owns(outlet) {
+                continue;
+            }
             if budget == 0 {
                 self.shared.signal.mark_index(i);
                 more = true;

@@ -2,6 +2,7 @@
 
 pub mod ledger_writer;
 pub mod outlet;
+pub mod ownership;
 pub mod reconciler;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::store::RedisStore;
 
 pub use ledger_writer::{LedgerWriter, OutboxSignal};
 pub use outlet::OutletActor;
+pub use ownership::{Owners, Ownership};
 pub use reconciler::Reconciler;
 
 /// What the actors share. Cloning is cheap: every field is a handle.
@@ -32,4 +34,6 @@ pub struct Shared {
     pub feed: Arc<crate::feed::Feed>,
     /// Committed changes for live stream clients (SSE, WebSocket).
     pub hub: Arc<crate::hub::Hub>,
+    /// The outlets this process owns (their leases and actors).
+    pub owners: Arc<Owners>,
 }

@@ -27,7 +27,8 @@ use crate::domain::{
 use crate::hub::LiveEvent;
 use crate::keys::OutletKeys;
 use crate::store::{
-    BatchArgs, BatchReply, HealLine, Op, Outcome, ReleaseReason, ResRecord, RestoreMode, Snapshot,
+    BatchArgs, BatchReply, Fenced, HealLine, Op, Outcome, ReleaseReason, ResRecord, RestoreMode,
+    Snapshot,
 };
 
 /// After a failed reload, wait this long before the next try.
@@ -125,6 +126,14 @@ pub struct Drain;
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// The outlet's lease under `token` is gone (lost, or handed over): stop acting for it.
+/// What is queued is answered "moved" with nothing applied.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StepDown {
+    pub token: u64,
+}
+
 /// A decision Redis has, and the durability generation it belongs to (see `Durability`).
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -143,6 +152,10 @@ pub enum OutletError {
     /// A new hold refused to keep room for everything else; nothing was decided.
     #[error("{0}")]
     Overloaded(String),
+    /// This process does not own the outlet (any more): nothing was decided; the client
+    /// retries, and meets the new owner.
+    #[error("{0}")]
+    Moved(String),
 }
 
 /// Bounds and retention an outlet works with (from settings).
@@ -164,6 +177,10 @@ struct Pending {
 
 pub struct OutletActor {
     outlet: OutletId,
+    /// The fencing token of this process's lease on the outlet; every script checks it.
+    token: u64,
+    /// The lease is gone: nothing more is sent to Redis.
+    stepped_down: bool,
     keys: OutletKeys,
     shared: Shared,
     limits: OutletLimits,
@@ -193,10 +210,12 @@ pub struct OutletActor {
 }
 
 impl OutletActor {
-    pub fn new(outlet: OutletId, shared: Shared, limits: OutletLimits) -> Self {
+    pub fn new(outlet: OutletId, shared: Shared, limits: OutletLimits, token: u64) -> Self {
         Self {
             keys: shared.store.keys(&outlet),
             outlet,
+            token,
+            stepped_down: false,
             shared,
             limits,
             seq: 0,
@@ -219,6 +238,10 @@ impl OutletActor {
         op: Op,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Committed, OutletError>> {
+        if self.stepped_down {
+            let moved = self.moved();
+            return Box::pin(async move { Err(moved) });
+        }
         if self.reloading {
             self.unavailable("reload");
             return Box::pin(async {
@@ -282,7 +305,10 @@ impl OutletActor {
     /// Starts the next round trip if none is in flight: a reload when the mirror may be
     /// stale, else the next batch.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || (self.pending.is_empty() && !self.needs_reload) {
+        if self.stepped_down
+            || self.busy
+            || (self.pending.is_empty() && !self.needs_reload)
+        {
             return;
         }
         self.busy = true;
@@ -294,6 +320,7 @@ impl OutletActor {
                 self.keys.clone(),
                 self.limits.clone(),
                 self.seq,
+                self.token,
             );
             ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
                 act.busy = false;
@@ -303,6 +330,9 @@ impl OutletActor {
                         act.needs_reload = false;
                         act.install(snapshot, ctx);
                         act.flush(ctx);
+                    }
+                    Err(e) if e.downcast_ref::<Fenced>().is_some() => {
+                        act.refence(Vec::new(), ctx);
                     }
                     Err(e) => {
                         error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed; retrying");
@@ -337,6 +367,8 @@ impl OutletActor {
         let outlet = self.outlet.clone();
         let seen_seq = self.seq;
         let limits = self.limits.clone();
+        let token = self.token;
+        let node = self.shared.owners.node.clone();
         // The batch's time: its ledger documents carry it, and the ledger lag counts from it.
         let at_ms = now_ms();
         let fut = async move {
@@ -348,6 +380,8 @@ impl OutletActor {
                 res_retain_ms: limits.res_retain_ms,
                 event_retain_ms: limits.event_retain_ms,
                 outbox_max: limits.outbox_max,
+                token,
+                node: &node,
             };
             let reply = store.apply(&keys, &args, &ops).await;
             (batch, reply)
@@ -382,6 +416,10 @@ impl OutletActor {
                 return;
             }
         };
+        if reply.fenced {
+            self.refence(batch, ctx);
+            return;
+        }
         if reply.lost {
             warn!(outlet = %self.outlet, "the outlet's Redis state is missing; rebuilding from the ledger");
             self.needs_reload = true;
@@ -584,6 +622,99 @@ impl OutletActor {
         self.reschedule(ctx);
     }
 
+    fn moved(&self) -> OutletError {
+        OutletError::Moved(format!(
+            "outlet {} is moving to another process of the service; nothing was changed, try \
+             again shortly",
+            self.outlet
+        ))
+    }
+
+    /// A script refused this actor's token: its lease lapsed (a pause, Redis unreachable or
+    /// restarted empty) or another process took it. If nobody else holds the lease now, this
+    /// process takes it again under a new token and reloads the outlet before the batch runs
+    /// again (another owner may have written meanwhile); else it steps down.
+    fn refence(&mut self, batch: Vec<Pending>, ctx: &mut Context<Self>) {
+        for p in batch.into_iter().rev() {
+            self.pending.push_front(p);
+        }
+        self.busy = true;
+        let (store, keys) = (self.shared.store.clone(), self.keys.clone());
+        let owners = self.shared.owners.clone();
+        let fut = async move {
+            let ttl = owners.lease.as_millis() as u64;
+            store.acquire_lease(&keys, &owners.node, ttl).await
+        };
+        ctx.spawn(fut.into_actor(self).map(|taken, act, ctx| {
+            act.busy = false;
+            let owners = act.shared.owners.clone();
+            match taken {
+                Ok(Some(token)) if owners.owns(&act.outlet) => {
+                    warn!(outlet = %act.outlet, old = act.token, token, "the outlet's lease had lapsed; taken again, reloading");
+                    owners.retoken(&act.outlet, act.token, token);
+                    act.count_ownership("renewed");
+                    act.token = token;
+                    act.needs_reload = true;
+                    act.flush(ctx);
+                }
+                Ok(taken) => {
+                    if let Some(token) = taken {
+                        // Stepped down meanwhile: give back what was just taken.
+                        let (store, keys, node) = (act.shared.store.clone(), act.keys.clone(), owners.node.clone());
+                        actix::spawn(async move { let _ = store.release_lease(&keys, &node, token).await; });
+                    }
+                    warn!(outlet = %act.outlet, token = act.token, "another process owns the outlet now (fenced); stepping down");
+                    if owners.remove_if(&act.outlet, act.token) {
+                        act.count_ownership("lost");
+                    }
+                    act.step_down(ctx);
+                }
+                Err(e) => {
+                    warn!(outlet = %act.outlet, error = %format!("{e:#}"), "taking the outlet's lease again failed; retrying");
+                    act.needs_reload = true;
+                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.refence(Vec::new(), ctx));
+                }
+            }
+            act.answer_drain_waiters();
+        }));
+    }
+
+    fn count_ownership(&self, change: &str) {
+        self.shared
+            .metrics
+            .ownership_changes
+            .with_label_values(&[self.outlet.as_str(), change])
+            .inc();
+    }
+
+    /// Stops acting for the outlet: what is queued is answered "moved" (nothing of it was
+    /// applied), confirms and movements still waiting for their ledger document answer 503
+    /// (recorded; the new owner's writer writes it, and a retry gets the final answer), and
+    /// the actor stops, with its timers.
+    fn step_down(&mut self, ctx: &mut Context<Self>) {
+        if self.stepped_down {
+            return;
+        }
+        self.stepped_down = true;
+        let moved = self.moved();
+        for p in self.pending.drain(..) {
+            if let Some(tx) = p.reply {
+                let _ = tx.send(Err(moved.clone()));
+            }
+        }
+        self.shared.durable.new_generation(&self.outlet);
+        self.shared
+            .metrics
+            .owned_outlets
+            .with_label_values(&[self.shared.owners.node.as_str(), self.outlet.as_str()])
+            .set(0);
+        info!(outlet = %self.outlet, token = self.token, "stepped down from the outlet");
+        for tx in self.drain_waiters.drain(..) {
+            let _ = tx.send(());
+        }
+        ctx.stop();
+    }
+
     fn fail_pending(&mut self, message: &str) {
         self.unavailable("reload");
         reply_all(self.pending.drain(..).collect(), message);
@@ -616,6 +747,7 @@ async fn recover(
     keys: OutletKeys,
     limits: OutletLimits,
     seen_seq: u64,
+    token: u64,
 ) -> anyhow::Result<Snapshot> {
     if let Some(snapshot) = shared.store.snapshot(&keys).await? {
         if snapshot.seq >= seen_seq.max(shared.durable.get(&outlet)) {
@@ -648,7 +780,8 @@ async fn recover(
         true => RestoreMode::Replace,
         false => RestoreMode::IfMissing,
     };
-    shared.store.restore(&outlet, &plan, mode).await?;
+    let fence = (shared.owners.node.as_str(), token);
+    shared.store.restore(&outlet, &plan, mode, fence).await?;
     info!(
         %outlet,
         seq = projection.seq,
@@ -679,6 +812,7 @@ impl Actor for OutletActor {
             self.keys.clone(),
             self.limits.clone(),
             0,
+            self.token,
         );
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -687,6 +821,7 @@ impl Actor for OutletActor {
                     act.needs_reload = false;
                     act.install(snapshot, ctx);
                 }
+                Err(e) if e.downcast_ref::<Fenced>().is_some() => act.refence(Vec::new(), ctx),
                 Err(e) => {
                     // needs_reload stays set, so the retry (or the next request) loads it.
                     error!(outlet = %act.outlet, error = %format!("{e:#}"), "loading the outlet failed; retrying");
@@ -851,6 +986,16 @@ impl Handler<Stop> for OutletActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<StepDown> for OutletActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StepDown, ctx: &mut Self::Context) {
+        if msg.token == self.token {
+            self.step_down(ctx);
+        }
     }
 }
 

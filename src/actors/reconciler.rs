@@ -82,7 +82,6 @@ impl PassReport {
 /// The pass's working state, shared by the actor and its pass futures.
 struct Pass {
     shared: Shared,
-    outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
     settings: Arc<Settings>,
     checkpoints: Checkpoints,
     /// Each outlet's projection as of the last pass, and the seq of its last checkpoint.
@@ -100,14 +99,12 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         shared: Shared,
-        outlets: Arc<HashMap<OutletId, Addr<OutletActor>>>,
         settings: Arc<Settings>,
     ) -> Self {
         let checkpoints = Checkpoints::new(&shared.ledger);
         Self {
             pass: Arc::new(Pass {
                 shared,
-                outlets,
                 settings,
                 checkpoints,
                 projections: Mutex::new(HashMap::new()),
@@ -179,10 +176,11 @@ impl Pass {
     async fn run(&self) -> anyhow::Result<PassReport> {
         let started = Instant::now();
         let mut projections = self.projections.lock().await;
-        let mut ids: Vec<&OutletId> = self.outlets.keys().collect();
-        ids.sort();
+        // Only the outlets this process owns: each outlet's owner reconciles it.
+        let ids = self.shared.owners.ids();
+        projections.retain(|o, _| ids.contains(o));
         let mut outlets = Vec::with_capacity(ids.len());
-        for outlet in ids {
+        for outlet in &ids {
             let report = match self.outlet(outlet, &mut projections).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -236,7 +234,7 @@ impl Pass {
         let every = self.settings.reconciler.checkpoint_every_docs.max(1);
         let mut due: Vec<_> = projections
             .iter_mut()
-            .filter(|(_, (p, cp))| p.seq >= *cp + every)
+            .filter(|(o, (p, cp))| p.seq >= *cp + every && self.shared.owners.owns(o))
             .collect();
         due.sort_by_key(|(_, (p, cp))| std::cmp::Reverse(p.seq - *cp));
         // The next one when a write fails, so that one outlet whose checkpoint cannot be
@@ -259,7 +257,8 @@ impl Pass {
         outlet: &OutletId,
         projections: &mut HashMap<OutletId, (Projection, u64)>,
     ) -> anyhow::Result<OutletReport> {
-        let addr = &self.outlets[outlet];
+        let addr = (self.shared.owners.get(outlet))
+            .with_context(|| format!("outlet {outlet} is no longer owned here"))?;
         let Committed {
             outcome,
             generation,
@@ -318,7 +317,7 @@ impl Pass {
                 .inc_by(drift.len() as u64);
             warn!(%outlet, seq, skus = %serde_json::to_string(&drift).unwrap_or_default(), "Redis drifted from the ledger");
             if self.settings.reconciler.heal {
-                healed = self.heal(addr, outlet, load, &drift).await;
+                healed = self.heal(&addr, outlet, load, &drift).await;
             }
             if let Err(e) = self.record(outlet, seq, &drift, healed).await {
                 // The metric and the log line above still carry it.

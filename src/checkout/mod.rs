@@ -177,7 +177,7 @@ impl Hold {
         let Committed { outcome, .. } = match committed {
             // Refused before anything was decided: a claim this call made is given back, so
             // the client's retry (here or elsewhere) finds its key unused.
-            Err(refused @ OutletError::Overloaded(_)) => {
+            Err(refused @ (OutletError::Overloaded(_) | OutletError::Moved(_))) => {
                 if fresh {
                     (claims
                         .release_claim(ClaimKind::Reservation, key, outlet)
@@ -393,12 +393,21 @@ fn not_found(id: &ReservationId) -> Error {
     Error::NotFound(format!("no reservation '{id}'"))
 }
 
+/// The actor of the outlet a reservation id names: `404` for an outlet the chain does not
+/// have.
+fn reservation_outlet(
+    services: &Services,
+    id: &ReservationId,
+) -> Result<actix::Addr<crate::actors::OutletActor>, Error> {
+    services.outlet(&id.outlet()).map_err(|e| match e {
+        Error::NotFound(_) => not_found(id),
+        e => e,
+    })
+}
+
 /// A reservation as it is now.
 pub async fn get(services: &Services, id: &ReservationId) -> Result<ResRecord, Error> {
-    let outlet = services
-        .outlets
-        .get(&id.outlet())
-        .ok_or_else(|| not_found(id))?;
+    let outlet = reservation_outlet(services, id)?;
     let res = outlet.send(GetReservation { id: id.clone() }).await??;
     res.ok_or_else(|| not_found(id))
 }
@@ -411,10 +420,7 @@ pub async fn confirm(
     payment_ref: String,
 ) -> Result<ResRecord, Error> {
     let outlet_id = id.outlet();
-    let outlet = services
-        .outlets
-        .get(&outlet_id)
-        .ok_or_else(|| not_found(id))?;
+    let outlet = reservation_outlet(services, id)?;
     let msg = Confirm {
         id: id.clone(),
         payment_ref,
@@ -467,10 +473,7 @@ pub async fn confirm(
 pub async fn cancel(services: &Services, id: &ReservationId) -> Result<ResRecord, Error> {
     let mut id = id.clone();
     for _ in 0..REROUTE_HOPS_MAX {
-        let outlet = services
-            .outlets
-            .get(&id.outlet())
-            .ok_or_else(|| not_found(&id))?;
+        let outlet = reservation_outlet(services, &id)?;
         let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
         let res = match outcome {
             Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,

@@ -295,7 +295,7 @@ pub fn start_sweep(services: Arc<Services>) {
                 _ = tick.tick() => {}
             }
             let state = &services.reroute;
-            for outlet in services.outlets.keys() {
+            for outlet in &services.shared.owners.ids() {
                 let due = services.shared.stock.short_of_holds(outlet) || state.has_at_risk(outlet);
                 if !due {
                     continue;

@@ -1,17 +1,24 @@
 -- apply_batch.lua: applies a batch of one outlet's operations in arrival order, atomically,
 -- in one round trip (the outlet actor's group commit).
 -- KEYS: 1 on_hand  2 reserved  3 sku_seq  4 seq  5 res  6 idem  7 events  8 outbox  9 forget
---       (all of one outlet, sharing its hash tag; see keys.rs)
+--       10 epoch  11 lease (all of one outlet, sharing its hash tag; see keys.rs)
 -- ARGV: 1 outlet id   2 now (ms)   3 ops (JSON array)   4 the seq the actor last saw
 --       5 reservation retention (ms)   6 event retention (ms)   7 outbox bound (entries)
---       8 most forgotten records per call
+--       8 most forgotten records per call   9 the caller's fencing token (its lease's epoch)
+--       10 the caller's node id
 -- returns JSON, one of
 --   {"results":[...]}      one result per op, in order (see each operation's file)
+--   {"fenced":true}        the outlet's epoch is not the caller's token, or its lease is not
+--                          the caller's (expired, or taken by another process): nothing applied
 --   {"lost":true}          the outlet's state is gone (Redis restarted empty): nothing applied
 --   {"backlog":true}       the outbox is at its bound (the ledger is behind): nothing applied
 -- invariant: the outlet's seq never goes backwards and never skips; nothing is applied to an
--- outlet whose state is missing.
+-- outlet whose state is missing, nor by a process whose lease was taken over (fencing).
 
+if tonumber(redis.call('GET', KEYS[10]) or '0') ~= tonumber(ARGV[9])
+    or redis.call('GET', KEYS[11]) ~= ARGV[10] .. ' ' .. ARGV[9] then
+  return cjson.encode({fenced = true})
+end
 local seen_seq = tonumber(ARGV[4])
 local seq_now = tonumber(redis.call('GET', K_SEQ) or '0')
 if seq_now < seen_seq then

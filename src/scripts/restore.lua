@@ -1,13 +1,19 @@
 -- restore.lua: writes an outlet rebuilt from the ledger back into Redis.
--- KEYS: the nine keys of one outlet (see apply_batch.lua).
+-- KEYS: the nine keys of one outlet, then its epoch and its lease (see apply_batch.lua).
 -- ARGV: 1 JSON {seq, counters=[[sku, on_hand, reserved, sku_seq]...], reservations=[[id, json]...],
 --               idem=[[key, json]...], events=[[key, json]...], forget=[[score, member]...]}
 --       2 "0" only when the outlet has no state; "1" replace whatever is there (Redis came
 --         back behind the ledger); "2" replace unless Redis is ahead of the plan's seq (an
 --         operator's rebuild: what Redis has beyond the ledger is not lost)
--- returns 1 when restored, 0 when the existing state was left untouched.
+--       3 the caller's fencing token (its lease's epoch)   4 the caller's node id
+-- returns 1 when restored, 0 when the existing state was left untouched, -1 when the outlet's
+-- epoch or lease is not the caller's (as in apply_batch.lua): nothing written.
 -- invariant: a restore overwrites live state only when told to; the seq key is written last, so a
 -- restore cut short leaves the outlet still "missing" and is simply done again.
+if tonumber(redis.call('GET', KEYS[10]) or '0') ~= tonumber(ARGV[3])
+    or redis.call('GET', KEYS[11]) ~= ARGV[4] .. ' ' .. ARGV[3] then
+  return -1
+end
 local current = redis.call('GET', KEYS[4])
 if current then
   if ARGV[2] == '0' then return 0 end
