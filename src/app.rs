@@ -108,7 +108,10 @@ impl Core {
         // The first round takes the leases rendezvous gives this process among the live ones
         // (all of them when it runs alone); the outlets load before the core answers.
         let ownership = Arc::new(Ownership::new(shared.clone(), ids.clone(), limits));
-        let started_actors = ownership.round().await.context("taking the outlets' leases")?;
+        let started_actors = ownership
+            .round()
+            .await
+            .context("taking the outlets' leases")?;
         for addr in &started_actors {
             addr.send(Drain)
                 .await

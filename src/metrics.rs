@@ -19,6 +19,7 @@ pub struct Metrics {
     pub outlet_unavailable: IntCounterVec,
     pub owned_outlets: IntGaugeVec,
     pub ownership_changes: IntCounterVec,
+    pub fenced_writes: IntCounterVec,
     pub ledger_outbox_entries: IntGaugeVec,
     pub ledger_outbox_age_ms: IntGaugeVec,
     pub ledger_documents: IntCounter,
@@ -141,6 +142,15 @@ impl Metrics {
                  released at a stop, or lost (fenced, or not renewed within the lease)",
             ),
             &["outlet", "change"],
+        )
+        .expect("metric");
+        let fenced_writes = IntCounterVec::new(
+            Opts::new(
+                "fenced_writes_total",
+                "Writes of this process that an outlet's script refused because its lease's \
+                 token is no longer the outlet's (nothing applied)",
+            ),
+            &["outlet"],
         )
         .expect("metric");
         let ledger_outbox_entries = IntGaugeVec::new(
@@ -310,6 +320,7 @@ impl Metrics {
             Box::new(outlet_unavailable.clone()),
             Box::new(owned_outlets.clone()),
             Box::new(ownership_changes.clone()),
+            Box::new(fenced_writes.clone()),
             Box::new(ledger_outbox_entries.clone()),
             Box::new(ledger_outbox_age_ms.clone()),
             Box::new(ledger_documents.clone()),
@@ -361,6 +372,7 @@ impl Metrics {
             outlet_unavailable,
             owned_outlets,
             ownership_changes,
+            fenced_writes,
             ledger_outbox_entries,
             ledger_outbox_age_ms,
             ledger_documents,

@@ -118,7 +118,9 @@ pub async fn rebuild_outlet(
              (a process killed without a stop holds its leases for cluster.lease_ms)"
         );
     };
-    let restored = store.restore(outlet, &plan, mode, (REBUILD_NODE, token)).await;
+    let restored = store
+        .restore(outlet, &plan, mode, (REBUILD_NODE, token))
+        .await;
     store.release_lease(&keys, REBUILD_NODE, token).await?;
     let restored = restored?;
     let rebuilt = Rebuilt {

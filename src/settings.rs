@@ -322,8 +322,7 @@ impl Settings {
             bail!("outlet.pending_max must be at least 2: new holds may fill half of it");
         }
         let c = &self.cluster;
-        if c.node_id.is_empty() || c.node_id.len() > 64 || c.node_id.contains(char::is_whitespace)
-        {
+        if c.node_id.is_empty() || c.node_id.len() > 64 || c.node_id.contains(char::is_whitespace) {
             bail!("cluster.node_id must be 1 to 64 characters without spaces");
         }
         if c.lease_ms < 1000 {

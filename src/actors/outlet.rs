@@ -305,10 +305,7 @@ impl OutletActor {
     /// Starts the next round trip if none is in flight: a reload when the mirror may be
     /// stale, else the next batch.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.stepped_down
-            || self.busy
-            || (self.pending.is_empty() && !self.needs_reload)
-        {
+        if self.stepped_down || self.busy || (self.pending.is_empty() && !self.needs_reload) {
             return;
         }
         self.busy = true;
@@ -635,9 +632,18 @@ impl OutletActor {
     /// process takes it again under a new token and reloads the outlet before the batch runs
     /// again (another owner may have written meanwhile); else it steps down.
     fn refence(&mut self, batch: Vec<Pending>, ctx: &mut Context<Self>) {
+        self.shared
+            .metrics
+            .fenced_writes
+            .with_label_values(&[self.outlet.as_str()])
+            .inc();
         for p in batch.into_iter().rev() {
             self.pending.push_front(p);
         }
+        self.retake(ctx);
+    }
+
+    fn retake(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
         let (store, keys) = (self.shared.store.clone(), self.keys.clone());
         let owners = self.shared.owners.clone();
@@ -672,7 +678,7 @@ impl OutletActor {
                 Err(e) => {
                     warn!(outlet = %act.outlet, error = %format!("{e:#}"), "taking the outlet's lease again failed; retrying");
                     act.needs_reload = true;
-                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.refence(Vec::new(), ctx));
+                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.retake(ctx));
                 }
             }
             act.answer_drain_waiters();

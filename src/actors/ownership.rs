@@ -237,7 +237,10 @@ impl Ownership {
     async fn take(&self, outlet: &OutletId, token: u64) -> anyhow::Result<Addr<OutletActor>> {
         let shared = &self.shared;
         let in_ledger = shared.ledger.max_seq(outlet).await?;
-        let pending = shared.store.first_outbox_seq(&shared.store.keys(outlet)).await?;
+        let pending = shared
+            .store
+            .first_outbox_seq(&shared.store.keys(outlet))
+            .await?;
         let durable = pending.map_or(in_ledger, |first| in_ledger.min(first - 1));
         shared.durable.advance(outlet, durable);
         let actor = OutletActor::new(outlet.clone(), shared.clone(), self.limits.clone(), token);

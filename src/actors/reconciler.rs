@@ -97,10 +97,7 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(
-        shared: Shared,
-        settings: Arc<Settings>,
-    ) -> Self {
+    pub fn new(shared: Shared, settings: Arc<Settings>) -> Self {
         let checkpoints = Checkpoints::new(&shared.ledger);
         Self {
             pass: Arc::new(Pass {

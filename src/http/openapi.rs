@@ -436,6 +436,10 @@ pub struct Readiness {
     pub redis: String,
     pub mongo: String,
     pub mqtt: String,
+    /// This process's `cluster.node_id`.
+    pub node: String,
+    /// The outlets this process owns now (through their leases), sorted.
+    pub owns: Vec<String>,
     /// `unavailable` when something is not.
     pub error: Option<String>,
     pub message: Option<String>,

@@ -15,7 +15,7 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: Redis, MongoDB and the MQTT session.
+/// Readiness: Redis, MongoDB and the MQTT session; and which outlets this process owns.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Every dependency is reachable", body = Readiness),
@@ -23,7 +23,11 @@ pub async fn healthz() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let report = state.health.check().await;
-    let mut body = json!({"redis": report.redis, "mongo": report.mongo, "mqtt": report.mqtt});
+    let owners = &state.shared.owners;
+    let mut body = json!({
+        "redis": report.redis, "mongo": report.mongo, "mqtt": report.mqtt,
+        "node": owners.node, "owns": owners.ids(),
+    });
     if report.ready() {
         body["status"] = "ready".into();
         HttpResponse::Ok().json(body)

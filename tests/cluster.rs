@@ -1,0 +1,513 @@
+//! Several `shelfsync serve` processes on one Redis prefix, MongoDB database and broker:
+//! outlet ownership by lease, fencing, failover and hand-over (ARCHITECTURE.md, Several
+//! processes). Real processes, so that they can be paused (SIGSTOP) and killed (SIGKILL).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::procs::Proc;
+use common::*;
+use serde_json::{json, Value};
+use shelfsync::actors::ownership::owner_of;
+use shelfsync::domain::OutletId;
+use shelfsync::store::{BatchArgs, Op, ReleaseReason};
+
+const ADMIN: &str = "demo-admin-key-change-me";
+const STOREFRONT: &str = "demo-storefront-key-change-me";
+/// Short, so that the tests wait little; the service's default is 6 s.
+const LEASE_MS: u64 = 2000;
+
+struct Node {
+    name: &'static str,
+    proc: Proc,
+    url: String,
+}
+
+impl Node {
+    async fn start(settings: &shelfsync::Settings, name: &'static str) -> Self {
+        let port = free_port();
+        let s = settings.clone();
+        let proc = Proc::start("shelfsync", port, move || {
+            let root = env!("CARGO_MANIFEST_DIR");
+            let mut c = Command::new(env!("CARGO_BIN_EXE_shelfsync"));
+            c.arg("serve")
+                .current_dir(root)
+                .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
+                .env("SHELFSYNC__HTTP__PORT", port.to_string())
+                .env("SHELFSYNC__REDIS__URL", s.redis.url.expose())
+                .env("SHELFSYNC__REDIS__KEY_PREFIX", &s.redis.key_prefix)
+                .env("SHELFSYNC__MONGO__URI", s.mongo.uri.expose())
+                .env("SHELFSYNC__MONGO__DATABASE", &s.mongo.database)
+                .env("SHELFSYNC__MQTT__PORT", s.mqtt.port.to_string())
+                .env(
+                    "SHELFSYNC__MQTT__CLIENT_ID",
+                    format!("{}-{name}", s.mqtt.client_id),
+                )
+                .env("SHELFSYNC__MQTT__TOPIC_PREFIX", &s.mqtt.topic_prefix)
+                .env("SHELFSYNC__CLUSTER__NODE_ID", name)
+                .env("SHELFSYNC__CLUSTER__LEASE_MS", LEASE_MS.to_string())
+                .env("SHELFSYNC__LEDGER__POLL_INTERVAL_MS", "200")
+                .env("RUST_LOG", "warn");
+            c
+        })
+        .await;
+        Self {
+            name,
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// The outlets a node owns, by its `/readyz`; `None` when it does not answer.
+async fn owns(node: &Node) -> Option<BTreeSet<String>> {
+    let body: Value = http()
+        .get(format!("{}/readyz", node.url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    assert_eq!(body["node"], node.name);
+    Some(
+        body["owns"]
+            .as_array()?
+            .iter()
+            .map(|o| o.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+/// Waits until the nodes own every outlet between them, each outlet once and where
+/// rendezvous hashing puts it; returns who owns what.
+async fn spread(nodes: &[&Node], outlets: usize, secs: u64) -> BTreeMap<String, &'static str> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut owner = BTreeMap::new();
+        let mut twice = false;
+        for n in nodes {
+            for o in owns(n).await.unwrap_or_default() {
+                twice |= owner.insert(o, n.name).is_some();
+            }
+        }
+        // Settled: every outlet where rendezvous hashing over the live nodes puts it.
+        let members: Vec<String> = nodes.iter().map(|n| n.name.to_owned()).collect();
+        let settled = owner.iter().all(|(o, n)| {
+            let o = OutletId::parse("outlet", o).unwrap();
+            owner_of(&members, &o) == Some(*n)
+        });
+        if !twice && owner.len() == outlets && settled {
+            return owner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outlets were not spread over {} nodes in {secs} s: {owner:?}",
+            nodes.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn hold(
+    node: &Node,
+    idem: &str,
+    outlet: &str,
+    sku: &str,
+    ttl_secs: u64,
+) -> reqwest::Response {
+    http()
+        .post(format!("{}/v1/reservations", node.url))
+        .bearer_auth(STOREFRONT)
+        .header("Idempotency-Key", idem)
+        .json(&json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1}], "ttl_secs": ttl_secs}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sets on_hand of `sku` at `outlet` by a `count` movement through its owner.
+async fn stocked(node: &Node, outlet: &str, sku: &str, qty: i64) {
+    let body = json!({"event_id": format!("count-{outlet}-{sku}"), "outlet": outlet,
+        "sku": sku, "kind": "count", "qty": qty, "at": "2026-12-02T09:00:00Z"});
+    let r = http()
+        .post(format!("{}/v1/movements", node.url))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "count at {outlet}: {}",
+        r.text().await.unwrap()
+    );
+}
+
+async fn metric(node: &Node, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{}/metrics", node.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The ledger documents of one outlet, by kind and reservation.
+async fn ledger_docs(settings: &shelfsync::Settings, outlet: &str) -> Vec<mongodb::bson::Document> {
+    documents(settings, "ledger")
+        .await
+        .into_iter()
+        .filter(|d| d.get_str("outlet").ok() == Some(outlet))
+        .collect()
+}
+
+fn imported(settings: &shelfsync::Settings) {
+    let out = cli(settings, &["import"]);
+    assert!(out.status.success(), "import: {out:?}");
+}
+
+fn checked(settings: &shelfsync::Settings) {
+    let check = cli(settings, &["check"]);
+    assert!(
+        check.status.success(),
+        "shelfsync check: {}\n{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The fencing check itself, at the script: a write under a token that an acquisition by
+/// another node has superseded is refused and changes nothing, and so is a write under a
+/// lease that lapsed, even when nobody took it.
+#[tokio::test]
+async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
+    let settings = test_settings();
+    let store = redis_store(&settings).await;
+    let outlet = OutletId::parse("outlet", OUTLET).unwrap();
+    let keys = store.keys(&outlet);
+    let a = store
+        .acquire_lease(&keys, "a", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.acquire_lease(&keys, "b", 60_000).await.unwrap(), None);
+    let op = Op::Release {
+        id: shelfsync::domain::ReservationId::new(&outlet),
+        reason: ReleaseReason::Cancelled,
+        rerouted_to: None,
+    };
+    let args = |token, node| BatchArgs {
+        outlet: OUTLET,
+        now_ms: shelfsync::domain::now_ms(),
+        seen_seq: 0,
+        res_retain_ms: 60_000,
+        event_retain_ms: 60_000,
+        outbox_max: 1000,
+        token,
+        node,
+    };
+    let reply = store.apply(&keys, &args(a, "a"), &[&op]).await.unwrap();
+    assert!(!reply.fenced, "the owner's write is taken");
+    // The lease lapses (a pause past it): the same token is refused although nobody took it.
+    let mut conn = redis::Client::open(settings.redis.url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(&keys.lease)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .apply(&keys, &args(a, "a"), &[&op])
+            .await
+            .unwrap()
+            .fenced
+    );
+    let b = store
+        .acquire_lease(&keys, "b", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b > a, "every acquisition raises the epoch: {a} then {b}");
+    let before = store.snapshot(&keys).await.unwrap().map(|s| s.seq);
+    let reply = store.apply(&keys, &args(a, "a"), &[&op]).await.unwrap();
+    assert!(reply.fenced && reply.results.is_empty());
+    assert_eq!(store.snapshot(&keys).await.unwrap().map(|s| s.seq), before);
+    assert!(!store.renew_lease(&keys, "a", a, 60_000).await.unwrap());
+    assert!(!store.release_lease(&keys, "a", a).await.unwrap());
+    assert!(store.renew_lease(&keys, "b", b, 60_000).await.unwrap());
+    assert!(
+        !store
+            .apply(&keys, &args(b, "b"), &[&op])
+            .await
+            .unwrap()
+            .fenced
+    );
+    cleanup(&settings).await;
+}
+
+/// SIGSTOP an owner past its lease; another process takes its outlets over and writes; on
+/// SIGCONT the paused process's writes for them are refused, it steps down, and what it had
+/// in flight (a request in its socket, an expiry timer that came due) is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_and_steps_down() {
+    let settings = test_settings();
+    imported(&settings);
+    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
+        .unwrap()
+        .outlets
+        .len();
+    let a = Node::start(&settings, "a").await;
+    spread(&[&a], outlets, 20).await;
+    let b = Node::start(&settings, "b").await;
+    let owner = spread(&[&a, &b], outlets, 30).await;
+    let x = owner
+        .iter()
+        .find(|(_, n)| **n == "a")
+        .map(|(o, _)| o.clone())
+        .expect("a owns some outlet");
+    stocked(&a, &x, SKU, 100).await;
+    // A hold at x through its owner a, which expires while a is paused: a's timer comes due.
+    let r = hold(&a, "paused-timer", &x, SKU, 2).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let timed: Value = r.json().await.unwrap();
+    a.proc.pause();
+    // A request that waits in a's socket while it is paused.
+    let late = tokio::spawn({
+        let (url, x) = (a.url.clone(), x.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/reservations"))
+                .bearer_auth(STOREFRONT)
+                .header("Idempotency-Key", "paused-late")
+                .json(&json!({"outlet": x, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 60}))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let took = Instant::now();
+    assert!(
+        eventually(20, || async {
+            owns(&b).await.is_some_and(|o| o.contains(&x))
+        })
+        .await,
+        "b did not take {x} over from the paused a"
+    );
+    println!(
+        "b owned {x} {} ms after a was paused",
+        took.elapsed().as_millis()
+    );
+    // b writes at x.
+    assert_eq!(hold(&b, "after-takeover", &x, SKU, 60).await.status(), 201);
+    // b's timers release the expired hold a made.
+    let released = eventually(10, || async {
+        let r: Value = http()
+            .get(format!(
+                "{}/v1/reservations/{}",
+                b.url,
+                timed["id"].as_str().unwrap()
+            ))
+            .bearer_auth(STOREFRONT)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["status"] == "expired"
+    })
+    .await;
+    assert!(
+        released,
+        "the new owner released the paused owner's expired hold"
+    );
+    a.proc.resume();
+    let late = late.await.unwrap();
+    assert_eq!(
+        late.status(),
+        503,
+        "the paused owner refuses what it can no longer apply"
+    );
+    assert!(late.headers().contains_key("retry-after"));
+    // The client retries with the same key, at the owner now.
+    assert_eq!(hold(&b, "paused-late", &x, SKU, 60).await.status(), 201);
+    assert_eq!(hold(&b, "paused-late", &x, SKU, 60).await.status(), 201);
+    assert!(
+        eventually(10, || async {
+            owns(&a).await.is_some_and(|o| !o.contains(&x))
+        })
+        .await,
+        "a stepped down from {x}"
+    );
+    let lost = metric(
+        &a,
+        &format!("shelfsync_ownership_changes_total{{change=\"lost\",outlet=\"{x}\"}}"),
+    )
+    .await;
+    let fenced = metric(
+        &a,
+        &format!("shelfsync_fenced_writes_total{{outlet=\"{x}\"}}"),
+    )
+    .await;
+    println!("a after SIGCONT: lost {lost}, fenced writes {fenced}");
+    assert!(lost >= 1.0, "a counted losing {x}");
+    // Let a's own round settle (it may take outlets back by rendezvous, gracefully), then
+    // stop both and check the ledger.
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    let (mut a, mut b) = (a, b);
+    b.proc.signal("-TERM");
+    a.proc.signal("-TERM");
+    let docs = ledger_docs(&settings, &x).await;
+    let of = |kind: &str, res: &str| {
+        docs.iter()
+            .filter(|d| d.get_str("kind").ok() == Some(kind))
+            .filter(|d| d.get_str("reservation").ok() == Some(res))
+            .count()
+    };
+    let timed_id = timed["id"].as_str().unwrap();
+    assert_eq!(of("reservation_held", timed_id), 1);
+    assert_eq!(
+        of("reservation_released", timed_id),
+        1,
+        "expired exactly once"
+    );
+    let late_holds = docs
+        .iter()
+        .filter(|d| d.get_str("kind").ok() == Some("reservation_held"))
+        .filter(|d| d.get_str("idempotency_key").ok() == Some("paused-late"))
+        .count();
+    assert_eq!(late_holds, 1, "the request a had in flight was held once");
+    let mut seqs: Vec<i64> = docs.iter().map(|d| d.get_i64("seq").unwrap()).collect();
+    seqs.sort();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no seq gap or repeat"
+    );
+    checked(&settings);
+    cleanup(&settings).await;
+}
+
+/// Three processes; kill -9 the one that owns the most outlets while holds are live there.
+/// The survivors own its outlets again within the lease, and release its holds when they
+/// expire; the confirms it answered are in the ledger once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
+    let settings = test_settings();
+    imported(&settings);
+    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
+        .unwrap()
+        .outlets
+        .len();
+    let a = Node::start(&settings, "a").await;
+    let b = Node::start(&settings, "b").await;
+    let c = Node::start(&settings, "c").await;
+    let owner = spread(&[&a, &b, &c], outlets, 40).await;
+    let mut per: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (o, n) in &owner {
+        per.entry(n).or_default().push(o.clone());
+    }
+    let (&busiest, theirs) = per.iter().max_by_key(|(_, o)| o.len()).unwrap();
+    let theirs = theirs.clone();
+    let nodes = [a, b, c];
+    let victim = nodes.iter().position(|n| n.name == busiest).unwrap();
+    // Holds at each of its outlets: some confirmed, the rest left to expire.
+    let mut confirmed = Vec::new();
+    for (i, o) in theirs.iter().enumerate() {
+        stocked(&nodes[victim], o, SKU, 100).await;
+        for k in 0..4 {
+            let r = hold(&nodes[victim], &format!("kill-{i}-{k}"), o, SKU, 3).await;
+            assert_eq!(r.status(), 201, "hold at {o}: {}", r.text().await.unwrap());
+            let res: Value = r.json().await.unwrap();
+            if k == 0 {
+                let id = res["id"].as_str().unwrap().to_owned();
+                let r = http()
+                    .post(format!(
+                        "{}/v1/reservations/{id}/confirm",
+                        nodes[victim].url
+                    ))
+                    .bearer_auth(STOREFRONT)
+                    .json(&json!({"payment_ref": format!("pay-{id}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "confirm at {o}");
+                confirmed.push((o.clone(), id));
+            }
+        }
+    }
+    let mut nodes = nodes;
+    let killed = Instant::now();
+    nodes[victim].proc.signal("-KILL");
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n)
+        .collect();
+    let after = spread(&survivors, outlets, 20).await;
+    let gap = killed.elapsed();
+    println!(
+        "kill -9 of {busiest} ({} outlets): owned again after {} ms (lease {LEASE_MS} ms)",
+        theirs.len(),
+        gap.as_millis()
+    );
+    assert!(theirs.iter().all(|o| after[o] != busiest));
+    assert!(
+        gap < Duration::from_millis(2 * LEASE_MS + 1000),
+        "the outlets were owned again well within two leases: {gap:?}"
+    );
+    // The holds expire (3 s) and the new owners release them: nothing stays reserved.
+    let store = redis_store(&settings).await;
+    let clean = eventually(20, || async {
+        let mut reserved = 0;
+        for o in &theirs {
+            let outlet = OutletId::parse("outlet", o).unwrap();
+            let snap = store.snapshot(&store.keys(&outlet)).await.unwrap().unwrap();
+            reserved += snap.counters.values().map(|c| c.reserved).sum::<i64>();
+        }
+        reserved == 0
+    })
+    .await;
+    assert!(
+        clean,
+        "the dead owner's holds were released by the survivors"
+    );
+    for n in nodes.iter_mut() {
+        n.proc.signal("-TERM");
+    }
+    for (o, id) in &confirmed {
+        let sold = ledger_docs(&settings, o)
+            .await
+            .into_iter()
+            .filter(|d| d.get_str("kind").ok() == Some("sale_web"))
+            .filter(|d| d.get_str("reservation").ok() == Some(id.as_str()))
+            .count();
+        assert_eq!(sold, 1, "the confirm of {id} is in the ledger once");
+    }
+    checked(&settings);
+    cleanup(&settings).await;
+}
