@@ -179,6 +179,21 @@ async fn apply_half(
     Ok((result, fresh))
 }
 
+/// Whether the outlet's owner (this process or another) has applied the movement and its
+/// ledger document is durable: its event record is in Redis and the outbox no longer holds
+/// its seq (the writer trims only what is in the ledger). A process that does not own the
+/// outlet uses it to let go of its copy of a POS message once the owner's copy is safe.
+pub async fn applied_durably(services: &Services, m: &Movement) -> Result<bool, Error> {
+    let store = &services.shared.store;
+    let keys = store.keys(&m.outlet);
+    let Some(seq) = (store.event_seq(&keys, m.event_id.as_str()).await).map_err(Error::store)?
+    else {
+        return Ok(false);
+    };
+    let first = store.first_outbox_seq(&keys).await.map_err(Error::store)?;
+    Ok(first.is_none_or(|first| seq < first))
+}
+
 /// What a movement did: its result at the outlet, what the re-routing pass it set off did (a
 /// fresh movement that left holds short), and a transfer's receiving half.
 pub struct Applied {

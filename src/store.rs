@@ -833,6 +833,22 @@ impl RedisStore {
         Ok(entries.first().map(|e| e.seq))
     }
 
+    /// The seq at which the outlet applied the movement with this event key, if it did (and
+    /// still remembers it: within `movements.retain_secs`).
+    pub async fn event_seq(&self, keys: &OutletKeys, key: &str) -> anyhow::Result<Option<u64>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&keys.events)
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .context("reading an event record")?;
+        let Some(raw) = raw else { return Ok(None) };
+        let v: serde_json::Value =
+            serde_json::from_str(&raw).context("decoding an event record")?;
+        Ok(v["result"]["seq"].as_u64())
+    }
+
     /// Drops outbox entries up to and including `seq` (they are durable in the ledger).
     pub async fn trim_outbox(&self, keys: &OutletKeys, seq: u64) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();

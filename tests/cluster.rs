@@ -459,6 +459,23 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
             }
         }
     }
+    // POS sales at its outlets, the last ones published right before the kill: whichever
+    // the victim had not applied, the survivors' copies apply after the takeover.
+    let pos = MqttClient::connect(settings.mqtt.port).await;
+    let mut sales = Vec::new();
+    for o in &theirs {
+        for k in 0..5 {
+            let event = format!("kill-pos-{o}-{k}");
+            let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": 1,
+                "at": "2026-12-02T09:42:00Z"});
+            pos.publish(
+                &format!("{}pos/{o}/movements", settings.mqtt.topic_prefix),
+                body.to_string(),
+            )
+            .await;
+            sales.push((o.clone(), event));
+        }
+    }
     let mut nodes = nodes;
     let killed = Instant::now();
     nodes[victim].proc.signal("-KILL");
@@ -496,6 +513,20 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
         clean,
         "the dead owner's holds were released by the survivors"
     );
+    // Every sale the broker took is in the ledger exactly once.
+    for (o, event) in &sales {
+        let once = eventually(30, || async {
+            let n = ledger_docs(&settings, o)
+                .await
+                .iter()
+                .filter(|d| d.get_str("event_id").ok() == Some(event.as_str()))
+                .count();
+            assert!(n <= 1, "{event} applied twice");
+            n == 1
+        })
+        .await;
+        assert!(once, "the POS sale {event} at {o} reached the ledger");
+    }
     for n in nodes.iter_mut() {
         n.proc.signal("-TERM");
     }
@@ -508,6 +539,83 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
             .count();
         assert_eq!(sold, 1, "the confirm of {id} is in the ledger once");
     }
+    checked(&settings);
+    cleanup(&settings).await;
+}
+
+/// POS over MQTT with two processes: each subscribes to every outlet's POS topic, the
+/// owner applies the sale, and the other lets its copy go once the owner's is durable,
+/// instead of rejecting it (it was sent to the DLQ as "unavailable" before) or applying it
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process() {
+    let settings = test_settings();
+    imported(&settings);
+    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
+        .unwrap()
+        .outlets
+        .len();
+    let a = Node::start(&settings, "a").await;
+    let b = Node::start(&settings, "b").await;
+    let owner = spread(&[&a, &b], outlets, 30).await;
+    for n in [&a, &b] {
+        assert!(
+            eventually(20, || async {
+                metric(n, "shelfsync_mqtt_connected").await == 1.0
+            })
+            .await,
+            "{} connected to the broker",
+            n.name
+        );
+    }
+    let pos = MqttClient::connect(settings.mqtt.port).await;
+    let mut sold = Vec::new();
+    for name in ["a", "b"] {
+        let x = owner.iter().find(|(_, n)| **n == name).unwrap().0.clone();
+        let node = if name == "a" { &a } else { &b };
+        stocked(node, &x, SKU, 50).await;
+        let event = format!("pos-{name}-1");
+        let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": 2,
+            "at": "2026-12-02T09:42:00Z"});
+        pos.publish(
+            &format!("{}pos/{x}/movements", settings.mqtt.topic_prefix),
+            body.to_string(),
+        )
+        .await;
+        sold.push((x, event));
+    }
+    // Each process lets go of the copy whose outlet the other owns.
+    for n in [&a, &b] {
+        assert!(
+            eventually(30, || async {
+                metric(
+                    n,
+                    "shelfsync_mqtt_messages_in_total{outcome=\"applied_by_owner\"}",
+                )
+                .await
+                    >= 1.0
+            })
+            .await,
+            "{} let its copy go once the owner had the sale",
+            n.name
+        );
+        assert_eq!(
+            metric(n, "shelfsync_mqtt_dlq_total").await,
+            0.0,
+            "nothing rejected"
+        );
+    }
+    for (x, event) in &sold {
+        let docs = ledger_docs(&settings, x).await;
+        let n = docs
+            .iter()
+            .filter(|d| d.get_str("event_id").ok() == Some(event.as_str()))
+            .count();
+        assert_eq!(n, 1, "{event} at {x} is in the ledger once");
+    }
+    let (mut a, mut b) = (a, b);
+    a.proc.signal("-TERM");
+    b.proc.signal("-TERM");
     checked(&settings);
     cleanup(&settings).await;
 }

@@ -387,9 +387,21 @@ async fn readyz_and_metrics_report_dependencies_and_outcomes() {
         .unwrap();
     let metrics = app.get("/metrics", VIEWER).await.text().await.unwrap();
 
+    // Alone on its prefix, the process owns every outlet of the catalogue.
+    let mut outlets: Vec<String> = app
+        .get("/v1/outlets", VIEWER)
+        .await
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    outlets.sort();
     assert_eq!(
         ready,
-        json!({"status": "ready", "redis": "ok", "mongo": "ok", "mqtt": "ok"})
+        json!({"status": "ready", "redis": "ok", "mongo": "ok", "mqtt": "ok",
+               "node": "shelfsync", "owns": outlets})
     );
     assert!(
         metrics.contains(r#"shelfsync_reservations_total{op="reserve",outcome="held"} 1"#),

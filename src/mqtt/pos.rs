@@ -20,7 +20,7 @@ use super::outbound::Outbound;
 use super::topics::Topics;
 use crate::domain::{digest, now_ms, Movement, MovementKind};
 use crate::error::Error;
-use crate::movements::{apply, MovementRequest};
+use crate::movements::{applied_durably, apply, MovementRequest};
 use crate::services::Services;
 
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
@@ -118,9 +118,31 @@ impl Intake {
                         .inc();
                     return;
                 }
-                Err(Error::Unavailable(reason)) => {
+                Err(Error::Overloaded { .. })
+                    if !self.services.shared.owners.owns(&movement.outlet)
+                        && applied_durably(&self.services, &movement)
+                            .await
+                            .unwrap_or(false) =>
+                {
+                    // Another process owns the outlet and applied its own copy durably: this
+                    // copy may go (every process subscribes to every POS topic and keeps its
+                    // copy until then, so one dying never loses a sale).
+                    metrics
+                        .mqtt_messages_in
+                        .with_label_values(&["applied_by_owner"])
+                        .inc();
+                    return;
+                }
+                Err(
+                    Error::Unavailable(reason)
+                    | Error::Overloaded {
+                        message: reason, ..
+                    },
+                ) => {
                     // Expected while the ledger is behind (thousands may wait at once): the
                     // ledger lag gauges say so; the count is here, the reason at debug.
+                    // Overloaded: nothing was applied (the outlet is moving between
+                    // processes); never a rejection.
                     debug!(event_id = %movement.event_id, %reason, "POS movement waits for the stores");
                     metrics.mqtt_pos_waits.inc();
                     tokio::time::sleep(delay).await;
