@@ -108,7 +108,7 @@ impl Core {
         // The first round takes the leases rendezvous gives this process among the live ones
         // (all of them when it runs alone); the outlets load before the core answers.
         let ownership = Arc::new(Ownership::new(shared.clone(), ids.clone(), limits));
-        let started_actors = ownership
+        let (started_actors, _) = ownership
             .round()
             .await
             .context("taking the outlets' leases")?;

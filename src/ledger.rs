@@ -489,6 +489,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a rejected POS message with this id is kept.
+    pub async fn is_rejected(&self, id: &str) -> anyhow::Result<bool> {
+        let found = self
+            .db
+            .collection::<Document>(REJECTED)
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"_id": 1})
+            .await
+            .context("looking up a rejected POS message")?;
+        Ok(found.is_some())
+    }
+
     /// Whether the ledger holds the outlet's document at `seq`.
     async fn has_seq(&self, outlet: &OutletId, seq: u64) -> anyhow::Result<bool> {
         let found = self

@@ -223,6 +223,13 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
         counterpart,
     };
     let source = services.outlet(&m.outlet)?;
+    // Both halves' outlets before either is applied: a transfer to an outlet this process
+    // does not own is refused whole (requests are not forwarded between processes yet).
+    let dest = m
+        .to_outlet
+        .as_ref()
+        .map(|to| services.outlet(to))
+        .transpose()?;
     let msg = half(
         ledger_kind(m.kind),
         m.event_id.to_string(),
@@ -242,7 +249,8 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
         Some(to) => {
             let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
             let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
-            let (incoming, _) = apply_half(services, &services.outlet(to)?, to, msg).await?;
+            let dest = dest.as_ref().expect("resolved with the source");
+            let (incoming, _) = apply_half(services, dest, to, msg).await?;
             Some((to.clone(), incoming))
         }
         None => None,

@@ -111,7 +111,10 @@ pub async fn rebuild_outlet(
     // running service holds instead (it is meant for a stopped service).
     let keys = store.keys(outlet);
     let lease_ms = settings.cluster.lease_ms;
-    let Some(token) = store.acquire_lease(&keys, REBUILD_NODE, lease_ms).await? else {
+    let Some(token) = store
+        .acquire_lease(&keys, REBUILD_NODE, lease_ms, false)
+        .await?
+    else {
         let holder = store.lease_holder(&keys).await?.unwrap_or_default();
         anyhow::bail!(
             "outlet {outlet} is owned by a running process ({holder}); stop the service first \

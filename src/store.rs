@@ -661,15 +661,18 @@ impl RedisStore {
             .with_context(|| format!("{mode} of the lease {}", keys.lease))
     }
 
-    /// Takes the outlet's lease for `node` when it is free (or held by an earlier run of the
-    /// same node) and returns the new fencing token; `None` when another node holds it.
+    /// Takes the outlet's lease for `node` when it is free (with `takeover`, also when an
+    /// earlier run of the same node holds it) and returns the new fencing token; `None` when
+    /// it is held.
     pub async fn acquire_lease(
         &self,
         keys: &OutletKeys,
         node: &str,
         ttl_ms: u64,
+        takeover: bool,
     ) -> anyhow::Result<Option<u64>> {
-        let epoch = self.lease_call(keys, "acquire", node, 0, ttl_ms).await?;
+        let mode = if takeover { "takeover" } else { "acquire" };
+        let epoch = self.lease_call(keys, mode, node, 0, ttl_ms).await?;
         Ok((epoch > 0).then_some(epoch))
     }
 
@@ -694,6 +697,17 @@ impl RedisStore {
         Ok(self.lease_call(keys, "release", node, token, 0).await? == 1)
     }
 
+    /// How long the outlet's lease has left, if anyone holds it.
+    pub async fn lease_ttl(&self, keys: &OutletKeys) -> anyhow::Result<Option<Duration>> {
+        let mut conn = self.conn.clone();
+        let ms: i64 = redis::cmd("PTTL")
+            .arg(&keys.lease)
+            .query_async(&mut conn)
+            .await
+            .context("reading a lease's time")?;
+        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
     /// Who holds the outlet's lease (`"{node} {epoch}"`), if anyone.
     pub async fn lease_holder(&self, keys: &OutletKeys) -> anyhow::Result<Option<String>> {
         let mut conn = self.conn.clone();
@@ -704,13 +718,14 @@ impl RedisStore {
             .context("reading a lease")
     }
 
-    /// Records `node`'s heartbeat and returns the nodes that beat within `live_ms`
-    /// (itself included); forgets nodes silent for ten times that.
-    pub async fn heartbeat(&self, node: &str, live_ms: u64) -> anyhow::Result<Vec<String>> {
+    /// Records `node`'s heartbeat and returns the nodes that beat within `live_ms` (itself
+    /// included), each with the time of its last beat (ms); forgets nodes silent for ten
+    /// times that.
+    pub async fn heartbeat(&self, node: &str, live_ms: u64) -> anyhow::Result<Vec<(String, i64)>> {
         let now = crate::domain::now_ms();
         let key = crate::keys::members(&self.prefix);
         let mut conn = self.conn.clone();
-        let (live,): (Vec<String>,) = redis::pipe()
+        let (live,): (Vec<(String, i64)>,) = redis::pipe()
             .cmd("ZADD")
             .arg(&key)
             .arg(now)
@@ -725,6 +740,7 @@ impl RedisStore {
             .arg(&key)
             .arg(now - live_ms as i64)
             .arg("+inf")
+            .arg("WITHSCORES")
             .query_async(&mut conn)
             .await
             .context("heartbeat")?;

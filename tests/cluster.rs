@@ -205,11 +205,22 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
     let outlet = OutletId::parse("outlet", OUTLET).unwrap();
     let keys = store.keys(&outlet);
     let a = store
-        .acquire_lease(&keys, "a", 60_000)
+        .acquire_lease(&keys, "a", 60_000, false)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(store.acquire_lease(&keys, "b", 60_000).await.unwrap(), None);
+    assert_eq!(
+        store.acquire_lease(&keys, "b", 60_000, true).await.unwrap(),
+        None
+    );
+    // Held by a live run of the same node: only a takeover (a restart) takes it.
+    assert_eq!(
+        store
+            .acquire_lease(&keys, "a", 60_000, false)
+            .await
+            .unwrap(),
+        None
+    );
     let op = Op::Release {
         id: shelfsync::domain::ReservationId::new(&outlet),
         reason: ReleaseReason::Cancelled,
@@ -246,7 +257,7 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
             .fenced
     );
     let b = store
-        .acquire_lease(&keys, "b", 60_000)
+        .acquire_lease(&keys, "b", 60_000, false)
         .await
         .unwrap()
         .unwrap();

@@ -649,10 +649,12 @@ impl OutletActor {
         let owners = self.shared.owners.clone();
         let fut = async move {
             let ttl = owners.lease.as_millis() as u64;
-            store.acquire_lease(&keys, &owners.node, ttl).await
+            // Only a free lease: one held under this node id is a newer run's.
+            store.acquire_lease(&keys, &owners.node, ttl, false).await
         };
         ctx.spawn(fut.into_actor(self).map(|taken, act, ctx| {
-            act.busy = false;
+            // Busy until the lease is settled: nothing else goes to Redis meanwhile.
+            act.busy = matches!(taken, Err(_));
             let owners = act.shared.owners.clone();
             match taken {
                 Ok(Some(token)) if owners.owns(&act.outlet) => {
@@ -678,6 +680,7 @@ impl OutletActor {
                 Err(e) => {
                     warn!(outlet = %act.outlet, error = %format!("{e:#}"), "taking the outlet's lease again failed; retrying");
                     act.needs_reload = true;
+                    // `busy` stays set: the retry is the only round trip in flight.
                     ctx.run_later(RELOAD_RETRY, |act, ctx| act.retake(ctx));
                 }
             }

@@ -144,6 +144,10 @@ pub struct Ownership {
     shared: Shared,
     outlets: Vec<OutletId>,
     limits: OutletLimits,
+    /// Set after the first round: only the first takes over leases an earlier run of this
+    /// node id left (a second live process under the same id would otherwise take them back
+    /// and forth).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Ownership {
@@ -152,6 +156,7 @@ impl Ownership {
             shared,
             outlets,
             limits,
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -180,11 +185,23 @@ impl Ownership {
     }
 
     /// One round: beat, renew, step down, hand over at most one outlet, take free leases.
-    /// Returns the actors it started (the caller may wait for them to load).
-    pub async fn round(&self) -> anyhow::Result<Vec<Addr<OutletActor>>> {
+    /// Returns the actors it started (the caller may wait for them to load), and when the
+    /// earliest lease this process waits for (rendezvous gives it the outlet, another node
+    /// still holds it) runs out, so that the next round comes right then.
+    pub async fn round(&self) -> anyhow::Result<(Vec<Addr<OutletActor>>, Option<Duration>)> {
         let store = &self.shared.store;
         let node = self.owners().node.clone();
-        let members = store.heartbeat(&node, self.lease_ms()).await?;
+        let beats = store.heartbeat(&node, self.lease_ms()).await?;
+        let now = crate::domain::now_ms();
+        // A member that stopped beating drops out of the list a lease after its last beat:
+        // the next round comes right then, not up to a third of a lease later.
+        let mut wait: Option<Duration> = beats
+            .iter()
+            .filter(|(m, _)| *m != node)
+            .map(|(_, at)| Duration::from_millis((at + self.lease_ms() as i64 - now).max(0) as u64))
+            .filter(|left| *left < self.owners().lease / 3)
+            .min();
+        let members: Vec<String> = beats.into_iter().map(|(m, _)| m).collect();
         let owned = self.owners().snapshot();
         let mut hand_over = None;
         for (outlet, o) in &owned {
@@ -218,17 +235,31 @@ impl Ownership {
             self.hand_over(&outlet, &o, "handed_over").await;
         }
         let mut started = Vec::new();
+        let takeover = !self.started.swap(true, std::sync::atomic::Ordering::AcqRel);
         for outlet in &self.outlets {
             if self.owners().owns(outlet) || owner_of(&members, outlet) != Some(node.as_str()) {
                 continue;
             }
             let keys = store.keys(outlet);
-            let Some(token) = store.acquire_lease(&keys, &node, self.lease_ms()).await? else {
+            let acquired = store.acquire_lease(&keys, &node, self.lease_ms(), takeover);
+            let Some(token) = acquired.await? else {
+                // A dead owner's lease: try again as it runs out, not a whole round later.
+                if let Some(left) = store.lease_ttl(&keys).await? {
+                    wait = Some(wait.map_or(left, |w| w.min(left)));
+                }
                 continue;
             };
-            started.push(self.take(outlet, token).await?);
+            match self.take(outlet, token).await {
+                Ok(addr) => started.push(addr),
+                Err(e) => {
+                    // Give the lease back, so that the outlet is not held by nobody's actor;
+                    // the next round tries again.
+                    warn!(%outlet, error = %format!("{e:#}"), "starting the outlet failed; its lease is given back");
+                    let _ = store.release_lease(&keys, &node, token).await;
+                }
+            }
         }
-        Ok(started)
+        Ok((started, wait))
     }
 
     /// Starts the outlet's actor under `token`, once the ledger watermark is what is provably
@@ -293,20 +324,28 @@ impl Ownership {
         }
     }
 
-    /// Runs rounds every third of the lease until `stop` is set.
+    /// Runs rounds every third of the lease (sooner when a lease it waits for runs out
+    /// first) until `stop` is set.
     pub fn spawn(self: Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
         let every = self.owners().lease / 3;
         actix::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = every;
             loop {
-                tick.tick().await;
+                tokio::time::sleep(next).await;
                 if stop.load(std::sync::atomic::Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = self.round().await {
-                    warn!(error = %format!("{e:#}"), "ownership round failed");
-                }
+                next = match self.round().await {
+                    // A few ms past the expiry, and never a busy loop.
+                    Ok((_, Some(left))) => {
+                        (left + Duration::from_millis(5)).clamp(Duration::from_millis(20), every)
+                    }
+                    Ok((_, None)) => every,
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "ownership round failed");
+                        every
+                    }
+                };
             }
         });
     }

@@ -120,9 +120,7 @@ impl Intake {
                 }
                 Err(Error::Overloaded { .. })
                     if !self.services.shared.owners.owns(&movement.outlet)
-                        && applied_durably(&self.services, &movement)
-                            .await
-                            .unwrap_or(false) =>
+                        && self.owner_has(&topic, &publish.payload, &movement).await =>
                 {
                     // Another process owns the outlet and applied its own copy durably: this
                     // copy may go (every process subscribes to every POS topic and keeps its
@@ -153,11 +151,24 @@ impl Intake {
         }
     }
 
+    /// Whether the outlet's owner (another process) decided its copy of this message for
+    /// good: applied it durably, or kept it as rejected.
+    async fn owner_has(&self, topic: &str, payload: &[u8], movement: &Movement) -> bool {
+        if applied_durably(&self.services, movement)
+            .await
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        let ledger = &self.services.shared.ledger;
+        (ledger.is_rejected(&rejection_id(topic, payload)).await).unwrap_or(false)
+    }
+
     /// Keeps the message in `rejected` (idempotent by content) and echoes it to `dlq/…`.
     async fn reject(&self, topic: &str, payload: &[u8], rejection: Rejection) {
         let outlet = self.topics.pos_outlet(topic).unwrap_or("_unknown");
         let text = String::from_utf8_lossy(payload);
-        let id = digest(format!("{topic}\n{text}").as_bytes());
+        let id = rejection_id(topic, payload);
         let record = doc! {
             "topic": topic, "outlet": outlet, "payload": text.as_ref(),
             "code": rejection.code, "reason": &rejection.reason, "at_ms": now_ms(),
@@ -227,4 +238,9 @@ pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usi
             }
         })
         .await;
+}
+
+/// The id a rejected message is kept under: by content, so a redelivery is kept once.
+fn rejection_id(topic: &str, payload: &[u8]) -> String {
+    digest(format!("{topic}\n{}", String::from_utf8_lossy(payload)).as_bytes())
 }
