@@ -654,7 +654,7 @@ impl OutletActor {
         };
         ctx.spawn(fut.into_actor(self).map(|taken, act, ctx| {
             // Busy until the lease is settled: nothing else goes to Redis meanwhile.
-            act.busy = matches!(taken, Err(_));
+            act.busy = taken.is_err();
             let owners = act.shared.owners.clone();
             match taken {
                 Ok(Some(token)) if owners.owns(&act.outlet) => {
