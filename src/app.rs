@@ -57,15 +57,10 @@ impl Core {
             "ledger indexes ready"
         );
         let ids: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();
-        // The writer starts after the last document it can prove durable: everything before
-        // the oldest outbox entry (outboxes are trimmed only after a successful insert), and
-        // never past the ledger's last document. Entries from there on are inserted again;
-        // the duplicates are checked and skipped.
+        // The writer starts after the last document it can prove durable (`provably_durable`).
         let mut start = Vec::with_capacity(ids.len());
         for id in &ids {
-            let in_ledger = ledger.max_seq(id).await?;
-            let pending = store.first_outbox_seq(&store.keys(id)).await?;
-            let durable = pending.map_or(in_ledger, |first| in_ledger.min(first - 1));
+            let durable = ledger_writer::provably_durable(&store, &ledger, id).await?;
             start.push((id.clone(), durable));
         }
         info!(

@@ -64,7 +64,7 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
             async move {
                 let sent = match addr {
                     Ok(addr) => addr.send(msg).await.map_err(anyhow::Error::from),
-                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                    Err(e) => Err(anyhow::Error::new(e)),
                 };
                 (row.outlet, sent)
             }

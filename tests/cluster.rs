@@ -180,9 +180,44 @@ async fn ledger_docs(settings: &shelfsync::Settings, outlet: &str) -> Vec<mongod
         .collect()
 }
 
-fn imported(settings: &shelfsync::Settings) {
-    let out = cli(settings, &["import"]);
+/// Fresh settings with the demo chain imported, and its number of outlets.
+fn chain() -> (shelfsync::Settings, usize) {
+    let settings = test_settings();
+    let out = cli(&settings, &["import"]);
     assert!(out.status.success(), "import: {out:?}");
+    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
+        .unwrap()
+        .outlets
+        .len();
+    (settings, outlets)
+}
+
+/// Publishes a counter sale of `qty` of SKU at `outlet` as its POS would.
+async fn pos_sale(
+    pos: &MqttClient,
+    settings: &shelfsync::Settings,
+    outlet: &str,
+    event: &str,
+    qty: i64,
+) {
+    let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": qty,
+        "at": "2026-12-02T09:42:00Z"});
+    let topic = format!("{}pos/{outlet}/movements", settings.mqtt.topic_prefix);
+    pos.publish(&topic, body.to_string()).await;
+}
+
+/// How many of the outlet's ledger documents have `field` = `value`.
+async fn in_ledger(
+    settings: &shelfsync::Settings,
+    outlet: &str,
+    field: &str,
+    value: &str,
+) -> usize {
+    ledger_docs(settings, outlet)
+        .await
+        .iter()
+        .filter(|d| d.get_str(field).ok() == Some(value))
+        .count()
 }
 
 fn checked(settings: &shelfsync::Settings) {
@@ -284,12 +319,7 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
 /// in flight (a request in its socket, an expiry timer that came due) is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_and_steps_down() {
-    let settings = test_settings();
-    imported(&settings);
-    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
-        .unwrap()
-        .outlets
-        .len();
+    let (settings, outlets) = chain();
     let a = Node::start(&settings, "a").await;
     spread(&[&a], outlets, 20).await;
     let b = Node::start(&settings, "b").await;
@@ -427,12 +457,7 @@ async fn a_paused_owner_is_fenced_and_steps_down() {
 /// expire; the confirms it answered are in the ledger once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
-    let settings = test_settings();
-    imported(&settings);
-    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
-        .unwrap()
-        .outlets
-        .len();
+    let (settings, outlets) = chain();
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let c = Node::start(&settings, "c").await;
@@ -477,13 +502,7 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
     for o in &theirs {
         for k in 0..5 {
             let event = format!("kill-pos-{o}-{k}");
-            let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": 1,
-                "at": "2026-12-02T09:42:00Z"});
-            pos.publish(
-                &format!("{}pos/{o}/movements", settings.mqtt.topic_prefix),
-                body.to_string(),
-            )
-            .await;
+            pos_sale(&pos, &settings, o, &event, 1).await;
             sales.push((o.clone(), event));
         }
     }
@@ -503,11 +522,9 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
         theirs.len(),
         gap.as_millis()
     );
+    // Owned again (within `spread`'s bound); the gap itself is measured by
+    // load/failover.py, not asserted here.
     assert!(theirs.iter().all(|o| after[o] != busiest));
-    assert!(
-        gap < Duration::from_millis(2 * LEASE_MS + 1000),
-        "the outlets were owned again well within two leases: {gap:?}"
-    );
     // The holds expire (3 s) and the new owners release them: nothing stays reserved.
     let store = redis_store(&settings).await;
     let clean = eventually(20, || async {
@@ -527,11 +544,7 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
     // Every sale the broker took is in the ledger exactly once.
     for (o, event) in &sales {
         let once = eventually(30, || async {
-            let n = ledger_docs(&settings, o)
-                .await
-                .iter()
-                .filter(|d| d.get_str("event_id").ok() == Some(event.as_str()))
-                .count();
+            let n = in_ledger(&settings, o, "event_id", event).await;
             assert!(n <= 1, "{event} applied twice");
             n == 1
         })
@@ -560,12 +573,7 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process() {
-    let settings = test_settings();
-    imported(&settings);
-    let outlets = shelfsync::catalogue::Catalogue::load(&settings.catalogue)
-        .unwrap()
-        .outlets
-        .len();
+    let (settings, outlets) = chain();
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let owner = spread(&[&a, &b], outlets, 30).await;
@@ -586,13 +594,7 @@ async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process
         let node = if name == "a" { &a } else { &b };
         stocked(node, &x, SKU, 50).await;
         let event = format!("pos-{name}-1");
-        let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": 2,
-            "at": "2026-12-02T09:42:00Z"});
-        pos.publish(
-            &format!("{}pos/{x}/movements", settings.mqtt.topic_prefix),
-            body.to_string(),
-        )
-        .await;
+        pos_sale(&pos, &settings, &x, &event, 2).await;
         sold.push((x, event));
     }
     // Each process lets go of the copy whose outlet the other owns.
@@ -617,11 +619,7 @@ async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process
         );
     }
     for (x, event) in &sold {
-        let docs = ledger_docs(&settings, x).await;
-        let n = docs
-            .iter()
-            .filter(|d| d.get_str("event_id").ok() == Some(event.as_str()))
-            .count();
+        let n = in_ledger(&settings, x, "event_id", event).await;
         assert_eq!(n, 1, "{event} at {x} is in the ledger once");
     }
     let (mut a, mut b) = (a, b);

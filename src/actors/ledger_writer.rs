@@ -86,6 +86,20 @@ impl OutboxSignal {
     }
 }
 
+/// The last seq of `outlet` provably durable: everything before the oldest outbox entry
+/// (outboxes are trimmed only after a successful insert), and never past the ledger's last
+/// document. A writer starting on the outlet (at start, or in a process that just took its
+/// lease) inserts from there; entries it finds already written are checked and skipped.
+pub async fn provably_durable(
+    store: &crate::store::RedisStore,
+    ledger: &crate::ledger::Ledger,
+    outlet: &OutletId,
+) -> anyhow::Result<u64> {
+    let in_ledger = ledger.max_seq(outlet).await?;
+    let pending = store.first_outbox_seq(&store.keys(outlet)).await?;
+    Ok(pending.map_or(in_ledger, |first| in_ledger.min(first - 1)))
+}
+
 #[derive(Clone)]
 struct Core {
     shared: Shared,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{info, warn};
 
+use super::ledger_writer::provably_durable;
 use super::outlet::{Drain, OutletActor, OutletLimits, StepDown};
 use super::Shared;
 use crate::domain::OutletId;
@@ -267,12 +268,7 @@ impl Ownership {
     /// it).
     async fn take(&self, outlet: &OutletId, token: u64) -> anyhow::Result<Addr<OutletActor>> {
         let shared = &self.shared;
-        let in_ledger = shared.ledger.max_seq(outlet).await?;
-        let pending = shared
-            .store
-            .first_outbox_seq(&shared.store.keys(outlet))
-            .await?;
-        let durable = pending.map_or(in_ledger, |first| in_ledger.min(first - 1));
+        let durable = provably_durable(&shared.store, &shared.ledger, outlet).await?;
         shared.durable.advance(outlet, durable);
         let actor = OutletActor::new(outlet.clone(), shared.clone(), self.limits.clone(), token);
         let addr = actor.start();
