@@ -16,7 +16,7 @@ use tracing::info;
 use crate::actors::ledger_writer::{self, FlushAll};
 use crate::actors::outlet::{Drain, OutletLimits};
 use crate::actors::reconciler::{self, PassReport, RunPass};
-use crate::actors::{LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler, Shared};
+use crate::actors::{Follower, LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler, Shared};
 use crate::catalogue::Catalogue;
 use crate::domain::OutletId;
 use crate::durable::Durability;
@@ -114,6 +114,7 @@ impl Core {
         }
         let stop_ownership = Arc::new(AtomicBool::new(false));
         ownership.clone().spawn(stop_ownership.clone());
+        Follower::spawn(shared.clone(), ids.clone(), stop_ownership.clone());
         info!(
             owned = started_actors.len(),
             outlets = ids.len(),

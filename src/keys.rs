@@ -68,6 +68,12 @@ impl OutletKeys {
     }
 }
 
+/// The Pub/Sub channel every outlet batch that changed something publishes its commit to
+/// (apply_batch.lua); the processes that do not own the outlet follow it (follower.rs).
+pub fn commits(prefix: &str) -> String {
+    format!("{prefix}:commits")
+}
+
 /// The sorted set of the live processes (member: node id, score: last heartbeat in ms).
 pub fn members(prefix: &str) -> String {
     format!("{prefix}:members")

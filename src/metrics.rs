@@ -20,6 +20,8 @@ pub struct Metrics {
     pub owned_outlets: IntGaugeVec,
     pub ownership_changes: IntCounterVec,
     pub fenced_writes: IntCounterVec,
+    pub followed_commits: IntCounterVec,
+    pub follower_resyncs: IntCounterVec,
     pub ledger_outbox_entries: IntGaugeVec,
     pub ledger_outbox_age_ms: IntGaugeVec,
     pub ledger_documents: IntCounter,
@@ -151,6 +153,24 @@ impl Metrics {
                  token is no longer the outlet's (nothing applied)",
             ),
             &["outlet"],
+        )
+        .expect("metric");
+        let followed_commits = IntCounterVec::new(
+            Opts::new(
+                "followed_commits_total",
+                "Commits of outlets another process owns, as this process's view took them: \
+                 applied in seq order, older than the view (skipped), or past a gap (resync)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let follower_resyncs = IntCounterVec::new(
+            Opts::new(
+                "follower_resyncs_total",
+                "Reads of a followed outlet's whole state from Redis, by reason (start, \
+                 gap in the commits, the seq moved without a commit seen, reconnect)",
+            ),
+            &["outlet", "reason"],
         )
         .expect("metric");
         let ledger_outbox_entries = IntGaugeVec::new(
@@ -321,6 +341,8 @@ impl Metrics {
             Box::new(owned_outlets.clone()),
             Box::new(ownership_changes.clone()),
             Box::new(fenced_writes.clone()),
+            Box::new(followed_commits.clone()),
+            Box::new(follower_resyncs.clone()),
             Box::new(ledger_outbox_entries.clone()),
             Box::new(ledger_outbox_age_ms.clone()),
             Box::new(ledger_documents.clone()),
@@ -373,6 +395,8 @@ impl Metrics {
             owned_outlets,
             ownership_changes,
             fenced_writes,
+            followed_commits,
+            follower_resyncs,
             ledger_outbox_entries,
             ledger_outbox_age_ms,
             ledger_documents,

@@ -362,6 +362,8 @@ pub struct Claim {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For the Pub/Sub connection of the follower (a connection of its own).
+    client: redis::Client,
     prefix: Arc<str>,
     apply_batch: Arc<Script>,
     snapshot: Arc<Script>,
@@ -378,11 +380,12 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .context("connecting to redis")?;
         Ok(Self {
             conn,
+            client,
             prefix: settings.key_prefix.as_str().into(),
             apply_batch: Arc::new(Script::new(APPLY_BATCH)),
             snapshot: Arc::new(Script::new(include_str!("scripts/snapshot.lua"))),
@@ -528,7 +531,8 @@ impl RedisStore {
             .arg(args.outbox_max)
             .arg(FORGET_PER_CALL_MAX)
             .arg(args.token)
-            .arg(args.node);
+            .arg(args.node)
+            .arg(crate::keys::commits(&self.prefix));
         let mut conn = self.conn.clone();
         let raw: String = invocation.invoke_async(&mut conn).await.with_context(|| {
             format!(
@@ -543,6 +547,30 @@ impl RedisStore {
             anyhow::bail!("batch of {} got {} results", ops.len(), reply.results.len());
         }
         Ok(reply)
+    }
+
+    /// A connection of its own subscribed to the commits of every outlet (`keys::commits`).
+    pub async fn follow_commits(&self) -> anyhow::Result<redis::aio::PubSub> {
+        let mut pubsub =
+            tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub())
+                .await
+                .context("connecting to redis for commits: timed out")?
+                .context("connecting to redis for commits")?;
+        pubsub
+            .subscribe(crate::keys::commits(&self.prefix))
+            .await
+            .context("subscribing to the commits")?;
+        Ok(pubsub)
+    }
+
+    /// The outlet's seq now (`None` when Redis has no state for it).
+    pub async fn outlet_seq(&self, keys: &OutletKeys) -> anyhow::Result<Option<u64>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(&keys.seq)
+            .query_async(&mut conn)
+            .await
+            .context("reading an outlet's seq")
     }
 
     /// The outlet's live state, or `None` when Redis has nothing for it.

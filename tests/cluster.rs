@@ -628,3 +628,248 @@ async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process
     checked(&settings);
     cleanup(&settings).await;
 }
+
+/// Sends a request to `nodes[first]`, and to the others in turn while one answers `503`
+/// (an outlet owned elsewhere); the last answer.
+async fn to_any(
+    nodes: &[&Node],
+    first: usize,
+    request: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> reqwest::Response {
+    let mut last = None;
+    for i in 0..nodes.len() {
+        let node = nodes[(first + i) % nodes.len()];
+        let r = request(&node.url).send().await.unwrap();
+        if r.status() != 503 {
+            return r;
+        }
+        last = Some(r);
+    }
+    last.unwrap()
+}
+
+/// Mixed load from `workers` clients for `secs` on every outlet through any node: holds
+/// (left to expire, confirmed or cancelled) and receipts. Returns how many holds were made.
+async fn mixed_load(nodes: &[&Node], outlets: &[String], workers: usize, secs: u64) -> usize {
+    let skus = [SKU, SKU2, SKU3];
+    let until = Instant::now() + Duration::from_secs(secs);
+    let tasks = (0..workers).map(|w| async move {
+        let mut held = 0;
+        let mut i = 0usize;
+        while Instant::now() < until {
+            i += 1;
+            let outlet = &outlets[(w * 7 + i) % outlets.len()];
+            let sku = skus[(w + i) % skus.len()];
+            let first = w + i;
+            if i % 10 == 0 {
+                let body = json!({"event_id": format!("rcv-{w}-{i}"), "outlet": outlet,
+                    "sku": sku, "kind": "receipt", "qty": 3, "at": "2026-12-02T09:00:00Z"});
+                let r = to_any(nodes, first, |url| {
+                    http()
+                        .post(format!("{url}/v1/movements"))
+                        .bearer_auth(ADMIN)
+                        .json(&body)
+                })
+                .await;
+                assert!(r.status().is_success(), "a receipt: {}", r.status());
+                continue;
+            }
+            let body = json!({"outlet": outlet, "lines": [{"sku": sku, "qty": 1 + i % 2}],
+                "ttl_secs": 2});
+            let idem = format!("load-{w}-{i}");
+            let r = to_any(nodes, first, |url| {
+                http()
+                    .post(format!("{url}/v1/reservations"))
+                    .bearer_auth(STOREFRONT)
+                    .header("Idempotency-Key", &idem)
+                    .json(&body)
+            })
+            .await;
+            if r.status() != 201 {
+                assert!(
+                    [409, 429, 503].contains(&r.status().as_u16()),
+                    "a hold: {}",
+                    r.status()
+                );
+                continue;
+            }
+            held += 1;
+            let id = r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let end = match i % 3 {
+                0 => Some(("confirm", json!({"payment_ref": format!("pay-{w}-{i}")}))),
+                1 => Some(("cancel", json!({}))),
+                _ => None,
+            };
+            if let Some((verb, body)) = end {
+                let r = to_any(nodes, first + 1, |url| {
+                    http()
+                        .post(format!("{url}/v1/reservations/{id}/{verb}"))
+                        .bearer_auth(STOREFRONT)
+                        .json(&body)
+                })
+                .await;
+                assert!(
+                    r.status().is_success() || r.status() == 409,
+                    "{verb} {id}: {}",
+                    r.status()
+                );
+            }
+        }
+        held
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .sum()
+}
+
+/// Every SKU's numbers at `outlet` as `node` reads them, by SKU.
+async fn stock_read(node: &Node, outlet: &str) -> BTreeMap<String, (i64, i64, u64)> {
+    let rows: Vec<Value> = http()
+        .get(format!("{}/v1/outlets/{outlet}/stock", node.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let n = |f: &str| r[f].as_i64().unwrap();
+            let sku = r["sku"].as_str().unwrap().to_owned();
+            (sku, (n("on_hand"), n("reserved"), n("seq") as u64))
+        })
+        .collect()
+}
+
+/// The outlet's numbers as Redis has them.
+async fn in_redis(
+    settings: &shelfsync::Settings,
+    outlet: &str,
+) -> BTreeMap<String, (i64, i64, u64)> {
+    redis_snapshot(settings, outlet)
+        .await
+        .counters
+        .into_iter()
+        .map(|(sku, c)| (sku.as_str().to_owned(), (c.on_hand, c.reserved, c.seq)))
+        .collect()
+}
+
+/// Two processes under mixed load through both (a request for an outlet owned elsewhere is
+/// sent again to the other process). Once the load stops and the holds expire, every stock
+/// read from either process equals Redis, nothing stays reserved, and a live stream from the
+/// process that does not own an outlet got its owner's numbers in seq order. A commit past a
+/// gap on the channel makes a view read the outlet again, never take the commit.
+#[tokio::test]
+async fn after_load_on_two_processes_every_stock_read_from_either_equals_redis() {
+    let (settings, outlets) = chain();
+    let a = Node::start(&settings, "a").await;
+    let b = Node::start(&settings, "b").await;
+    let owner = spread(&[&a, &b], outlets, 30).await;
+    let ids: Vec<String> = owner.keys().cloned().collect();
+    let x = owner.iter().find(|(_, n)| **n == "a").unwrap().0.clone();
+    let mut live = SseClient::connect_to(&http(), &b.url, &format!("outlets={x}"), ADMIN)
+        .await
+        .unwrap();
+    let first = live.next(10).await.expect("the snapshot");
+    assert_eq!(first.event, "snapshot");
+
+    let held = mixed_load(&[&a, &b], &ids, 6, 6).await;
+    assert!(held > 50, "the load made holds: {held}");
+
+    // The holds' TTL is 2 s: after it every hold is confirmed, cancelled or expired.
+    let settled = eventually(20, || async {
+        for o in &ids {
+            let redis = in_redis(&settings, o).await;
+            if redis.values().any(|&(_, reserved, _)| reserved != 0) {
+                return false;
+            }
+            for n in [&a, &b] {
+                if stock_read(n, o).await != redis {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    for o in &ids {
+        let redis = in_redis(&settings, o).await;
+        assert!(
+            redis.values().all(|&(_, reserved, _)| reserved == 0),
+            "nothing stays reserved at {o}: {redis:?}"
+        );
+        for n in [&a, &b] {
+            assert_eq!(
+                stock_read(n, o).await,
+                redis,
+                "{} reads {o} as Redis has it (owner {})",
+                n.name,
+                owner[o]
+            );
+        }
+    }
+    assert!(settled);
+    assert!(metric(&b, "shelfsync_followed_commits_total{outcome=\"applied\"}").await > 0.0);
+
+    // The live stream on b of an outlet a owns: per SKU, seqs only rise, and the last numbers
+    // are Redis's.
+    let mut last: BTreeMap<String, (i64, i64, u64)> = BTreeMap::new();
+    while let Some(e) = live.next(2).await {
+        if e.event != "stock" {
+            continue;
+        }
+        let d = &e.data;
+        assert_eq!(d["outlet"], x.as_str());
+        let n = |f: &str| d[f].as_i64().unwrap();
+        let sku = d["sku"].as_str().unwrap().to_owned();
+        let now = (n("on_hand"), n("reserved"), n("seq") as u64);
+        if let Some(before) = last.get(&sku) {
+            assert!(now.2 > before.2, "{sku}: seq {} after {}", now.2, before.2);
+        }
+        last.insert(sku, now);
+    }
+    let redis = in_redis(&settings, &x).await;
+    assert!(!last.is_empty(), "the stream on b carried {x}'s changes");
+    for (sku, numbers) in &last {
+        assert_eq!(
+            Some(numbers),
+            redis.get(sku),
+            "the stream's last {sku} at {x}"
+        );
+    }
+
+    // A commit past a gap (as after a lost message) is not taken: b reads x again.
+    let gaps = format!("shelfsync_follower_resyncs_total{{outlet=\"{x}\",reason=\"gap\"}}");
+    let resyncs = metric(&b, &gaps).await;
+    let seq = redis.values().map(|c| c.2).max().unwrap();
+    let fake = json!({"outlet": x, "from": seq + 5, "to": seq + 6,
+        "stock": [{"sku": SKU, "on_hand": 999, "reserved": 0, "seq": seq + 6}], "orders": []});
+    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:commits", settings.redis.key_prefix))
+        .arg(fake.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        eventually(10, || async { metric(&b, &gaps).await > resyncs }).await,
+        "b resynced x after the gap"
+    );
+    assert_eq!(
+        stock_read(&b, &x).await,
+        redis,
+        "b still reads x as Redis has it"
+    );
+
+    let (mut a, mut b) = (a, b);
+    a.proc.signal("-TERM");
+    b.proc.signal("-TERM");
+    checked(&settings);
+    cleanup(&settings).await;
+}

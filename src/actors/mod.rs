@@ -1,5 +1,6 @@
 //! The actors: one `OutletActor` per outlet, the `LedgerWriter` and the `Reconciler`.
 
+pub mod follower;
 pub mod ledger_writer;
 pub mod outlet;
 pub mod ownership;
@@ -13,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
 
+pub use follower::Follower;
 pub use ledger_writer::{LedgerWriter, OutboxSignal};
 pub use outlet::OutletActor;
 pub use ownership::{Owners, Ownership};

@@ -387,10 +387,13 @@ fn subscribe(outbound: Arc<Outbound>, topics: Topics) {
     });
 }
 
-/// Queues every current stock value for publishing (retained values are absolute).
+/// Queues every current stock value of the outlets this process owns for publishing
+/// (retained values are absolute). Only an outlet's owner publishes its stock: one publisher
+/// per outlet keeps its retained values in seq order.
 fn reseed(services: &Services, feed: &Feed) {
     let mut seeded = 0;
-    for outlet in services.catalogue.outlets.iter().map(|o| &o.id) {
+    for outlet in services.shared.owners.ids() {
+        let outlet = &outlet;
         for (sku, counters) in services.shared.stock.outlet(outlet) {
             feed.stock_changed(outlet, &sku, counters);
             seeded += 1;
@@ -429,7 +432,12 @@ async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatu
         }
         let mut budget = per_tick;
         while budget > 0 && outlet < outlets.len() {
-            let rows = services.shared.stock.outlet(&outlets[outlet]);
+            // An outlet owned elsewhere is its owner's to refresh.
+            let rows = if services.shared.owners.owns(&outlets[outlet]) {
+                services.shared.stock.outlet(&outlets[outlet])
+            } else {
+                Vec::new()
+            };
             for (sku, counters) in rows.iter().skip(offset).take(budget) {
                 feed.stock_changed(&outlets[outlet], sku, *counters);
                 budget -= 1;

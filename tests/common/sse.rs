@@ -25,9 +25,18 @@ pub struct SseClient {
 impl SseClient {
     /// Connects to `/v1/stream?{query}` with `key` and waits for the response head.
     pub async fn connect(app: &TestApp, query: &str, key: &str) -> Result<Self, StatusCode> {
-        let res = app
-            .http
-            .get(format!("{}/v1/stream?{query}", app.url))
+        Self::connect_to(&app.http, &app.url, query, key).await
+    }
+
+    /// Connects to the service at `url` (another process than a `TestApp`).
+    pub async fn connect_to(
+        http: &reqwest::Client,
+        url: &str,
+        query: &str,
+        key: &str,
+    ) -> Result<Self, StatusCode> {
+        let res = http
+            .get(format!("{url}/v1/stream?{query}"))
             .bearer_auth(key)
             .timeout(Duration::from_secs(3600))
             .send()

@@ -1,0 +1,247 @@
+//! The view of the outlets other processes own: it follows their commits through Redis.
+//!
+//! Every outlet batch that changes something publishes its commit to one Pub/Sub channel from
+//! inside the same atomic script (apply_batch.lua): the outlet, the seq before and after, the
+//! latest counters of every SKU it changed and the reservations it confirmed. This process
+//! takes each commit of an outlet it does not own into its stock view and its live hub (SSE,
+//! WebSocket), in seq order:
+//!
+//! - a commit whose `from` is the seq the view has is applied;
+//! - one whose `to` is not past it is skipped (it is older than a resync);
+//! - one past a gap (a message lost while the subscription was down, a rebuild that wrote
+//!   without a batch) makes the view read the outlet's whole state from Redis (a resync),
+//!   and every SKU that differs goes to the hub.
+//!
+//! Pub/Sub delivers at most once and says nothing of what it dropped, so once a second the
+//! follower also reads every followed outlet's seq and resyncs one that moved without a
+//! commit seen, and it resyncs everything after every (re)subscription. After the last commit
+//! is lost the view is behind for at most that second. The outlets this process owns are left
+//! to their actors, which write the same view as they commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::domain::OutletId;
+use crate::hub::LiveEvent;
+use crate::store::{ResRecord, StockRow};
+
+/// How often the followed outlets' seqs are read, and the subscription is pinged.
+const POLL: Duration = Duration::from_secs(1);
+
+/// One outlet batch's commit as apply_batch.lua publishes it.
+#[derive(Debug, Deserialize)]
+struct Commit {
+    outlet: OutletId,
+    from: u64,
+    to: u64,
+    stock: Vec<StockRow>,
+    orders: Vec<ResRecord>,
+}
+
+pub struct Follower {
+    shared: Shared,
+    outlets: Vec<OutletId>,
+    /// The seq the view has of each followed outlet; an outlet not here is resynced first.
+    seen: HashMap<OutletId, u64>,
+}
+
+impl Follower {
+    /// Follows until `stop` is set, reconnecting to Redis as often as it takes.
+    pub fn spawn(shared: Shared, outlets: Vec<OutletId>, stop: Arc<AtomicBool>) {
+        let mut follower = Self {
+            shared,
+            outlets,
+            seen: HashMap::new(),
+        };
+        actix::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !stop.load(Ordering::Acquire) {
+                match follower.shared.store.follow_commits().await {
+                    Ok(pubsub) => {
+                        backoff = Duration::from_millis(100);
+                        // What was published while unsubscribed is gone: read everything again.
+                        follower.seen.clear();
+                        follower.follow(pubsub, &stop).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "following the outlets' commits: redis unreachable; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes commits until the subscription fails or `stop` is set.
+    async fn follow(&mut self, pubsub: redis::aio::PubSub, stop: &AtomicBool) {
+        let (mut sink, mut stream) = pubsub.split();
+        self.poll().await;
+        info!("following the commits of outlets owned elsewhere");
+        let mut tick = tokio::time::interval(POLL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.take(msg.get_payload_bytes()).await,
+                    None => {
+                        warn!("the commits subscription ended; subscribing again");
+                        return;
+                    }
+                },
+                _ = tick.tick() => {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let ping = tokio::time::timeout(POLL * 2, sink.ping::<String>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        warn!("the commits subscription does not answer; subscribing again");
+                        return;
+                    }
+                    self.poll().await;
+                }
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        self.shared
+            .metrics
+            .followed_commits
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    async fn take(&mut self, payload: &[u8]) {
+        let commit: Commit = match serde_json::from_slice(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "an undecodable commit on the channel; ignored");
+                self.count("undecodable");
+                return;
+            }
+        };
+        let outlet = commit.outlet.clone();
+        if !self.outlets.contains(&outlet) {
+            return;
+        }
+        if self.shared.owners.owns(&outlet) {
+            // Its actor keeps the view; when it goes elsewhere, the view is read again first.
+            self.seen.remove(&outlet);
+            return;
+        }
+        match self.seen.get(&outlet) {
+            Some(&seen) if commit.from == seen => {
+                self.apply(commit);
+                self.count("applied");
+            }
+            Some(&seen) if commit.to <= seen => self.count("skipped"),
+            Some(_) => {
+                self.count("gap");
+                self.resync(&outlet, "gap").await;
+            }
+            None => self.resync(&outlet, "start").await,
+        }
+    }
+
+    fn apply(&mut self, commit: Commit) {
+        let outlet = commit.outlet;
+        for row in &commit.stock {
+            self.publish(&outlet, row.clone());
+        }
+        for order in commit.orders {
+            self.shared.hub.publish(LiveEvent::Order(Arc::new(order)));
+        }
+        self.seen.insert(outlet, commit.to);
+    }
+
+    fn publish(&self, outlet: &OutletId, row: StockRow) {
+        let counters = row.counters();
+        self.shared.stock.record(outlet, &row.sku, counters);
+        self.shared.hub.publish(LiveEvent::Stock {
+            outlet: outlet.clone(),
+            sku: row.sku,
+            counters,
+        });
+    }
+
+    /// Resyncs every followed outlet whose seq in Redis is not the one the view has.
+    async fn poll(&mut self) {
+        for outlet in self.outlets.clone() {
+            if self.shared.owners.owns(&outlet) {
+                self.seen.remove(&outlet);
+                continue;
+            }
+            let keys = self.shared.store.keys(&outlet);
+            match self.shared.store.outlet_seq(&keys).await {
+                Ok(Some(seq)) if self.seen.get(&outlet) != Some(&seq) => {
+                    let reason = if self.seen.contains_key(&outlet) {
+                        "seq_moved"
+                    } else {
+                        "start"
+                    };
+                    self.resync(&outlet, reason).await;
+                }
+                // Unchanged, or no state yet (its owner rebuilds it): nothing to read.
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(%outlet, error = %format!("{e:#}"), "reading a followed outlet's seq failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads the outlet's whole state and sends every SKU that differs to the hub.
+    async fn resync(&mut self, outlet: &OutletId, reason: &str) {
+        let keys = self.shared.store.keys(outlet);
+        let snapshot = match self.shared.store.snapshot(&keys).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(%outlet, error = %format!("{e:#}"), "reading a followed outlet failed");
+                self.seen.remove(outlet);
+                return;
+            }
+        };
+        if self.shared.owners.owns(outlet) {
+            return;
+        }
+        self.shared
+            .metrics
+            .follower_resyncs
+            .with_label_values(&[outlet.as_str(), reason])
+            .inc();
+        // A first read, or a state that went back (rebuilt from the ledger), replaces the
+        // view; otherwise a SKU's numbers only move forward.
+        let back = self
+            .seen
+            .get(outlet)
+            .is_none_or(|&seen| snapshot.seq < seen);
+        let changed: Vec<StockRow> = snapshot
+            .counters
+            .iter()
+            .filter(|(sku, c)| self.shared.stock.get(outlet, sku).as_ref() != Some(*c))
+            .map(|(sku, c)| StockRow {
+                sku: sku.clone(),
+                on_hand: c.on_hand,
+                reserved: c.reserved,
+                seq: c.seq,
+            })
+            .collect();
+        if back {
+            self.shared.stock.replace(outlet, snapshot.counters);
+        }
+        for row in changed {
+            self.publish(outlet, row);
+        }
+        self.seen.insert(outlet.clone(), snapshot.seq);
+    }
+}
