@@ -112,7 +112,12 @@ pub struct HttpSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// One URL; on a Redis Cluster (`cluster = true`) the seed nodes, separated by commas.
     pub url: Secret,
+    /// Talk to a Redis Cluster through the cluster client (every outlet's keys share one
+    /// hash tag, so each script runs on one node).
+    #[serde(default)]
+    pub cluster: bool,
     /// Prefix of every key; lets several instances or tests share one Redis.
     pub key_prefix: String,
     /// A command that takes longer fails the batch with `unavailable`.

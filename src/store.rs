@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -359,9 +360,46 @@ pub struct Claim {
     pub fresh: bool,
 }
 
+/// One Redis, or a Redis Cluster through the redis crate's cluster client (which follows
+/// MOVED and ASK, and routes every command and script by its first key's slot). Both
+/// reconnect on their own; clones share the connections.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     /// For the Pub/Sub connection of the follower (a connection of its own).
     client: redis::Client,
     prefix: Arc<str>,
@@ -374,15 +412,40 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects once; clones share the connection (it is multiplexed).
     pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let client = redis::Client::open(settings.url.expose()).context("parsing redis.url")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .context("connecting to redis")?;
+        let urls: Vec<&str> = settings.url.expose().split(',').map(str::trim).collect();
+        if !settings.cluster && urls.len() > 1 {
+            anyhow::bail!(
+                "redis.url names several servers: set redis.cluster = true for a Redis Cluster"
+            );
+        }
+        let connect_timeout = Duration::from_secs(2);
+        let response_timeout = Duration::from_millis(settings.response_timeout_ms);
+        // The Pub/Sub connection goes to one node: on a cluster, PUBLISH reaches every node.
+        let client = redis::Client::open(urls[0]).context("parsing redis.url")?;
+        let conn = if settings.cluster {
+            let cluster = redis::cluster::ClusterClientBuilder::new(urls)
+                .connection_timeout(connect_timeout)
+                .response_timeout(response_timeout)
+                .retries(2)
+                .max_retry_wait(500)
+                .build()
+                .context("parsing redis.url (the cluster's seed nodes)")?;
+            Conn::Cluster(
+                (cluster.get_async_connection().await)
+                    .context("connecting to the redis cluster")?,
+            )
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .context("connecting to redis")?,
+            )
+        };
         Ok(Self {
             conn,
             client,
@@ -641,20 +704,36 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         // Claims first: SET NX is idempotent, and a restore that fails after its script would
         // otherwise be found done on the retry, with its claims never written.
-        for chunk in plan.claims.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for (kind, key, ttl_secs) in chunk {
-                pipe.cmd("SET")
-                    .arg(crate::keys::claim(&self.prefix, *kind, key))
-                    .arg(outlet.as_str())
-                    .arg("NX")
-                    .arg("EX")
-                    .arg((*ttl_secs).max(1))
-                    .ignore();
+        let claim = |(kind, key, ttl_secs): &(ClaimKind, String, u64)| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(crate::keys::claim(&self.prefix, *kind, key))
+                .arg(outlet.as_str())
+                .arg("NX")
+                .arg("EX")
+                .arg((*ttl_secs).max(1));
+            cmd
+        };
+        if let Conn::Cluster(_) = conn {
+            // The claims lie in many slots: no pipeline can carry them on a cluster.
+            use futures_util::StreamExt;
+            let sets = futures_util::stream::iter(plan.claims.iter().map(|c| {
+                let (cmd, mut conn) = (claim(c), conn.clone());
+                async move { cmd.query_async::<()>(&mut conn).await }
+            }));
+            let mut sets = sets.buffer_unordered(64);
+            while let Some(set) = sets.next().await {
+                set.context("restoring client key claims")?;
             }
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .context("restoring client key claims")?;
+        } else {
+            for chunk in plan.claims.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for c in chunk {
+                    pipe.add_command(claim(c)).ignore();
+                }
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .context("restoring client key claims")?;
+            }
         }
         let done: i64 = invocation
             .invoke_async(&mut conn)

@@ -106,6 +106,10 @@ pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
         .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
         .env("SHELFSYNC__REDIS__URL", settings.redis.url.expose())
         .env("SHELFSYNC__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env(
+            "SHELFSYNC__REDIS__CLUSTER",
+            settings.redis.cluster.to_string(),
+        )
         .env("SHELFSYNC__MONGO__URI", settings.mongo.uri.expose())
         .env("SHELFSYNC__MONGO__DATABASE", &settings.mongo.database)
         .env("RUST_LOG", "warn")

@@ -20,6 +20,8 @@ pub struct Received {
 /// An MQTT 5 test client: publishes QoS 1 and collects what it is subscribed to.
 pub struct MqttClient {
     pub client: shelfsync_load::mqtt::Client,
+    /// PUBACKs the broker sent: QoS 1 publishes it took.
+    pub acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
     seen: Vec<Received>,
 }
@@ -31,7 +33,12 @@ impl MqttClient {
         let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
         let options = shelfsync_load::mqtt::options(id, "127.0.0.1", port);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = acked.clone();
         let client = shelfsync_load::mqtt::connect(options, 10_000, move |event| {
+            if let Event::Incoming(Packet::PubAck(_)) = event {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Event::Incoming(Packet::Publish(p)) = event {
                 let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
                     Value::String(String::from_utf8_lossy(&p.payload).into_owned())
@@ -48,6 +55,7 @@ impl MqttClient {
         .expect("test client connects");
         Self {
             client,
+            acked,
             rx,
             seen: Vec::new(),
         }

@@ -71,6 +71,12 @@ impl Proc {
         self.send("-STOP");
     }
 
+    /// SIGKILL without waiting (for a process others still hold a reference to); the
+    /// child is reaped when the value drops.
+    pub fn kill(&self) {
+        self.send("-KILL");
+    }
+
     /// SIGCONT after `pause`.
     pub fn resume(&self) {
         self.send("-CONT");
@@ -117,4 +123,84 @@ pub async fn start_mongo(dir: &Path) -> Proc {
         c
     })
     .await
+}
+
+/// A real Redis Cluster of three masters (no replicas) on free ports, its nodes' files in
+/// `dir/redis-cluster`; the processes end with the value.
+pub struct RedisCluster {
+    pub nodes: Vec<Proc>,
+}
+
+impl RedisCluster {
+    pub async fn start(dir: &Path) -> Self {
+        let data = dir.join("redis-cluster");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let (port, data) = (cluster_port(), data.clone());
+            nodes.push(
+                Proc::start("redis-server", port, move || {
+                    let mut c = Command::new("redis-server");
+                    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                        .arg("--cluster-config-file")
+                        .arg(data.join(format!("nodes-{port}.conf")))
+                        .arg("--dir")
+                        .arg(&data)
+                        .args(["--save", "", "--appendonly", "no"]);
+                    c
+                })
+                .await,
+            );
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("timeout")
+            .arg("60")
+            .arg("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {created:?}"
+        );
+        let cluster = Self { nodes };
+        for n in &cluster.nodes {
+            let port = n.port;
+            let ok = eventually(30, || async move {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+            })
+            .await;
+            assert!(ok, "the cluster node on {port} is not ok");
+        }
+        cluster
+    }
+
+    /// The seed URLs, as `redis.url` takes them with `redis.cluster = true`.
+    pub fn url(&self) -> shelfsync::settings::Secret {
+        let urls: Vec<String> = (self.nodes.iter())
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect();
+        shelfsync::settings::Secret::new(urls.join(","))
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
 }
