@@ -208,6 +208,23 @@ impl Application {
         let listener = TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
+        // Where the other processes forward requests for the outlets this one owns.
+        let cluster = &services.settings.cluster;
+        let advertised = if cluster.advertise_url.is_empty() {
+            let host = if http.host == "0.0.0.0" {
+                "127.0.0.1"
+            } else {
+                &http.host
+            };
+            format!("http://{host}:{port}")
+        } else {
+            cluster.advertise_url.trim_end_matches('/').to_owned()
+        };
+        shared
+            .store
+            .advertise(&cluster.node_id, &advertised)
+            .await?;
+        shared.owners.advertise(advertised);
         crate::checkout::reroute::start_sweep(services.clone());
         let mqtt_status = Arc::new(MqttStatus::default());
         let mqtt = {

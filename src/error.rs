@@ -44,6 +44,9 @@ pub enum Error {
     Overloaded {
         message: String,
         retry_after_secs: u64,
+        /// The outlet, when another process owns it: the HTTP edge forwards the request to
+        /// that process (http/forward.rs) and answers with its answer.
+        elsewhere: Option<OutletId>,
     },
     /// A bug or an unexpected failure, with its cause chain.
     #[error("internal error")]
@@ -97,6 +100,7 @@ impl From<OutletError> for Error {
             OutletError::Overloaded(message) | OutletError::Moved(message) => Self::Overloaded {
                 message,
                 retry_after_secs: 1,
+                elsewhere: None,
             },
         }
     }

@@ -74,6 +74,11 @@ pub fn commits(prefix: &str) -> String {
     format!("{prefix}:commits")
 }
 
+/// The hash node id → the URL of its HTTP API, for requests forwarded to an outlet's owner.
+pub fn addresses(prefix: &str) -> String {
+    format!("{prefix}:addresses")
+}
+
 /// The sorted set of the live processes (member: node id, score: last heartbeat in ms).
 pub fn members(prefix: &str) -> String {
     format!("{prefix}:members")

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ownership_changes: IntCounterVec,
     pub fenced_writes: IntCounterVec,
     pub followed_commits: IntCounterVec,
+    pub forwarded_requests: IntCounterVec,
     pub follower_resyncs: IntCounterVec,
     pub ledger_outbox_entries: IntGaugeVec,
     pub ledger_outbox_age_ms: IntGaugeVec,
@@ -160,6 +161,17 @@ impl Metrics {
                 "followed_commits_total",
                 "Commits of outlets another process owns, as this process's view took them: \
                  applied in seq order, older than the view (skipped), or past a gap (resync)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let forwarded_requests = IntCounterVec::new(
+            Opts::new(
+                "forwarded_requests_total",
+                "Requests for an outlet another process owns: sent to the owner and answered \
+                 (forwarded), not sent or not answered so the 503 stood (unreachable), and \
+                 signed requests from another process taken (received) or refused \
+                 (bad_signature)",
             ),
             &["outcome"],
         )
@@ -342,6 +354,7 @@ impl Metrics {
             Box::new(ownership_changes.clone()),
             Box::new(fenced_writes.clone()),
             Box::new(followed_commits.clone()),
+            Box::new(forwarded_requests.clone()),
             Box::new(follower_resyncs.clone()),
             Box::new(ledger_outbox_entries.clone()),
             Box::new(ledger_outbox_age_ms.clone()),
@@ -396,6 +409,7 @@ impl Metrics {
             ownership_changes,
             fenced_writes,
             followed_commits,
+            forwarded_requests,
             follower_resyncs,
             ledger_outbox_entries,
             ledger_outbox_age_ms,

@@ -224,12 +224,24 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
     };
     let source = services.outlet(&m.outlet)?;
     // Both halves' outlets before either is applied: a transfer to an outlet this process
-    // does not own is refused whole (requests are not forwarded between processes yet).
+    // does not own is refused whole, and not forwarded (its owner does not own the source).
     let dest = m
         .to_outlet
         .as_ref()
         .map(|to| services.outlet(to))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| match e {
+            Error::Overloaded {
+                message,
+                retry_after_secs,
+                ..
+            } => Error::Overloaded {
+                message,
+                retry_after_secs,
+                elsewhere: None,
+            },
+            e => e,
+        })?;
     let msg = half(
         ledger_kind(m.kind),
         m.event_id.to_string(),

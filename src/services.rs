@@ -28,8 +28,9 @@ pub struct Services {
 
 impl Services {
     /// The actor of an outlet this process owns. An outlet of the chain that another
-    /// process owns (or that is moving between processes) is `503` with `Retry-After`:
-    /// requests are not forwarded between processes yet (ARCHITECTURE.md, Several processes).
+    /// process owns (or that is moving between processes) is `503` with `Retry-After`,
+    /// naming the outlet, so that the HTTP edge forwards the request to its owner
+    /// (http/forward.rs; ARCHITECTURE.md, Several processes).
     pub fn outlet(&self, id: &OutletId) -> Result<Addr<OutletActor>, Error> {
         if let Some(addr) = self.shared.owners.get(id) {
             return Ok(addr);
@@ -43,6 +44,7 @@ impl Services {
                  them; nothing was changed, try again shortly"
             ),
             retry_after_secs: 1,
+            elsewhere: Some(id.clone()),
         })
     }
 
@@ -92,6 +94,7 @@ impl Services {
                 self.settings.ledger.lag_max_secs
             ),
             retry_after_secs: over_ms.div_ceil(1000).clamp(1, 30),
+            elsewhere: None,
         })
     }
 

@@ -207,6 +207,13 @@ pub struct ClusterSettings {
     /// How long an outlet's lease lasts without renewal: the longest an outlet of a process
     /// that died stays without an owner. Renewed every third of it.
     pub lease_ms: u64,
+    /// Where the other processes reach this one's HTTP API, for the requests they forward
+    /// to an outlet's owner; empty: `http://{http.host}:{port}` (`127.0.0.1` for a host of
+    /// `0.0.0.0`, right only when every process runs on one machine).
+    pub advertise_url: String,
+    /// Signs every request one process forwards to another (HMAC-SHA256); the same on
+    /// every process of the chain.
+    pub secret: Secret,
 }
 
 impl Default for ClusterSettings {
@@ -214,6 +221,8 @@ impl Default for ClusterSettings {
         Self {
             node_id: "shelfsync".into(),
             lease_ms: 6000,
+            advertise_url: String::new(),
+            secret: Secret::new(""),
         }
     }
 }
@@ -332,6 +341,15 @@ impl Settings {
         }
         if c.lease_ms < 1000 {
             bail!("cluster.lease_ms must be at least 1000");
+        }
+        if c.secret.expose().len() < 16 {
+            bail!("cluster.secret must be at least 16 characters: it signs requests between processes");
+        }
+        if !(c.advertise_url.is_empty()
+            || c.advertise_url.starts_with("http://")
+            || c.advertise_url.starts_with("https://"))
+        {
+            bail!("cluster.advertise_url must be empty or an http:// or https:// URL");
         }
         let l = &self.ledger;
         if l.lag_max_secs == 0 || l.lag_max_secs >= l.durable_wait_secs {

@@ -854,6 +854,38 @@ impl RedisStore {
         Ok(live)
     }
 
+    /// Records where `node`'s HTTP API is reached (for requests forwarded to it).
+    pub async fn advertise(&self, node: &str, url: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(crate::keys::addresses(&self.prefix))
+            .arg(node)
+            .arg(url)
+            .query_async::<()>(&mut conn)
+            .await
+            .context("advertising this process's address")
+    }
+
+    /// Where the process that owns `outlet` now is reached: its node id and address, or
+    /// `None` when nobody holds the lease or its holder advertised no address.
+    pub async fn owner_address(
+        &self,
+        keys: &OutletKeys,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let Some(holder) = self.lease_holder(keys).await? else {
+            return Ok(None);
+        };
+        let node = holder.split(' ').next().unwrap_or_default().to_owned();
+        let mut conn = self.conn.clone();
+        let url: Option<String> = redis::cmd("HGET")
+            .arg(crate::keys::addresses(&self.prefix))
+            .arg(&node)
+            .query_async(&mut conn)
+            .await
+            .context("reading a process's address")?;
+        Ok(url.map(|url| (node, url)))
+    }
+
     /// Removes `node` from the live processes (a graceful stop).
     pub async fn leave(&self, node: &str) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();

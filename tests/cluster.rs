@@ -1100,3 +1100,117 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Any process answers any request: holds, reads, confirms, cancels and movements for an
+/// outlet another process owns are forwarded to its owner, signed, and answered with its
+/// answer; a request that claims to be forwarded without a valid signature is refused and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_an_outlet_owned_elsewhere_is_forwarded_to_its_owner() {
+    let (settings, outlets) = chain();
+    let a = Node::start(&settings, "a").await;
+    let b = Node::start(&settings, "b").await;
+    let owner = spread(&[&a, &b], outlets, 30).await;
+    let x = owner.iter().find(|(_, n)| **n == "a").unwrap().0.clone();
+    // Everything through b; a owns x.
+    stocked(&b, &x, SKU, 10).await;
+    let via = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-shelfsync-forwarded-to")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let r = hold(&b, "fwd-1", &x, SKU, 60).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(via(&r).as_deref(), Some("a"), "answered by the owner");
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = hold(&b, "fwd-1", &x, SKU, 60).await;
+    assert_eq!(again.status(), 201, "the same key again: the same hold");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id.as_str());
+    let got = http()
+        .get(format!("{}/v1/reservations/{id}", b.url))
+        .bearer_auth(STOREFRONT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(via(&got).as_deref(), Some("a"));
+    let confirm = http()
+        .post(format!("{}/v1/reservations/{id}/confirm", b.url))
+        .bearer_auth(STOREFRONT)
+        .json(&json!({"payment_ref": "fwd-pay-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    assert_eq!(
+        confirm.json::<Value>().await.unwrap()["status"],
+        "confirmed"
+    );
+    let held = hold(&b, "fwd-2", &x, SKU, 60).await;
+    let id2 = held.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cancel = http()
+        .post(format!("{}/v1/reservations/{id2}/cancel", b.url))
+        .bearer_auth(STOREFRONT)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    // b's view follows a's commits: 10 stocked, 1 sold, nothing held.
+    assert!(
+        eventually(10, || async {
+            let s = stock_read(&b, &x).await;
+            s.get(SKU).is_some_and(|c| c.0 == 9 && c.1 == 0)
+        })
+        .await,
+        "b reads what a committed"
+    );
+    assert!(
+        metric(
+            &b,
+            "shelfsync_forwarded_requests_total{outcome=\"forwarded\"}"
+        )
+        .await
+            >= 5.0
+    );
+    assert!(
+        metric(
+            &a,
+            "shelfsync_forwarded_requests_total{outcome=\"received\"}"
+        )
+        .await
+            >= 5.0
+    );
+
+    // A forged or stale signature: refused, nothing held.
+    for forged in ["b 1 00", "b", "a 99999999999999 abcd"] {
+        let r = http()
+            .post(format!("{}/v1/reservations", a.url))
+            .bearer_auth(STOREFRONT)
+            .header("Idempotency-Key", "fwd-forged")
+            .header("x-shelfsync-forwarded", forged)
+            .json(&json!({"outlet": x, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 60}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "a forged signature {forged:?}");
+    }
+    let after = in_redis(&settings, &x).await;
+    assert_eq!(after[SKU].1, 0, "nothing held by the forged requests");
+    assert_eq!(
+        in_ledger(&settings, &x, "payment_ref", "fwd-pay-1").await,
+        1
+    );
+
+    let (mut a, mut b) = (a, b);
+    a.proc.signal("-TERM");
+    b.proc.signal("-TERM");
+    checked(&settings);
+    cleanup(&settings).await;
+}

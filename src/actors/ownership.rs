@@ -41,6 +41,9 @@ pub struct Owners {
     pub node: String,
     pub lease: Duration,
     owned: RwLock<HashMap<OutletId, Owned>>,
+    /// Where the other processes reach this one's HTTP API (set once it listens): written
+    /// with every heartbeat, read by a process that forwards a request here.
+    advertised: RwLock<Option<String>>,
 }
 
 impl Owners {
@@ -49,7 +52,17 @@ impl Owners {
             node: node.to_owned(),
             lease,
             owned: RwLock::new(HashMap::new()),
+            advertised: RwLock::new(None),
         }
+    }
+
+    /// Tells the other processes, from the next heartbeat on, where this one listens.
+    pub fn advertise(&self, url: String) {
+        *self.advertised.write().expect("owners lock") = Some(url);
+    }
+
+    pub fn advertised(&self) -> Option<String> {
+        self.advertised.read().expect("owners lock").clone()
     }
 
     /// The actor of an outlet this process owns.
@@ -193,6 +206,9 @@ impl Ownership {
         let store = &self.shared.store;
         let node = self.owners().node.clone();
         let beats = store.heartbeat(&node, self.lease_ms()).await?;
+        if let Some(url) = self.owners().advertised() {
+            store.advertise(&node, &url).await?;
+        }
         let now = crate::domain::now_ms();
         // A member that stopped beating drops out of the list a lease after its last beat:
         // the next round comes right then, not up to a third of a lease later.

@@ -159,6 +159,9 @@ impl Hold {
     async fn try_at(&self, services: &Services, outlet: &OutletId) -> Result<Tried, Error> {
         let key = self.key();
         let claims = &services.shared.store;
+        // Owned elsewhere: refused before any claim is made, so that the owner, which this
+        // request is forwarded to, decides it as the first to see the key.
+        let actor = services.outlet(outlet)?;
         if self.reserve.sheddable {
             if let Err(shed) = services.admit_hold(outlet) {
                 let owner = (claims.claim_owner(ClaimKind::Reservation, key).await)
@@ -173,7 +176,7 @@ impl Hold {
         let fresh = services
             .claim_key(ClaimKind::Reservation, key, outlet, retain)
             .await?;
-        let committed = services.outlet(outlet)?.send(self.reserve.clone()).await?;
+        let committed = actor.send(self.reserve.clone()).await?;
         let Committed { outcome, .. } = match committed {
             // Refused before anything was decided: a claim this call made is given back, so
             // the client's retry (here or elsewhere) finds its key unused.
@@ -298,8 +301,15 @@ async fn route_leased(
             continue;
         }
         let tried = match hold.try_at(services, &outlet).await {
-            // An outlet that cannot answer now, or sheds new holds: the next one may.
-            Err(e @ (Error::Unavailable(_) | Error::Overloaded { .. })) if owner.is_none() => {
+            // An outlet that cannot answer now, or sheds new holds: the next one may. One that
+            // another process owns is not passed over: the request goes to its owner
+            // (http/forward.rs), where the same outlet comes first.
+            Err(
+                e @ (Error::Unavailable(_)
+                | Error::Overloaded {
+                    elsewhere: None, ..
+                }),
+            ) if owner.is_none() => {
                 (claims
                     .release_claim(ClaimKind::Reservation, key, &outlet)
                     .await)

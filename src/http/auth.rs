@@ -97,14 +97,18 @@ impl Auth {
     }
 
     /// The caller of `key`: 401 for an unknown key, 429 when its bucket is empty.
-    fn caller(&self, key: Option<&str>) -> Result<Caller, ApiError> {
+    /// The caller of `key`, charged one token of its rate limit unless the request was
+    /// `forwarded` by another process of the chain (which charged it already).
+    fn caller(&self, key: Option<&str>, forwarded: bool) -> Result<Caller, ApiError> {
         let grant = key
             .and_then(|k| self.grant(k))
             .ok_or(ApiError::Unauthorized)?;
-        grant
-            .bucket
-            .take()
-            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        if !forwarded {
+            grant
+                .bucket
+                .take()
+                .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        }
         Ok(Caller(grant))
     }
 }
@@ -159,6 +163,12 @@ impl Caller {
     }
 }
 
+fn forwarded(req: &HttpRequest) -> bool {
+    actix_web::HttpMessage::extensions(req)
+        .get::<super::forward::Forwarded>()
+        .is_some()
+}
+
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req
         .headers()
@@ -177,7 +187,7 @@ impl Caller {
         auth: &Auth,
         key: Option<&str>,
     ) -> Result<Self, ApiError> {
-        auth.caller(bearer(req).or(key))
+        auth.caller(bearer(req).or(key), forwarded(req))
     }
 }
 
@@ -189,6 +199,6 @@ impl FromRequest for Caller {
         let auth = req
             .app_data::<web::Data<Auth>>()
             .expect("Auth is registered");
-        ready(auth.caller(bearer(req)))
+        ready(auth.caller(bearer(req), forwarded(req)))
     }
 }

@@ -129,6 +129,16 @@ impl ResponseError for ApiError {
         if let Some(secs) = retry_after_secs {
             answer.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
+        if let Self::Core(Error::Overloaded {
+            elsewhere: Some(outlet),
+            ..
+        }) = self
+        {
+            // For the forwarding middleware: another process owns the outlet.
+            answer
+                .extensions_mut()
+                .insert(super::forward::OwnedElsewhere(outlet.clone()));
+        }
         answer.json(body)
     }
 }

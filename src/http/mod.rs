@@ -6,6 +6,7 @@ pub mod auth;
 mod context;
 mod dashboard;
 pub mod error;
+pub mod forward;
 mod ledger;
 mod movements;
 pub mod openapi;
@@ -107,6 +108,9 @@ pub fn app(
 > {
     let metrics = state.shared.metrics.clone();
     let auth = state.auth.clone();
+    // The owner of an outlet may wait for the ledger before it answers a confirm.
+    let forward_timeout =
+        std::time::Duration::from_secs(state.settings.ledger.durable_wait_secs + 5);
     actix_web::App::new()
         .app_data(state)
         .app_data(auth)
@@ -119,6 +123,7 @@ pub fn app(
                 .error_handler(|e, _| ApiError::not_found(e.to_string()).into()),
         )
         .configure(routes)
+        .wrap(forward::Forwarding::new(forward_timeout))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = req.method().to_string();
