@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::procs::{Proc, RedisCluster};
@@ -634,26 +635,35 @@ async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process
 /// (an outlet owned elsewhere, or moving) or does not answer (killed); the last answer, or
 /// `None` when no node answered.
 async fn to_any(
-    nodes: &[&Node],
+    urls: &[String],
     first: usize,
     request: impl Fn(&str) -> reqwest::RequestBuilder,
 ) -> Option<reqwest::Response> {
     let mut last = None;
-    for i in 0..nodes.len() {
-        let node = nodes[(first + i) % nodes.len()];
-        let Ok(r) = request(&node.url).send().await else {
+    for i in 0..urls.len() {
+        let url = &urls[(first + i) % urls.len()];
+        let Ok(r) = request(url).send().await else {
             continue;
         };
         if r.status() != 503 {
             return Some(r);
         }
-        assert!(
-            r.headers().contains_key("retry-after"),
-            "a 503 says when to come back"
-        );
+        if !r.headers().contains_key("retry-after") {
+            let from = r.headers().get("x-shelfsync-forwarded-to").cloned();
+            panic!(
+                "a 503 without Retry-After from {url} (forwarded to {from:?}): {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
         last = Some(r);
     }
     last
+}
+
+/// Sets `done` after `secs`.
+async fn for_secs(secs: u64, done: &AtomicBool) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    done.store(true, Ordering::Relaxed);
 }
 
 /// What a mixed load had answered `2xx`.
@@ -666,16 +676,21 @@ struct Load {
     moved: Vec<(String, String)>,
 }
 
-/// Mixed load from `workers` clients for `secs` on every outlet through any node: holds
-/// (left to expire, confirmed or cancelled) and receipts. Only `2xx`, `409` (out of stock,
-/// or a hold that ended) and `503` with `Retry-After` are allowed answers.
-async fn mixed_load(nodes: &[&Node], outlets: &[String], workers: usize, secs: u64) -> Load {
+/// Mixed load from `workers` clients on every outlet through any node (`urls`) until `done`:
+/// holds (left to expire, confirmed or cancelled) and receipts. Only `2xx`, `409` (out of
+/// stock, or a hold that ended) and `503` with `Retry-After` are allowed answers.
+async fn mixed_load(
+    urls: &[String],
+    outlets: &[String],
+    workers: usize,
+    done: &AtomicBool,
+) -> Load {
     let skus = [SKU, SKU2, SKU3];
-    let until = Instant::now() + Duration::from_secs(secs);
+    let nodes = urls;
     let tasks = (0..workers).map(|w| async move {
         let mut load = Load::default();
         let mut i = 0usize;
-        while Instant::now() < until {
+        while !done.load(Ordering::Relaxed) {
             i += 1;
             let outlet = &outlets[(w * 7 + i) % outlets.len()];
             let sku = skus[(w + i) % skus.len()];
@@ -809,7 +824,9 @@ async fn after_load_on_two_processes_every_stock_read_from_either_equals_redis()
     let first = live.next(10).await.expect("the snapshot");
     assert_eq!(first.event, "snapshot");
 
-    let load = mixed_load(&[&a, &b], &ids, 6, 6).await;
+    let done = AtomicBool::new(false);
+    let urls = [a.url.clone(), b.url.clone()];
+    let (load, ()) = tokio::join!(mixed_load(&urls, &ids, 6, &done), for_secs(6, &done));
     assert!(load.holds > 50, "the load made holds: {}", load.holds);
 
     // The holds' TTL is 2 s: after it every hold is confirmed, cancelled or expired.
@@ -905,6 +922,88 @@ async fn after_load_on_two_processes_every_stock_read_from_either_equals_redis()
     cleanup(&settings).await;
 }
 
+/// POS sales over MQTT at every outlet, a round every 250 ms until `done`; the (outlet,
+/// event id) of each.
+async fn pos_sales(
+    pos: &MqttClient,
+    settings: &shelfsync::Settings,
+    outlets: &[String],
+    done: &AtomicBool,
+) -> Vec<(String, String)> {
+    let mut sold = Vec::new();
+    let mut k = 0;
+    while !done.load(Ordering::Relaxed) {
+        for o in outlets {
+            let event = format!("pos-{k}-{o}");
+            pos_sale(pos, settings, o, &event, 1).await;
+            sold.push((o.clone(), event));
+        }
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    sold
+}
+
+/// The invariants after a failover or a restart under load: every hold ends; every confirm
+/// answered `200`, every receipt answered `201` and every POS sale the broker acknowledged
+/// is in the ledger exactly once; a replay of the ledger finds no seq gap and no oversell;
+/// `shelfsync check` is clean (after `stop` stopped the processes).
+async fn nothing_lost(
+    settings: &shelfsync::Settings,
+    outlets: &[String],
+    load: &Load,
+    pos: &MqttClient,
+    sold: &[(String, String)],
+    stop: impl FnOnce(),
+) {
+    assert!(
+        load.holds > 50 && !load.confirmed.is_empty(),
+        "the load ran"
+    );
+    assert!(
+        eventually(20, || async {
+            pos.acked.load(Ordering::Relaxed) >= sold.len()
+        })
+        .await,
+        "the broker acknowledged every POS sale"
+    );
+    // Every hold ends (TTL 2 s): nothing a stopped or dead owner held stays reserved.
+    let ended = eventually(30, || async {
+        for o in outlets {
+            let snap = redis_snapshot(settings, o).await;
+            if snap.counters.values().any(|c| c.reserved != 0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(ended, "every hold ended");
+    // One read of the ledger per look (a look per sale would read it hundreds of times).
+    let all_in = eventually(30, || async {
+        let seen = by_key(settings, "event_id", None).await;
+        sold.iter().all(|k| seen.get(k).copied().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert!(all_in, "every POS sale the broker took reached the ledger");
+    stop();
+    let events = by_key(settings, "event_id", None).await;
+    for key in sold.iter().chain(&load.moved) {
+        assert_eq!(events.get(key), Some(&1), "{key:?} is in the ledger once");
+    }
+    let sales = by_key(settings, "reservation", Some("sale_web")).await;
+    for key in &load.confirmed {
+        assert_eq!(
+            sales.get(key),
+            Some(&1),
+            "the confirm of {key:?} is in the ledger once"
+        );
+    }
+    replay_finds_no_oversell(settings).await;
+    checked(settings);
+    cleanup(settings).await;
+}
+
 /// How many ledger documents (of `kind`, if given) carry each (outlet, value of `field`).
 async fn by_key(
     settings: &shelfsync::Settings,
@@ -962,17 +1061,10 @@ async fn replay_finds_no_oversell(settings: &shelfsync::Settings) {
     }
 }
 
-/// The failover bar on a real Redis Cluster of three masters: three processes under mixed
-/// load through any of them (holds confirmed, cancelled or left to expire, receipts, POS
-/// sales over MQTT); kill -9 of the owner of the most outlets in the middle of it. Its
-/// outlets are owned again (the gap is printed); every hold ends; every confirm answered
-/// `200`, every receipt answered `201` and every POS sale the broker acknowledged is in the
-/// ledger exactly once; a replay of the ledger finds no seq gap and no oversell; `shelfsync
-/// check` is clean.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() {
-    let dir = std::env::temp_dir().join(format!("shelfsync-rc-{}", uuid::Uuid::new_v4().simple()));
-    let redis = RedisCluster::start(&dir).await;
+/// A real Redis Cluster of three masters and fresh settings on it with the demo chain
+/// imported, and the chain's number of outlets.
+async fn cluster_chain() -> (shelfsync::Settings, usize, RedisCluster) {
+    let redis = RedisCluster::start().await;
     let mut settings = test_settings();
     settings.redis.url = redis.url();
     settings.redis.cluster = true;
@@ -982,6 +1074,19 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
         .unwrap()
         .outlets
         .len();
+    (settings, outlets, redis)
+}
+
+/// The failover bar on a real Redis Cluster of three masters: three processes under mixed
+/// load through any of them (holds confirmed, cancelled or left to expire, receipts, POS
+/// sales over MQTT); kill -9 of the owner of the most outlets in the middle of it. Its
+/// outlets are owned again (the gap is printed); every hold ends; every confirm answered
+/// `200`, every receipt answered `201` and every POS sale the broker acknowledged is in the
+/// ledger exactly once; a replay of the ledger finds no seq gap and no oversell; `shelfsync
+/// check` is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() {
+    let (settings, outlets, redis) = cluster_chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let c = Node::start(&settings, "c").await;
@@ -1006,23 +1111,8 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
     }
     let victim = nodes.iter().position(|n| n.name == busiest).unwrap();
     let pos = MqttClient::connect(settings.mqtt.port).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-
-    let until = Instant::now() + Duration::from_secs(8);
-    let sales = async {
-        let mut sold = Vec::new();
-        let mut k = 0;
-        while Instant::now() < until {
-            for o in &ids {
-                let event = format!("rc-pos-{k}-{o}");
-                pos_sale(&pos, &settings, o, &event, 1).await;
-                sold.push((o.clone(), event));
-            }
-            k += 1;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        sold
-    };
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let done = AtomicBool::new(false);
     let kill = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let killed = Instant::now();
@@ -1032,9 +1122,16 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
             .map(|(_, n)| n)
             .collect();
         let after = spread(&survivors, outlets, 30).await;
-        (killed.elapsed(), after)
+        let gap = killed.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        done.store(true, Ordering::Relaxed);
+        (gap, after)
     };
-    let (load, sold, (gap, after)) = tokio::join!(mixed_load(&all, &ids, 6, 8), sales, kill);
+    let (load, sold, (gap, after)) = tokio::join!(
+        mixed_load(&urls, &ids, 6, &done),
+        pos_sales(&pos, &settings, &ids, &done),
+        kill
+    );
     println!(
         "redis cluster, kill -9 of {busiest} ({} outlets) under load: owned again after {} ms \
          (lease {LEASE_MS} ms); {} holds, {} confirms, {} receipts, {} POS sales",
@@ -1046,59 +1143,16 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
         sold.len()
     );
     assert!(theirs.iter().all(|o| after[o] != busiest));
-    assert!(
-        load.holds > 50 && !load.confirmed.is_empty(),
-        "the load ran"
-    );
-    assert!(
-        eventually(20, || async {
-            pos.acked.load(std::sync::atomic::Ordering::Relaxed) >= sold.len()
-        })
-        .await,
-        "the broker acknowledged every POS sale"
-    );
-    // Every hold ends (TTL 2 s): nothing the dead owner held stays reserved.
-    let ended = eventually(30, || async {
-        for o in &ids {
-            let snap = redis_snapshot(&settings, o).await;
-            if snap.counters.values().any(|c| c.reserved != 0) {
-                return false;
+    let mut nodes = nodes;
+    nothing_lost(&settings, &ids, &load, &pos, &sold, || {
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if i != victim {
+                n.proc.signal("-TERM");
             }
         }
-        true
     })
     .await;
-    assert!(ended, "every hold ended");
-    // One read of the ledger per look (a look per sale would read it hundreds of times).
-    let all_in = eventually(30, || async {
-        let seen = by_key(&settings, "event_id", None).await;
-        sold.iter().all(|k| seen.get(k).copied().unwrap_or(0) >= 1)
-    })
-    .await;
-    assert!(all_in, "every POS sale the broker took reached the ledger");
-    let mut nodes = nodes;
-    for (i, n) in nodes.iter_mut().enumerate() {
-        if i != victim {
-            n.proc.signal("-TERM");
-        }
-    }
-    let events = by_key(&settings, "event_id", None).await;
-    for key in sold.iter().chain(&load.moved) {
-        assert_eq!(events.get(key), Some(&1), "{key:?} is in the ledger once");
-    }
-    let sales = by_key(&settings, "reservation", Some("sale_web")).await;
-    for key in &load.confirmed {
-        assert_eq!(
-            sales.get(key),
-            Some(&1),
-            "the confirm of {key:?} is in the ledger once"
-        );
-    }
-    replay_finds_no_oversell(&settings).await;
-    checked(&settings);
-    cleanup(&settings).await;
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Any process answers any request: holds, reads, confirms, cancels and movements for an
@@ -1213,4 +1267,65 @@ async fn a_request_for_an_outlet_owned_elsewhere_is_forwarded_to_its_owner() {
     b.proc.signal("-TERM");
     checked(&settings);
     cleanup(&settings).await;
+}
+
+/// A rolling restart of all three processes, one at a time (SIGTERM: each hands its outlets
+/// over before it exits, then starts again under its own name), on a Redis Cluster under
+/// mixed load and POS sales through any process: no answer is a 5xx other than `503` with
+/// `Retry-After` (`mixed_load` checks each), and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_answers_no_5xx_but_503_and_loses_nothing() {
+    let (settings, outlets, redis) = cluster_chain().await;
+    let a = Node::start(&settings, "a").await;
+    let b = Node::start(&settings, "b").await;
+    let c = Node::start(&settings, "c").await;
+    let owner = spread(&[&a, &b, &c], outlets, 40).await;
+    let ids: Vec<String> = owner.keys().cloned().collect();
+    let mut nodes = [a, b, c];
+    let pos = MqttClient::connect(settings.mqtt.port).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let done = AtomicBool::new(false);
+    let restarts = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for i in 0..nodes.len() {
+            let stopped = Instant::now();
+            nodes[i].proc.signal("-TERM");
+            let stop_ms = stopped.elapsed().as_millis();
+            let others: Vec<&Node> = (nodes.iter().enumerate())
+                .filter(|(k, _)| *k != i)
+                .map(|(_, n)| n)
+                .collect();
+            spread(&others, outlets, 30).await;
+            let moved_ms = stopped.elapsed().as_millis();
+            nodes[i].proc.spawn().await;
+            spread(&nodes.iter().collect::<Vec<_>>(), outlets, 30).await;
+            println!(
+                "restart of {}: stopped in {stop_ms} ms, its outlets owned elsewhere after \
+                 {moved_ms} ms, all spread again after {} ms",
+                nodes[i].name,
+                stopped.elapsed().as_millis()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.store(true, Ordering::Relaxed);
+    };
+    let (load, sold, ()) = tokio::join!(
+        mixed_load(&urls, &ids, 6, &done),
+        pos_sales(&pos, &settings, &ids, &done),
+        restarts
+    );
+    println!(
+        "rolling restart under load: {} holds, {} confirms, {} receipts, {} POS sales",
+        load.holds,
+        load.confirmed.len(),
+        load.moved.len(),
+        sold.len()
+    );
+    nothing_lost(&settings, &ids, &load, &pos, &sold, || {
+        for n in nodes.iter_mut() {
+            n.proc.signal("-TERM");
+        }
+    })
+    .await;
+    drop(redis);
 }

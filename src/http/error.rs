@@ -99,6 +99,9 @@ impl ResponseError for ApiError {
             | Self::Core(Error::Overloaded {
                 retry_after_secs, ..
             }) => Some(*retry_after_secs),
+            // Every 503 says when to come back: a dependency that is down, a change not yet
+            // durable (the retry with the same key gets its final answer), an outlet reloading.
+            Self::Core(Error::Unavailable(_)) => Some(1),
             _ => None,
         };
         match self {

@@ -125,15 +125,29 @@ pub async fn start_mongo(dir: &Path) -> Proc {
     .await
 }
 
-/// A real Redis Cluster of three masters (no replicas) on free ports, its nodes' files in
-/// `dir/redis-cluster`; the processes end with the value.
+/// A real Redis Cluster of three masters (no replicas) on free ports, its nodes' files in a
+/// directory of its own; the processes end, and the directory goes, with the value.
 pub struct RedisCluster {
     pub nodes: Vec<Proc>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.signal("-KILL");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl RedisCluster {
-    pub async fn start(dir: &Path) -> Self {
-        let data = dir.join("redis-cluster");
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "shelfsync-redis-cluster-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let data = dir.clone();
         std::fs::create_dir_all(&data).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..3 {
@@ -170,7 +184,7 @@ impl RedisCluster {
             created.status.success(),
             "redis-cli --cluster create: {created:?}"
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, dir };
         for n in &cluster.nodes {
             let port = n.port;
             let ok = eventually(30, || async move {
