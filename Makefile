@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild soak secantus-probe lint fmt
+.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild soak secantus-probe lint fmt cluster
 
 run: services build import serve
 
@@ -30,6 +30,11 @@ import: build
 
 serve: build
 	$(BIN) serve
+
+# Three processes on this machine behind one port (http.port, 8080) with SO_REUSEPORT;
+# any of them answers any request (scripts/cluster.sh). Ctrl-C stops all three gracefully.
+cluster: services build import
+	bash scripts/cluster.sh
 
 # A quick hold/cancel run against a running `make run` (10 s).
 load-quick: build

@@ -25,7 +25,7 @@
 #      sales the broker acknowledged that are missing from the ledger (must be 0). The rate is
 #      OVERLOAD_RATE, else twice the highest sustained rate when that part ran, else the raw
 #      insert_many ceiling (documents/s) as holds/s (2 documents each: twice what it sustains).
-# PHASES picks parts (default "memory burst sustained confirm overload failover"); each part's section of
+# PHASES picks parts (default "memory burst sustained confirm overload failover scale"); each part's section of
 # the summary is printed when it ran.
 #
 # Every run's JSON report and PNG plot stay under load/out/bench<time>/; the summary is
@@ -42,7 +42,7 @@ CONFIRM_RATES=${CONFIRM_RATES:-"1000 2000"}
 CONFIRM_P99_MS=${CONFIRM_P99_MS:-25}
 SKUS=${SKUS:-6400}
 # Which parts to run (all by default): memory burst sustained confirm overload.
-PHASES=${PHASES:-"memory burst sustained confirm overload failover"}
+PHASES=${PHASES:-"memory burst sustained confirm overload failover scale"}
 OVERLOAD_SECS=${OVERLOAD_SECS:-30}
 OVERLOAD_POS_RATE=${OVERLOAD_POS_RATE:-100}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -354,4 +354,12 @@ if has failover; then
   echo
   echo "## Failover (three processes, kill -9 of the busiest owner, ${FAILOVER_KILLS:-10} kills)"
   python3 load/failover.py --kills "${FAILOVER_KILLS:-10}" | tail -1
+fi
+
+# One process against three behind one port (load/scale.py): the same hold/cancel load; on
+# this machine's cores, with everything else on them too.
+if has scale; then
+  echo
+  echo "## One process against three (hold/cancel, ${SCALE_SECS:-20} s each)"
+  python3 load/scale.py --secs "${SCALE_SECS:-20}"
 fi

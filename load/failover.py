@@ -19,6 +19,8 @@ import time
 import urllib.request
 import uuid
 
+from procs import stop_and_clean
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/shelfsync")
 
@@ -108,22 +110,7 @@ def main():
             start(victim)
             seen = settle(names)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        keys = subprocess.run(["redis-cli", "--scan", "--pattern", tag + "*"],
-                              capture_output=True, text=True).stdout.split()
-        for i in range(0, len(keys), 500):
-            subprocess.run(["redis-cli", "del", *keys[i:i + 500]], stdout=subprocess.DEVNULL)
-        subprocess.run([os.path.join(ROOT, ".venv/bin/python"), "-c",
-                        "import pymongo; pymongo.MongoClient('mongodb://127.0.0.1:27017/"
-                        f"?directConnection=true').drop_database('shelfsync_{tag}')"],
-                       stderr=subprocess.DEVNULL)
+        stop_and_clean(list(procs.values()), tag)
     if gaps:
         ms = sorted(g * 1000 for g in gaps)
         print(f"failover gap over {len(ms)} kills (lease {args.lease_ms} ms, renewed every "

@@ -205,9 +205,21 @@ impl Application {
         let services = core.services.clone();
         let shared = &services.shared;
         let http = &services.settings.http;
-        let listener = TcpListener::bind((http.host.as_str(), http.port))
+        let listener = bind(&http.host, http.port, http.reuse_port)
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
+        // A port shared with other processes cannot reach this one in particular: forwarded
+        // requests come to a port of its own.
+        let own = if http.reuse_port {
+            let own = TcpListener::bind((http.host.as_str(), 0));
+            Some(own.context("binding a port of its own")?)
+        } else {
+            None
+        };
+        let own_port = match &own {
+            Some(l) => l.local_addr()?.port(),
+            None => port,
+        };
         // Where the other processes forward requests for the outlets this one owns.
         let cluster = &services.settings.cluster;
         let advertised = if cluster.advertise_url.is_empty() {
@@ -216,7 +228,7 @@ impl Application {
             } else {
                 &http.host
             };
-            format!("http://{host}:{port}")
+            format!("http://{host}:{own_port}")
         } else {
             cluster.advertise_url.trim_end_matches('/').to_owned()
         };
@@ -244,8 +256,12 @@ impl Application {
             )?),
             whatsapp: crate::whatsapp::start(services.clone()),
         });
-        let server = HttpServer::new(move || crate::http::app(state.clone()))
-            .listen(listener)?
+        let mut server =
+            HttpServer::new(move || crate::http::app(state.clone())).listen(listener)?;
+        if let Some(own) = own {
+            server = server.listen(own)?;
+        }
+        let server = server
             .workers(http.workers)
             .shutdown_timeout(http.shutdown_timeout_secs)
             // Our own signal handling: live streams must end before the graceful wait.
@@ -261,7 +277,7 @@ impl Application {
             info!("stop signal: shutting down gracefully");
             handle.stop().await;
         });
-        info!(port, "listening");
+        info!(port, own_port, "listening");
         Ok(Self {
             port,
             server,
@@ -290,6 +306,26 @@ impl Application {
         let _ = self.mqtt.send(Disconnect).await;
         self.core.shutdown().await
     }
+}
+
+/// A listening socket on `host:port`, shared with other processes when `reuse_port`.
+fn bind(host: &str, port: u16, reuse_port: bool) -> anyhow::Result<TcpListener> {
+    if !reuse_port {
+        return Ok(TcpListener::bind((host, port))?);
+    }
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .context("no address")?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// SIGINT or SIGTERM.

@@ -108,6 +108,11 @@ pub struct HttpSettings {
     pub workers: usize,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout_secs: u64,
+    /// Bind `port` with SO_REUSEPORT, so that several processes on one machine share it and
+    /// the kernel spreads connections over them (`make cluster`). Each process then also
+    /// listens on a free port of its own, which it advertises for forwarded requests.
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -39,6 +39,10 @@ pub enum Target {
 /// digest that tells a replay of its key from a reuse.
 pub struct Hold {
     reserve: Reserve,
+    /// A client's request at the HTTP edge: an outlet another process owns is not passed
+    /// over, the request goes to its owner (http/forward.rs). A hold of a background task
+    /// (a re-route, a WhatsApp order) has nobody to forward it and passes over such outlets.
+    forwardable: bool,
 }
 
 /// A hold taken (or the replay of the first answer to its key).
@@ -113,7 +117,14 @@ impl Hold {
                 customer_ref,
                 pin: pin.map(|p| p.as_str().to_owned()),
             },
+            forwardable: false,
         }
+    }
+
+    /// Marks a client's request at the HTTP edge (see `forwardable`).
+    pub fn forwardable(mut self) -> Self {
+        self.forwardable = true;
+        self
     }
 
     /// The hold that takes over `res`'s cart at another outlet serving `pin`, for what is
@@ -141,6 +152,7 @@ impl Hold {
                 customer_ref: res.customer_ref.clone(),
                 pin: Some(pin.as_str().to_owned()),
             },
+            forwardable: false,
         }
     }
 
@@ -212,6 +224,17 @@ impl Hold {
             other => Err(anyhow::anyhow!("unexpected reserve outcome {other:?}").into()),
         }
     }
+}
+
+/// Whether `e` says another process owns the outlet.
+fn elsewhere(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Overloaded {
+            elsewhere: Some(_),
+            ..
+        }
+    )
 }
 
 fn count(services: &Services, operation: &str, outcome: &str) {
@@ -302,14 +325,11 @@ async fn route_leased(
         }
         let tried = match hold.try_at(services, &outlet).await {
             // An outlet that cannot answer now, or sheds new holds: the next one may. One that
-            // another process owns is not passed over: the request goes to its owner
-            // (http/forward.rs), where the same outlet comes first.
-            Err(
-                e @ (Error::Unavailable(_)
-                | Error::Overloaded {
-                    elsewhere: None, ..
-                }),
-            ) if owner.is_none() => {
+            // another process owns is passed over only by a background hold: a client's goes
+            // to its owner (http/forward.rs), where the same outlet comes first.
+            Err(e @ (Error::Unavailable(_) | Error::Overloaded { .. }))
+                if owner.is_none() && !(hold.forwardable && elsewhere(&e)) =>
+            {
                 (claims
                     .release_claim(ClaimKind::Reservation, key, &outlet)
                     .await)

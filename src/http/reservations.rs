@@ -134,7 +134,7 @@ pub async fn create(
             );
         }
     }
-    let hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref);
+    let hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref).forwardable();
     let placed = checkout::place(&state, target, &hold).await?;
     Ok(HttpResponse::Created().json(placed_json(&placed)))
 }
