@@ -223,10 +223,11 @@ impl Application {
         // Where the other processes forward requests for the outlets this one owns.
         let cluster = &services.settings.cluster;
         let advertised = if cluster.advertise_url.is_empty() {
-            let host = if http.host == "0.0.0.0" {
-                "127.0.0.1"
-            } else {
-                &http.host
+            let host = match http.host.as_str() {
+                "0.0.0.0" => "127.0.0.1".to_owned(),
+                "::" => "[::1]".to_owned(),
+                h if h.contains(':') => format!("[{h}]"),
+                h => h.to_owned(),
             };
             format!("http://{host}:{own_port}")
         } else {

@@ -79,6 +79,15 @@ pub fn addresses(prefix: &str) -> String {
     format!("{prefix}:addresses")
 }
 
+/// A forwarded request's signature, once taken (kept for a minute against replays).
+pub fn used_signature(prefix: &str, signature: &str) -> String {
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(signature.as_bytes()))
+    };
+    format!("{prefix}:forwarded:{digest}")
+}
+
 /// The sorted set of the live processes (member: node id, score: last heartbeat in ms).
 pub fn members(prefix: &str) -> String {
     format!("{prefix}:members")

@@ -350,11 +350,11 @@ impl Settings {
         if c.secret.expose().len() < 16 {
             bail!("cluster.secret must be at least 16 characters: it signs requests between processes");
         }
-        if !(c.advertise_url.is_empty()
-            || c.advertise_url.starts_with("http://")
-            || c.advertise_url.starts_with("https://"))
-        {
-            bail!("cluster.advertise_url must be empty or an http:// or https:// URL");
+        if !(c.advertise_url.is_empty() || c.advertise_url.starts_with("http://")) {
+            bail!(
+                "cluster.advertise_url must be empty or an http:// URL (processes talk plain \
+                 HTTP, signed; keep their ports on a private network)"
+            );
         }
         let l = &self.ledger;
         if l.lag_max_secs == 0 || l.lag_max_secs >= l.durable_wait_secs {

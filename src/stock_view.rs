@@ -1,7 +1,9 @@
 //! The committed counters of every outlet, readable without a message to an actor.
 //!
-//! Only `OutletActor` writes here (after Redis has the change); HTTP reads. A value never goes
-//! back to an older seq, so a reader sees each SKU's numbers move forward only.
+//! An outlet's `OutletActor` writes here (after Redis has the change) in the process that owns
+//! it, the follower (actors/follower.rs) in every other process; HTTP and the streams read.
+//! A value never goes back to an older seq (but for a state rebuilt from the ledger, read
+//! whole), so a reader sees each SKU's numbers move forward only.
 
 use std::collections::HashMap;
 
@@ -96,7 +98,9 @@ impl StockView {
             .or_insert(counters);
     }
 
-    /// Replaces an outlet's numbers wholesale (after a load or rebuild from Redis).
+    /// Replaces an outlet's numbers wholesale (after a load or rebuild from Redis), in
+    /// place: a reader meanwhile sees each SKU's old or new numbers, never a SKU missing
+    /// that is in both.
     pub(crate) fn replace(
         &self,
         outlet: &OutletId,
@@ -105,10 +109,12 @@ impl StockView {
         let Some(m) = self.outlets.get(outlet) else {
             return;
         };
-        m.clear();
+        let mut kept = std::collections::HashSet::new();
         for (sku, c) in counters {
-            m.insert(sku, c);
+            m.insert(sku.clone(), c);
+            kept.insert(sku);
         }
+        m.retain(|sku, _| kept.contains(sku));
     }
 }
 

@@ -400,8 +400,9 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
-    /// For the Pub/Sub connection of the follower (a connection of its own).
-    client: redis::Client,
+    /// For the Pub/Sub connection of the follower (a connection of its own), one per server
+    /// of `redis.url`.
+    pubsub: Arc<[redis::Client]>,
     prefix: Arc<str>,
     apply_batch: Arc<Script>,
     snapshot: Arc<Script>,
@@ -420,8 +421,10 @@ impl RedisStore {
         }
         let connect_timeout = Duration::from_secs(2);
         let response_timeout = Duration::from_millis(settings.response_timeout_ms);
-        // The Pub/Sub connection goes to one node: on a cluster, PUBLISH reaches every node.
-        let client = redis::Client::open(urls[0]).context("parsing redis.url")?;
+        let pubsub = (urls.iter())
+            .map(|u| redis::Client::open(*u).context("parsing redis.url"))
+            .collect::<anyhow::Result<Arc<[_]>>>()?;
+        let client = pubsub[0].clone();
         let conn = if settings.cluster {
             let cluster = redis::cluster::ClusterClientBuilder::new(urls)
                 .connection_timeout(connect_timeout)
@@ -448,7 +451,7 @@ impl RedisStore {
         };
         Ok(Self {
             conn,
-            client,
+            pubsub,
             prefix: settings.key_prefix.as_str().into(),
             apply_batch: Arc::new(Script::new(APPLY_BATCH)),
             snapshot: Arc::new(Script::new(include_str!("scripts/snapshot.lua"))),
@@ -612,18 +615,71 @@ impl RedisStore {
         Ok(reply)
     }
 
-    /// A connection of its own subscribed to the commits of every outlet (`keys::commits`).
+    /// A connection of its own subscribed to the commits of every outlet (`keys::commits`):
+    /// to the first server of `redis.url` that answers (on a cluster any node will do, since
+    /// PUBLISH reaches every node).
     pub async fn follow_commits(&self) -> anyhow::Result<redis::aio::PubSub> {
-        let mut pubsub =
-            tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub())
+        let mut failed = Vec::new();
+        for client in self.pubsub.iter() {
+            let connected =
+                tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await;
+            let mut pubsub = match connected {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    failed.push(e.to_string());
+                    continue;
+                }
+                Err(_) => {
+                    failed.push("timed out".into());
+                    continue;
+                }
+            };
+            pubsub
+                .subscribe(crate::keys::commits(&self.prefix))
                 .await
-                .context("connecting to redis for commits: timed out")?
-                .context("connecting to redis for commits")?;
-        pubsub
-            .subscribe(crate::keys::commits(&self.prefix))
-            .await
-            .context("subscribing to the commits")?;
-        Ok(pubsub)
+                .context("subscribing to the commits")?;
+            return Ok(pubsub);
+        }
+        anyhow::bail!("connecting to redis for commits: {}", failed.join("; "))
+    }
+
+    /// The outlet's seq and every SKU's numbers, read in one MULTI (they belong to one seq);
+    /// `None` when Redis has no state for the outlet. Lighter than `snapshot`: no
+    /// reservations.
+    pub async fn counters(
+        &self,
+        keys: &OutletKeys,
+    ) -> anyhow::Result<Option<(u64, BTreeMap<Sku, Counters>)>> {
+        type Numbers = BTreeMap<String, i64>;
+        let mut conn = self.conn.clone();
+        let (seq, on_hand, reserved, sku_seq): (Option<u64>, Numbers, Numbers, Numbers) =
+            redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&keys.seq)
+                .cmd("HGETALL")
+                .arg(&keys.on_hand)
+                .cmd("HGETALL")
+                .arg(&keys.reserved)
+                .cmd("HGETALL")
+                .arg(&keys.sku_seq)
+                .query_async(&mut conn)
+                .await
+                .context("reading an outlet's counters")?;
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        let skus = |m: Numbers| -> anyhow::Result<BTreeMap<Sku, i64>> {
+            (m.into_iter())
+                .map(|(sku, n)| Ok((Sku::parse("sku", &sku)?, n)))
+                .collect::<Result<_, crate::domain::Invalid>>()
+                .context("a SKU in redis")
+        };
+        let sku_seq = (skus(sku_seq)?.into_iter())
+            .map(|(sku, n)| (sku, n.max(0) as u64))
+            .collect();
+        let counters = join_counters(skus(on_hand)?, &skus(reserved)?, &sku_seq);
+        Ok(Some((seq, counters)))
     }
 
     /// The outlet's seq now (`None` when Redis has no state for it).
@@ -653,17 +709,7 @@ impl RedisStore {
         let on_hand: BTreeMap<Sku, i64> = serde_json::from_str(&on_hand)?;
         let reserved: BTreeMap<Sku, i64> = serde_json::from_str(&reserved)?;
         let sku_seq: BTreeMap<Sku, u64> = serde_json::from_str(&sku_seq)?;
-        let counters = on_hand
-            .into_iter()
-            .map(|(sku, on_hand)| {
-                let c = Counters {
-                    on_hand,
-                    reserved: reserved.get(&sku).copied().unwrap_or(0),
-                    seq: sku_seq.get(&sku).copied().unwrap_or(0),
-                };
-                (sku, c)
-            })
-            .collect();
+        let counters = join_counters(on_hand, &reserved, &sku_seq);
         let held = held
             .iter()
             .map(|json| serde_json::from_str(json).context("decoding a held reservation"))
@@ -854,6 +900,22 @@ impl RedisStore {
         Ok(live)
     }
 
+    /// True the first time `token` is seen within `ttl_ms` (chain-wide): the signature of a
+    /// forwarded request is taken once.
+    pub async fn first_use(&self, token: &str, ttl_ms: u64) -> anyhow::Result<bool> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(crate::keys::used_signature(&self.prefix, token))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await
+            .context("remembering a forwarded request's signature")?;
+        Ok(set.is_some())
+    }
+
     /// Records where `node`'s HTTP API is reached (for requests forwarded to it).
     pub async fn advertise(&self, node: &str, url: &str) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
@@ -1016,4 +1078,24 @@ impl RedisStore {
             .context("trimming an outbox")?;
         Ok(())
     }
+}
+
+/// Every SKU's counters from the outlet's three hashes (a SKU without `reserved` or `sku_seq`
+/// has 0 there).
+fn join_counters(
+    on_hand: BTreeMap<Sku, i64>,
+    reserved: &BTreeMap<Sku, i64>,
+    sku_seq: &BTreeMap<Sku, u64>,
+) -> BTreeMap<Sku, Counters> {
+    on_hand
+        .into_iter()
+        .map(|(sku, on_hand)| {
+            let c = Counters {
+                on_hand,
+                reserved: reserved.get(&sku).copied().unwrap_or(0),
+                seq: sku_seq.get(&sku).copied().unwrap_or(0),
+            };
+            (sku, c)
+        })
+        .collect()
 }

@@ -158,6 +158,11 @@ async fn stocked(node: &Node, outlet: &str, sku: &str, qty: i64) {
 }
 
 async fn metric(node: &Node, series: &str) -> f64 {
+    metric_with(node, series, "").await
+}
+
+/// The sum of a metric's series whose labels contain `label`.
+async fn metric_with(node: &Node, name: &str, label: &str) -> f64 {
     let text = http()
         .get(format!("{}/metrics", node.url))
         .bearer_auth(ADMIN)
@@ -168,7 +173,7 @@ async fn metric(node: &Node, series: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with(series))
+        .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -891,6 +896,12 @@ async fn after_load_on_two_processes_every_stock_read_from_either_equals_redis()
         );
     }
 
+    // The subscription holds: no resubscription reads the outlets again while nothing fails.
+    let starts = || metric_with(&b, "shelfsync_follower_resyncs_total", "reason=\"start\"");
+    let before = starts().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(starts().await, before, "b stayed subscribed");
+
     // A commit past a gap (as after a lost message) is not taken: b reads x again.
     let gaps = format!("shelfsync_follower_resyncs_total{{outlet=\"{x}\",reason=\"gap\"}}");
     let resyncs = metric(&b, &gaps).await;
@@ -1257,6 +1268,45 @@ async fn a_request_for_an_outlet_owned_elsewhere_is_forwarded_to_its_owner() {
     }
     let after = in_redis(&settings, &x).await;
     assert_eq!(after[SKU].1, 0, "nothing held by the forged requests");
+
+    // A rightly signed request is taken once; the same signature again is a replay.
+    let body = json!({"outlet": x, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 60}).to_string();
+    let bearer = format!("Bearer {STOREFRONT}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let signature = shelfsync::http::forward::sign(
+        settings.cluster.secret.expose(),
+        &shelfsync::http::forward::Signed {
+            from: "b",
+            to: "a",
+            at_ms: now,
+            method: "POST",
+            path: "/v1/reservations",
+            headers: [bearer.as_bytes(), b"fwd-signed", b"application/json"],
+            body: body.as_bytes(),
+        },
+    );
+    let send = || {
+        http()
+            .post(format!("{}/v1/reservations", a.url))
+            .header("Authorization", &bearer)
+            .header("Idempotency-Key", "fwd-signed")
+            .header("Content-Type", "application/json")
+            .header("x-shelfsync-forwarded", &signature)
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(
+        send().await.unwrap().status(),
+        201,
+        "a signed request is taken"
+    );
+    let replayed = send().await.unwrap();
+    assert_eq!(
+        replayed.status(),
+        403,
+        "the same signature again is a replay"
+    );
+    assert_eq!(in_redis(&settings, &x).await[SKU].1, 1, "held once");
     assert_eq!(
         in_ledger(&settings, &x, "payment_ref", "fwd-pay-1").await,
         1

@@ -13,9 +13,12 @@
 //!   and every SKU that differs goes to the hub.
 //!
 //! Pub/Sub delivers at most once and says nothing of what it dropped, so once a second the
-//! follower also reads every followed outlet's seq and resyncs one that moved without a
-//! commit seen, and it resyncs everything after every (re)subscription. After the last commit
-//! is lost the view is behind for at most that second. The outlets this process owns are left
+//! follower also reads every followed outlet's seq, and resyncs one whose seq in Redis is
+//! not the view's at two reads in a row with no commit of it taken in between (at one read,
+//! its commits may still be on their way); it resyncs everything after every
+//! (re)subscription, and while it cannot subscribe it keeps reading seqs. After the last
+//! commit is lost the view is behind for at most two seconds. A resync reads the outlet's
+//! counters only (one MULTI), not its reservations. The outlets this process owns are left
 //! to their actors, which write the same view as they commit.
 
 use std::collections::HashMap;
@@ -50,6 +53,9 @@ pub struct Follower {
     outlets: Vec<OutletId>,
     /// The seq the view has of each followed outlet; an outlet not here is resynced first.
     seen: HashMap<OutletId, u64>,
+    /// Outlets whose seq in Redis was not the view's at the last read, with the view's seq
+    /// then: still the same at the next read, and the outlet is resynced.
+    behind: HashMap<OutletId, u64>,
 }
 
 impl Follower {
@@ -59,6 +65,7 @@ impl Follower {
             shared,
             outlets,
             seen: HashMap::new(),
+            behind: HashMap::new(),
         };
         actix::spawn(async move {
             let mut backoff = Duration::from_millis(100);
@@ -72,6 +79,8 @@ impl Follower {
                     }
                     Err(e) => {
                         warn!(error = %format!("{e:#}"), "following the outlets' commits: redis unreachable; retrying");
+                        // The seqs may still be readable (another node of a cluster).
+                        follower.poll().await;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
@@ -100,7 +109,8 @@ impl Follower {
                     if stop.load(Ordering::Acquire) {
                         return;
                     }
-                    let ping = tokio::time::timeout(POLL * 2, sink.ping::<String>()).await;
+                    // Subscribed, Redis answers a PING with ["pong", ""] (RESP2).
+                    let ping = tokio::time::timeout(POLL * 2, sink.ping::<redis::Value>()).await;
                     if !matches!(ping, Ok(Ok(_))) {
                         warn!("the commits subscription does not answer; subscribing again");
                         return;
@@ -172,25 +182,30 @@ impl Follower {
         });
     }
 
-    /// Resyncs every followed outlet whose seq in Redis is not the one the view has.
+    /// Resyncs every followed outlet not read yet, and every one whose seq in Redis was not
+    /// the view's at this read and the last, with no commit of it taken in between.
     async fn poll(&mut self) {
         for outlet in self.outlets.clone() {
             if self.shared.owners.owns(&outlet) {
                 self.seen.remove(&outlet);
+                self.behind.remove(&outlet);
                 continue;
             }
             let keys = self.shared.store.keys(&outlet);
             match self.shared.store.outlet_seq(&keys).await {
-                Ok(Some(seq)) if self.seen.get(&outlet) != Some(&seq) => {
-                    let reason = if self.seen.contains_key(&outlet) {
-                        "seq_moved"
-                    } else {
-                        "start"
-                    };
-                    self.resync(&outlet, reason).await;
-                }
-                // Unchanged, or no state yet (its owner rebuilds it): nothing to read.
-                Ok(_) => {}
+                Ok(Some(seq)) => match self.seen.get(&outlet).copied() {
+                    None => self.resync(&outlet, "start").await,
+                    Some(seen) if seen == seq => {
+                        self.behind.remove(&outlet);
+                    }
+                    Some(seen) => {
+                        if self.behind.insert(outlet.clone(), seen) == Some(seen) {
+                            self.resync(&outlet, "seq_moved").await;
+                        }
+                    }
+                },
+                // No state yet (its owner rebuilds it): nothing to read.
+                Ok(None) => {}
                 Err(e) => {
                     warn!(%outlet, error = %format!("{e:#}"), "reading a followed outlet's seq failed");
                     return;
@@ -199,10 +214,11 @@ impl Follower {
         }
     }
 
-    /// Reads the outlet's whole state and sends every SKU that differs to the hub.
+    /// Reads the outlet's counters whole and sends every SKU that differs to the hub.
     async fn resync(&mut self, outlet: &OutletId, reason: &str) {
+        self.behind.remove(outlet);
         let keys = self.shared.store.keys(outlet);
-        let snapshot = match self.shared.store.snapshot(&keys).await {
+        let (seq, counters) = match self.shared.store.counters(&keys).await {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(e) => {
@@ -221,12 +237,8 @@ impl Follower {
             .inc();
         // A first read, or a state that went back (rebuilt from the ledger), replaces the
         // view; otherwise a SKU's numbers only move forward.
-        let back = self
-            .seen
-            .get(outlet)
-            .is_none_or(|&seen| snapshot.seq < seen);
-        let changed: Vec<StockRow> = snapshot
-            .counters
+        let back = self.seen.get(outlet).is_none_or(|&seen| seq < seen);
+        let changed: Vec<StockRow> = counters
             .iter()
             .filter(|(sku, c)| self.shared.stock.get(outlet, sku).as_ref() != Some(*c))
             .map(|(sku, c)| StockRow {
@@ -237,11 +249,11 @@ impl Follower {
             })
             .collect();
         if back {
-            self.shared.stock.replace(outlet, snapshot.counters);
+            self.shared.stock.replace(outlet, counters);
         }
         for row in changed {
             self.publish(outlet, row);
         }
-        self.seen.insert(outlet.clone(), snapshot.seq);
+        self.seen.insert(outlet.clone(), seq);
     }
 }

@@ -226,6 +226,17 @@ impl Hold {
     }
 }
 
+/// Where a reservation was re-routed to, read from Redis without its outlet's owner: a
+/// `rerouted` record never changes again, so any process may follow it.
+async fn moved_to(services: &Services, id: &ReservationId) -> Result<Option<ReservationId>, Error> {
+    let store = &services.shared.store;
+    let (res, _) =
+        (store.reservation(&store.keys(&id.outlet()), id).await).map_err(Error::store)?;
+    Ok(res
+        .filter(|r| r.status == ReservationStatus::Rerouted)
+        .and_then(|r| r.rerouted_to))
+}
+
 /// Whether `e` says another process owns the outlet.
 fn elsewhere(e: &Error) -> bool {
     matches!(
@@ -503,7 +514,20 @@ pub async fn confirm(
 pub async fn cancel(services: &Services, id: &ReservationId) -> Result<ResRecord, Error> {
     let mut id = id.clone();
     for _ in 0..REROUTE_HOPS_MAX {
-        let outlet = reservation_outlet(services, &id)?;
+        let outlet = match reservation_outlet(services, &id) {
+            Ok(outlet) => outlet,
+            Err(e) if elsewhere(&e) => match moved_to(services, &id).await? {
+                // A hop this process does not own but has moved on: the cancel follows it
+                // here (so that a cancel forwarded to the owner of the cart's hold, with the
+                // path of the first reservation, is not sent back).
+                Some(to) => {
+                    id = to;
+                    continue;
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
         let res = match outcome {
             Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,

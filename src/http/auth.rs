@@ -163,9 +163,14 @@ impl Caller {
     }
 }
 
+/// On a request that came signed from another process of the chain (set by the forwarding
+/// middleware, forward.rs, once it checked the signature).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
+
 fn forwarded(req: &HttpRequest) -> bool {
     actix_web::HttpMessage::extensions(req)
-        .get::<super::forward::Forwarded>()
+        .get::<Forwarded>()
         .is_some()
 }
 

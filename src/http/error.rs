@@ -10,6 +10,11 @@ use crate::domain::Invalid;
 use crate::error::Error;
 use crate::wire::reservation_json;
 
+/// On a `503` response: the outlet another process owns, for the forwarding middleware
+/// (forward.rs), which sends the request there.
+#[derive(Debug, Clone)]
+pub struct OwnedElsewhere(pub crate::domain::OutletId);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("a valid API key is required: Authorization: Bearer <key>")]
@@ -140,7 +145,7 @@ impl ResponseError for ApiError {
             // For the forwarding middleware: another process owns the outlet.
             answer
                 .extensions_mut()
-                .insert(super::forward::OwnedElsewhere(outlet.clone()));
+                .insert(OwnedElsewhere(outlet.clone()));
         }
         answer.json(body)
     }

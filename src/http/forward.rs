@@ -7,9 +7,15 @@
 //! the node's heartbeat its address), signed with `cluster.secret`, and answers with the
 //! owner's answer, marked `x-shelfsync-forwarded-to: {node}`.
 //!
-//! - The owner checks the signature (a wrong or stale one is `403`, nothing done) and never
-//!   forwards a forwarded request again: one hop at most. It does not count a signed request
-//!   against the client's rate limit again: the process the client reached did.
+//! - The signature covers the sending and the receiving node, the time, the method, the path
+//!   and query, the headers that decide what the request does (`Authorization`,
+//!   `Idempotency-Key`, `Content-Type`) and the body. The owner checks it (a wrong one, one
+//!   more than 30 s off its clock, or one already used is `403`, nothing done: each signature
+//!   is taken once, remembered in Redis for a minute) and never forwards a forwarded request
+//!   again: one hop at most. It does not count a signed request against the client's rate
+//!   limit again: the process the client reached did.
+//! - The signature authenticates, it does not hide: between hosts, run the processes' own
+//!   ports on a private network (or behind TLS terminated in front of each process).
 //! - When nobody holds the outlet's lease (it is moving) or its owner does not answer, the
 //!   first `503` with `Retry-After` stands, and the client's retry finds the new owner.
 //! - Every forwardable request is idempotent (Idempotency-Key, payment_ref, event_id, a
@@ -36,8 +42,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
+use super::auth::Forwarded;
 use super::context::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, OwnedElsewhere};
 use crate::domain::{now_ms, OutletId};
 
 /// The signature of a forwarded request: `{node} {at_ms} {hex HMAC-SHA256}`.
@@ -45,55 +52,93 @@ pub const FORWARDED: &str = "x-shelfsync-forwarded";
 /// On an answer that came from another process: that process's node id.
 pub const FORWARDED_TO: &str = "x-shelfsync-forwarded-to";
 /// How far a signature's time may be from this process's clock.
-const SKEW_MS: i64 = 30_000;
+const SKEW_MS: u64 = 30_000;
+/// How long a used signature is remembered (past the skew both ways, so a replay is refused
+/// while its time would still pass).
+const USED_MS: u64 = 2 * SKEW_MS;
+/// The request headers a signature covers, in this order.
+const SIGNED_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("idempotency-key"),
+    header::CONTENT_TYPE,
+];
 
-/// On a `503` response: the outlet another process owns (set by `ApiError`'s response).
-#[derive(Debug, Clone)]
-pub struct OwnedElsewhere(pub OutletId);
+/// What a signature covers beside the secret.
+pub struct Signed<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub at_ms: i64,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The values of `SIGNED_HEADERS` (empty when absent).
+    pub headers: [&'a [u8]; 3],
+    pub body: &'a [u8],
+}
 
-/// On a request that came signed from another process of the chain.
-#[derive(Debug, Clone, Copy)]
-pub struct Forwarded;
+impl<'a> Signed<'a> {
+    fn of(req: &'a HttpRequest, from: &'a str, to: &'a str, at_ms: i64, body: &'a [u8]) -> Self {
+        let header = |name: &HeaderName| req.headers().get(name).map_or(&[][..], |v| v.as_bytes());
+        Self {
+            from,
+            to,
+            at_ms,
+            method: req.method().as_str(),
+            path: path_and_query(req),
+            headers: [
+                header(&SIGNED_HEADERS[0]),
+                header(&SIGNED_HEADERS[1]),
+                header(&SIGNED_HEADERS[2]),
+            ],
+            body,
+        }
+    }
+}
 
-fn signature(
-    secret: &str,
-    node: &str,
-    at_ms: i64,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Hmac<Sha256> {
+fn signature(secret: &str, m: &Signed<'_>) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{node}\n{at_ms}\n{method}\n{path}\n").as_bytes());
-    mac.update(hex::encode(Sha256::digest(body)).as_bytes());
+    let Signed {
+        from,
+        to,
+        at_ms,
+        method,
+        path,
+        ..
+    } = m;
+    mac.update(format!("{from}\n{to}\n{at_ms}\n{method}\n{path}\n").as_bytes());
+    for value in m.headers {
+        // Each header's digest, so that no value can run into the next.
+        mac.update(hex::encode(Sha256::digest(value)).as_bytes());
+        mac.update(b"\n");
+    }
+    mac.update(hex::encode(Sha256::digest(m.body)).as_bytes());
     mac
 }
 
 /// The header value that signs a request this process forwards.
-pub fn sign(secret: &str, node: &str, at_ms: i64, method: &str, path: &str, body: &[u8]) -> String {
-    let mac = signature(secret, node, at_ms, method, path, body);
+pub fn sign(secret: &str, m: &Signed<'_>) -> String {
+    let mac = signature(secret, m);
     format!(
-        "{node} {at_ms} {}",
+        "{} {} {}",
+        m.from,
+        m.at_ms,
         hex::encode(mac.finalize().into_bytes())
     )
 }
 
-/// Whether `value` signs this request with `secret`, at a time within `SKEW_MS` of `now`
-/// (compared in constant time).
-pub fn verify(secret: &str, value: &str, now: i64, method: &str, path: &str, body: &[u8]) -> bool {
+/// Whether `value` signs, with `secret`, the request `m` describes (its `from` and `at_ms`
+/// are taken from `value`) at a time within `SKEW_MS` of `now` (compared in constant time).
+pub fn verify(secret: &str, value: &str, now: i64, m: Signed<'_>) -> bool {
     let mut parts = value.split(' ');
-    let (Some(node), Some(at), Some(sig), None) =
+    let (Some(from), Some(at), Some(sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
-    let (Ok(at), Ok(sig)) = (at.parse::<i64>(), hex::decode(sig)) else {
+    let (Ok(at_ms), Ok(sig)) = (at.parse::<i64>(), hex::decode(sig)) else {
         return false;
     };
-    (now - at).abs() <= SKEW_MS
-        && signature(secret, node, at, method, path, body)
-            .verify_slice(&sig)
-            .is_ok()
+    let m = Signed { from, at_ms, ..m };
+    now.abs_diff(at_ms) <= SKEW_MS && signature(secret, &m).verify_slice(&sig).is_ok()
 }
 
 /// The middleware (one per worker).
@@ -156,18 +201,28 @@ where
             let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
                 return service.call(req).await;
             };
-            // Only a request with a body is read here; a GET is forwarded without one (and a
-            // WebSocket upgrade's payload is never touched).
-            let body = if has_body(req.method()) {
-                let limit = state.settings.http.body_limit_bytes;
-                match read_all(req.take_payload(), limit).await {
+            let signed = req.headers().get(FORWARDED).cloned();
+            if !forwardable(req.method(), req.path()) {
+                if signed.is_some() {
+                    return Ok(req.error_response(ApiError::Forbidden(
+                        "this route is never forwarded between processes".into(),
+                    )));
+                }
+                return service.call(req).await;
+            }
+            // The body of a request that may be forwarded, read once and given back.
+            let limit = state.settings.http.body_limit_bytes;
+            let body = if *req.method() == Method::GET {
+                Bytes::new()
+            } else {
+                let declared = (req.headers().get(header::CONTENT_LENGTH))
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                match read_all(declared, req.take_payload(), limit).await {
                     Ok(body) => body,
                     Err(e) => return Ok(req.error_response(e)),
                 }
-            } else {
-                Bytes::new()
             };
-            if has_body(req.method()) {
+            if *req.method() != Method::GET {
                 let again = body.clone();
                 req.set_payload(Payload::Stream {
                     payload: Box::pin(futures_util::stream::once(async move { Ok(again) })),
@@ -178,18 +233,9 @@ where
                     .with_label_values(&[outcome])
                     .inc()
             };
-            if let Some(value) = req.headers().get(FORWARDED) {
-                let secret = state.settings.cluster.secret.expose();
-                let path = path_and_query(req.request());
-                let signed = value
-                    .to_str()
-                    .is_ok_and(|v| verify(secret, v, now_ms(), req.method().as_str(), path, &body));
-                if !signed {
+            if let Some(value) = signed {
+                if let Err(refused) = check(&state, req.request(), &value, &body).await {
                     count("bad_signature");
-                    let refused = ApiError::Forbidden(
-                        "the signature of a request forwarded between processes is not valid"
-                            .into(),
-                    );
                     return Ok(req.error_response(refused));
                 }
                 count("received");
@@ -216,16 +262,68 @@ where
     }
 }
 
-fn has_body(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+/// Checks a forwarded request's signature, and takes it (a signature is good once).
+async fn check(
+    state: &AppState,
+    req: &HttpRequest,
+    value: &header::HeaderValue,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let invalid = || {
+        ApiError::Forbidden(
+            "the signature of a request forwarded between processes is not valid".into(),
+        )
+    };
+    let value = value.to_str().map_err(|_| invalid())?;
+    let me = &state.shared.owners.node;
+    let described = Signed::of(req, "", me, 0, body);
+    if !verify(
+        state.settings.cluster.secret.expose(),
+        value,
+        now_ms(),
+        described,
+    ) {
+        return Err(invalid());
+    }
+    let first = (state.shared.store)
+        .first_use(value, USED_MS)
+        .await
+        .map_err(|e| ApiError::from(crate::error::Error::store(e)))?;
+    if !first {
+        return Err(ApiError::Forbidden(
+            "this forwarded request was already taken once (a replay)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The routes whose handlers may find their outlet owned elsewhere: a hold, a reservation
+/// (read, confirm, cancel), a movement. Nothing else is read here or forwarded.
+fn forwardable(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::GET => path.starts_with("/v1/reservations/"),
+        Method::POST => {
+            path == "/v1/reservations"
+                || path == "/v1/movements"
+                || path.starts_with("/v1/reservations/")
+        }
+        _ => false,
+    }
 }
 
 fn path_and_query(req: &HttpRequest) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
-/// The whole body, refused past `limit` (the handlers' own limit).
-async fn read_all(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// The whole body, refused past `limit` (the handlers' own limit), declared or streamed.
+async fn read_all(
+    declared: Option<usize>,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -242,18 +340,28 @@ async fn read_all(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError>
     Ok(body.freeze())
 }
 
-/// Headers that belong to one connection, not to the request or the answer.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static(FORWARDED),
-    ]
-    .contains(name)
+/// Headers that belong to one connection, not to the request or the answer (RFC 9110
+/// section 7.6.1), and those `Connection` names; and our own signature.
+fn hop_by_hop(name: &HeaderName, headers: &actix_web::http::header::HeaderMap) -> bool {
+    const FIXED: [&str; 11] = [
+        "connection",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "upgrade",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "expect",
+    ];
+    FIXED.contains(&name.as_str())
+        || name.as_str() == FORWARDED
+        || (headers.get_all(header::CONNECTION))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Sends the request to the process that owns `outlet` and returns its answer.
@@ -273,18 +381,14 @@ async fn forward(
         node != owners.node,
         "this process is taking outlet {outlet} over"
     );
-    let path = path_and_query(req);
     let signed = sign(
         state.settings.cluster.secret.expose(),
-        &owners.node,
-        now_ms(),
-        req.method().as_str(),
-        path,
-        &body,
+        &Signed::of(req, &owners.node, &node, now_ms(), &body),
     );
+    let path = path_and_query(req);
     let mut request = client.request(req.method().clone(), format!("{url}{path}"));
     for (name, value) in req.headers() {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name, req.headers()) {
             request = request.append_header((name.clone(), value.clone()));
         }
     }
@@ -301,7 +405,7 @@ async fn forward(
         .with_context(|| format!("reading the answer of {node}"))?;
     let mut out = HttpResponse::build(answer.status());
     for (name, value) in answer.headers() {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name, answer.headers()) {
             out.append_header((name.clone(), value.clone()));
         }
     }
@@ -314,34 +418,77 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_signature_holds_only_for_its_secret_request_and_time() {
-        let (secret, body) = ("a-secret-of-16-chars", br#"{"payment_ref":"p1"}"#);
-        let path = "/v1/reservations/x/confirm";
+    fn a_signature_holds_only_for_its_secret_request_nodes_and_time() {
+        let secret = "a-secret-of-16-chars";
+        let m = |body: &'static [u8], idem: &'static [u8]| Signed {
+            from: "a",
+            to: "b",
+            at_ms: 1_000_000,
+            method: "POST",
+            path: "/v1/reservations/x/confirm",
+            headers: [b"Bearer k", idem, b"application/json"],
+            body,
+        };
+        let body: &[u8] = br#"{"payment_ref":"p1"}"#;
+        let v = sign(secret, &m(body, b"key-1"));
         let at = 1_000_000;
-        let v = sign(secret, "a", at, "POST", path, body);
-        assert!(verify(secret, &v, at + 1000, "POST", path, body));
-        assert!(!verify("another-secret-16ch", &v, at, "POST", path, body));
+        assert!(verify(secret, &v, at + 1000, m(body, b"key-1")));
+        assert!(!verify("another-secret-16ch", &v, at, m(body, b"key-1")));
         assert!(!verify(
             secret,
             &v,
             at,
-            "POST",
-            "/v1/reservations/y/confirm",
-            body
+            m(br#"{"payment_ref":"p2"}"#, b"key-1")
+        ));
+        assert!(
+            !verify(secret, &v, at, m(body, b"key-2")),
+            "the Idempotency-Key is signed"
+        );
+        assert!(
+            !verify(
+                secret,
+                &v,
+                at,
+                Signed {
+                    to: "c",
+                    ..m(body, b"key-1")
+                }
+            ),
+            "and the receiver"
+        );
+        assert!(!verify(
+            secret,
+            &v,
+            at,
+            Signed {
+                path: "/v1/reservations/y/confirm",
+                ..m(body, b"key-1")
+            }
         ));
         assert!(!verify(
             secret,
             &v,
             at,
-            "POST",
-            path,
-            br#"{"payment_ref":"p2"}"#
+            Signed {
+                method: "PUT",
+                ..m(body, b"key-1")
+            }
         ));
-        assert!(!verify(secret, &v, at, "PUT", path, body));
-        assert!(!verify(secret, &v, at + SKEW_MS + 1, "POST", path, body));
-        let other_node = v.replacen("a ", "b ", 1);
-        assert!(!verify(secret, &other_node, at, "POST", path, body));
-        assert!(!verify(secret, "a 1000000 zz", at, "POST", path, body));
-        assert!(!verify(secret, "", at, "POST", path, body));
+        assert!(!verify(
+            secret,
+            &v,
+            at + SKEW_MS as i64 + 1,
+            m(body, b"key-1")
+        ));
+        let other_node = v.replacen("a ", "z ", 1);
+        assert!(!verify(secret, &other_node, at, m(body, b"key-1")));
+        assert!(!verify(secret, "a 1000000 zz", at, m(body, b"key-1")));
+        assert!(!verify(
+            secret,
+            "a -9223372036854775808 00",
+            at,
+            m(body, b"key-1")
+        ));
+        assert!(!verify(secret, "", at, m(body, b"key-1")));
     }
 }

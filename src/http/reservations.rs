@@ -134,7 +134,15 @@ pub async fn create(
             );
         }
     }
-    let hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref).forwardable();
+    let mut hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref);
+    // A hold forwarded here already took its one hop: it passes over an outlet a third
+    // process owns rather than answer 503.
+    let forwarded = actix_web::HttpMessage::extensions(&req)
+        .get::<super::auth::Forwarded>()
+        .is_some();
+    if !forwarded {
+        hold = hold.forwardable();
+    }
     let placed = checkout::place(&state, target, &hold).await?;
     Ok(HttpResponse::Created().json(placed_json(&placed)))
 }
