@@ -113,6 +113,10 @@ pub struct HttpSettings {
     /// listens on a free port of its own, which it advertises for forwarded requests.
     #[serde(default)]
     pub reuse_port: bool,
+    /// Start off loopback (`host` not 127.x, ::1 or localhost) even with a demo or empty key
+    /// or secret: for a demo host only. Without it such a start is refused, saying which.
+    #[serde(default)]
+    pub allow_demo_secrets: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +319,46 @@ pub struct ApiKeySettings {
 
 impl Settings {
     /// Loads `path`, then applies `SHELFSYNC__…` environment overrides.
+    /// Refuses a bind off loopback while a key or secret is empty or the shipped demo value
+    /// (they are printed in the README and config.toml), unless `http.allow_demo_secrets`.
+    fn check_secrets(&self) -> anyhow::Result<()> {
+        let host = self.http.host.trim_matches(['[', ']']);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback || self.http.allow_demo_secrets {
+            return Ok(());
+        }
+        let demo = |s: &Secret| {
+            let v = s.expose();
+            v.trim().is_empty() || v.starts_with("demo-") || v.contains("change-me")
+        };
+        let mut found: Vec<String> = (self.api_keys.iter())
+            .filter(|k| demo(&k.key))
+            .map(|k| format!("api key '{}'", k.label))
+            .collect();
+        for (name, secret) in [
+            ("whatsapp.verify_token", &self.whatsapp.verify_token),
+            ("whatsapp.app_secret", &self.whatsapp.app_secret),
+            ("cluster.secret", &self.cluster.secret),
+        ] {
+            if demo(secret) {
+                found.push(name.to_owned());
+            }
+        }
+        if !found.is_empty() {
+            bail!(
+                "refusing to listen on {} with demo or empty secrets ({}): anyone on the network \
+                 could use them (they are printed in the README). Set your own, or \
+                 http.allow_demo_secrets = true for a demo host",
+                self.http.host,
+                found.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let settings: Settings = Figment::new()
             .merge(Toml::file_exact(path))
@@ -326,6 +370,7 @@ impl Settings {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        self.check_secrets()?;
         if self.redis.key_prefix.contains(['{', '}']) {
             bail!("redis.key_prefix must not contain braces: they would move the hash tag");
         }

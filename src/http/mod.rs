@@ -126,7 +126,12 @@ pub fn app(
         .wrap(forward::Forwarding::new(forward_timeout))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
-            let method = req.method().to_string();
+            // A bounded label set: a made-up method is `other`, an unmatched path `unmatched`.
+            let method = match req.method().as_str() {
+                m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+                _ => "other",
+            }
+            .to_owned();
             let metrics = metrics.clone();
             let fut = srv.call(req);
             async move {

@@ -160,7 +160,7 @@ fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
     responses(
         (status = 200, description = "The reservation", body = super::openapi::Reservation),
         (status = 401, description = "No key or an unknown key", body = super::openapi::Error),
-        (status = 403, description = "The key's role may not read reservations", body = super::openapi::Error),
+        (status = 403, description = "The key's role may not read reservations, or not at this outlet", body = super::openapi::Error),
         (status = 404, description = "No such reservation", body = super::openapi::Error),
         (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
         (status = 503, description = "The outlet is rebuilding or Redis is unreachable", body = super::openapi::Error),
@@ -172,6 +172,8 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadReservation, None)?;
     let id = path_id(&path)?;
+    // A key scoped to outlets reads only their reservations (customer and payment refs).
+    caller.require(Action::ReadReservation, Some(&id.outlet()))?;
     let res = checkout::get(&state, &id).await?;
     let mut body = reservation_json(&res);
     if res.status == ReservationStatus::Held && state.reroute.is_at_risk(&id) {

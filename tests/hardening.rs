@@ -1,0 +1,120 @@
+//! Issue 16's findings, each tried as an attacker would: a test that fails before its fix.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+
+/// Made-up HTTP methods, without a key, do not grow the metrics: every method outside the
+/// standard ones is one `other` series, every unmatched path one `unmatched`.
+#[actix_web::test]
+async fn made_up_methods_do_not_add_metric_series() {
+    let app = spawn_app().await;
+    for i in 0..30 {
+        let method = Method::from_bytes(format!("ZZMETHOD{i:03}").as_bytes()).unwrap();
+        let r = app
+            .http
+            .request(method, format!("{}/v1/outlets", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let metrics = app.get("/metrics", ADMIN).await.text().await.unwrap();
+    assert!(
+        !metrics.contains("ZZMETHOD"),
+        "no series per made-up method"
+    );
+    let others = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("shelfsync_http_request_duration_seconds_count")
+                && l.contains("method=\"other\"")
+        })
+        .count();
+    assert_eq!(others, 1, "one series for every made-up method:\n{metrics}");
+    app.finish().await;
+}
+
+/// A key scoped to some outlets reads only their reservations (they carry customer and
+/// payment references).
+#[actix_web::test]
+async fn a_scoped_key_reads_only_its_outlets_reservations() {
+    let app = spawn_app().await;
+    app.set_stock("bhopal-arera-colony", SKU, 5).await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    let theirs = app.hold("bhopal-arera-colony", SKU, 1, 60).await;
+    let ours = app.hold(OUTLET, SKU, 1, 60).await;
+    let path = |r: &serde_json::Value| format!("/v1/reservations/{}", r["id"].as_str().unwrap());
+    let other = app.get(&path(&theirs), MANAGER_INDORE).await;
+    assert_eq!(
+        other.status(),
+        StatusCode::FORBIDDEN,
+        "another outlet's reservation"
+    );
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert!(body.get("reservation").is_none() && body.get("customer_ref").is_none());
+    let own = app.get(&path(&ours), MANAGER_INDORE).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    app.finish().await;
+}
+
+/// The dashboard page carries a Content-Security-Policy that names its own inline script
+/// and style by hash (the browser test loads the page under it), and the other headers.
+#[actix_web::test]
+async fn the_page_has_security_headers() {
+    let app = spawn_app().await;
+    let r = app.http.get(format!("{}/", app.url)).send().await.unwrap();
+    let h = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let csp = h("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("x-frame-options"), "DENY");
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    app.finish().await;
+}
+
+/// Off loopback, a start with the shipped demo keys and secrets is refused, naming them;
+/// `http.allow_demo_secrets` lets a demo host start anyway.
+#[test]
+fn demo_secrets_off_loopback_refuse_to_start() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let serve = |host: &str, allow: bool| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shelfsync"))
+            .arg("check")
+            .current_dir(root)
+            .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
+            .env("SHELFSYNC__HTTP__HOST", host)
+            .env("SHELFSYNC__HTTP__ALLOW_DEMO_SECRETS", allow.to_string())
+            .env("SHELFSYNC__REDIS__KEY_PREFIX", "hardening-no-such-prefix")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let refused = serve("0.0.0.0", false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0 with demo or empty secrets"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("demo admin") && stderr.contains("cluster.secret"),
+        "{stderr}"
+    );
+    let allowed = serve("0.0.0.0", true);
+    assert!(
+        !String::from_utf8_lossy(&allowed.stderr).contains("refusing to listen"),
+        "allowed for a demo host"
+    );
+    let loopback = serve("127.0.0.1", false);
+    assert!(!String::from_utf8_lossy(&loopback.stderr).contains("refusing to listen"));
+}
