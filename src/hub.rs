@@ -97,12 +97,34 @@ impl Hub {
 }
 
 /// Which outlets and SKUs a client wants (empty: all).
+/// Which outlets' reservation events (confirmed orders, re-routed and at-risk holds, which
+/// name customers' reservations) a client may get: its key's.
+#[derive(Debug, Clone, Default)]
+pub enum ReservationScope {
+    /// A key that may not read reservations.
+    #[default]
+    Nothing,
+    Every,
+    /// A key scoped to these outlets.
+    Only(HashSet<OutletId>),
+}
+
+impl ReservationScope {
+    pub fn allows(&self, outlet: &OutletId) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Every => true,
+            Self::Only(outlets) => outlets.contains(outlet),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     outlets: Option<HashSet<OutletId>>,
     skus: Option<HashSet<Sku>>,
-    /// The client may read reservations, so it gets `rerouted` and `at_risk` events.
-    reservations: bool,
+    /// The outlets whose `rerouted` and `at_risk` events the client may get.
+    reservations: ReservationScope,
 }
 
 impl Filter {
@@ -146,19 +168,19 @@ impl Filter {
         Ok(Self {
             outlets,
             skus,
-            reservations: false,
+            reservations: ReservationScope::Nothing,
         })
     }
 
-    /// Lets reservation events through (for keys that may read reservations).
-    pub fn with_reservations(mut self, allowed: bool) -> Self {
-        self.reservations = allowed;
+    /// Lets the reservation events of `scope`'s outlets through (the key's).
+    pub fn with_reservations(mut self, scope: ReservationScope) -> Self {
+        self.reservations = scope;
         self
     }
 
-    /// A reservation event concerning `outlets`.
+    /// A reservation event concerning `outlets`: one the client asked for and may read.
     pub fn wants_reservation(&self, outlets: &[OutletId]) -> bool {
-        self.reservations && outlets.iter().any(|o| self.wants_outlet(o))
+        (outlets.iter()).any(|o| self.wants_outlet(o) && self.reservations.allows(o))
     }
 
     pub fn wants_outlet(&self, outlet: &OutletId) -> bool {

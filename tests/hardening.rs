@@ -118,3 +118,58 @@ fn demo_secrets_off_loopback_refuse_to_start() {
     let loopback = serve("127.0.0.1", false);
     assert!(!String::from_utf8_lossy(&loopback.stderr).contains("refusing to listen"));
 }
+
+/// A key scoped to outlets gets, on a WebSocket, the confirmed orders of its outlets only,
+/// even when it asks for every outlet's stock.
+#[actix_web::test]
+async fn a_scoped_key_gets_only_its_outlets_orders_on_a_websocket() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let bhopal = "bhopal-arera-colony";
+    app.set_stock(bhopal, SKU, 5).await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    let (_, mut conn) = awc::Client::new()
+        .ws(format!(
+            "{}/v1/ws?key={MANAGER_INDORE}&outlets={OUTLET},{bhopal}",
+            app.url.replace("http://", "ws://")
+        ))
+        .connect()
+        .await
+        .expect("websocket connects");
+    let confirm = |outlet: &'static str, pay: &'static str| {
+        let app = &app;
+        async move {
+            let hold = app.hold(outlet, SKU, 1, 300).await;
+            let id = hold["id"].as_str().unwrap().to_owned();
+            let path = format!("/v1/reservations/{id}/confirm");
+            let r = app
+                .post(&path, STOREFRONT, serde_json::json!({"payment_ref": pay}))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            id
+        }
+    };
+    let theirs = confirm(bhopal, "pay_bhopal").await;
+    let ours = confirm(OUTLET, "pay_indore").await;
+    // Frames until our order arrives (it was confirmed last): theirs must not be among them.
+    let mut orders = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !orders.contains(&ours) {
+        let frame = tokio::time::timeout_at(deadline, conn.next())
+            .await
+            .expect("our order in time")
+            .expect("open")
+            .unwrap();
+        if let awc::ws::Frame::Text(bytes) = frame {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            if v["type"] == "order" {
+                orders.push(v["reservation"]["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(
+        !orders.contains(&theirs),
+        "another outlet's order: {orders:?}"
+    );
+    app.finish().await;
+}

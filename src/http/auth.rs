@@ -144,6 +144,19 @@ impl Grant {
 pub struct Caller(pub Arc<Grant>);
 
 impl Caller {
+    /// Whose reservation events this key may get on a stream.
+    pub fn reservation_scope(&self) -> crate::hub::ReservationScope {
+        use crate::hub::ReservationScope;
+        let grant = &self.0;
+        if !grant.role_allows(Action::ReadReservation) {
+            ReservationScope::Nothing
+        } else if grant.scoped() {
+            ReservationScope::Only(grant.outlets.clone())
+        } else {
+            ReservationScope::Every
+        }
+    }
+
     /// Refuses with 403 unless the key's role allows `action` on `outlet`.
     pub fn require(&self, action: Action, outlet: Option<&OutletId>) -> Result<(), ApiError> {
         let grant = &self.0;

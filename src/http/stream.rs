@@ -57,7 +57,7 @@ pub async fn stream(
     caller.require(Action::ReadStock, None)?;
     // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?
-        .with_reservations(caller.require(Action::ReadReservation, None).is_ok());
+        .with_reservations(caller.reservation_scope());
     let member =
         state.shared.hub.join().ok_or_else(|| {
             ApiError::unavailable("too many live stream clients; try again shortly")

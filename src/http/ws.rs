@@ -83,10 +83,9 @@ pub async fn ws(
         state.shared.hub.join().ok_or_else(|| {
             ApiError::unavailable("too many live stream clients; try again shortly")
         })?;
-    // Confirmed orders name customers' reservations: only for keys that may read those.
-    let orders = caller.require(Action::ReadReservation, None).is_ok();
+    // Confirmed orders name customers' reservations: only those the key may read.
     let session = WsSession {
-        orders,
+        orders: caller.reservation_scope(),
         state: state.clone(),
         filter,
         seen: HashMap::new(),
@@ -98,7 +97,7 @@ pub async fn ws(
 
 struct WsSession {
     /// Whether this client may see `order` frames.
-    orders: bool,
+    orders: crate::hub::ReservationScope,
     state: web::Data<AppState>,
     filter: Filter,
     seen: HashMap<(OutletId, Sku), u64>,
@@ -205,7 +204,8 @@ impl StreamHandler<FromHub> for WsSession {
                 ctx.text(frame.to_string());
             }
             FromHub::Event(LiveEvent::Order(order)) => {
-                if self.orders && self.filter.wants_outlet(&order.id.outlet()) {
+                let outlet = order.id.outlet();
+                if self.orders.allows(&outlet) && self.filter.wants_outlet(&outlet) {
                     let reservation = crate::wire::reservation_json(&order);
                     ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
                 }
@@ -215,7 +215,7 @@ impl StreamHandler<FromHub> for WsSession {
                 outlets,
                 body,
             }) => {
-                if self.orders && outlets.iter().any(|o| self.filter.wants_outlet(o)) {
+                if (outlets.iter()).any(|o| self.orders.allows(o) && self.filter.wants_outlet(o)) {
                     let mut frame = (*body).clone();
                     frame["type"] = event.into();
                     ctx.text(frame.to_string());
