@@ -173,3 +173,92 @@ async fn a_scoped_key_gets_only_its_outlets_orders_on_a_websocket() {
     );
     app.finish().await;
 }
+
+/// A retained POS sale on the broker (a POS that set the retain flag) is never applied: the
+/// subscription asks for no retained messages, and one that comes retained anyway is
+/// counted and let go.
+#[actix_web::test]
+async fn a_retained_pos_sale_is_not_applied() {
+    let settings = test_settings();
+    let topic = format!("{}pos/{OUTLET}/movements", settings.mqtt.topic_prefix);
+    let pos = MqttClient::connect(settings.mqtt.port).await;
+    let sale = serde_json::json!({"event_id": "retained-sale-1", "sku": SKU,
+        "kind": "sale_counter", "qty": 1, "at": "2026-12-02T09:00:00Z"});
+    pos.client
+        .publish(
+            &topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            sale.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_with(settings.clone()).await;
+    let before = app.stock(OUTLET, SKU).await["on_hand"].as_i64().unwrap();
+    // A live sale after it, so that we know the subscription is up and taking messages.
+    let live = serde_json::json!({"event_id": "live-sale-1", "sku": SKU,
+        "kind": "sale_counter", "qty": 1, "at": "2026-12-02T09:00:00Z"});
+    assert!(
+        eventually(20, || async {
+            pos.publish(&topic, live.to_string()).await;
+            app.stock(OUTLET, SKU).await["on_hand"].as_i64().unwrap() == before - 1
+        })
+        .await,
+        "the live sale was applied"
+    );
+    let ledger = documents(&settings, "ledger").await;
+    let applied = |id: &str| {
+        ledger
+            .iter()
+            .filter(|d| d.get_str("event_id").ok() == Some(id))
+            .count()
+    };
+    assert_eq!(
+        applied("retained-sale-1"),
+        0,
+        "the retained sale was not applied"
+    );
+    assert_eq!(applied("live-sale-1"), 1);
+    // Clear the retained message off the shared broker.
+    pos.client
+        .publish(
+            &topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    app.finish().await;
+}
+
+/// `POST /v1/availability` takes at most 64 outlets, each once (its schema says so; the
+/// code did not check: a body could name one outlet thousands of times).
+#[actix_web::test]
+async fn availability_bounds_and_dedupes_its_outlets() {
+    let app = spawn_app().await;
+    let lines = serde_json::json!([{"sku": SKU, "qty": 1}]);
+    let twice = app
+        .post(
+            "/v1/availability",
+            VIEWER,
+            serde_json::json!({"outlets": [OUTLET, OUTLET], "lines": lines}),
+        )
+        .await;
+    assert_eq!(twice.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = twice.json().await.unwrap();
+    assert_eq!(body["field"], "outlets[1]");
+    let many: Vec<&str> = std::iter::repeat_n(OUTLET, 65).collect();
+    let r = app
+        .post(
+            "/v1/availability",
+            VIEWER,
+            serde_json::json!({"outlets": many, "lines": lines}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "outlets");
+    app.finish().await;
+}

@@ -97,6 +97,9 @@ pub async fn sku_stock(
 }
 
 /// One cart line: a known SKU, listed once per cart, and its quantity.
+/// The most outlets one availability request may name (its schema's `maxItems`).
+const OUTLETS_MAX: usize = 64;
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLine {
@@ -188,11 +191,22 @@ pub async fn availability(
         return Ok(HttpResponse::Ok().json(answer));
     }
     let outlets: Vec<OutletId> = match body.outlets {
-        Some(raw) => raw
-            .iter()
-            .enumerate()
-            .map(|(i, o)| state.catalogue.known_outlet(&format!("outlets[{i}]"), o))
-            .collect::<Result<_, _>>()?,
+        Some(raw) => {
+            if raw.len() > OUTLETS_MAX {
+                let message = format!("must list at most {OUTLETS_MAX} outlets");
+                return Err(Invalid::new("outlets", message).into());
+            }
+            let mut outlets: Vec<OutletId> = Vec::with_capacity(raw.len());
+            for (i, o) in raw.iter().enumerate() {
+                let outlet = state.catalogue.known_outlet(&format!("outlets[{i}]"), o)?;
+                if outlets.contains(&outlet) {
+                    let message = "the same outlet is listed twice";
+                    return Err(Invalid::new(format!("outlets[{i}]"), message).into());
+                }
+                outlets.push(outlet);
+            }
+            outlets
+        }
         None => state
             .catalogue
             .outlets

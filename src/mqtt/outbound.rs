@@ -252,8 +252,14 @@ impl Outbound {
         true
     }
 
+    /// Subscribes at QoS 1 with retain handling 2 (MQTT 5, 3.8.3.1): the broker sends no
+    /// retained message for the filter, at subscribe or ever. A POS movement is an event: a
+    /// retained one would come back on every reconnect.
     pub async fn subscribe(&self, filter: String) -> Result<(), NotSent> {
-        self.send(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_ok())
+        use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule};
+        let mut f = Filter::new(filter, QoS::AtLeastOnce);
+        f.retain_forward_rule = RetainForwardRule::Never;
+        self.send(|c| c.try_subscribe_many([f.clone()]).is_ok())
             .await
     }
 

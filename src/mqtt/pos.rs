@@ -103,6 +103,16 @@ impl Intake {
     /// Decides one message's fate; returns only once it is durable, whatever it is.
     async fn handle(&self, publish: &Publish) {
         let metrics = &self.services.shared.metrics;
+        if publish.retain {
+            // A retained copy (a broker that ignores retain handling, or a subscription made
+            // before it): the sale was sent live once already, or never meant to be; applying
+            // it at every reconnect would sell again once its event_id is forgotten.
+            metrics
+                .mqtt_messages_in
+                .with_label_values(&["retained_ignored"])
+                .inc();
+            return;
+        }
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let movement = match self.decide(&topic, &publish.payload) {
             Ok(m) => m,
