@@ -72,6 +72,23 @@ impl Error {
         Self::Unavailable(format!("{e:#}"))
     }
 
+    /// The same refusal, without naming an outlet owned elsewhere: the HTTP edge answers it
+    /// `503` instead of forwarding the request.
+    pub fn not_forwarded(self) -> Self {
+        match self {
+            Self::Overloaded {
+                message,
+                retry_after_secs,
+                ..
+            } => Self::Overloaded {
+                message,
+                retry_after_secs,
+                elsewhere: None,
+            },
+            e => e,
+        }
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict {
             message: message.into(),

@@ -230,18 +230,7 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
         .as_ref()
         .map(|to| services.outlet(to))
         .transpose()
-        .map_err(|e| match e {
-            Error::Overloaded {
-                message,
-                retry_after_secs,
-                ..
-            } => Error::Overloaded {
-                message,
-                retry_after_secs,
-                elsewhere: None,
-            },
-            e => e,
-        })?;
+        .map_err(Error::not_forwarded)?;
     let msg = half(
         ledger_kind(m.kind),
         m.event_id.to_string(),

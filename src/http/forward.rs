@@ -51,6 +51,8 @@ use crate::domain::{now_ms, OutletId};
 pub const FORWARDED: &str = "x-shelfsync-forwarded";
 /// On an answer that came from another process: that process's node id.
 pub const FORWARDED_TO: &str = "x-shelfsync-forwarded-to";
+/// The largest answer taken from an owner (a reservation or a movement's answer is a few KiB).
+const ANSWER_MAX: usize = 1 << 20;
 /// How far a signature's time may be from this process's clock.
 const SKEW_MS: u64 = 30_000;
 /// How long a used signature is remembered (past the skew both ways, so a replay is refused
@@ -84,11 +86,7 @@ impl<'a> Signed<'a> {
             at_ms,
             method: req.method().as_str(),
             path: path_and_query(req),
-            headers: [
-                header(&SIGNED_HEADERS[0]),
-                header(&SIGNED_HEADERS[1]),
-                header(&SIGNED_HEADERS[2]),
-            ],
+            headers: SIGNED_HEADERS.each_ref().map(header),
             body,
         }
     }
@@ -400,7 +398,7 @@ async fn forward(
         .with_context(|| format!("sending to {node} at {url}"))?;
     let bytes = answer
         .body()
-        .limit(64 << 20)
+        .limit(ANSWER_MAX)
         .await
         .with_context(|| format!("reading the answer of {node}"))?;
     let mut out = HttpResponse::build(answer.status());

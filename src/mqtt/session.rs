@@ -424,8 +424,9 @@ async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatu
             continue;
         }
         if outlet == 0 && offset == 0 {
-            let total: usize = outlets
-                .iter()
+            // Only the outlets this process owns are refreshed from here.
+            let total: usize = (outlets.iter())
+                .filter(|o| services.shared.owners.owns(o))
                 .map(|o| services.shared.stock.outlet(o).len())
                 .sum();
             per_tick = total.div_ceil(period_secs as usize).max(1);
