@@ -23,11 +23,13 @@ from procs import stop_and_clean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/shelfsync")
+# /readyz names the node and its outlets only to a key that may read metrics.
+READYZ_KEY = {"Authorization": "Bearer demo-admin-key-change-me"}
 
 
 def readyz(port):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=READYZ_KEY), timeout=1) as r:
             return json.load(r)
     except Exception as e:  # a 503 still has the body
         body = getattr(e, "read", None)

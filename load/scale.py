@@ -28,6 +28,8 @@ from procs import stop_and_clean
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/shelfsync")
 LOAD = os.path.join(ROOT, "target/release/shelfsync-load")
+# /readyz names the node and its outlets only to a key that may read metrics.
+READYZ_KEY = {"Authorization": "Bearer demo-admin-key-change-me"}
 
 
 def owned(port, outlets, secs=60):
@@ -36,7 +38,7 @@ def owned(port, outlets, secs=60):
     seen = {}
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=READYZ_KEY), timeout=1) as r:
                 body = json.load(r)
             for o in body.get("owns", []):
                 seen[o] = body.get("node")

@@ -44,6 +44,6 @@ for _ in $(seq 1 120); do
   done
   sleep 0.5
 done
-echo "[cluster] $N processes behind :$port (try: curl -s localhost:$port/readyz; several times)"
+echo "[cluster] $N processes behind :$port (try: curl -s -H 'Authorization: Bearer demo-viewer-key-change-me' localhost:$port/readyz; several times)"
 wait -n "${pids[@]}" || true
 echo "[cluster] a process exited; stopping the others"

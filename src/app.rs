@@ -79,6 +79,7 @@ impl Core {
             hub: Arc::new(crate::hub::Hub::new(
                 settings.streams.ring_events,
                 settings.streams.clients_max,
+                settings.streams.clients_per_key_max,
             )),
             owners: Arc::new(Owners::new(
                 &settings.cluster.node_id,
@@ -246,19 +247,26 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             services: services.clone(),
-            health: Health {
-                store: shared.store.clone(),
-                ledger: shared.ledger.clone(),
-                mqtt: mqtt_status,
-            },
+            health: Health::new(shared.store.clone(), shared.ledger.clone(), mqtt_status),
             auth: web::Data::new(Auth::new(
                 &services.settings.api_keys,
                 &services.settings.rate_limits,
+                shared.metrics.clone(),
             )?),
             whatsapp: crate::whatsapp::start(services.clone()),
         });
-        let mut server =
-            HttpServer::new(move || crate::http::app(state.clone())).listen(listener)?;
+        let write_deadline = Duration::from_secs(http.write_deadline_secs);
+        let mut server = HttpServer::new(move || crate::http::app(state.clone()))
+            .on_connect(move |conn, _| {
+                // The write deadline of every connection (see http.write_deadline_secs).
+                if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    let socket = socket2::SockRef::from(tcp);
+                    if let Err(e) = socket.set_tcp_user_timeout(Some(write_deadline)) {
+                        tracing::debug!(error = %e, "setting TCP_USER_TIMEOUT failed");
+                    }
+                }
+            })
+            .listen(listener)?;
         if let Some(own) = own {
             server = server.listen(own)?;
         }

@@ -38,6 +38,9 @@ pub struct Hub {
     tx: broadcast::Sender<LiveEvent>,
     clients: AtomicUsize,
     clients_max: usize,
+    /// Clients per API key (by its label, which names one key), at most `per_key_max` each.
+    per_key: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+    per_key_max: usize,
     /// Set at shutdown: every live stream ends, so a graceful stop need not wait for them.
     closed: tokio::sync::watch::Sender<bool>,
 }
@@ -46,20 +49,56 @@ pub struct Hub {
 pub struct Membership {
     pub rx: broadcast::Receiver<LiveEvent>,
     hub: Arc<Hub>,
+    key: Arc<str>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         self.hub.clients.fetch_sub(1, Ordering::AcqRel);
+        let mut per_key = self.hub.per_key.lock().expect("hub lock");
+        if let Some(n) = per_key.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Why a client found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `streams.clients_max` clients are connected.
+    Hub,
+    /// Its key holds `streams.clients_per_key_max` of them.
+    Key,
+}
+
+impl Full {
+    /// The metric label (`shelfsync_stream_refused_total{reason}`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Hub => "clients_max",
+            Self::Key => "key_slots",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Hub => "too many live stream clients; try again shortly",
+            Self::Key => "this API key holds as many live streams as it may; close one first",
+        }
     }
 }
 
 impl Hub {
-    pub fn new(ring_events: usize, clients_max: usize) -> Self {
+    pub fn new(ring_events: usize, clients_max: usize, per_key_max: usize) -> Self {
         Self {
             tx: broadcast::channel(ring_events.max(1)).0,
             clients: AtomicUsize::new(0),
             clients_max,
+            per_key: Default::default(),
+            per_key_max,
             closed: tokio::sync::watch::channel(false).0,
         }
     }
@@ -82,17 +121,28 @@ impl Hub {
         let _ = self.tx.send(event);
     }
 
-    /// A place for one more client, or `None` at `clients_max`.
-    pub fn join(self: &Arc<Self>) -> Option<Membership> {
-        let taken = self.clients.fetch_add(1, Ordering::AcqRel);
-        if taken >= self.clients_max {
-            self.clients.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    /// A place for one more client of the API key labelled `key`, unless the hub or the
+    /// key is full.
+    pub fn join(self: &Arc<Self>, key: &str) -> Result<Membership, Full> {
+        let key: Arc<str> = key.into();
+        {
+            let mut per_key = self.per_key.lock().expect("hub lock");
+            let n = per_key.entry(key.clone()).or_insert(0);
+            if *n >= self.per_key_max {
+                return Err(Full::Key);
+            }
+            *n += 1;
         }
-        Some(Membership {
+        // From here the membership exists: dropping it gives back both places.
+        let member = Membership {
             rx: self.tx.subscribe(),
             hub: self.clone(),
-        })
+            key,
+        };
+        if self.clients.fetch_add(1, Ordering::AcqRel) >= self.clients_max {
+            return Err(Full::Hub);
+        }
+        Ok(member)
     }
 }
 

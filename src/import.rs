@@ -59,6 +59,7 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
                 event_at_ms: at,
                 note: Some("opening stock".into()),
                 counterpart: None,
+                by: "import".into(),
             };
             let addr = services.outlet(&row.outlet);
             async move {

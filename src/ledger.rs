@@ -118,6 +118,10 @@ pub struct LedgerEntry {
     /// The hold that took over a re-routed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerouted_to: Option<ReservationId>,
+    /// Who made the change (see `store::By`); documents written before it was recorded
+    /// have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl LedgerEntry {

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub mqtt_orders_dropped: IntGauge,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
+    pub stream_refused: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     pub reconciler_drift_skus: IntGaugeVec,
     pub reconciler_drift: IntCounterVec,
     pub reconciler_healed: IntCounterVec,
@@ -311,6 +313,22 @@ impl Metrics {
             &["kind"],
         )
         .expect("metric");
+        let stream_refused = IntCounterVec::new(
+            Opts::new(
+                "stream_refused_total",
+                "Live stream opens and WebSocket subscribes refused, by why: clients_max, key_slots, subscribe_rate",
+            ),
+            &["kind", "reason"],
+        )
+        .expect("metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused 429, by whose budget ran out: key (an API key's) or address (requests without a valid key)",
+            ),
+            &["by"],
+        )
+        .expect("metric");
         let per_outlet = |name: &str, help: &str| {
             IntCounterVec::new(Opts::new(name, help), &["outlet"]).expect("metric")
         };
@@ -377,6 +395,8 @@ impl Metrics {
             Box::new(mqtt_orders_dropped.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
+            Box::new(stream_refused.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(reconciler_drift_skus.clone()),
             Box::new(reconciler_drift.clone()),
             Box::new(reconciler_healed.clone()),
@@ -432,6 +452,8 @@ impl Metrics {
             mqtt_orders_dropped,
             stream_clients,
             stream_dropped,
+            stream_refused,
+            rate_limited,
             reconciler_drift_skus,
             reconciler_drift,
             reconciler_healed,

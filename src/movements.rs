@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::settings::MovementSettings;
-use crate::store::{MovementResult, Outcome};
+use crate::store::{By, MovementResult, Outcome};
 
 /// How far ahead of the service's clock a movement's `at` may be.
 const AT_AHEAD_MINUTES_MAX: i64 = 10;
@@ -205,7 +205,8 @@ pub struct Applied {
 /// Applies a validated movement; a transfer applies its `transfer_out` and then its
 /// `transfer_in`, each idempotent, so a retry with the same `event_id` completes a transfer
 /// that was cut between its halves.
-pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> {
+/// `by` names who sent it, for its ledger documents (see `store::By`).
+pub async fn apply(services: &Services, m: &Movement, by: By) -> Result<Applied, Error> {
     let hash = m.body_hash();
     let retain = services.settings.movements.retain_secs;
     services
@@ -221,6 +222,7 @@ pub async fn apply(services: &Services, m: &Movement) -> Result<Applied, Error> 
         event_at_ms: m.at.timestamp_millis(),
         note: m.note.clone(),
         counterpart,
+        by: by.clone(),
     };
     let source = services.outlet(&m.outlet)?;
     // Both halves' outlets before either is applied: a transfer to an outlet this process

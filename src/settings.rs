@@ -77,19 +77,25 @@ pub struct BucketSettings {
     pub burst: u32,
 }
 
-/// One bucket per API key, sized by the key's role.
+/// One bucket per API key, sized by the key's role; and one per client address for requests
+/// without a valid key.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RateLimitSettings {
+    pub public: BucketSettings,
     pub storefront: BucketSettings,
     pub pos: BucketSettings,
     pub manager: BucketSettings,
     pub viewer: BucketSettings,
     pub admin: BucketSettings,
+    /// Per client address (IPv6 by its /64): requests with no key or an unknown one, which
+    /// include the dashboard page, health, readiness, the OpenAPI document and the webhook.
+    pub unauthenticated: BucketSettings,
 }
 
 impl RateLimitSettings {
     pub fn for_role(&self, role: Role) -> BucketSettings {
         match role {
+            Role::Public => self.public,
             Role::Storefront => self.storefront,
             Role::Pos => self.pos,
             Role::Manager => self.manager,
@@ -117,6 +123,12 @@ pub struct HttpSettings {
     /// or secret: for a demo host only. Without it such a start is refused, saying which.
     #[serde(default)]
     pub allow_demo_secrets: bool,
+    /// A request body must arrive within this long of its head; a slower one gets `408`.
+    pub body_read_secs: u64,
+    /// Data written to a connection must be taken by the client within this long (the
+    /// kernel's TCP_USER_TIMEOUT on every accepted socket, which also counts a closed
+    /// receive window): a stream whose client stopped reading is cut, and what it held freed.
+    pub write_deadline_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +289,12 @@ pub struct ReconcilerSettings {
 pub struct StreamSettings {
     /// Concurrent SSE and WebSocket clients; past it, 503.
     pub clients_max: usize,
+    /// Of those, the most one API key may hold (the public key of every browser included),
+    /// so that staff screens find room while the storefront's browsers are many.
+    pub clients_per_key_max: usize,
+    /// WebSocket `subscribe` messages per connection (each sends a full snapshot): past the
+    /// bucket the client gets an `error` frame `rate_limited` and keeps its filter.
+    pub subscribe: BucketSettings,
     /// Events the hub keeps for its slowest reader; a client further behind is dropped.
     pub ring_events: usize,
     /// Events buffered for one client.
@@ -298,6 +316,8 @@ pub struct CatalogueSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Browsers: stock, availability, outlets and zones; nothing about reservations.
+    Public,
     Storefront,
     Pos,
     Manager,
@@ -417,6 +437,8 @@ impl Settings {
         }
         let r = &self.rate_limits;
         for (role, b) in [
+            ("public", r.public),
+            ("unauthenticated", r.unauthenticated),
             ("storefront", r.storefront),
             ("pos", r.pos),
             ("manager", r.manager),
@@ -427,8 +449,31 @@ impl Settings {
                 bail!("rate_limits.{role}: per_sec must be above 0 and burst at least 1");
             }
         }
+        let st = &self.streams;
+        if st.clients_per_key_max == 0 || st.clients_per_key_max > st.clients_max {
+            bail!("streams.clients_per_key_max must be between 1 and streams.clients_max");
+        }
+        if !(st.subscribe.per_sec > 0.0 && st.subscribe.per_sec.is_finite())
+            || st.subscribe.burst == 0
+        {
+            bail!("streams.subscribe: per_sec must be above 0 and burst at least 1");
+        }
+        if self.http.body_read_secs == 0 || self.http.write_deadline_secs == 0 {
+            bail!("http.body_read_secs and http.write_deadline_secs must be at least 1");
+        }
         let mut seen = HashSet::new();
+        let mut labels = HashSet::new();
         for key in &self.api_keys {
+            // The label is who made a change in the ledger (`by`): it must name one key.
+            if key.label.trim().is_empty() {
+                bail!("every api key needs a label: the ledger records it as who made a change");
+            }
+            if !labels.insert(key.label.as_str()) {
+                bail!(
+                    "api key label '{}' is used twice: the ledger could not tell the keys apart",
+                    key.label
+                );
+            }
             if key.key.expose().len() < 16 {
                 bail!("api key '{}' is shorter than 16 characters", key.label);
             }

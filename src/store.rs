@@ -32,6 +32,11 @@ const APPLY_BATCH: &str = concat!(
 /// Records forgotten per batch call; bounds the extra work a batch may carry.
 const FORGET_PER_CALL_MAX: usize = 256;
 
+/// Who made a change, as its ledger document's `by` says: the label of the API key of the
+/// request, or the part of shelfsync that acted on its own (`expiry`, `reroute`, `mqtt`,
+/// `whatsapp`, `import`; the reconciler's heals say `reconciler`).
+pub type By = String;
+
 /// One operation of an outlet batch, as the scripts read it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -48,10 +53,12 @@ pub enum Op {
         /// The delivery PIN of a routed hold: where it may be re-routed to.
         #[serde(skip_serializing_if = "Option::is_none")]
         pin: Option<String>,
+        by: By,
     },
     Confirm {
         id: ReservationId,
         payment_ref: String,
+        by: By,
     },
     Release {
         id: ReservationId,
@@ -59,6 +66,7 @@ pub enum Op {
         /// The hold that took over this one's cart (reason `rerouted`).
         #[serde(skip_serializing_if = "Option::is_none")]
         rerouted_to: Option<ReservationId>,
+        by: By,
     },
     Movement {
         /// The dedup key: the event id, or `transfer_in:{event id}` for the receiving half.
@@ -73,6 +81,7 @@ pub enum Op {
         note: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         counterpart: Option<String>,
+        by: By,
     },
     /// The reconciler's read of every counter at one seq.
     Audit,

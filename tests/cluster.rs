@@ -75,6 +75,7 @@ fn http() -> reqwest::Client {
 async fn owns(node: &Node) -> Option<BTreeSet<String>> {
     let body: Value = http()
         .get(format!("{}/readyz", node.url))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .ok()?
@@ -290,6 +291,7 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
         id: shelfsync::domain::ReservationId::new(&outlet),
         reason: ReleaseReason::Cancelled,
         rerouted_to: None,
+        by: "test".into(),
     };
     let args = |token, node| BatchArgs {
         outlet: OUTLET,

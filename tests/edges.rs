@@ -379,6 +379,7 @@ async fn readyz_and_metrics_report_dependencies_and_outcomes() {
     let ready: Value = app
         .http
         .get(format!("{}/readyz", app.url))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -427,6 +428,7 @@ async fn readyz_names_the_dependency_that_is_down() {
     let res = app
         .http
         .get(format!("{}/readyz", app.url))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -478,28 +480,43 @@ async fn a_burst_over_a_keys_limit_gets_429_with_retry_after_and_other_keys_go_o
     app.finish().await;
 }
 
-/// Every authenticated route × every role: no key is 401, a role the route is not for is
-/// 403, and a role it is for gets past the door (whatever the request then earns).
+/// Every authenticated route × every role, at an outlet inside the scoped keys' outlets and
+/// at one outside them: no key is 401, a role the route is not for (or a scoped key at an
+/// outlet not its own) is 403, and a role it is for gets past the door (whatever the request
+/// then earns).
 #[actix_web::test]
 async fn the_full_role_by_route_matrix() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 100).await;
     let hold = app.hold(OUTLET, SKU, 1, 300).await;
     let id = hold["id"].as_str().unwrap().to_owned();
+    // Outside both scoped keys' outlets (the Indore manager's and the Vijay Nagar POS's).
+    let far = "bhopal-arera-colony";
+    app.set_stock(far, SKU, 100).await;
+    let far_hold = app.hold(far, SKU, 1, 300).await;
+    let far_id = far_hold["id"].as_str().unwrap().to_owned();
     let roles = [
+        ("public", PUBLIC),
         ("storefront", STOREFRONT),
         ("pos", POS_VIJAY_NAGAR),
         ("manager", MANAGER_INDORE),
         ("viewer", VIEWER),
         ("admin", ADMIN),
     ];
-    const ALL: &[&str] = &["storefront", "pos", "manager", "viewer", "admin"];
+    const ALL: &[&str] = &["public", "storefront", "pos", "manager", "viewer", "admin"];
     let stock_path = format!("/v1/outlets/{OUTLET}/stock");
     let sku_path = format!("/v1/outlets/{OUTLET}/stock/{SKU}");
     let res_path = format!("/v1/reservations/{id}");
     let confirm_path = format!("/v1/reservations/{id}/confirm");
     let cancel_path = format!("/v1/reservations/{id}/cancel");
     let ledger_path = format!("/v1/ledger?outlet={OUTLET}");
+    let far_stock_path = format!("/v1/outlets/{far}/stock");
+    let far_res_path = format!("/v1/reservations/{far_id}");
+    let far_confirm_path = format!("/v1/reservations/{far_id}/confirm");
+    let far_cancel_path = format!("/v1/reservations/{far_id}/cancel");
+    let far_ledger_path = format!("/v1/ledger?outlet={far}");
+    let far_stream_path = format!("/v1/stream?outlets={far}");
+    let far_ws_path = format!("/v1/ws?outlets={far}");
     let cart = json!({"lines": [{"sku": SKU, "qty": 1}]});
     let routes: Vec<(&str, &str, Option<Value>, &[&str])> = vec![
         ("GET", "/v1/outlets", None, ALL),
@@ -554,6 +571,43 @@ async fn the_full_role_by_route_matrix() {
         ("GET", "/metrics", None, &["manager", "viewer", "admin"]),
         ("GET", "/v1/stream", None, ALL),
         ("GET", "/v1/ws", None, ALL),
+        // The outlet outside the scoped keys': stock is chain-wide for every role ("this
+        // other outlet has it"); reservations, movements and the ledger are not.
+        ("GET", &far_stock_path, None, ALL),
+        (
+            "POST",
+            "/v1/availability",
+            Some(json!({"outlets": [far], "lines": [{"sku": SKU, "qty": 1}]})),
+            ALL,
+        ),
+        (
+            "GET",
+            &far_res_path,
+            None,
+            &["storefront", "viewer", "admin"],
+        ),
+        (
+            "POST",
+            &far_confirm_path,
+            Some(json!({"payment_ref": "pay-far"})),
+            &["storefront", "admin"],
+        ),
+        (
+            "POST",
+            &far_cancel_path,
+            Some(json!({})),
+            &["storefront", "admin"],
+        ),
+        (
+            "POST",
+            "/v1/movements",
+            Some(json!({"event_id": "m-far", "outlet": far, "sku": SKU,
+            "kind": "receipt", "qty": 1, "at": "2026-11-21T09:00:00Z"})),
+            &["admin"],
+        ),
+        ("GET", &far_ledger_path, None, &["viewer", "admin"]),
+        ("GET", &far_stream_path, None, ALL),
+        ("GET", &far_ws_path, None, ALL),
     ];
     let send = |method: &str, path: &str, key: Option<&str>, body: &Option<Value>| {
         let url = format!("{}{path}", app.url);

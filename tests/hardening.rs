@@ -262,3 +262,441 @@ async fn availability_bounds_and_dedupes_its_outlets() {
     assert_eq!(body["field"], "outlets");
     app.finish().await;
 }
+
+/// A public key (the browsers') reads stock and availability and nothing that names a
+/// customer: no reservation, no ledger, no metrics, no reservation events on a stream.
+#[actix_web::test]
+async fn a_public_key_reads_stock_only() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    let hold = app.hold(OUTLET, SKU, 1, 300).await;
+    let id = hold["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/outlets/{OUTLET}/stock/{SKU}"), PUBLIC)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let cart = serde_json::json!({"lines": [{"sku": SKU, "qty": 1}]});
+    assert_eq!(
+        app.post("/v1/availability", PUBLIC, cart).await.status(),
+        StatusCode::OK
+    );
+    for path in [
+        format!("/v1/reservations/{id}"),
+        format!("/v1/ledger?outlet={OUTLET}"),
+        "/metrics".to_owned(),
+    ] {
+        assert_eq!(
+            app.get(&path, PUBLIC).await.status(),
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let hold = serde_json::json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}]});
+    let r = app
+        .http
+        .post(format!("{}/v1/reservations", app.url))
+        .bearer_auth(PUBLIC)
+        .header("Idempotency-Key", "public-1")
+        .json(&hold)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // On a WebSocket: stock frames, never an order.
+    use futures_util::StreamExt;
+    let (_, mut conn) = awc::Client::new()
+        .ws(format!(
+            "{}/v1/ws?key={PUBLIC}&outlets={OUTLET}",
+            app.url.replace("http://", "ws://")
+        ))
+        .connect()
+        .await
+        .expect("websocket connects");
+    let r = app
+        .post(
+            &format!("/v1/reservations/{id}/confirm"),
+            STOREFRONT,
+            serde_json::json!({"payment_ref": "pay_public"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut types = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, conn.next()).await {
+        if let awc::ws::Frame::Text(bytes) = frame {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            types.push(v["type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(types.contains(&"stock".to_owned()), "{types:?}");
+    assert!(!types.contains(&"order".to_owned()), "{types:?}");
+    app.finish().await;
+}
+
+/// Requests without a key, and with an unknown one, share a budget per client address:
+/// past it `429` with Retry-After, counted; a valid key is not charged to it.
+#[actix_web::test]
+async fn requests_without_a_valid_key_are_limited_per_address() {
+    let mut settings = test_settings();
+    settings.rate_limits.unauthenticated = shelfsync::settings::BucketSettings {
+        per_sec: 0.01,
+        burst: 3,
+    };
+    let app = spawn_app_with(settings).await;
+    for _ in 0..2 {
+        let r = (app.http.get(format!("{}/healthz", app.url)).send())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let guess = app.get("/v1/outlets", "not-a-key-of-this-chain").await;
+    assert_eq!(guess.status(), StatusCode::UNAUTHORIZED);
+    let past = (app.http.get(format!("{}/healthz", app.url)).send())
+        .await
+        .unwrap();
+    assert_eq!(past.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(past.headers().contains_key("retry-after"));
+    let guess = app.get("/v1/outlets", "another-guess-at-a-key").await;
+    assert_eq!(
+        guess.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "guessing keys is limited too"
+    );
+    assert_eq!(
+        app.get("/v1/outlets", VIEWER).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        metric(&app, r#"shelfsync_rate_limited_total{by="address"}"#).await,
+        2.0
+    );
+    app.finish().await;
+}
+
+/// `/readyz` without a key says only ready or not (no node, outlets or error chains), and
+/// however often it is asked, Redis is pinged at most about once a second.
+#[actix_web::test]
+async fn readyz_without_a_key_is_minimal_and_pings_once_a_second() {
+    use std::process::Command;
+    let port = free_port();
+    let mut redis = common::procs::Proc::start("redis-server", port, move || {
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        c
+    })
+    .await;
+    let mut settings = test_settings();
+    settings.redis.url = shelfsync::settings::Secret::new(format!("redis://127.0.0.1:{port}"));
+    let app = spawn_app_with(settings).await;
+    let pings = || async {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (info.lines())
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+    };
+    let before = pings().await;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let r = (app.http.get(format!("{}/readyz", app.url)).send())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"status": "ready"}));
+    }
+    let secs = started.elapsed().as_secs();
+    let pinged = pings().await - before;
+    assert!(
+        pinged <= secs + 2,
+        "40 readiness checks in {secs} s pinged Redis {pinged} times"
+    );
+    // A dependency down: still nothing but the verdict without a key.
+    redis.kill();
+    let down = eventually(10, || async {
+        let r = (app.http.get(format!("{}/readyz", app.url)).send())
+            .await
+            .unwrap();
+        r.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(down);
+    let r = (app.http.get(format!("{}/readyz", app.url)).send())
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "unavailable", "error": "unavailable"})
+    );
+    redis.restart("TERM").await;
+    app.finish().await;
+}
+
+/// A `503` says what to do, never the internal error chain (addresses, server messages).
+#[actix_web::test]
+async fn a_503_carries_no_internal_error_text() {
+    use std::process::Command;
+    let port = free_port();
+    let mut redis = common::procs::Proc::start("redis-server", port, move || {
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        c
+    })
+    .await;
+    let mut settings = test_settings();
+    settings.redis.url = shelfsync::settings::Secret::new(format!("redis://127.0.0.1:{port}"));
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 5).await;
+    let hold = app.hold(OUTLET, SKU, 1, 300).await;
+    let id = hold["id"].as_str().unwrap().to_owned();
+    redis.kill();
+    let r = app.get(&format!("/v1/reservations/{id}"), ADMIN).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    for internal in [
+        "refused",
+        "os error",
+        "127.0.0.1",
+        "redis",
+        "PING",
+        "broken pipe",
+    ] {
+        assert!(
+            !message.to_lowercase().contains(&internal.to_lowercase()),
+            "{message}"
+        );
+    }
+    redis.restart("TERM").await;
+    app.finish().await;
+}
+
+/// A request body that does not arrive within `http.body_read_secs` gets `408`, and its
+/// connection is let go (before, it held the connection for as long as the client liked).
+#[actix_web::test]
+async fn a_slow_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut settings = test_settings();
+    settings.http.body_read_secs = 1;
+    let app = spawn_app_with(settings).await;
+    let addr = app.url.trim_start_matches("http://");
+    for path in ["/v1/movements", "/v1/webhooks/whatsapp"] {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(8), socket.read(&mut answer))
+            .await
+            .expect("an answer before the client sent its body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+    }
+    app.finish().await;
+}
+
+/// A stream client that stops reading is cut once what was written to it has waited
+/// `http.write_deadline_secs` (a closed receive window counts), and its place and memory
+/// are freed; before, it held them until it went away.
+#[actix_web::test]
+async fn a_stream_client_that_stops_reading_is_cut_at_the_write_deadline() {
+    let mut settings = test_settings();
+    settings.http.write_deadline_secs = 2;
+    // The hub's own stall rule (a full buffer for this long) must not be what acts here.
+    settings.streams.stall_secs = 600;
+    let app = spawn_app_with(settings).await;
+    for sku in catalogue_skus(100) {
+        app.set_stock(OUTLET, &sku, 7).await;
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/stream?outlets={OUTLET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
+        .await
+        .unwrap();
+    let joined = eventually(5, || async {
+        metric(&app, r#"shelfsync_stream_clients{kind="sse"}"#).await == 1.0
+    })
+    .await;
+    assert!(joined, "the stalled client was connected");
+    let cut = eventually(20, || async {
+        metric(&app, r#"shelfsync_stream_clients{kind="sse"}"#).await == 0.0
+    })
+    .await;
+    assert!(
+        cut,
+        "the client that never reads is cut and its place freed"
+    );
+    drop(stalled);
+    app.finish().await;
+}
+
+/// One key holds at most `streams.clients_per_key_max` stream places; other keys still get
+/// theirs, and the refusal is counted.
+#[actix_web::test]
+async fn one_key_cannot_take_every_stream_place() {
+    let mut settings = test_settings();
+    settings.streams.clients_per_key_max = 2;
+    let app = spawn_app_with(settings).await;
+    let _a = SseClient::connect(&app, "", PUBLIC).await.unwrap();
+    let _b = SseClient::connect(&app, "", PUBLIC).await.unwrap();
+    let third = SseClient::connect(&app, "", PUBLIC).await;
+    assert_eq!(third.err(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    let staff = SseClient::connect(&app, "", VIEWER).await;
+    assert!(staff.is_ok(), "another key still gets a place");
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_stream_refused_total{kind="sse",reason="key_slots"}"#
+        )
+        .await,
+        1.0
+    );
+    drop((_a, _b));
+    app.finish().await;
+}
+
+/// WebSocket `subscribe` messages past the per-connection budget are refused with an
+/// `error` frame `rate_limited` (each would send a whole snapshot), and counted.
+#[actix_web::test]
+async fn websocket_subscribes_are_throttled() {
+    use futures_util::{SinkExt, StreamExt};
+    let mut settings = test_settings();
+    settings.streams.subscribe = shelfsync::settings::BucketSettings {
+        per_sec: 0.01,
+        burst: 2,
+    };
+    let app = spawn_app_with(settings).await;
+    let (_, mut conn) = awc::Client::new()
+        .ws(format!(
+            "{}/v1/ws?key={VIEWER}&outlets={OUTLET}",
+            app.url.replace("http://", "ws://")
+        ))
+        .connect()
+        .await
+        .expect("websocket connects");
+    let subscribe = serde_json::json!({"subscribe": {"outlets": [OTHER_OUTLET]}}).to_string();
+    for _ in 0..4 {
+        conn.send(awc::ws::Message::Text(subscribe.clone().into()))
+            .await
+            .unwrap();
+    }
+    let mut types = Vec::new();
+    while types.len() < 5 {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), conn.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .unwrap();
+        if let awc::ws::Frame::Text(bytes) = frame {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let kind = v["type"].as_str().unwrap().to_owned();
+            if kind == "error" {
+                assert_eq!(v["error"], "rate_limited");
+            }
+            types.push(kind);
+        }
+    }
+    assert_eq!(
+        types,
+        ["snapshot", "snapshot", "snapshot", "error", "error"],
+        "the first snapshot, two subscribes, two refused"
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_stream_refused_total{kind="ws",reason="subscribe_rate"}"#
+        )
+        .await,
+        2.0
+    );
+    app.finish().await;
+}
+
+/// Every ledger document names who made it: the label of the request's key, or the part of
+/// shelfsync that acted (here the expiry timer).
+#[actix_web::test]
+async fn every_ledger_document_names_who_made_it() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await; // as admin
+    let sold = app.hold(OUTLET, SKU, 1, 300).await; // as storefront
+    let id = sold["id"].as_str().unwrap();
+    let r = app
+        .post(
+            &format!("/v1/reservations/{id}/confirm"),
+            STOREFRONT,
+            serde_json::json!({"payment_ref": "pay_by"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .movement(
+            POS_VIJAY_NAGAR,
+            serde_json::json!({"event_id": "by-sale-1", "outlet": OUTLET, "sku": SKU,
+                "kind": "sale_counter", "qty": 1, "at": "2026-12-02T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.hold(OUTLET, SKU, 1, 1).await; // expires by itself
+    let expired = eventually(15, || async {
+        let page: serde_json::Value = app
+            .get(&format!("/v1/ledger?outlet={OUTLET}"), ADMIN)
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["entries"].as_array().unwrap().len() == 6
+    })
+    .await;
+    assert!(expired, "the short hold expired into the ledger");
+    let page: serde_json::Value = app
+        .get(&format!("/v1/ledger?outlet={OUTLET}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by: Vec<(String, String)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["by"].as_str().unwrap_or("<none>").to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("count", "demo admin"),
+        ("reservation_held", "demo storefront"),
+        ("sale_web", "demo storefront"),
+        ("sale_counter", "demo POS, Vijay Nagar"),
+        ("reservation_held", "demo storefront"),
+        ("reservation_released", "expiry"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(k, b)| (k.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(by, want);
+    app.finish().await;
+}

@@ -31,6 +31,7 @@ async fn mqtt_ready(app: &TestApp) -> bool {
         let body: Value = app
             .http
             .get(format!("{}/readyz", app.url))
+            .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()
@@ -352,6 +353,7 @@ async fn a_hold_made_while_the_broker_is_down_reaches_subscribers_when_it_return
     let ready = app
         .http
         .get(format!("{}/readyz", app.url))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -380,6 +382,7 @@ async fn mqtt_ready_now(app: &TestApp) -> bool {
     let body: Value = app
         .http
         .get(format!("{}/readyz", app.url))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

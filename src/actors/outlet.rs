@@ -27,8 +27,8 @@ use crate::domain::{
 use crate::hub::LiveEvent;
 use crate::keys::OutletKeys;
 use crate::store::{
-    BatchArgs, BatchReply, Fenced, HealLine, Op, Outcome, ReleaseReason, ResRecord, RestoreMode,
-    Snapshot,
+    BatchArgs, BatchReply, By, Fenced, HealLine, Op, Outcome, ReleaseReason, ResRecord,
+    RestoreMode, Snapshot,
 };
 
 /// After a failed reload, wait this long before the next try.
@@ -51,6 +51,7 @@ pub struct Reserve {
     pub customer_ref: Option<String>,
     /// The delivery PIN of a routed hold.
     pub pin: Option<String>,
+    pub by: By,
 }
 
 /// Turn a hold into a sale.
@@ -59,6 +60,7 @@ pub struct Reserve {
 pub struct Confirm {
     pub id: ReservationId,
     pub payment_ref: String,
+    pub by: By,
 }
 
 /// Release a hold at the customer's request.
@@ -66,6 +68,7 @@ pub struct Confirm {
 #[rtype(result = "Result<Committed, OutletError>")]
 pub struct Cancel {
     pub id: ReservationId,
+    pub by: By,
 }
 
 /// Apply one movement (or one half of a transfer) to this outlet.
@@ -81,6 +84,7 @@ pub struct ApplyMovement {
     pub event_at_ms: i64,
     pub note: Option<String>,
     pub counterpart: Option<OutletId>,
+    pub by: By,
 }
 
 /// Release a live hold because the hold `to` at another outlet took over its cart.
@@ -443,6 +447,7 @@ impl OutletActor {
                             id,
                             reason: ReleaseReason::Expired,
                             rerouted_to: None,
+                            by: "expiry".into(),
                         };
                         act.pending.push_back(Pending { op, reply: None });
                     }
@@ -612,6 +617,7 @@ impl OutletActor {
                 id,
                 reason: ReleaseReason::Expired,
                 rerouted_to: None,
+                by: "expiry".into(),
             };
             self.pending.push_back(Pending { op, reply: None });
         }
@@ -859,6 +865,7 @@ impl Handler<Reserve> for OutletActor {
             channel: msg.channel,
             customer_ref: msg.customer_ref,
             pin: msg.pin,
+            by: msg.by,
         };
         self.enqueue(op, ctx)
     }
@@ -872,6 +879,7 @@ impl Handler<Confirm> for OutletActor {
             Op::Confirm {
                 id: msg.id,
                 payment_ref: msg.payment_ref,
+                by: msg.by,
             },
             ctx,
         )
@@ -887,6 +895,7 @@ impl Handler<Cancel> for OutletActor {
                 id: msg.id,
                 reason: ReleaseReason::Cancelled,
                 rerouted_to: None,
+                by: msg.by,
             },
             ctx,
         )
@@ -907,6 +916,7 @@ impl Handler<ApplyMovement> for OutletActor {
             event_at: msg.event_at_ms,
             note: msg.note,
             counterpart: msg.counterpart.map(|o| o.to_string()),
+            by: msg.by,
         };
         self.enqueue(op, ctx)
     }
@@ -920,6 +930,7 @@ impl Handler<Reroute> for OutletActor {
             id: msg.id,
             reason: ReleaseReason::Rerouted,
             rerouted_to: Some(msg.to),
+            by: "reroute".into(),
         };
         self.enqueue(op, ctx)
     }
@@ -941,7 +952,10 @@ impl Handler<GetReservation> for OutletActor {
         let keys = self.keys.clone();
         let read = async move { store.reservation(&keys, &msg.id).await };
         Box::pin(read.into_actor(self).map(|read, act, ctx| {
-            let (res, seq) = read.map_err(|e| OutletError::Unavailable(format!("{e:#}")))?;
+            let (res, seq) = read.map_err(|e| {
+                tracing::warn!(outlet = %act.outlet, error = %format!("{e:#}"), "reading a reservation failed");
+                OutletError::Unavailable(crate::error::STORE_DOWN.into())
+            })?;
             let known = act.seq.max(act.shared.durable.get(&act.outlet));
             if act.needs_reload || act.reloading || seq < known {
                 // Redis lost the outlet's state: "not found" would be a wrong answer.
@@ -1113,6 +1127,7 @@ mod tests {
             channel: Channel::Web,
             customer_ref: None,
             pin: None,
+            by: "test".into(),
         }
     }
 
@@ -1121,6 +1136,7 @@ mod tests {
             id: id.clone(),
             reason: ReleaseReason::Cancelled,
             rerouted_to: None,
+            by: "test".into(),
         }
     }
 
@@ -1185,6 +1201,7 @@ mod tests {
             event_at: 0,
             note: None,
             counterpart: None,
+            by: "test".into(),
         };
         let sold = Outcome::Ok {
             seq: 6,
@@ -1215,6 +1232,7 @@ mod tests {
         let confirm = Op::Confirm {
             id: id.clone(),
             payment_ref: "pay_1".into(),
+            by: "test".into(),
         };
         assert!(broken_invariant(6, |_| false, &confirm, &expired).is_some());
         assert_eq!(broken_invariant(6, |_| true, &confirm, &expired), None);

@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::error::{Alternative, Error};
 use crate::keys::ClaimKind;
 use crate::services::Services;
-use crate::store::{Outcome, ResRecord, ShortLine};
+use crate::store::{By, Outcome, ResRecord, ShortLine};
 use crate::zones::{Pin, ZoneOutlet};
 
 /// Keys the service makes for itself (re-routes, WhatsApp orders); clients may not use them.
@@ -93,6 +93,7 @@ impl Hold {
         channel: Channel,
         ttl_secs: i64,
         customer_ref: Option<String>,
+        by: By,
     ) -> Self {
         let (outlet, pin) = match target {
             Target::Outlet(o) => (Some(o), None),
@@ -116,6 +117,7 @@ impl Hold {
                 channel,
                 customer_ref,
                 pin: pin.map(|p| p.as_str().to_owned()),
+                by,
             },
             forwardable: false,
         }
@@ -151,6 +153,7 @@ impl Hold {
                 channel: res.channel,
                 customer_ref: res.customer_ref.clone(),
                 pin: Some(pin.as_str().to_owned()),
+                by: "reroute".into(),
             },
             forwardable: false,
         }
@@ -459,12 +462,14 @@ pub async fn confirm(
     services: &Services,
     id: &ReservationId,
     payment_ref: String,
+    by: By,
 ) -> Result<ResRecord, Error> {
     let outlet_id = id.outlet();
     let outlet = reservation_outlet(services, id)?;
     let msg = Confirm {
         id: id.clone(),
         payment_ref,
+        by,
     };
     let Committed {
         outcome,
@@ -511,7 +516,7 @@ pub async fn confirm(
 /// Cancels a hold; idempotent. After the expiry timer released it: the reservation, status
 /// `expired`. A re-routed reservation's cart is held under `rerouted_to`: cancelling it
 /// cancels that hold (following at most a few moves) and answers with it.
-pub async fn cancel(services: &Services, id: &ReservationId) -> Result<ResRecord, Error> {
+pub async fn cancel(services: &Services, id: &ReservationId, by: By) -> Result<ResRecord, Error> {
     let mut id = id.clone();
     for _ in 0..REROUTE_HOPS_MAX {
         let outlet = match reservation_outlet(services, &id) {
@@ -528,7 +533,12 @@ pub async fn cancel(services: &Services, id: &ReservationId) -> Result<ResRecord
             },
             Err(e) => return Err(e),
         };
-        let Committed { outcome, .. } = outlet.send(Cancel { id: id.clone() }).await??;
+        let Committed { outcome, .. } = outlet
+            .send(Cancel {
+                id: id.clone(),
+                by: by.clone(),
+            })
+            .await??;
         let res = match outcome {
             Outcome::Ok { res: Some(res), .. } | Outcome::Noop { res } => res,
             Outcome::NotFound => return Err(not_found(&id)),

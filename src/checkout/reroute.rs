@@ -261,7 +261,12 @@ async fn uncovered_holds(
 /// the old hold's time.
 async fn give_back(services: &Services, to: &ReservationId) {
     let cancelled = match services.outlet(&to.outlet()) {
-        Ok(actor) => (actor.send(Cancel { id: to.clone() }).await)
+        Ok(actor) => (actor
+            .send(Cancel {
+                id: to.clone(),
+                by: "reroute".into(),
+            })
+            .await)
             .map_err(anyhow::Error::from)
             .and_then(|r| r.map_err(anyhow::Error::from)),
         Err(e) => Err(e.into()),

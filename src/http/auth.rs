@@ -1,6 +1,6 @@
 //! API keys, roles and outlet scopes (API.md, Conventions; the matrix is in the README).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::{ready, Ready};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -32,8 +32,69 @@ pub struct Grant {
     bucket: Bucket,
 }
 
+/// The configured keys by the SHA-256 of each. A presented key is hashed and compared with
+/// every entry in constant time (no early exit, no map probe), so that the time an answer
+/// takes says nothing about how much of a key was right.
 pub struct Auth {
-    keys: HashMap<String, Arc<Grant>>,
+    keys: Vec<([u8; 32], Arc<Grant>)>,
+    /// The budget of requests without a valid key, per client address.
+    addresses: AddressLimiter,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Requests without a valid key, per client address (an IPv6 address by its /64, which one
+/// subscriber typically holds whole), through `governor`'s keyed GCRA limiter. Addresses
+/// whose budget is full again are dropped every 1,024 checks, so the map holds only the
+/// addresses seen within one refill of their burst.
+pub struct AddressLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl AddressLimiter {
+    pub fn new(b: BucketSettings) -> Self {
+        let period = std::time::Duration::from_secs_f64(1.0 / b.per_sec);
+        let burst = std::num::NonZeroU32::new(b.burst).expect("checked at load");
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
+            .allow_burst(burst);
+        Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one request from `peer`'s budget, or says how many seconds until there is one.
+    pub fn take(&self, peer: std::net::IpAddr) -> Result<(), u64> {
+        use std::sync::atomic::Ordering;
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.limiter.retain_recent();
+        }
+        let key = match peer {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                std::net::IpAddr::V6(octets.into())
+            }
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+            v4 => v4,
+        };
+        self.limiter.check_key(&key).map_err(|not_until| {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 /// A key's token bucket (see `rate_limits`).
@@ -71,7 +132,11 @@ impl Bucket {
 }
 
 impl Auth {
-    pub fn new(keys: &[ApiKeySettings], limits: &RateLimitSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        keys: &[ApiKeySettings],
+        limits: &RateLimitSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         let keys = keys
             .iter()
             .map(|k| {
@@ -86,28 +151,62 @@ impl Auth {
                     label: k.label.clone(),
                     bucket: Bucket::new(limits.for_role(k.role)),
                 };
-                Ok((k.key.expose().to_owned(), Arc::new(grant)))
+                Ok((key_digest(k.key.expose()), Arc::new(grant)))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            addresses: AddressLimiter::new(limits.unauthenticated),
+            metrics,
+        })
+    }
+
+    /// Charges a request that carries no valid key to its client address: `429` past the
+    /// address's budget (`rate_limits.unauthenticated`).
+    pub fn charge_address(&self, peer: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let Some(peer) = peer else { return Ok(()) };
+        self.addresses.take(peer).map_err(|retry_after_secs| {
+            self.metrics
+                .rate_limited
+                .with_label_values(&["address"])
+                .inc();
+            ApiError::AddressRateLimited { retry_after_secs }
+        })
     }
 
     pub fn grant(&self, key: &str) -> Option<Arc<Grant>> {
-        self.keys.get(key).cloned()
+        use subtle::ConstantTimeEq;
+        let digest = key_digest(key);
+        let mut found = None;
+        for (candidate, grant) in &self.keys {
+            if bool::from(candidate.ct_eq(&digest)) {
+                found = Some(grant.clone());
+            }
+        }
+        found
     }
 
-    /// The caller of `key`: 401 for an unknown key, 429 when its bucket is empty.
     /// The caller of `key`, charged one token of its rate limit unless the request was
     /// `forwarded` by another process of the chain (which charged it already).
-    fn caller(&self, key: Option<&str>, forwarded: bool) -> Result<Caller, ApiError> {
-        let grant = key
-            .and_then(|k| self.grant(k))
-            .ok_or(ApiError::Unauthorized)?;
+    /// No key or an unknown one: `401`, charged to the client address (`429` past its
+    /// budget, so that guessing keys is as slow as any unauthenticated request).
+    fn caller(
+        &self,
+        key: Option<&str>,
+        forwarded: bool,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Caller, ApiError> {
+        let Some(grant) = key.and_then(|k| self.grant(k)) else {
+            if !forwarded {
+                self.charge_address(peer)?;
+            }
+            return Err(ApiError::Unauthorized);
+        };
         if !forwarded {
-            grant
-                .bucket
-                .take()
-                .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+            grant.bucket.take().map_err(|retry_after_secs| {
+                self.metrics.rate_limited.with_label_values(&["key"]).inc();
+                ApiError::RateLimited { retry_after_secs }
+            })?;
         }
         Ok(Caller(grant))
     }
@@ -123,6 +222,7 @@ impl Grant {
                 action,
                 ReadStock | ReadReservation | ReadLedger | ReadMetrics
             ),
+            Role::Public => matches!(action, ReadStock),
             Role::Storefront => matches!(action, ReadStock | Reserve | ReadReservation),
             Role::Pos => matches!(
                 action,
@@ -144,6 +244,11 @@ impl Grant {
 pub struct Caller(pub Arc<Grant>);
 
 impl Caller {
+    /// Who this caller is in the ledger (`by`): its key's label.
+    pub fn by(&self) -> crate::store::By {
+        self.0.label.as_str().into()
+    }
+
     /// Whose reservation events this key may get on a stream.
     pub fn reservation_scope(&self) -> crate::hub::ReservationScope {
         use crate::hub::ReservationScope;
@@ -187,6 +292,11 @@ fn forwarded(req: &HttpRequest) -> bool {
         .is_some()
 }
 
+/// The client's address as the socket gives it (a proxy in front is not looked through).
+pub fn peer(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req
         .headers()
@@ -205,7 +315,7 @@ impl Caller {
         auth: &Auth,
         key: Option<&str>,
     ) -> Result<Self, ApiError> {
-        auth.caller(bearer(req).or(key), forwarded(req))
+        auth.caller(bearer(req).or(key), forwarded(req), peer(req))
     }
 }
 
@@ -217,6 +327,80 @@ impl FromRequest for Caller {
         let auth = req
             .app_data::<web::Data<Auth>>()
             .expect("Auth is registered");
-        ready(auth.caller(bearer(req), forwarded(req)))
+        ready(auth.caller(bearer(req), forwarded(req), peer(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Secret;
+
+    fn auth(keys: &[(&str, &str)]) -> Auth {
+        let keys: Vec<ApiKeySettings> = keys
+            .iter()
+            .map(|(key, label)| ApiKeySettings {
+                key: Secret::new(*key),
+                role: Role::Viewer,
+                outlets: Vec::new(),
+                label: (*label).to_owned(),
+            })
+            .collect();
+        let bucket = BucketSettings {
+            per_sec: 1.0,
+            burst: 1,
+        };
+        let limits = RateLimitSettings {
+            public: bucket,
+            storefront: bucket,
+            pos: bucket,
+            manager: bucket,
+            viewer: bucket,
+            admin: bucket,
+            unauthenticated: bucket,
+        };
+        Auth::new(&keys, &limits, Arc::new(crate::metrics::Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_found_only_whole() {
+        let auth = auth(&[
+            ("first-key-of-sixteen", "one"),
+            ("second-key-of-sixteen", "two"),
+        ]);
+        assert_eq!(auth.grant("second-key-of-sixteen").unwrap().label, "two");
+        assert_eq!(auth.grant("first-key-of-sixteen").unwrap().label, "one");
+        for near in [
+            "second-key-of-sixtee",
+            "second-key-of-sixteen ",
+            "second-key-of-sixteeN",
+            "",
+        ] {
+            assert!(auth.grant(near).is_none(), "{near:?}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let limiter = AddressLimiter::new(BucketSettings {
+            per_sec: 0.001,
+            burst: 2,
+        });
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.take(a).is_ok());
+        assert!(limiter.take(b).is_ok());
+        assert!(limiter.take(a).is_err(), "the same /64");
+        assert!(limiter.take(other).is_ok(), "another /64");
+        let v4: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(limiter.take(v4).is_ok());
+        assert!(limiter.take(mapped).is_ok());
+        assert!(
+            limiter.take(v4).is_err(),
+            "a mapped address is its IPv4 one"
+        );
+        assert_eq!(limiter.tracked(), 3);
     }
 }

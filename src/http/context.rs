@@ -40,13 +40,24 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
     parse_json(&read_body(req, payload, state).await?)
 }
 
-/// The raw body, refused past `http.body_limit_bytes` (declared or streamed).
+/// The raw body, refused past `http.body_limit_bytes` (declared or streamed) and past
+/// `http.body_read_secs`.
 pub(crate) async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: &AppState,
 ) -> Result<web::BytesMut, ApiError> {
-    let limit = state.settings.http.body_limit_bytes;
+    let http = &state.settings.http;
+    read_limited(req, payload, http.body_limit_bytes, http.body_read_secs).await
+}
+
+/// The whole body of `req`, refused past `limit` bytes (declared or streamed) and past `secs`.
+pub(crate) async fn read_limited<E: std::fmt::Display>(
+    req: &HttpRequest,
+    mut payload: impl futures_util::Stream<Item = Result<web::Bytes, E>> + Unpin,
+    limit: usize,
+    secs: u64,
+) -> Result<web::BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -55,15 +66,29 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::from(Invalid::new("body", e.to_string())))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::from(Invalid::new("body", e.to_string())))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    within_body_deadline(secs, read).await
+}
+
+/// `read`, or `408 request_timeout` when the body takes longer than `secs` to arrive (a
+/// slow body would otherwise hold its connection and worker for as long as it likes).
+pub(crate) async fn within_body_deadline<T>(
+    secs: u64,
+    read: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), read)
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout { secs }))
 }
 
 /// A JSON body as `T`, or a 422 naming the field.

@@ -25,6 +25,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("too many requests for this API key; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Past the budget of requests without a valid key from one client address.
+    #[error(
+        "too many requests without a valid key from this address; retry after {retry_after_secs} s"
+    )]
+    AddressRateLimited { retry_after_secs: u64 },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
     /// What the core refused or failed at.
     #[error(transparent)]
     Core(#[from] Error),
@@ -49,7 +56,8 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::AddressRateLimited { .. } => "rate_limited",
+            Self::BodyTimeout { .. } => "request_timeout",
             Self::Core(e) => e.code(),
         }
     }
@@ -85,7 +93,10 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AddressRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Core(e) => match e {
                 Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -101,6 +112,7 @@ impl ResponseError for ApiError {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         let retry_after_secs = match self {
             Self::RateLimited { retry_after_secs }
+            | Self::AddressRateLimited { retry_after_secs }
             | Self::Core(Error::Overloaded {
                 retry_after_secs, ..
             }) => Some(*retry_after_secs),

@@ -34,10 +34,9 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::Method;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use anyhow::Context;
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tracing::debug;
@@ -209,14 +208,19 @@ where
                 return service.call(req).await;
             }
             // The body of a request that may be forwarded, read once and given back.
-            let limit = state.settings.http.body_limit_bytes;
+            let http = &state.settings.http;
             let body = if *req.method() == Method::GET {
                 Bytes::new()
             } else {
-                let declared = (req.headers().get(header::CONTENT_LENGTH))
-                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-                match read_all(declared, req.take_payload(), limit).await {
-                    Ok(body) => body,
+                let (request, payload) = (req.request().clone(), req.take_payload());
+                let read = super::context::read_limited(
+                    &request,
+                    payload,
+                    http.body_limit_bytes,
+                    http.body_read_secs,
+                );
+                match read.await {
+                    Ok(body) => body.freeze(),
                     Err(e) => return Ok(req.error_response(e)),
                 }
             };
@@ -311,31 +315,6 @@ fn forwardable(method: &Method, path: &str) -> bool {
 
 fn path_and_query(req: &HttpRequest) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
-}
-
-/// The whole body, refused past `limit` (the handlers' own limit), declared or streamed.
-async fn read_all(
-    declared: Option<usize>,
-    mut payload: Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::from(crate::domain::Invalid::new(
-                "body",
-                format!("reading it: {e}"),
-            ))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// Headers that belong to one connection, not to the request or the answer (RFC 9110

@@ -108,6 +108,7 @@ pub fn app(
 > {
     let metrics = state.shared.metrics.clone();
     let auth = state.auth.clone();
+    let address_auth = state.auth.clone();
     // The owner of an outlet may wait for the ledger before it answers a confirm.
     let forward_timeout =
         std::time::Duration::from_secs(state.settings.ledger.durable_wait_secs + 5);
@@ -124,6 +125,24 @@ pub fn app(
         )
         .configure(routes)
         .wrap(forward::Forwarding::new(forward_timeout))
+        .wrap_fn(move |req, srv| {
+            // A request that names no key at all is charged to its client address here (one
+            // that names an unknown key, when its key is looked up).
+            let keyless = !req
+                .headers()
+                .contains_key(actix_web::http::header::AUTHORIZATION)
+                && !(req.query_string().split('&')).any(|p| p.split('=').next() == Some("key"));
+            let refused = keyless
+                .then(|| address_auth.charge_address(auth::peer(req.request())).err())
+                .flatten();
+            match refused {
+                Some(e) => {
+                    let res = req.error_response(e);
+                    futures_util::future::Either::Left(futures_util::future::ready(Ok(res)))
+                }
+                None => futures_util::future::Either::Right(srv.call(req)),
+            }
+        })
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             // A bounded label set: a made-up method is `other`, an unmatched path `unmatched`.

@@ -32,7 +32,7 @@ pub async fn create(
     let body: MovementRequest = json_body(&req, payload, &state).await?;
     let movement = body.parse(&state.catalogue, &state.settings.movements)?;
     caller.require(Action::Move(movement.kind), Some(&movement.outlet))?;
-    let applied = apply(&state, &movement).await?;
+    let applied = apply(&state, &movement, caller.by()).await?;
     Ok(HttpResponse::Created().json(applied_json(&applied)))
 }
 

@@ -381,6 +381,9 @@ pub struct LedgerEntry {
     pub qty: Option<i64>,
     pub event_at: Option<String>,
     pub expires_at: Option<String>,
+    /// Who made the change: the label of the request's API key, or `expiry`, `reroute`,
+    /// `mqtt`, `whatsapp`, `import`, `reconciler` (absent on documents older than it).
+    pub by: Option<String>,
 }
 
 /// A page of an outlet's ledger in seq order.
@@ -427,19 +430,20 @@ pub struct Zone {
     pub outlets: Vec<ZoneOutlet>,
 }
 
-/// `/readyz`: each dependency's state.
+/// `/readyz`: without a key only `status`; with a key that may read metrics, each
+/// dependency's state and this process's outlets too.
 #[derive(ToSchema)]
 pub struct Readiness {
-    /// `ready` when everything is reachable.
-    pub status: Option<String>,
-    /// `ok`, or `down: <why>`.
-    pub redis: String,
-    pub mongo: String,
-    pub mqtt: String,
-    /// This process's `cluster.node_id`.
-    pub node: String,
-    /// The outlets this process owns now (through their leases), sorted.
-    pub owns: Vec<String>,
+    /// `ready` when everything is reachable, else `unavailable`.
+    pub status: String,
+    /// `ok`, or `down: <why>` (with a key).
+    pub redis: Option<String>,
+    pub mongo: Option<String>,
+    pub mqtt: Option<String>,
+    /// This process's `cluster.node_id` (with a key).
+    pub node: Option<String>,
+    /// The outlets this process owns now (through their leases), sorted (with a key).
+    pub owns: Option<Vec<String>>,
     /// `unavailable` when something is not.
     pub error: Option<String>,
     pub message: Option<String>,

@@ -16,26 +16,47 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Readiness: Redis, MongoDB and the MQTT session; and which outlets this process owns.
+/// Anyone may ask whether the process is ready; what is down and why, and which outlets it
+/// owns, only a key that may read metrics learns. One check (at most one a second) answers
+/// every caller.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
+    security((), ("api_key" = [])),
     responses(
         (status = 200, description = "Every dependency is reachable", body = Readiness),
-        (status = 503, description = "Something is not; `message` says what", body = Readiness),
+        (status = 401, description = "An unknown key", body = Error),
+        (status = 403, description = "The key's role may not read metrics", body = Error),
+        (status = 503, description = "Something is not; with a key, `message` says what", body = Readiness),
     ))]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let report = state.health.check().await;
-    let owners = &state.shared.owners;
-    let mut body = json!({
-        "redis": report.redis, "mongo": report.mongo, "mqtt": report.mqtt,
-        "node": owners.node, "owns": owners.ids(),
-    });
-    if report.ready() {
-        body["status"] = "ready".into();
-        HttpResponse::Ok().json(body)
-    } else {
-        body["error"] = "unavailable".into();
-        body["message"] = format!("not ready: {}", report.down().join(", ")).into();
-        HttpResponse::ServiceUnavailable().json(body)
+pub async fn readyz(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let detailed = req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION);
+    if detailed {
+        Caller::from_request_or_key(&req, &state.auth, None)?.require(Action::ReadMetrics, None)?;
     }
+    let report = state.health.report().await;
+    let mut body = json!({"status": if report.ready() { "ready" } else { "unavailable" }});
+    if detailed {
+        let owners = &state.shared.owners;
+        body["redis"] = report.redis.clone().into();
+        body["mongo"] = report.mongo.clone().into();
+        body["mqtt"] = report.mqtt.clone().into();
+        body["node"] = owners.node.clone().into();
+        body["owns"] = json!(owners.ids());
+    }
+    if report.ready() {
+        return Ok(HttpResponse::Ok().json(body));
+    }
+    body["error"] = "unavailable".into();
+    if detailed {
+        body["message"] = format!("not ready: {}", report.down().join(", ")).into();
+    }
+    Ok(HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+        .json(body))
 }
 
 /// Prometheus metrics: request latency per route, reservations by outcome, oversells,

@@ -134,7 +134,15 @@ pub async fn create(
             );
         }
     }
-    let mut hold = Hold::new(&target, idem, lines, channel, ttl_secs, body.customer_ref);
+    let mut hold = Hold::new(
+        &target,
+        idem,
+        lines,
+        channel,
+        ttl_secs,
+        body.customer_ref,
+        caller.by(),
+    );
     // A hold forwarded here already took its one hop: it passes over an outlet a third
     // process owns rather than answer 503.
     let forwarded = actix_web::HttpMessage::extensions(&req)
@@ -221,7 +229,7 @@ pub async fn confirm(
     let body: ConfirmRequest = json_body(&req, payload, &state).await?;
     // Payment references are opaque ids of the payment provider.
     let payment_ref = EventId::parse("payment_ref", &body.payment_ref)?.to_string();
-    let res = checkout::confirm(&state, &id, payment_ref).await?;
+    let res = checkout::confirm(&state, &id, payment_ref, caller.by()).await?;
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }
 
@@ -246,6 +254,6 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::Reserve, None)?;
     let id = path_id(&path)?;
-    let res = checkout::cancel(&state, &id).await?;
+    let res = checkout::cancel(&state, &id, caller.by()).await?;
     Ok(HttpResponse::Ok().json(reservation_json(&res)))
 }

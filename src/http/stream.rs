@@ -45,7 +45,7 @@ fn sse(event: &str, data: &serde_json::Value) -> Bytes {
         (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
         (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
         (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
-        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients, or the key holds `streams.clients_per_key_max`", body = super::openapi::Error),
     ))]
 pub async fn stream(
     req: HttpRequest,
@@ -58,10 +58,12 @@ pub async fn stream(
     // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?
         .with_reservations(caller.reservation_scope());
-    let member =
-        state.shared.hub.join().ok_or_else(|| {
-            ApiError::unavailable("too many live stream clients; try again shortly")
-        })?;
+    let member = state.shared.hub.join(&caller.0.label).map_err(|full| {
+        (state.shared.metrics.stream_refused)
+            .with_label_values(&["sse", full.reason()])
+            .inc();
+        ApiError::unavailable(full.message())
+    })?;
     // Subscribed first, snapshot second: a change in between is in both, and the seq check
     // below drops the older copy. Nothing falls between them.
     let snapshot = filter.snapshot(&state.catalogue, &state.shared.stock);

@@ -66,7 +66,7 @@ struct Subscribe {
         (status = 403, description = "The key's role may not read stock", body = super::openapi::Error),
         (status = 422, description = "Unknown outlet or SKU in a filter, or an unknown parameter", body = super::openapi::Error),
         (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = super::openapi::Error),
-        (status = 503, description = "Past `streams.clients_max` live clients", body = super::openapi::Error),
+        (status = 503, description = "Past `streams.clients_max` live clients, or the key holds `streams.clients_per_key_max`", body = super::openapi::Error),
     ))]
 pub async fn ws(
     req: HttpRequest,
@@ -79,12 +79,23 @@ pub async fn ws(
     caller.require(Action::ReadStock, None)?;
     let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())
         .map_err(ApiError::from)?;
-    let member =
-        state.shared.hub.join().ok_or_else(|| {
-            ApiError::unavailable("too many live stream clients; try again shortly")
-        })?;
+    let member = state.shared.hub.join(&caller.0.label).map_err(|full| {
+        (state.shared.metrics.stream_refused)
+            .with_label_values(&["ws", full.reason()])
+            .inc();
+        ApiError::unavailable(full.message())
+    })?;
     // Confirmed orders name customers' reservations: only those the key may read.
+    let subscribes = {
+        let b = state.settings.streams.subscribe;
+        let burst = std::num::NonZeroU32::new(b.burst).expect("checked at load");
+        let quota = governor::Quota::with_period(Duration::from_secs_f64(1.0 / b.per_sec))
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
+            .allow_burst(burst);
+        governor::RateLimiter::direct(quota)
+    };
     let session = WsSession {
+        subscribes,
         orders: caller.reservation_scope(),
         state: state.clone(),
         filter,
@@ -96,6 +107,8 @@ pub async fn ws(
 }
 
 struct WsSession {
+    /// The budget of `subscribe` messages (`streams.subscribe`): each sends a snapshot.
+    subscribes: governor::DefaultDirectRateLimiter,
     /// Whether this client may see `order` frames.
     orders: crate::hub::ReservationScope,
     state: web::Data<AppState>,
@@ -133,6 +146,20 @@ impl WsSession {
         ctx.text(
             json!({"type": "error", "error": "validation_failed", "message": message}).to_string(),
         );
+    }
+
+    /// Takes one `subscribe` from the budget, or tells the client it is past it (its filter
+    /// stays as it was).
+    fn may_subscribe(&self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.subscribes.check().is_ok() {
+            return true;
+        }
+        (self.state.shared.metrics.stream_refused)
+            .with_label_values(&["ws", "subscribe_rate"])
+            .inc();
+        let message = "too many subscribe messages; the filter is unchanged, try again shortly";
+        ctx.text(json!({"type": "error", "error": "rate_limited", "message": message}).to_string());
+        false
     }
 }
 
@@ -256,6 +283,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     Ok(m) => m,
                     Err(e) => return Self::error(ctx, &e.to_string()),
                 };
+                if !self.may_subscribe(ctx) {
+                    return;
+                }
                 match Filter::from_lists(
                     &self.state.catalogue,
                     parsed.subscribe.outlets,

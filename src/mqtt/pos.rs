@@ -120,7 +120,7 @@ impl Intake {
         };
         let mut delay = RETRY_DELAY_MIN;
         loop {
-            match apply(&self.services, &movement).await {
+            match apply(&self.services, &movement, "mqtt".into()).await {
                 Ok(_) => {
                     metrics
                         .mqtt_messages_in

@@ -53,6 +53,8 @@ local handlers = {
 }
 local ops, results = cjson.decode(ARGV[3]), {}
 for i, op in ipairs(ops) do
+  -- Every operation names who made it, but the reconciler's own (audit, heal).
+  BY = op.by or 'reconciler'
   results[i] = handlers[op.op](op)
 end
 

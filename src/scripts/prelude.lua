@@ -11,6 +11,8 @@ local K_ON_HAND, K_RESERVED, K_SKU_SEQ, K_SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local K_RES, K_IDEM, K_EVENTS, K_OUTBOX, K_FORGET = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local OUTLET = ARGV[1]
 local NOW = tonumber(ARGV[2])
+-- Who made the operation being applied (its `by`), written into its ledger document.
+local BY = nil
 local RES_RETAIN_MS = tonumber(ARGV[5])
 local EVENT_RETAIN_MS = tonumber(ARGV[6])
 
@@ -47,6 +49,7 @@ local function append(seq, kind, lines, doc)
   doc.kind = kind
   doc.at_ms = NOW
   doc.lines = lines
+  doc.by = BY
   redis.call('XADD', K_OUTBOX, seq .. '-0', 'd', cjson.encode(doc))
 end
 

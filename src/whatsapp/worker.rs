@@ -222,6 +222,7 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
         Channel::Whatsapp,
         wa.ttl_secs as i64,
         customer_ref,
+        "whatsapp".into(),
     );
     match place(services, target, &hold).await {
         Ok(placed) => outcome(

@@ -23,6 +23,7 @@ pub use sse::*;
 pub use stores::*;
 
 pub const ADMIN: &str = "demo-admin-key-change-me";
+pub const PUBLIC: &str = "demo-public-key-change-me";
 pub const STOREFRONT: &str = "demo-storefront-key-change-me";
 pub const VIEWER: &str = "demo-viewer-key-change-me";
 pub const POS_VIJAY_NAGAR: &str = "demo-pos-indore-vijay-nagar";
