@@ -3,7 +3,7 @@
 //! All keys of one outlet carry the hash tag `{outlet}` so that one script can touch them
 //! all on Redis Cluster. The prefix stands before the tag and may not contain braces.
 
-use crate::domain::OutletId;
+use crate::domain::{digest, OutletId};
 
 /// The keys of one outlet, in the order the scripts expect them as `KEYS[1..]`.
 #[derive(Debug, Clone)]
@@ -93,6 +93,29 @@ pub fn members(prefix: &str) -> String {
     format!("{prefix}:members")
 }
 
+/// The sorted set of a WhatsApp sender's holds (member: reservation id, score: its expiry
+/// in ms), which the per-sender caps count (whatsapp/caps.rs); it expires with its last hold.
+pub fn whatsapp_sender_holds(prefix: &str, sender: &str) -> String {
+    format!("{prefix}:wa-sender:{}:holds", sender_part(sender))
+}
+
+/// The short lease of a WhatsApp sender while one process decides an order of theirs
+/// against the caps (so that two processes cannot both take the last open slot).
+pub fn whatsapp_sender_lease(prefix: &str, sender: &str) -> String {
+    format!("{prefix}:wa-sender:{}:lease", sender_part(sender))
+}
+
+/// A sender as WhatsApp gives it (digits) as is, readable; anything else by its digest, so
+/// that no character of it (a brace would make a hash tag) shapes the key.
+fn sender_part(sender: &str) -> String {
+    let digits = !sender.is_empty() && sender.len() <= 32;
+    if digits && sender.bytes().all(|b| b.is_ascii_digit()) {
+        sender.to_owned()
+    } else {
+        format!("d{}", digest(sender.as_bytes()))
+    }
+}
+
 /// Which kind of client key a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimKind {
@@ -131,5 +154,22 @@ mod tests {
         for k in keys.all().into_iter().chain([&*keys.lease, &*keys.epoch]) {
             assert!(k.starts_with("t1:{bhopal-mp-nagar}:"), "{k}");
         }
+    }
+
+    #[test]
+    fn a_whatsapp_sender_is_spelled_by_its_digits_or_else_its_digest() {
+        assert_eq!(
+            whatsapp_sender_holds("t1", "919800000001"),
+            "t1:wa-sender:919800000001:holds"
+        );
+        for odd in ["", "{919800000001}", "91 98", "9".repeat(33).as_str()] {
+            let key = whatsapp_sender_lease("t1", odd);
+            assert!(key.starts_with("t1:wa-sender:d"), "{key}");
+            assert!(!key.contains(['{', '}', ' ']), "{key}");
+        }
+        assert_ne!(
+            whatsapp_sender_holds("t1", ""),
+            whatsapp_sender_holds("t1", "x")
+        );
     }
 }

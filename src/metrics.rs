@@ -31,6 +31,7 @@ pub struct Metrics {
     pub ledger_lag_entries: IntGaugeVec,
     pub ledger_insert_seconds: Histogram,
     pub shed: IntCounterVec,
+    pub whatsapp_refused: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub mqtt_reconnects: IntCounter,
     pub mqtt_messages_in: IntCounterVec,
@@ -246,6 +247,17 @@ impl Metrics {
             &["outlet", "operation", "reason"],
         )
         .expect("metric");
+        let whatsapp_refused = IntCounterVec::new(
+            Opts::new(
+                "whatsapp_refused_total",
+                "WhatsApp orders refused by the per-sender caps, nothing held: a sender of \
+                 whatsapp.senders past its open holds or units (sender_cap), a sender not in \
+                 it past the unknown sender's caps or under unknown_sender = refuse \
+                 (unknown_sender)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
 
         let mqtt_connected =
             IntGauge::new("mqtt_connected", "1 while the MQTT session is connected")
@@ -382,6 +394,7 @@ impl Metrics {
             Box::new(ledger_lag_entries.clone()),
             Box::new(ledger_insert_seconds.clone()),
             Box::new(shed.clone()),
+            Box::new(whatsapp_refused.clone()),
             Box::new(mqtt_connected.clone()),
             Box::new(mqtt_reconnects.clone()),
             Box::new(mqtt_messages_in.clone()),
@@ -439,6 +452,7 @@ impl Metrics {
             ledger_lag_entries,
             ledger_insert_seconds,
             shed,
+            whatsapp_refused,
             mqtt_connected,
             mqtt_reconnects,
             mqtt_messages_in,

@@ -18,7 +18,7 @@ use crate::zones::Zones;
 
 pub struct Services {
     /// What the actors share; beyond it, the core uses the store only for chain-wide claims
-    /// of client keys (`claim_key`).
+    /// of client keys (`claim_key`), and the WhatsApp worker for its per-sender holds.
     pub shared: Shared,
     pub catalogue: Arc<Catalogue>,
     pub settings: Arc<Settings>,

@@ -68,7 +68,56 @@ pub struct WhatsAppSettings {
     /// Sender phone number (as WhatsApp gives it, digits) → delivery PIN.
     #[serde(default)]
     pub senders: std::collections::HashMap<String, String>,
+    /// Holds a sender of `senders` may have open at once (held: not yet confirmed,
+    /// cancelled or expired); an order past it is refused, nothing held.
+    #[serde(default = "default_sender_open_holds_max")]
+    pub sender_open_holds_max: usize,
+    /// Units a sender of `senders` may have held at once, summed over its open holds and
+    /// the new order.
+    #[serde(default = "default_sender_units_max")]
+    pub sender_units_max: i64,
+    /// What becomes of an order from a sender not in `senders` (held at `default_outlet`).
+    #[serde(default)]
+    pub unknown_sender: UnknownSenderPolicy,
+    /// Under `unknown_sender = "cap"`: holds one unknown sender may have open at once.
+    #[serde(default = "default_unknown_sender_open_holds_max")]
+    pub unknown_sender_open_holds_max: usize,
+    /// Under `unknown_sender = "cap"`: units one unknown sender may have held at once.
+    #[serde(default = "default_unknown_sender_units_max")]
+    pub unknown_sender_units_max: i64,
 }
+
+/// What becomes of a WhatsApp order from a sender not in `whatsapp.senders`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSenderPolicy {
+    /// Held at `default_outlet` within the small `unknown_sender_*_max` caps.
+    #[default]
+    Cap,
+    /// Never held: refused, with nothing held.
+    Refuse,
+}
+
+/// A family's festival order: a few boxes, a few open orders at once.
+fn default_sender_open_holds_max() -> usize {
+    3
+}
+
+fn default_sender_units_max() -> i64 {
+    50
+}
+
+/// Enough for a stranger to try the shop, not to lock its shelf.
+fn default_unknown_sender_open_holds_max() -> usize {
+    1
+}
+
+fn default_unknown_sender_units_max() -> i64 {
+    5
+}
+
+/// Most open holds a sender may be allowed: each order reads every open hold of its sender.
+const SENDER_OPEN_HOLDS_MAX: usize = 100;
 
 /// A token bucket: `per_sec` requests per second on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -389,6 +438,30 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The per-sender caps of WhatsApp holds: each at least 1, an unknown sender's no
+    /// larger than a mapped one's.
+    fn check_whatsapp(&self) -> anyhow::Result<()> {
+        let w = &self.whatsapp;
+        if !(1..=SENDER_OPEN_HOLDS_MAX).contains(&w.sender_open_holds_max) || w.sender_units_max < 1
+        {
+            bail!(
+                "whatsapp.sender_open_holds_max must be 1 to {SENDER_OPEN_HOLDS_MAX} and \
+                 whatsapp.sender_units_max at least 1"
+            );
+        }
+        if w.unknown_sender == UnknownSenderPolicy::Cap
+            && !((1..=w.sender_open_holds_max).contains(&w.unknown_sender_open_holds_max)
+                && (1..=w.sender_units_max).contains(&w.unknown_sender_units_max))
+        {
+            bail!(
+                "whatsapp.unknown_sender_open_holds_max and whatsapp.unknown_sender_units_max \
+                 must be at least 1 and at most whatsapp.sender_open_holds_max and \
+                 whatsapp.sender_units_max: an unknown sender may not hold more than a known one"
+            );
+        }
+        Ok(())
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         self.check_secrets()?;
         if self.redis.key_prefix.contains(['{', '}']) {
@@ -461,6 +534,7 @@ impl Settings {
         if self.http.body_read_secs == 0 || self.http.write_deadline_secs == 0 {
             bail!("http.body_read_secs and http.write_deadline_secs must be at least 1");
         }
+        self.check_whatsapp()?;
         let mut seen = HashSet::new();
         let mut labels = HashSet::new();
         for key in &self.api_keys {
@@ -485,5 +559,39 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Settings {
+        Settings::load(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml").as_ref())
+            .expect("config.toml loads")
+    }
+
+    #[test]
+    fn whatsapp_sender_caps_are_checked_at_load() {
+        let ok = shipped();
+        assert_eq!(ok.whatsapp.unknown_sender, UnknownSenderPolicy::Cap);
+        assert!(ok.check().is_ok());
+        let cases: [fn(&mut WhatsAppSettings); 5] = [
+            |w| w.sender_open_holds_max = 0,
+            |w| w.sender_open_holds_max = SENDER_OPEN_HOLDS_MAX + 1,
+            |w| w.sender_units_max = 0,
+            |w| w.unknown_sender_units_max = w.sender_units_max + 1,
+            |w| w.unknown_sender_open_holds_max = 0,
+        ];
+        for (i, break_it) in cases.into_iter().enumerate() {
+            let mut s = shipped();
+            break_it(&mut s.whatsapp);
+            assert!(s.check().is_err(), "case {i} passed the check");
+        }
+        // Under "refuse" the unknown sender's caps are not used, so not checked.
+        let mut refuse = shipped();
+        refuse.whatsapp.unknown_sender = UnknownSenderPolicy::Refuse;
+        refuse.whatsapp.unknown_sender_units_max = 0;
+        assert!(refuse.check().is_ok());
     }
 }

@@ -1,7 +1,8 @@
 //! The Redis side: the outlet scripts, their operations and outcomes, and the outbox.
 //!
 //! Only `OutletActor` calls `apply`, `snapshot` and `restore`; only `LedgerWriter` reads and
-//! trims outboxes. Nothing else talks to Redis.
+//! trims outboxes; only the WhatsApp worker counts a sender's holds (`sender_holds` and the
+//! rest, for whatsapp/caps.rs). Nothing else talks to Redis.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -522,18 +523,119 @@ impl RedisStore {
     /// Leases a client key for a routed request (30 s at most); `None` when another request
     /// holds the lease.
     pub async fn lease(&self, kind: ClaimKind, key: &str) -> anyhow::Result<Option<String>> {
+        (self
+            .lease_at(&crate::keys::lease(&self.prefix, kind, key))
+            .await)
+            .context("leasing a client key")
+    }
+
+    /// Sets `key` to a fresh nonce for 30 s unless it is set; the nonce, or `None` when
+    /// another holds the lease.
+    async fn lease_at(&self, key: &str) -> anyhow::Result<Option<String>> {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(crate::keys::lease(&self.prefix, kind, key))
+            .arg(key)
             .arg(&nonce)
             .arg("NX")
             .arg("EX")
             .arg(30)
             .query_async(&mut conn)
-            .await
-            .context("leasing a client key")?;
+            .await?;
         Ok(set.map(|_| nonce))
+    }
+
+    /// Leases a WhatsApp sender while its order is decided against the per-sender caps (30 s
+    /// at most); `None` when another process is deciding one of theirs.
+    pub async fn lease_sender(&self, sender: &str) -> anyhow::Result<Option<String>> {
+        (self
+            .lease_at(&crate::keys::whatsapp_sender_lease(&self.prefix, sender))
+            .await)
+            .context("leasing a WhatsApp sender")
+    }
+
+    pub async fn unlease_sender(&self, sender: &str, nonce: &str) -> anyhow::Result<()> {
+        let key = crate::keys::whatsapp_sender_lease(&self.prefix, sender);
+        (self.delete_if(&key, nonce).await).context("releasing a WhatsApp sender's lease")
+    }
+
+    /// The holds of a WhatsApp sender whose time has not run out by `now_ms`; those past it
+    /// are forgotten on the way, in the same atomic round trip.
+    pub async fn sender_holds(
+        &self,
+        sender: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<ReservationId>> {
+        let key = crate::keys::whatsapp_sender_holds(&self.prefix, sender);
+        let mut conn = self.conn.clone();
+        let (live,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_ms)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .context("reading a WhatsApp sender's holds")?;
+        (live.iter())
+            .map(|id| ReservationId::parse("id", id).context("a WhatsApp sender's hold"))
+            .collect()
+    }
+
+    /// Counts a hold of a WhatsApp sender until `expires_at` (ms). The set expires with the
+    /// last of its holds (set when it has no expiry, else moved only later).
+    pub async fn add_sender_hold(
+        &self,
+        sender: &str,
+        id: &ReservationId,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
+        let key = crate::keys::whatsapp_sender_holds(&self.prefix, sender);
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(expires_at)
+            .arg(id.as_str())
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(expires_at)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(expires_at)
+            .arg("GT")
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .context("counting a WhatsApp sender's hold")
+    }
+
+    /// Stops counting holds of a WhatsApp sender that ended (confirmed, cancelled, expired).
+    pub async fn forget_sender_holds(
+        &self,
+        sender: &str,
+        ids: &[ReservationId],
+    ) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(crate::keys::whatsapp_sender_holds(&self.prefix, sender))
+            .arg(ids.iter().map(ReservationId::as_str).collect::<Vec<_>>())
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("forgetting a WhatsApp sender's ended holds")?;
+        Ok(())
     }
 
     pub async fn unlease(&self, kind: ClaimKind, key: &str, nonce: &str) -> anyhow::Result<()> {

@@ -194,3 +194,233 @@ async fn unknown_skus_and_other_messages_are_recorded_and_make_no_reservation() 
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
     app.finish().await;
 }
+
+/// Not in `[whatsapp.senders]`: its orders go to `whatsapp.default_outlet` (OUTLET).
+const UNKNOWN_SENDER: &str = "919800000099";
+
+fn order_from(sender: &str, id: &str, items: Value) -> Value {
+    let mut body = webhook(order(id, items));
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["from"] = json!(sender);
+    body
+}
+
+/// The record of message `id` once the worker has decided it.
+async fn decided(app: &TestApp, id: &str) -> Document {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let record = records(app).await.into_iter().find(|d| {
+            d.get_str("_id") == Ok(id) && d.get_str("status").is_ok_and(|s| s != "queued")
+        });
+        if let Some(record) = record {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message {id} was not decided"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_unknown_senders_order_of_10000_units_holds_nothing() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10_000).await;
+    let before = redis_snapshot(&app.settings, OUTLET).await;
+    let body = order_from(
+        UNKNOWN_SENDER,
+        "wamid.lock-it-all",
+        json!([{"product_retailer_id": SKU, "quantity": 10_000}]),
+    );
+
+    assert_eq!(signed(&app, &body).await.status(), StatusCode::OK);
+
+    let record = decided(&app, "wamid.lock-it-all").await;
+    assert_eq!(record.get_str("status").unwrap(), "refused", "{record}");
+    assert_eq!(record.get_str("reason").unwrap(), "unknown_sender");
+    let stock = app.stock(OUTLET, SKU).await;
+    assert_eq!(
+        (stock["reserved"].as_i64(), stock["available"].as_i64()),
+        (Some(0), Some(10_000))
+    );
+    let after = redis_snapshot(&app.settings, OUTLET).await;
+    assert_eq!(after.seq, before.seq, "nothing was committed at the outlet");
+    assert_eq!(after.counters, before.counters);
+    assert!(after.held.is_empty());
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
+        )
+        .await,
+        1.0
+    );
+    app.finish().await;
+}
+
+/// Sends one order of `qty` of SKU from `sender` and waits for its record.
+async fn order_and_wait(app: &TestApp, sender: &str, id: &str, qty: i64) -> Document {
+    let body = order_from(
+        sender,
+        id,
+        json!([{"product_retailer_id": SKU, "quantity": qty}]),
+    );
+    assert_eq!(signed(app, &body).await.status(), StatusCode::OK);
+    decided(app, id).await
+}
+
+fn status(record: &Document) -> &str {
+    record.get_str("status").unwrap()
+}
+
+#[actix_web::test]
+async fn an_unknown_sender_holds_within_its_small_cap_until_its_hold_is_cancelled() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 100).await;
+
+    // The shipped caps for a sender not in [whatsapp.senders]: 1 open hold, 5 units.
+    let first = order_and_wait(&app, UNKNOWN_SENDER, "wamid.u1", 5).await;
+    let second = order_and_wait(&app, UNKNOWN_SENDER, "wamid.u2", 1).await;
+
+    assert_eq!(status(&first), "held", "{first}");
+    assert_eq!(status(&second), "refused", "{second}");
+    assert_eq!(second.get_str("reason").unwrap(), "unknown_sender");
+    assert_eq!(second.get_i64("open_holds").unwrap(), 1);
+    assert_eq!(second.get_i64("open_units").unwrap(), 5);
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 5);
+
+    let id = first.get_str("reservation").unwrap();
+    let cancel = app
+        .post(
+            &format!("/v1/reservations/{id}/cancel"),
+            STOREFRONT,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let third = order_and_wait(&app, UNKNOWN_SENDER, "wamid.u3", 5).await;
+
+    assert_eq!(
+        status(&third),
+        "held",
+        "a cancelled hold is no longer open: {third}"
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 5);
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
+        )
+        .await,
+        1.0
+    );
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn unknown_senders_are_refused_outright_under_the_refuse_policy() {
+    let mut settings = test_settings();
+    settings.whatsapp.unknown_sender = shelfsync::settings::UnknownSenderPolicy::Refuse;
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 100).await;
+
+    let stranger = order_and_wait(&app, UNKNOWN_SENDER, "wamid.stranger", 1).await;
+    let known = order_and_wait(&app, SENDER, "wamid.known", 1).await;
+
+    assert_eq!(status(&stranger), "refused", "{stranger}");
+    assert_eq!(stranger.get_str("reason").unwrap(), "unknown_sender");
+    assert_eq!(
+        status(&known),
+        "held",
+        "a mapped sender is not refused: {known}"
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 1);
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
+        )
+        .await,
+        1.0
+    );
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_known_senders_fourth_open_hold_is_refused_until_its_holds_expire() {
+    let mut settings = test_settings();
+    settings.whatsapp.ttl_secs = 3;
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 100).await;
+    for i in 1..=3 {
+        let record = order_and_wait(&app, SENDER, &format!("wamid.k{i}"), 1).await;
+        assert_eq!(status(&record), "held", "{record}");
+    }
+    let before = redis_snapshot(&app.settings, OUTLET).await;
+
+    let fourth = order_and_wait(&app, SENDER, "wamid.k4", 1).await;
+
+    assert_eq!(status(&fourth), "refused", "{fourth}");
+    assert_eq!(fourth.get_str("reason").unwrap(), "sender_cap");
+    assert_eq!(fourth.get_i64("open_holds").unwrap(), 3);
+    let after = redis_snapshot(&app.settings, OUTLET).await;
+    assert_eq!(after.seq, before.seq, "a refused order commits nothing");
+    assert_eq!(after.counters, before.counters);
+    assert_eq!(
+        metric(
+            &app,
+            r#"shelfsync_whatsapp_refused_total{reason="sender_cap"}"#
+        )
+        .await,
+        1.0
+    );
+
+    // Once the expiry timer has released the three, the sender may order again.
+    assert!(
+        eventually(15, || async {
+            app.stock(OUTLET, SKU).await["reserved"] == 0
+        })
+        .await
+    );
+    let fifth = order_and_wait(&app, SENDER, "wamid.k5", 1).await;
+    assert_eq!(status(&fifth), "held", "{fifth}");
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 1);
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_known_senders_units_are_capped_across_its_open_holds_until_one_is_confirmed() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 200).await;
+
+    // The shipped caps for a mapped sender: 50 units across its open holds.
+    let big = order_and_wait(&app, SENDER, "wamid.big", 40).await;
+    let over = order_and_wait(&app, SENDER, "wamid.over", 11).await;
+    let fits = order_and_wait(&app, SENDER, "wamid.fits", 10).await;
+
+    assert_eq!(status(&big), "held", "{big}");
+    assert_eq!(status(&over), "refused", "{over}");
+    assert_eq!(over.get_str("reason").unwrap(), "sender_cap");
+    assert_eq!(over.get_i64("open_units").unwrap(), 40);
+    assert_eq!(status(&fits), "held", "{fits}");
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 50);
+
+    let id = big.get_str("reservation").unwrap();
+    let paid = app
+        .post(
+            &format!("/v1/reservations/{id}/confirm"),
+            STOREFRONT,
+            json!({"payment_ref": "upi-wa-big"}),
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+    let again = order_and_wait(&app, SENDER, "wamid.again", 40).await;
+
+    assert_eq!(
+        status(&again),
+        "held",
+        "a confirmed hold is no longer open: {again}"
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 50);
+    app.finish().await;
+}

@@ -25,8 +25,9 @@ use crate::zones::{Pin, ZoneOutlet};
 /// Keys the service makes for itself (re-routes, WhatsApp orders); clients may not use them.
 pub const REROUTE_KEY_PREFIX: &str = "rr-";
 pub const WHATSAPP_KEY_PREFIX: &str = "wa-";
-/// Moves of a re-routed reservation a cancel follows.
-const REROUTE_HOPS_MAX: usize = 4;
+/// Moves of a re-routed reservation a cancel (or the WhatsApp caps, counting a hold)
+/// follows.
+pub const REROUTE_HOPS_MAX: usize = 4;
 
 /// Where to hold a cart.
 pub enum Target {

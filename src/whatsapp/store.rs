@@ -1,6 +1,6 @@
 //! `whatsapp_messages`: every message the webhook accepted, kept before its 200 and then
-//! decided once (`queued` → `held`, `out_of_stock`, `unknown_sku`, `invalid`, `ignored`,
-//! `failed`). Every write is idempotent: a record is created with `$setOnInsert` by its id,
+//! decided once (`queued` → `held`, `out_of_stock`, `refused`, `unknown_sku`, `invalid`,
+//! `ignored`, `failed`). Every write is idempotent: a record is created with `$setOnInsert` by its id,
 //! and decided only while it is still `queued`.
 
 use anyhow::Context;

@@ -1,7 +1,8 @@
 //! The worker that turns kept WhatsApp messages into reservations: fed by a bounded queue
 //! from the webhook and by a sweep of what is still `queued` (after a restart, a full queue,
 //! or a store that was down). Each `order` message becomes a hold with a key derived from
-//! the message id, so a message is held at most once, whichever of the two gets it.
+//! the message id, so a message is held at most once, whichever of the two gets it, and
+//! only within its sender's caps (`caps.rs`): past them it is `refused`, nothing held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,13 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::caps::{self, Caps, Refusal};
 use super::message::{messages, Message, Order};
 use super::store::{Messages, Queued};
 use crate::checkout::{place, Hold, Target, WHATSAPP_KEY_PREFIX};
 use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, Qty, Sku};
 use crate::error::Error;
+use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::zones::Pin;
 
@@ -208,6 +211,13 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
             Err(e) => return outcome("invalid", Some(json!({"reason": e.to_string()}))),
         },
     };
+    let Some(caps) = Caps::of(wa, &m.from) else {
+        return refused(
+            services,
+            Refusal::UnknownSender,
+            json!({"policy": "an unknown sender's orders are refused (whatsapp.unknown_sender)"}),
+        );
+    };
     // Message ids carry characters idempotency keys do not allow: the key is their digest.
     let idem = IdempotencyKey::parse(
         "id",
@@ -215,26 +225,107 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
     )
     .expect("a hex digest is a valid key");
     let customer_ref = (!m.from.is_empty()).then(|| format!("whatsapp:{}", m.from));
+    let units = caps::units(&lines);
     let hold = Hold::new(
         &target,
-        idem,
+        idem.clone(),
         lines,
         Channel::Whatsapp,
         wa.ttl_secs as i64,
         customer_ref,
         "whatsapp".into(),
     );
-    match place(services, target, &hold).await {
-        Ok(placed) => outcome(
-            "held",
-            Some(json!({"reservation": placed.res.id, "outlet": placed.res.id.outlet()})),
-        ),
+    // One order of a sender at a time, chain-wide: two processes must not both see a free
+    // slot and both take it. A sender leased elsewhere waits for the sweep.
+    let store = &services.shared.store;
+    let lease = match store.lease_sender(&m.from).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return outcome("unavailable", None),
+        Err(e) => {
+            warn!(message = %m.id, error = %format!("{e:#}"), "leasing a WhatsApp sender failed; the sweep tries again");
+            return outcome("unavailable", None);
+        }
+    };
+    let decided = hold_within_caps(services, m, caps, &idem, units, target, &hold).await;
+    if let Err(e) = store.unlease_sender(&m.from, &lease).await {
+        warn!(error = %format!("{e:#}"), "releasing a WhatsApp sender's lease failed; it expires by itself");
+    }
+    decided
+}
+
+/// Holds the order if it fits the sender's caps, and counts the hold among the sender's;
+/// an order past them is refused with nothing held.
+async fn hold_within_caps(
+    services: &Services,
+    m: &Message,
+    caps: Caps,
+    idem: &IdempotencyKey,
+    units: i64,
+    target: Target,
+    hold: &Hold,
+) -> Document {
+    let store = &services.shared.store;
+    // A key claimed already is a message held before whose record was not written: `place`
+    // replays its first answer, and its hold is one of those the sender has open.
+    let tried = store
+        .claim_owner(ClaimKind::Reservation, idem.as_str())
+        .await;
+    let open = match tried {
+        Ok(Some(_)) => None,
+        Ok(None) => match caps::open(store, &m.from).await {
+            Ok(open) => Some(open),
+            Err(e) => {
+                warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp sender's holds failed; the sweep tries again");
+                return outcome("unavailable", None);
+            }
+        },
+        Err(e) => {
+            warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp order's claim failed; the sweep tries again");
+            return outcome("unavailable", None);
+        }
+    };
+    if let Some(open) = open.filter(|open| !caps.fits(*open, units)) {
+        return refused(
+            services,
+            caps.refusal,
+            json!({"units": units, "open_holds": open.holds, "open_units": open.units,
+                "open_holds_max": caps.open_holds_max, "units_max": caps.units_max}),
+        );
+    }
+    match place(services, target, hold).await {
+        Ok(placed) => {
+            let res = &placed.res;
+            if let Err(e) = store
+                .add_sender_hold(&m.from, &res.id, res.expires_at)
+                .await
+            {
+                // Left queued: the sweep's replay of the same key counts it.
+                warn!(message = %m.id, error = %format!("{e:#}"), "counting a WhatsApp sender's hold failed; the sweep tries again");
+                return outcome("unavailable", None);
+            }
+            outcome(
+                "held",
+                Some(json!({"reservation": res.id, "outlet": res.id.outlet()})),
+            )
+        }
         Err(Error::OutOfStock { lines, .. }) => {
             outcome("out_of_stock", Some(json!({"lines": lines})))
         }
         Err(Error::Unavailable(_) | Error::Overloaded { .. }) => outcome("unavailable", None),
         Err(e) => outcome("failed", Some(json!({"reason": e.to_string()}))),
     }
+}
+
+/// An order refused by the sender's caps (or the unknown-sender policy), nothing held:
+/// recorded `refused` with its `reason` and counted in `shelfsync_whatsapp_refused_total`.
+fn refused(services: &Services, refusal: Refusal, detail: Value) -> Document {
+    let reason = refusal.as_str();
+    (services.shared.metrics.whatsapp_refused)
+        .with_label_values(&[reason])
+        .inc();
+    let mut record = outcome("refused", Some(detail));
+    record.insert("reason", reason);
+    record
 }
 
 /// Adds `qty` of `sku` to the cart, summing a SKU listed twice; false when a sum passes
