@@ -2,7 +2,6 @@
 //! from HTTP or MQTT, each answered once its ledger document is durable.
 
 use actix::Addr;
-use chrono::Datelike;
 use serde::Deserialize;
 
 use crate::actors::outlet::{ApplyMovement, Committed};
@@ -17,9 +16,6 @@ use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::settings::MovementSettings;
 use crate::store::{By, MovementResult, Outcome};
-
-/// How far ahead of the service's clock a movement's `at` may be.
-const AT_AHEAD_MINUTES_MAX: i64 = 10;
 
 /// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic).
 #[derive(Debug, Deserialize)]
@@ -68,13 +64,29 @@ impl MovementRequest {
         let at = chrono::DateTime::parse_from_rfc3339(&self.at)
             .map_err(|_| Invalid::new("at", "must be an RFC 3339 time, e.g. 2025-08-09T09:42:00Z"))?
             .with_timezone(&chrono::Utc);
-        // A POS may send late (offline queues), never from the future: a clock that is far
-        // ahead is a broken device, and its times would not fit the ledger's millisecond fields.
-        let now = chrono::Utc::now();
-        if at > now + chrono::Duration::minutes(AT_AHEAD_MINUTES_MAX) || at.year() < 2000 {
+        // A POS may send late (offline queues), but not older than the `event_id`s are
+        // remembered (a replay would apply again), and never from the future: a clock that is
+        // far ahead is a broken device. The bounds also keep times inside the ledger's
+        // millisecond fields.
+        let age = chrono::Utc::now().signed_duration_since(at).num_seconds();
+        let age_max = i64::try_from(limits.at_age_max_secs).unwrap_or(i64::MAX);
+        let ahead_max = i64::try_from(limits.at_ahead_max_secs).unwrap_or(i64::MAX);
+        if age > age_max {
             return Err(Invalid::new(
                 "at",
-                format!("must be between 2000 and {AT_AHEAD_MINUTES_MAX} minutes from now"),
+                format!(
+                    "too_old: more than {age_max} s before the service's clock \
+                     (movements.at_age_max_secs); a manager records what it changed as an adjustment or a count now"
+                ),
+            ));
+        }
+        if age < -ahead_max {
+            return Err(Invalid::new(
+                "at",
+                format!(
+                    "in_future: more than {ahead_max} s ahead of the service's clock \
+                     (movements.at_ahead_max_secs); check the device's clock"
+                ),
             ));
         }
         if let Some(note) = &self.note {

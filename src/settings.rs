@@ -257,6 +257,12 @@ pub struct MovementSettings {
     /// How long an `event_id` is remembered for replays.
     pub retain_secs: u64,
     pub note_len_max: usize,
+    /// The oldest `at` a movement may carry, before the service's clock: an older one is
+    /// refused (`too_old`). At most `retain_secs`, so that a movement still taken has its
+    /// `event_id` remembered if it was ever applied (a replay is never applied twice).
+    pub at_age_max_secs: u64,
+    /// How far ahead of the service's clock a movement's `at` may be (`in_future`).
+    pub at_ahead_max_secs: u64,
 }
 
 impl MovementSettings {
@@ -499,6 +505,13 @@ impl Settings {
             bail!(
                 "ledger.lag_max_secs must be at least 1 and below ledger.durable_wait_secs, so \
                  that a fact waits for the ledger less than its answer may"
+            );
+        }
+        let mv = &self.movements;
+        if mv.at_age_max_secs == 0 || mv.at_age_max_secs > mv.retain_secs {
+            bail!(
+                "movements.at_age_max_secs must be at least 1 and at most movements.retain_secs: \
+                 an older movement could be a replay of one whose event_id is forgotten"
             );
         }
         let m = &self.mqtt;

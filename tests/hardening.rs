@@ -699,4 +699,104 @@ async fn every_ledger_document_names_who_made_it() {
         .collect();
     assert_eq!(by, want);
     app.finish().await;
+
+/// A movement's `at` is bounded, over HTTP and MQTT alike (one check in `movements.rs`): one
+/// older than `movements.at_age_max_secs` (it could be a replay of a sale whose `event_id`
+/// is forgotten) or further ahead than `movements.at_ahead_max_secs` is refused and changes
+/// nothing; one from a POS that was offline for most of the bound still lands.
+#[actix_web::test]
+async fn a_movement_too_old_or_from_the_future_is_refused_over_http_and_mqtt() {
+    use serde_json::json;
+    let shipped =
+        shelfsync::Settings::load(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml").as_ref())
+            .unwrap()
+            .movements;
+    let mut settings = test_settings();
+    settings.movements.at_age_max_secs = shipped.at_age_max_secs;
+    settings.movements.at_ahead_max_secs = shipped.at_ahead_max_secs;
+    let app = spawn_app_with(settings).await;
+    let now = chrono::Utc::now();
+    let at = |secs_ago: i64| (now - chrono::Duration::seconds(secs_ago)).to_rfc3339();
+    // Not `set_stock`: its fixed time is past the shipped bound.
+    let count = json!({"event_id": "count-now", "outlet": OUTLET, "sku": SKU, "kind": "count",
+        "qty": 10, "at": at(0)});
+    assert_eq!(
+        app.movement(ADMIN, count).await.status(),
+        StatusCode::CREATED
+    );
+    let (age_max, ahead_max) = (
+        shipped.at_age_max_secs as i64,
+        shipped.at_ahead_max_secs as i64,
+    );
+    let too_old = at(age_max + 3600);
+    let in_future = at(-(ahead_max + 3600));
+    let late = at(age_max - 3600);
+    let sale = |id: &str, at: &str| json!({"event_id": id, "sku": SKU, "kind": "sale_counter", "qty": 1, "at": at});
+    let over_http = |id: &str, at: &str| {
+        let mut body = sale(id, at);
+        body["outlet"] = OUTLET.into();
+        body
+    };
+
+    for (id, at, reason) in [
+        ("http-old", &too_old, "too_old"),
+        ("http-ahead", &in_future, "in_future"),
+    ] {
+        let r = app.movement(POS_VIJAY_NAGAR, over_http(id, at)).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{id}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["field"], "at", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(reason),
+            "{body}"
+        );
+    }
+    let r = app
+        .movement(POS_VIJAY_NAGAR, over_http("http-late", &late))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "a POS back after days lands"
+    );
+
+    let prefix = app.settings.mqtt.topic_prefix.clone();
+    let mut watcher = MqttClient::connect(app.settings.mqtt.port).await;
+    watcher.subscribe(&format!("{prefix}dlq/#")).await;
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+    let topic = format!("{prefix}pos/{OUTLET}/movements");
+    pos.publish(&topic, sale("mqtt-old", &too_old).to_string())
+        .await;
+    pos.publish(&topic, sale("mqtt-ahead", &in_future).to_string())
+        .await;
+    pos.publish(&topic, sale("mqtt-late", &late).to_string())
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 8
+        })
+        .await,
+        "the two late sales applied"
+    );
+    for reason in ["at: too_old", "at: in_future"] {
+        let refused = watcher
+            .wait_for(10, |r| {
+                r.payload["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(reason))
+            })
+            .await;
+        assert!(refused.is_some(), "{reason} on dlq/");
+    }
+    let settings = app.stop().await;
+    let ledger = documents(&settings, "ledger").await;
+    let refused = ["http-old", "http-ahead", "mqtt-old", "mqtt-ahead"];
+    assert!(
+        !ledger
+            .iter()
+            .any(|d| refused.contains(&d.get_str("event_id").unwrap_or(""))),
+        "a refused movement changed nothing"
+    );
+    cleanup(&settings).await;
 }

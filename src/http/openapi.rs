@@ -311,7 +311,8 @@ pub struct MovementBody {
     /// `count` (the counted on-hand, 0 or more).
     #[schema(minimum = -100000, maximum = 100000, example = 1)]
     pub qty: i64,
-    /// RFC 3339; late is fine, at most 10 minutes ahead of the service's clock.
+    /// RFC 3339; late is fine up to `movements.at_age_max_secs` (3 days), at most
+    /// `movements.at_ahead_max_secs` (5 minutes) ahead of the service's clock.
     #[schema(format = DateTime, example = "2025-08-09T09:42:00Z")]
     pub at: String,
     #[schema(max_length = 500)]

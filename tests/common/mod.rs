@@ -48,6 +48,11 @@ pub fn test_settings() -> Settings {
     s.mqtt.client_id = format!("shelfsync-test-{}", &id[..12]);
     s.mqtt.reconnect_delay_max_ms = 1000;
     s.ledger.poll_interval_ms = 200;
+    // Fixtures across the suite carry fixed times (2025-08-09 to 2026-12-02): a wide age
+    // bound keeps taking them as the calendar moves on. It is past `retain_secs`, which a
+    // deployment may not be (settings check), and harmless here: no test replays an event
+    // after it is forgotten. The tests of the bound set config.toml's value back.
+    s.movements.at_age_max_secs = 10 * 365 * 86_400;
     // A checkpoint on every pass that finds new documents, so tests see them.
     s.reconciler.checkpoint_every_docs = 1;
     for f in [
