@@ -429,6 +429,23 @@ impl Ledger {
                 .await
                 .context("dropping the unused ledger index")?;
         }
+        // Rejected POS messages go at their own `expire_at` (the server's TTL sweep, every
+        // 60 s on MongoDB): each record carries its date, so a changed
+        // `mqtt.rejected_keep_secs` needs no new index.
+        let expiry = IndexModel::builder()
+            .keys(doc! {"expire_at": 1})
+            .options(
+                IndexOptions::builder()
+                    .name("expire_at".to_string())
+                    .expire_after(std::time::Duration::ZERO)
+                    .build(),
+            )
+            .build();
+        self.db
+            .collection::<Document>(REJECTED)
+            .create_index(expiry)
+            .await
+            .context("creating the expiry index of rejected POS messages")?;
         Ok(())
     }
 
@@ -482,7 +499,8 @@ impl Ledger {
     }
 
     /// Keeps a POS message that could not be applied, once per `id` (a digest of its topic
-    /// and payload), so a redelivery after a crash does not record it twice.
+    /// and payload), so a redelivery after a crash does not record it twice. The record
+    /// carries its `expire_at` (see `ensure_indexes`).
     pub async fn record_rejected(&self, id: &str, record: Document) -> anyhow::Result<()> {
         self.db
             .collection::<Document>(REJECTED)

@@ -219,6 +219,9 @@ pub struct MqttSettings {
     pub stock_expiry_secs: u32,
     /// Larger POS messages are rejected to `dlq/…`.
     pub payload_max_bytes: usize,
+    /// How long a rejected POS message is kept in the `rejected` collection (a TTL index);
+    /// the record holds at most the first 4 KiB of its payload.
+    pub rejected_keep_secs: u64,
     /// POS messages in flight at once (our Receive Maximum: the broker sends no more
     /// unacknowledged); acknowledged in order. A message is acknowledged once durable, so POS
     /// throughput is about this divided by the ledger's lag (`ledger.lag_max_secs` at most

@@ -477,3 +477,73 @@ async fn every_pos_ack_goes_out_on_the_same_connection_while_stock_values_flood_
     assert_eq!(left, 0.0, "no ack was left for a redelivery");
     assert!(acks >= SALES as f64, "{acks} acks for {SALES} sales");
 }
+
+/// A rejected POS message is kept as the first 4 KiB of its payload, with its length and a
+/// `truncated` flag (a payload may be 256 KiB: a flood of them used to be stored whole), and
+/// only for `mqtt.rejected_keep_secs` (a TTL index on `expire_at`; the server's sweep is run
+/// here at once, as SecantusDB's `secantusAdmin.pruneTtl` allows, instead of in 60 s).
+#[actix_web::test]
+async fn a_rejected_payload_is_kept_truncated_and_expires() {
+    let mut settings = test_settings();
+    settings.mqtt.rejected_keep_secs = 1;
+    let app = spawn_app_with(settings).await;
+    assert!(mqtt_ready(&app).await);
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+    let oversized = json!({"event_id": "pos-big", "sku": SKU, "kind": "receipt", "qty": 1,
+        "at": "2026-11-21T09:42:00Z", "note": "é".repeat(10_000)})
+    .to_string();
+
+    pos.publish(&pos_topic(&app, OUTLET), oversized.clone())
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            documents(&app.settings, "rejected").await.len() == 1
+        })
+        .await,
+        "the rejection is kept"
+    );
+    let record = documents(&app.settings, "rejected").await.remove(0);
+    let kept = record.get_str("payload").unwrap();
+    assert!(kept.len() <= 4096, "{} bytes kept", kept.len());
+    assert!(oversized.starts_with(kept));
+    assert_eq!(
+        record.get_i64("payload_bytes").unwrap(),
+        oversized.len() as i64
+    );
+    assert!(record.get_bool("truncated").unwrap());
+    let expire_at = record.get_datetime("expire_at").unwrap().timestamp_millis();
+    assert!(expire_at <= shelfsync::domain::now_ms() + 1000);
+    let db = database(&app.settings).await;
+    let indexes: Vec<mongodb::IndexModel> = {
+        use futures_util::TryStreamExt;
+        let cursor = db
+            .collection::<mongodb::bson::Document>("rejected")
+            .list_indexes()
+            .await
+            .unwrap();
+        cursor.try_collect().await.unwrap()
+    };
+    assert!(
+        indexes
+            .iter()
+            .any(|i| i.keys == mongodb::bson::doc! {"expire_at": 1}
+                && i.options.as_ref().and_then(|o| o.expire_after)
+                    == Some(std::time::Duration::ZERO)),
+        "a TTL index on expire_at: {indexes:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let admin = mongodb::Client::with_uri_str(app.settings.mongo.uri.expose())
+        .await
+        .unwrap()
+        .database("admin");
+    admin
+        .run_command(mongodb::bson::doc! {"secantusAdmin.pruneTtl": 1})
+        .await
+        .unwrap();
+    assert!(
+        documents(&app.settings, "rejected").await.is_empty(),
+        "expired and swept"
+    );
+    app.finish().await;
+}

@@ -23,6 +23,9 @@ use crate::error::Error;
 use crate::movements::{applied_durably, apply, MovementRequest};
 use crate::services::Services;
 
+/// The most of a rejected payload kept in its record (payloads may be 256 KiB: a flood of
+/// them must not fill the database); enough to see what a POS sent.
+const REJECTED_PAYLOAD_KEPT_BYTES: usize = 4096;
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 
@@ -175,13 +178,20 @@ impl Intake {
     }
 
     /// Keeps the message in `rejected` (idempotent by content) and echoes it to `dlq/…`.
+    /// Both carry a prefix of the payload, its length and whether it was cut.
     async fn reject(&self, topic: &str, payload: &[u8], rejection: Rejection) {
         let outlet = self.topics.pos_outlet(topic).unwrap_or("_unknown");
         let text = String::from_utf8_lossy(payload);
         let id = rejection_id(topic, payload);
+        let kept = prefix(&text, REJECTED_PAYLOAD_KEPT_BYTES);
+        let keep = Duration::from_secs(self.services.settings.mqtt.rejected_keep_secs);
+        let expire_at =
+            mongodb::bson::DateTime::from_system_time(std::time::SystemTime::now() + keep);
         let record = doc! {
-            "topic": topic, "outlet": outlet, "payload": text.as_ref(),
+            "topic": topic, "outlet": outlet, "payload": kept,
+            "payload_bytes": payload.len() as i64, "truncated": kept.len() < text.len(),
             "code": rejection.code, "reason": &rejection.reason, "at_ms": now_ms(),
+            "expire_at": expire_at,
         };
         let mut delay = RETRY_DELAY_MIN;
         while let Err(e) = self
@@ -195,14 +205,10 @@ impl Intake {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RETRY_DELAY_MAX);
         }
-        // The echo carries at most `payload_max_bytes` of the payload (the record above keeps
-        // all of it), so that DLQ subscribers with small packet limits still receive it.
-        let limit = self.services.settings.mqtt.payload_max_bytes;
-        let cut = (0..=limit.min(text.len()))
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        let echo = json!({"topic": topic, "payload": &text[..cut], "truncated": cut < text.len(),
+        // The echo carries at most `payload_max_bytes` of the payload, so that DLQ subscribers
+        // with small packet limits still receive it.
+        let echoed = prefix(&text, self.services.settings.mqtt.payload_max_bytes);
+        let echo = json!({"topic": topic, "payload": echoed, "truncated": echoed.len() < text.len(),
             "code": rejection.code, "reason": rejection.reason});
         // The echo is a notification (the record above is what keeps the message): it must not
         // hold the in-order acks behind a full window.
@@ -248,6 +254,15 @@ pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usi
             }
         })
         .await;
+}
+
+/// The longest start of `text` of at most `limit` bytes that ends on a character boundary.
+fn prefix(text: &str, limit: usize) -> &str {
+    let cut = (0..=limit.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..cut]
 }
 
 /// The id a rejected message is kept under: by content, so a redelivery is kept once.
