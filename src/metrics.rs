@@ -43,6 +43,7 @@ pub struct Metrics {
     pub mqtt_acks: IntCounterVec,
     pub mqtt_pos_waits: IntCounter,
     pub mqtt_orders_dropped: IntGauge,
+    pub mqtt_session_taken_over: IntCounter,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
     pub stream_refused: IntCounterVec,
@@ -312,6 +313,13 @@ impl Metrics {
             "Orders dropped from a full publish queue",
         )
         .expect("metric");
+        let mqtt_session_taken_over = IntCounter::new(
+            "mqtt_session_taken_over_total",
+            "Times the broker dropped our connection because another client connected with our \
+             client id (MQTT 5 reason 0x8E): a second instance with the same mqtt.client_id, or \
+             a client the broker's ACLs should have refused",
+        )
+        .expect("metric");
         let stream_clients = IntGaugeVec::new(
             Opts::new("stream_clients", "Connected live stream clients"),
             &["kind"],
@@ -406,6 +414,7 @@ impl Metrics {
             Box::new(mqtt_acks.clone()),
             Box::new(mqtt_pos_waits.clone()),
             Box::new(mqtt_orders_dropped.clone()),
+            Box::new(mqtt_session_taken_over.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
             Box::new(stream_refused.clone()),
@@ -464,6 +473,7 @@ impl Metrics {
             mqtt_acks,
             mqtt_pos_waits,
             mqtt_orders_dropped,
+            mqtt_session_taken_over,
             stream_clients,
             stream_dropped,
             stream_refused,

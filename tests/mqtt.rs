@@ -547,3 +547,82 @@ async fn a_rejected_payload_is_kept_truncated_and_expires() {
     );
     app.finish().await;
 }
+
+/// A broker that does what MQTT 5 says when another client connects with a connected
+/// client's id (3.1.4: DISCONNECT with reason 0x8E, Session taken over, then the close), which
+/// Mosquitto 2.0 does not (it only closes the socket; see ARCHITECTURE.md, MQTT): it answers
+/// CONNECT, SUBSCRIBE, QoS 1 PUBLISH and PINGREQ, and once, right after the first SUBSCRIBE,
+/// says the session was taken over. Returns its port.
+async fn broker_that_hands_our_session_over() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let taken_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let taken_over = taken_over.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = [0u8; 1];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let (mut len, mut shift) = (0usize, 0);
+                    loop {
+                        let mut b = [0u8; 1];
+                        if socket.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        len |= usize::from(b[0] & 0x7f) << shift;
+                        shift += 7;
+                        if b[0] & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if socket.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let answer: Vec<u8> = match head[0] >> 4 {
+                        1 => vec![0x20, 3, 0, 0, 0],
+                        8 if !taken_over.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                            vec![0xE0, 2, 0x8E, 0]
+                        }
+                        8 => vec![0x90, 4, body[0], body[1], 0, 1],
+                        3 if (head[0] >> 1) & 3 == 1 => {
+                            let topic = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                            vec![0x40, 2, body[2 + topic], body[3 + topic]]
+                        }
+                        12 => vec![0xD0, 0],
+                        _ => Vec::new(),
+                    };
+                    if socket.write_all(&answer).await.is_err() || answer.first() == Some(&0xE0) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// When the broker says another client took our session over (0x8E), shelfsync counts and
+/// logs it apart from other losses, and reconnects to take the session back.
+#[actix_web::test]
+async fn a_session_takeover_is_counted_and_the_session_comes_back() {
+    let mut settings = test_settings();
+    settings.mqtt.port = broker_that_hands_our_session_over().await;
+    let app = spawn_app_with(settings).await;
+    let taken = "shelfsync_mqtt_session_taken_over_total";
+
+    assert!(
+        eventually(10, || async { metric(&app, taken).await == 1.0 }).await,
+        "the takeover is counted"
+    );
+    assert!(mqtt_ready(&app).await, "the session is taken back");
+    assert_eq!(metric(&app, taken).await, 1.0);
+    app.finish().await;
+}

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::FutureExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{ConnectProperties, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectProperties, DisconnectReasonCode, LastWill, Packet, Publish, PublishProperties,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use serde_json::json;
@@ -294,6 +296,19 @@ async fn drive(driver: Driver) {
                 ) = &e
                 {
                     error!(error = %refusal, "the broker refused a request of ours; check its ACLs for shelfsync's topics");
+                }
+                // Another client connected with our client id and the broker gave it our session
+                // (MQTT 5, 3.1.4): it now receives the POS messages queued for us and may
+                // acknowledge them. We reconnect as after any loss and take the session back;
+                // the defence is the broker's ACLs (only shelfsync's user may use its client id).
+                if let ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code: DisconnectReasonCode::SessionTakenOver,
+                    ..
+                }) = &e
+                {
+                    metrics.mqtt_session_taken_over.inc();
+                    error!(client_id = %m.client_id, "another client connected with our client id and took our MQTT session over; \
+                        two instances share mqtt.client_id, or the broker lets other users take it (see its ACLs)");
                 }
                 // Only a connection that lasted resets the backoff: one that is dropped right
                 // after ConnAck (an oversized packet, a duplicate client id) must not spin.
