@@ -626,3 +626,85 @@ async fn a_session_takeover_is_counted_and_the_session_comes_back() {
     assert_eq!(metric(&app, taken).await, 1.0);
     app.finish().await;
 }
+
+/// The shipped ACL (`deploy/mosquitto-acl.example`) on a Mosquitto of the test's own with
+/// passwords and no anonymous clients: shelfsync with its user subscribes and publishes, an
+/// outlet's POS user lands its own sales, and its sale published to another outlet's topic is
+/// refused by the broker and never applied.
+#[actix_web::test]
+async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = std::env::temp_dir().join(format!("shelfsync-acl-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwords");
+    for (i, (user, password)) in [("shelfsync", "shelfsync-pw"), (OUTLET, "pos-pw")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = std::process::Command::new("mosquitto_passwd");
+        if i == 0 {
+            c.arg("-c");
+        }
+        let made = c.arg("-b").arg(&passwords).args([user, password]).status();
+        assert!(made.unwrap().success(), "mosquitto_passwd");
+    }
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {root}/deploy/mosquitto-acl.example\nuse_username_as_clientid true\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let broker = procs::Proc::start("mosquitto", port, move || {
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    })
+    .await;
+    let mut settings = test_settings();
+    settings.mqtt.port = broker.port;
+    settings.mqtt.topic_prefix = String::new();
+    settings.mqtt.username = Some("shelfsync".into());
+    settings.mqtt.password = Some(shelfsync::settings::Secret::new("shelfsync-pw"));
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OTHER_OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await, "shelfsync's user subscribes");
+
+    let intruder = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
+    intruder
+        .publish(
+            &format!("pos/{OTHER_OUTLET}/movements"),
+            sale("acl-theirs", 1),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // One client id per user (use_username_as_clientid): the next one would take this one's
+    // session over.
+    drop(intruder);
+    let pos = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
+    pos.publish(&format!("pos/{OUTLET}/movements"), sale("acl-own", 1))
+        .await;
+
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 9
+        })
+        .await,
+        "the POS's own sale applied"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.stock(OTHER_OUTLET, SKU).await["on_hand"], 10);
+    assert_eq!(metric(&app, "shelfsync_mqtt_reconnects_total").await, 0.0);
+    let settings = app.stop().await;
+    let ledger = documents(&settings, "ledger").await;
+    assert!(!ledger
+        .iter()
+        .any(|d| d.get_str("event_id").ok() == Some("acl-theirs")));
+    cleanup(&settings).await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,10 +28,21 @@ pub struct MqttClient {
 
 impl MqttClient {
     pub async fn connect(port: u16) -> Self {
+        let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
+        Self::connect_with(shelfsync_load::mqtt::options(id, "127.0.0.1", port)).await
+    }
+
+    /// Connects as a broker user (a broker with a password file).
+    pub async fn connect_as(port: u16, user: &str, password: &str) -> Self {
+        let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
+        let mut options = shelfsync_load::mqtt::options(id, "127.0.0.1", port);
+        options.set_credentials(user, password);
+        Self::connect_with(options).await
+    }
+
+    async fn connect_with(options: rumqttc::v5::MqttOptions) -> Self {
         use rumqttc::v5::mqttbytes::v5::Packet;
         use rumqttc::v5::Event;
-        let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
-        let options = shelfsync_load::mqtt::options(id, "127.0.0.1", port);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = acked.clone();
