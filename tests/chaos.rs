@@ -253,7 +253,7 @@ async fn pos(port: u16, topic_prefix: String, tally: Shared, stop: Arc<AtomicBoo
         );
         let sku = SKUS[n as usize % 3];
         let payload = json!({"event_id": event_id, "sku": sku, "kind": "sale_counter", "qty": 1,
-            "at": "2026-11-21T10:00:00Z"})
+            "at": recent_at()})
         .to_string();
         let topic = format!("{topic_prefix}pos/{OUTLET}/movements");
         let status = tokio::process::Command::new("mosquitto_pub")
@@ -299,7 +299,7 @@ async fn restock(url: String, tally: Shared, stop: Arc<AtomicBool>) {
         for outlet in OUTLETS {
             for sku in SKUS {
                 let body = json!({"event_id": format!("chaos-receipt-{n}-{outlet}-{sku}"), "outlet": outlet,
-                    "sku": sku, "kind": "receipt", "qty": 15, "at": "2026-11-21T10:00:00Z"});
+                    "sku": sku, "kind": "receipt", "qty": 15, "at": recent_at()});
                 let movements = format!("{url}/v1/movements");
                 until_final(&http, &movements, ADMIN, &body, "receipt", &tally, 20).await;
             }
@@ -358,7 +358,7 @@ async fn chaos() {
     for outlet in OUTLETS {
         for sku in SKUS {
             let body = json!({"event_id": format!("chaos-open-{outlet}-{sku}"), "outlet": outlet,
-                "sku": sku, "kind": "count", "qty": 60, "at": "2026-11-21T09:00:00Z"});
+                "sku": sku, "kind": "count", "qty": 60, "at": recent_at()});
             let res = http
                 .post(format!("{url}/v1/movements"))
                 .bearer_auth(ADMIN)

@@ -142,7 +142,7 @@ async fn hold(
 /// Sets on_hand of `sku` at `outlet` by a `count` movement through its owner.
 async fn stocked(node: &Node, outlet: &str, sku: &str, qty: i64) {
     let body = json!({"event_id": format!("count-{outlet}-{sku}"), "outlet": outlet,
-        "sku": sku, "kind": "count", "qty": qty, "at": "2026-12-02T09:00:00Z"});
+        "sku": sku, "kind": "count", "qty": qty, "at": recent_at()});
     let r = http()
         .post(format!("{}/v1/movements", node.url))
         .bearer_auth(ADMIN)
@@ -233,7 +233,7 @@ async fn pos_sale(
     qty: i64,
 ) {
     let body = json!({"event_id": event, "sku": SKU, "kind": "sale_counter", "qty": qty,
-        "at": "2026-12-02T09:42:00Z"});
+        "at": recent_at()});
     let topic = format!("{}pos/{outlet}/movements", settings.mqtt.topic_prefix);
     pos.publish(&topic, body.to_string()).await;
 }
@@ -714,7 +714,7 @@ async fn mixed_load(
             if i % 10 == 0 {
                 let event = format!("rcv-{w}-{i}");
                 let body = json!({"event_id": event, "outlet": outlet,
-                    "sku": sku, "kind": "receipt", "qty": 3, "at": "2026-12-02T09:00:00Z"});
+                    "sku": sku, "kind": "receipt", "qty": 3, "at": recent_at()});
                 let r = to_any(nodes, first, |url| {
                     http()
                         .post(format!("{url}/v1/movements"))

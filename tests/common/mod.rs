@@ -122,3 +122,11 @@ pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
         .output()
         .expect("running shelfsync")
 }
+
+/// A movement's `at` within the shipped `movements.at_age_max_secs`, the same for the whole
+/// test binary (a retry of an `event_id` must send the same body): when the binary started.
+pub fn recent_at() -> String {
+    static AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AT.get_or_init(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .clone()
+}
