@@ -212,6 +212,19 @@ pub struct MqttSettings {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Connect over TLS (rustls), verifying the broker's certificate against `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA (or CAs) the broker's certificate must chain to; required with
+    /// `tls`. Only these are trusted, not the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate and key for a broker that asks for client certificates (both or
+    /// neither).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// How long the broker keeps the session (and queues POS messages) while we are away.
     pub session_expiry_secs: u32,
     pub keep_alive_secs: u64,
@@ -234,6 +247,37 @@ pub struct MqttSettings {
     pub request_channel_capacity: usize,
     /// Confirmed orders waiting for the broker; past it the oldest is dropped and counted.
     pub orders_queue_max: usize,
+}
+
+/// The PEM contents `mqtt.tls` needs: the CA, and the client's certificate and key.
+pub struct TlsFiles {
+    pub ca: Vec<u8>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MqttSettings {
+    /// Reads `ca_file` and the client certificate and key (checked at start, read again at
+    /// every new session so a renewed certificate is taken without a restart).
+    pub fn tls_files(&self) -> anyhow::Result<TlsFiles> {
+        let read = |name: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read(p).with_context(|| format!("reading mqtt.{name} {}", p.display()))
+                })
+                .transpose()
+        };
+        let ca =
+            read("ca_file", &self.ca_file)?.context("mqtt.ca_file is required with mqtt.tls")?;
+        let client = match (
+            read("client_cert_file", &self.client_cert_file)?,
+            read("client_key_file", &self.client_key_file)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("mqtt.client_cert_file and mqtt.client_key_file go together"),
+        };
+        Ok(TlsFiles { ca, client })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -518,6 +562,9 @@ impl Settings {
             );
         }
         let m = &self.mqtt;
+        if m.tls {
+            m.tls_files().context("mqtt.tls")?;
+        }
         if m.inflight_max == 0 || m.request_channel_capacity < usize::from(m.inflight_max) + 32 {
             bail!(
                 "mqtt.request_channel_capacity must exceed mqtt.inflight_max by at least 32: \

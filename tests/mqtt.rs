@@ -708,3 +708,151 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `openssl` with `args` in `dir`; panics unless it succeeds.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A throwaway CA (`{name}.pem`, `{name}.key`) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    let (pem, key, subject) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("/CN={name}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &subject,
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// shelfsync reaches the broker over TLS (rustls) with `mqtt.tls` and `mqtt.ca_file`: a
+/// Mosquitto of the test's own with a TLS listener (and a plain one for the POS), its
+/// certificate from a throwaway CA. A POS sale flows through; with another CA as `ca_file`
+/// the broker's certificate is refused and the session never comes up (`/readyz`).
+#[actix_web::test]
+async fn over_tls_pos_movements_flow_and_a_wrong_ca_is_refused() {
+    let dir = std::env::temp_dir().join(format!("shelfsync-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "other-ca");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // Mosquitto started as root reads its files as its own user.
+    use std::os::unix::fs::PermissionsExt;
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(dir.join("server.key"), readable).unwrap();
+    let (plain, tls) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+        ),
+    )
+    .unwrap();
+    let broker = procs::Proc::start("mosquitto", plain, move || {
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    })
+    .await;
+    procs::wait_port(tls, 10).await;
+    let mut settings = test_settings();
+    settings.mqtt.port = tls;
+    settings.mqtt.tls = true;
+    settings.mqtt.ca_file = Some(dir.join("ca.pem"));
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await, "connected and subscribed over TLS");
+
+    let pos = MqttClient::connect(broker.port).await;
+    pos.publish(&pos_topic(&app, OUTLET), sale("tls-1", 1))
+        .await;
+    assert!(
+        eventually(10, || async {
+            app.stock(OUTLET, SKU).await["on_hand"] == 9
+        })
+        .await,
+        "the sale came in over TLS"
+    );
+    app.finish().await;
+
+    let mut settings = test_settings();
+    settings.mqtt.port = tls;
+    settings.mqtt.tls = true;
+    settings.mqtt.ca_file = Some(dir.join("other-ca.pem"));
+    let app = spawn_app_with(settings).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !mqtt_ready_now(&app).await,
+        "a broker certificate from another CA is refused"
+    );
+    assert_eq!(metric(&app, "shelfsync_mqtt_connected").await, 0.0);
+    app.finish().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,6 +30,7 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
+use rumqttc::{TlsConfiguration, Transport};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -129,6 +130,22 @@ impl MqttSession {
         options.set_connect_properties(properties);
         if let (Some(user), Some(password)) = (&m.username, &m.password) {
             options.set_credentials(user, password.expose());
+        }
+        if m.tls {
+            // rustls, trusting only the configured CA. Files that became unreadable since the
+            // start leave an empty CA: every connection then fails, logged as lost below.
+            let files = m.tls_files().unwrap_or_else(|e| {
+                error!(error = %format!("{e:#}"), "reading the MQTT TLS files failed");
+                crate::settings::TlsFiles {
+                    ca: Vec::new(),
+                    client: None,
+                }
+            });
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: files.ca,
+                alpn: None,
+                client_auth: files.client,
+            }));
         }
         let (client, eventloop) = AsyncClient::new(options, m.request_channel_capacity);
         let window = usize::from(m.inflight_max);
