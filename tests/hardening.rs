@@ -652,7 +652,7 @@ async fn every_ledger_document_names_who_made_it() {
         .movement(
             POS_VIJAY_NAGAR,
             serde_json::json!({"event_id": "by-sale-1", "outlet": OUTLET, "sku": SKU,
-                "kind": "sale_counter", "qty": 1, "at": "2026-12-02T09:00:00Z"}),
+                "kind": "sale_counter", "qty": 1, "at": recent_at()}),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -699,6 +699,7 @@ async fn every_ledger_document_names_who_made_it() {
         .collect();
     assert_eq!(by, want);
     app.finish().await;
+}
 
 /// A movement's `at` is bounded, over HTTP and MQTT alike (one check in `movements.rs`): one
 /// older than `movements.at_age_max_secs` (it could be a replay of a sale whose `event_id`

@@ -209,7 +209,9 @@ async fn operations_that_need_a_key_declare_it() {
         // as on /readyz, whose details only a key gets).
         let declares = op["security"].as_array().is_some_and(|alternatives| {
             alternatives.iter().any(|s| s.get("api_key").is_some())
-                && !alternatives.iter().any(|s| s.as_object().is_some_and(|o| o.is_empty()))
+                && !alternatives
+                    .iter()
+                    .any(|s| s.as_object().is_some_and(|o| o.is_empty()))
         });
         // Headers only: the live streams answer 200 and would go on forever.
         let without = probe(&app, &method, &path, None).send().await.unwrap();
