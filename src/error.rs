@@ -11,10 +11,6 @@ use crate::durable::NotDurable;
 use crate::stock_view::LineStock;
 use crate::store::{ResRecord, ShortLine};
 
-/// What a caller is told when Redis or MongoDB failed (the log has why).
-pub const STORE_DOWN: &str =
-    "a data store did not answer; nothing was changed unless said otherwise: retry shortly";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A value the caller sent, and the field it came in.
@@ -75,7 +71,7 @@ impl Error {
     /// messages) goes to the log, never to the caller.
     pub fn store(e: anyhow::Error) -> Self {
         tracing::warn!(error = %format!("{e:#}"), "a store failed");
-        Self::Unavailable(STORE_DOWN.to_owned())
+        Self::Unavailable(crate::store::STORE_DOWN.to_owned())
     }
 
     /// The same refusal, without naming an outlet owned elsewhere: the HTTP edge answers it

@@ -33,6 +33,10 @@ const APPLY_BATCH: &str = concat!(
 /// Records forgotten per batch call; bounds the extra work a batch may carry.
 const FORGET_PER_CALL_MAX: usize = 256;
 
+/// What a caller is told when Redis or MongoDB failed (the log has why).
+pub const STORE_DOWN: &str =
+    "a data store did not answer; nothing was changed unless said otherwise: retry shortly";
+
 /// Who made a change, as its ledger document's `by` says: the label of the API key of the
 /// request, or the part of shelfsync that acted on its own (`expiry`, `reroute`, `mqtt`,
 /// `whatsapp`, `import`; the reconciler's heals say `reconciler`).

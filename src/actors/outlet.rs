@@ -954,7 +954,7 @@ impl Handler<GetReservation> for OutletActor {
         Box::pin(read.into_actor(self).map(|read, act, ctx| {
             let (res, seq) = read.map_err(|e| {
                 tracing::warn!(outlet = %act.outlet, error = %format!("{e:#}"), "reading a reservation failed");
-                OutletError::Unavailable(crate::error::STORE_DOWN.into())
+                OutletError::Unavailable(crate::store::STORE_DOWN.into())
             })?;
             let known = act.seq.max(act.shared.durable.get(&act.outlet));
             if act.needs_reload || act.reloading || seq < known {
