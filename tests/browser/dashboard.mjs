@@ -1,6 +1,6 @@
 // Drives the dashboard in Debian's headless Chromium: the page shows a SKU's number, a hold
-// made over HTTP appears on the page, the manager form records a wastage, and the ledger lag
-// panel lists the outlet.
+// made over HTTP appears on the page, the manager form records a wastage, the ledger lag
+// panel lists the outlet, and the keys are out of the address and only in the session.
 // Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
 import { chromium } from "playwright-core";
 
@@ -47,6 +47,15 @@ try {
     .catch(() => fail("the recent movements do not show the wastage"));
   await page.locator(`#lag-rows tr[data-outlet="${outlet}"]`).waitFor({ timeout: 5000 })
     .catch(() => fail("the ledger lag panel does not show the outlet"));
+  // The keys were taken from the address and left it, and they live in this tab's session,
+  // never in localStorage (which outlives the browser and is shared by every tab).
+  if (/[?&](key|manager_key)=/.test(page.url())) fail("a key stayed in the address: " + page.url());
+  const stored = await page.evaluate(() => ({
+    local: [localStorage.getItem("shelfsync.key"), localStorage.getItem("shelfsync.manager_key")],
+    session: [sessionStorage.getItem("shelfsync.key"), sessionStorage.getItem("shelfsync.manager_key")],
+  }));
+  if (stored.local.some((k) => k !== null)) fail("a key is in localStorage");
+  if (stored.session[0] !== viewer || stored.session[1] !== manager) fail("the keys are not in the session");
   await page.screenshot({ path: screenshot });
   console.log(JSON.stringify({ before, after_hold: before - 2, after_wastage: before - 3, hold_to_page_ms: holdMs, wastage_to_page_ms: wastageMs }));
 } finally {
