@@ -256,8 +256,9 @@ pub struct TlsFiles {
 }
 
 impl MqttSettings {
-    /// Reads `ca_file` and the client certificate and key (checked at start, read again at
-    /// every new session so a renewed certificate is taken without a restart).
+    /// Reads `ca_file` and the client certificate and key (checked at start; read again when
+    /// the MQTT session actor starts anew, not at each reconnect: a renewed certificate is
+    /// taken at the next restart of the process).
     pub fn tls_files(&self) -> anyhow::Result<TlsFiles> {
         let read = |name: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
             path.as_ref()
@@ -561,9 +562,30 @@ impl Settings {
                  an older movement could be a replay of one whose event_id is forgotten"
             );
         }
+        const TEN_YEARS_SECS: u64 = 10 * 365 * 86_400;
+        if mv.at_ahead_max_secs > 86_400 {
+            bail!("movements.at_ahead_max_secs must be at most 86400 (a day)");
+        }
         let m = &self.mqtt;
+        if m.rejected_keep_secs > TEN_YEARS_SECS {
+            bail!("mqtt.rejected_keep_secs must be at most ten years ({TEN_YEARS_SECS})");
+        }
         if m.tls {
-            m.tls_files().context("mqtt.tls")?;
+            let files = m.tls_files().context("mqtt.tls")?;
+            let pem = |what: &str, bytes: &[u8], block: &str| {
+                if !String::from_utf8_lossy(bytes).contains(block) {
+                    bail!("mqtt.{what} holds no PEM {block} block");
+                }
+                Ok(())
+            };
+            pem("ca_file", &files.ca, "-----BEGIN CERTIFICATE-----")?;
+            if let Some((cert, key)) = &files.client {
+                pem("client_cert_file", cert, "-----BEGIN CERTIFICATE-----")?;
+                pem("client_key_file", key, "PRIVATE KEY-----")?;
+            }
+        } else if m.ca_file.is_some() || m.client_cert_file.is_some() || m.client_key_file.is_some()
+        {
+            bail!("mqtt.ca_file and the client certificate are set but mqtt.tls is not: the broker would be spoken to in plain text");
         }
         if m.inflight_max == 0 || m.request_channel_capacity < usize::from(m.inflight_max) + 32 {
             bail!(

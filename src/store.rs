@@ -524,6 +524,18 @@ impl RedisStore {
             .context("reading a client key claim")
     }
 
+    /// Whether `idem` is committed at the outlet of `keys` (a hold made with it, within the
+    /// key's retention).
+    pub async fn key_committed(&self, keys: &OutletKeys, idem: &str) -> anyhow::Result<bool> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HEXISTS")
+            .arg(&keys.idempotency)
+            .arg(idem)
+            .query_async(&mut conn)
+            .await
+            .context("reading an Idempotency-Key")
+    }
+
     /// Leases a client key for a routed request (30 s at most); `None` when another request
     /// holds the lease.
     pub async fn lease(&self, kind: ClaimKind, key: &str) -> anyhow::Result<Option<String>> {

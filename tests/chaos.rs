@@ -24,7 +24,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use shelfsync::domain::{LedgerKind, OutletId};
 use shelfsync::ledger::{LedgerEntry, Projection};
-use shelfsync::settings::Secret;
 
 const OUTLETS: [&str; 2] = [OUTLET, OTHER_OUTLET];
 const SKUS: [&str; 3] = [SKU, SKU2, SKU3];
@@ -49,14 +48,7 @@ impl Servers {
             std::env::temp_dir().join(format!("shelfsync-chaos-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("mongo")).unwrap();
         std::fs::create_dir_all(dir.join("mqtt")).unwrap();
-        let redis_port = free_port();
-        let redis = Proc::start("redis-server", redis_port, move || {
-            let mut c = Command::new("redis-server");
-            c.args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"]);
-            c
-        })
-        .await;
+        let redis = start_redis().await;
         let mongo = start_mongo(&dir).await;
         // Persistent, so that a restart keeps what it acknowledged: the queue of shelfsync's
         // session and its messages in flight. `user root` keeps a broker started by root able
@@ -339,7 +331,7 @@ async fn chaos() {
     let mut servers = Servers::start().await;
     let mut settings = test_settings();
     settings.http.port = free_port();
-    settings.redis.url = Secret::new(format!("redis://127.0.0.1:{}", servers.redis.port));
+    settings.redis.url = redis_url(&servers.redis);
     settings.mongo.uri = mongo_uri(&servers.mongo);
     settings.mqtt.port = servers.broker.port;
     let mut service = Service::start(&settings).await;

@@ -123,19 +123,15 @@ fn demo_secrets_off_loopback_refuse_to_start() {
 /// even when it asks for every outlet's stock.
 #[actix_web::test]
 async fn a_scoped_key_gets_only_its_outlets_orders_on_a_websocket() {
-    use futures_util::StreamExt;
     let app = spawn_app().await;
     let bhopal = "bhopal-arera-colony";
     app.set_stock(bhopal, SKU, 5).await;
     app.set_stock(OUTLET, SKU, 5).await;
-    let (_, mut conn) = awc::Client::new()
-        .ws(format!(
-            "{}/v1/ws?key={MANAGER_INDORE}&outlets={OUTLET},{bhopal}",
-            app.url.replace("http://", "ws://")
-        ))
-        .connect()
-        .await
-        .expect("websocket connects");
+    let mut conn = ws_connect(
+        &app,
+        &format!("key={MANAGER_INDORE}&outlets={OUTLET},{bhopal}"),
+    )
+    .await;
     let confirm = |outlet: &'static str, pay: &'static str| {
         let app = &app;
         async move {
@@ -153,18 +149,10 @@ async fn a_scoped_key_gets_only_its_outlets_orders_on_a_websocket() {
     let ours = confirm(OUTLET, "pay_indore").await;
     // Frames until our order arrives (it was confirmed last): theirs must not be among them.
     let mut orders = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !orders.contains(&ours) {
-        let frame = tokio::time::timeout_at(deadline, conn.next())
-            .await
-            .expect("our order in time")
-            .expect("open")
-            .unwrap();
-        if let awc::ws::Frame::Text(bytes) = frame {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            if v["type"] == "order" {
-                orders.push(v["reservation"]["id"].as_str().unwrap().to_owned());
-            }
+        let v = ws_next(&mut conn).await;
+        if v["type"] == "order" {
+            orders.push(v["reservation"]["id"].as_str().unwrap().to_owned());
         }
     }
     assert!(
@@ -304,16 +292,9 @@ async fn a_public_key_reads_stock_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // On a WebSocket: stock frames, never an order.
-    use futures_util::StreamExt;
-    let (_, mut conn) = awc::Client::new()
-        .ws(format!(
-            "{}/v1/ws?key={PUBLIC}&outlets={OUTLET}",
-            app.url.replace("http://", "ws://")
-        ))
-        .connect()
-        .await
-        .expect("websocket connects");
+    // On a WebSocket: stock frames, never an order. The count after the confirm is the
+    // last change: every frame the confirm made comes before it.
+    let mut conn = ws_connect(&app, &format!("key={PUBLIC}&outlets={OUTLET}")).await;
     let r = app
         .post(
             &format!("/v1/reservations/{id}/confirm"),
@@ -322,15 +303,15 @@ async fn a_public_key_reads_stock_only() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+    app.set_stock(OUTLET, SKU, 42).await;
     let mut types = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, conn.next()).await {
-        if let awc::ws::Frame::Text(bytes) = frame {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            types.push(v["type"].as_str().unwrap().to_owned());
+    loop {
+        let v = ws_next(&mut conn).await;
+        types.push(v["type"].as_str().unwrap().to_owned());
+        if v["type"] == "stock" && v["on_hand"] == 42 {
+            break;
         }
     }
-    assert!(types.contains(&"stock".to_owned()), "{types:?}");
     assert!(!types.contains(&"order".to_owned()), "{types:?}");
     app.finish().await;
 }
@@ -345,12 +326,15 @@ async fn requests_without_a_valid_key_are_limited_per_address() {
         burst: 3,
     };
     let app = spawn_app_with(settings).await;
-    for _ in 0..2 {
-        let r = (app.http.get(format!("{}/healthz", app.url)).send())
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    }
+    // Each request is charged once: a keyless one to a route that needs a key too.
+    let r = (app.http.get(format!("{}/v1/outlets", app.url)).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = (app.http.get(format!("{}/healthz", app.url)).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let guess = app.get("/v1/outlets", "not-a-key-of-this-chain").await;
     assert_eq!(guess.status(), StatusCode::UNAUTHORIZED);
     let past = (app.http.get(format!("{}/healthz", app.url)).send())
@@ -379,20 +363,12 @@ async fn requests_without_a_valid_key_are_limited_per_address() {
 /// however often it is asked, Redis is pinged at most about once a second.
 #[actix_web::test]
 async fn readyz_without_a_key_is_minimal_and_pings_once_a_second() {
-    use std::process::Command;
-    let port = free_port();
-    let mut redis = common::procs::Proc::start("redis-server", port, move || {
-        let mut c = Command::new("redis-server");
-        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
-        c
-    })
-    .await;
+    let mut redis = common::procs::start_redis().await;
     let mut settings = test_settings();
-    settings.redis.url = shelfsync::settings::Secret::new(format!("redis://127.0.0.1:{port}"));
+    settings.redis.url = common::procs::redis_url(&redis);
     let app = spawn_app_with(settings).await;
     let pings = || async {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let client = redis::Client::open(common::procs::redis_url(&redis).expose()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -446,17 +422,9 @@ async fn readyz_without_a_key_is_minimal_and_pings_once_a_second() {
 /// A `503` says what to do, never the internal error chain (addresses, server messages).
 #[actix_web::test]
 async fn a_503_carries_no_internal_error_text() {
-    use std::process::Command;
-    let port = free_port();
-    let mut redis = common::procs::Proc::start("redis-server", port, move || {
-        let mut c = Command::new("redis-server");
-        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
-        c
-    })
-    .await;
+    let mut redis = common::procs::start_redis().await;
     let mut settings = test_settings();
-    settings.redis.url = shelfsync::settings::Secret::new(format!("redis://127.0.0.1:{port}"));
+    settings.redis.url = common::procs::redis_url(&redis);
     let app = spawn_app_with(settings).await;
     app.set_stock(OUTLET, SKU, 5).await;
     let hold = app.hold(OUTLET, SKU, 1, 300).await;
@@ -523,16 +491,7 @@ async fn a_stream_client_that_stops_reading_is_cut_at_the_write_deadline() {
     for sku in catalogue_skus(100) {
         app.set_stock(OUTLET, &sku, 7).await;
     }
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
-    let mut stalled = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/stream?outlets={OUTLET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
-        .await
-        .unwrap();
+    let stalled = stalled_sse(&app, &format!("outlets={OUTLET}"), VIEWER).await;
     let joined = eventually(5, || async {
         metric(&app, r#"shelfsync_stream_clients{kind="sse"}"#).await == 1.0
     })
@@ -579,21 +538,14 @@ async fn one_key_cannot_take_every_stream_place() {
 /// `error` frame `rate_limited` (each would send a whole snapshot), and counted.
 #[actix_web::test]
 async fn websocket_subscribes_are_throttled() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     let mut settings = test_settings();
     settings.streams.subscribe = shelfsync::settings::BucketSettings {
         per_sec: 0.01,
         burst: 2,
     };
     let app = spawn_app_with(settings).await;
-    let (_, mut conn) = awc::Client::new()
-        .ws(format!(
-            "{}/v1/ws?key={VIEWER}&outlets={OUTLET}",
-            app.url.replace("http://", "ws://")
-        ))
-        .connect()
-        .await
-        .expect("websocket connects");
+    let mut conn = ws_connect(&app, &format!("key={VIEWER}&outlets={OUTLET}")).await;
     let subscribe = serde_json::json!({"subscribe": {"outlets": [OTHER_OUTLET]}}).to_string();
     for _ in 0..4 {
         conn.send(awc::ws::Message::Text(subscribe.clone().into()))
@@ -602,19 +554,11 @@ async fn websocket_subscribes_are_throttled() {
     }
     let mut types = Vec::new();
     while types.len() < 5 {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), conn.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .unwrap();
-        if let awc::ws::Frame::Text(bytes) = frame {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            let kind = v["type"].as_str().unwrap().to_owned();
-            if kind == "error" {
-                assert_eq!(v["error"], "rate_limited");
-            }
-            types.push(kind);
+        let v = ws_next(&mut conn).await;
+        if v["type"] == "error" {
+            assert_eq!(v["error"], "rate_limited");
         }
+        types.push(v["type"].as_str().unwrap().to_owned());
     }
     assert_eq!(
         types,
@@ -761,6 +705,7 @@ async fn a_movement_too_old_or_from_the_future_is_refused_over_http_and_mqtt() {
         "a POS back after days lands"
     );
 
+    assert!(mqtt_ready(&app).await);
     let prefix = app.settings.mqtt.topic_prefix.clone();
     let mut watcher = MqttClient::connect(app.settings.mqtt.port).await;
     watcher.subscribe(&format!("{prefix}dlq/#")).await;

@@ -137,15 +137,7 @@ async fn a_client_that_never_reads_is_dropped_while_a_normal_client_keeps_receiv
     for sku in &skus {
         app.set_stock(OUTLET, sku, 100_000).await;
     }
-    // A stalled reader: a tiny receive window, a request, and never a read.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
-    let mut stalled = socket.connect(addr).await.unwrap();
-    let request = format!("GET /v1/stream?outlets={OUTLET} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
-        .await
-        .unwrap();
+    let stalled = stalled_sse(&app, &format!("outlets={OUTLET}"), VIEWER).await;
     let mut normal = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
         .await
         .unwrap();
@@ -198,37 +190,6 @@ async fn a_client_that_never_reads_is_dropped_while_a_normal_client_keeps_receiv
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(50)).await;
     app.finish().await;
-}
-
-/// A WebSocket test client on `/v1/ws`.
-async fn ws_connect(
-    app: &TestApp,
-    query: &str,
-) -> actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec> {
-    let (_, conn) = awc::Client::new()
-        .ws(format!(
-            "{}/v1/ws?{query}",
-            app.url.replace("http://", "ws://")
-        ))
-        .connect()
-        .await
-        .expect("websocket connects");
-    conn
-}
-
-async fn ws_next(
-    conn: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
-) -> serde_json::Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), conn.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .unwrap();
-        if let awc::ws::Frame::Text(bytes) = frame {
-            return serde_json::from_slice(&bytes).unwrap();
-        }
-    }
 }
 
 #[actix_web::test]

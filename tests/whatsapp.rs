@@ -206,20 +206,25 @@ fn order_from(sender: &str, id: &str, items: Value) -> Value {
 
 /// The record of message `id` once the worker has decided it.
 async fn decided(app: &TestApp, id: &str) -> Document {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let record = records(app).await.into_iter().find(|d| {
+    let find = || async {
+        records(app).await.into_iter().find(|d| {
             d.get_str("_id") == Ok(id) && d.get_str("status").is_ok_and(|s| s != "queued")
-        });
-        if let Some(record) = record {
-            return record;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "message {id} was not decided"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        })
+    };
+    assert!(
+        eventually(10, || async { find().await.is_some() }).await,
+        "message {id} was not decided"
+    );
+    find().await.expect("decided")
+}
+
+/// `shelfsync_whatsapp_refused_total{reason}`.
+async fn refused_total(app: &TestApp, reason: &str) -> f64 {
+    metric(
+        app,
+        &format!(r#"shelfsync_whatsapp_refused_total{{reason="{reason}"}}"#),
+    )
+    .await
 }
 
 #[actix_web::test]
@@ -247,13 +252,12 @@ async fn an_unknown_senders_order_of_10000_units_holds_nothing() {
     assert_eq!(after.seq, before.seq, "nothing was committed at the outlet");
     assert_eq!(after.counters, before.counters);
     assert!(after.held.is_empty());
-    assert_eq!(
-        metric(
-            &app,
-            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
-        )
-        .await,
-        1.0
+    // Counted once its record is written, just after the record shows.
+    assert!(
+        eventually(5, || async {
+            refused_total(&app, "unknown_sender").await == 1.0
+        })
+        .await
     );
     app.finish().await;
 }
@@ -306,13 +310,12 @@ async fn an_unknown_sender_holds_within_its_small_cap_until_its_hold_is_cancelle
         "a cancelled hold is no longer open: {third}"
     );
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 5);
-    assert_eq!(
-        metric(
-            &app,
-            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
-        )
-        .await,
-        1.0
+    // Counted once its record is written, just after the record shows.
+    assert!(
+        eventually(5, || async {
+            refused_total(&app, "unknown_sender").await == 1.0
+        })
+        .await
     );
     app.finish().await;
 }
@@ -335,13 +338,12 @@ async fn unknown_senders_are_refused_outright_under_the_refuse_policy() {
         "a mapped sender is not refused: {known}"
     );
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 1);
-    assert_eq!(
-        metric(
-            &app,
-            r#"shelfsync_whatsapp_refused_total{reason="unknown_sender"}"#
-        )
-        .await,
-        1.0
+    // Counted once its record is written, just after the record shows.
+    assert!(
+        eventually(5, || async {
+            refused_total(&app, "unknown_sender").await == 1.0
+        })
+        .await
     );
     app.finish().await;
 }
@@ -349,7 +351,8 @@ async fn unknown_senders_are_refused_outright_under_the_refuse_policy() {
 #[actix_web::test]
 async fn a_known_senders_fourth_open_hold_is_refused_until_its_holds_expire() {
     let mut settings = test_settings();
-    settings.whatsapp.ttl_secs = 3;
+    // Long enough that the three holds and the fourth order are decided well within it.
+    settings.whatsapp.ttl_secs = 10;
     let app = spawn_app_with(settings).await;
     app.set_stock(OUTLET, SKU, 100).await;
     for i in 1..=3 {
@@ -366,18 +369,17 @@ async fn a_known_senders_fourth_open_hold_is_refused_until_its_holds_expire() {
     let after = redis_snapshot(&app.settings, OUTLET).await;
     assert_eq!(after.seq, before.seq, "a refused order commits nothing");
     assert_eq!(after.counters, before.counters);
-    assert_eq!(
-        metric(
-            &app,
-            r#"shelfsync_whatsapp_refused_total{reason="sender_cap"}"#
-        )
-        .await,
-        1.0
+    // Counted once its record is written, just after the record shows.
+    assert!(
+        eventually(5, || async {
+            refused_total(&app, "sender_cap").await == 1.0
+        })
+        .await
     );
 
     // Once the expiry timer has released the three, the sender may order again.
     assert!(
-        eventually(15, || async {
+        eventually(25, || async {
             app.stock(OUTLET, SKU).await["reserved"] == 0
         })
         .await

@@ -2,8 +2,7 @@
 
 use std::collections::HashSet;
 use std::future::{ready, Ready};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use actix_web::{web, FromRequest, HttpRequest};
 
@@ -53,37 +52,31 @@ pub struct AddressLimiter {
 
 impl AddressLimiter {
     pub fn new(b: BucketSettings) -> Self {
-        let period = std::time::Duration::from_secs_f64(1.0 / b.per_sec);
-        let burst = std::num::NonZeroU32::new(b.burst).expect("checked at load");
-        let quota = governor::Quota::with_period(period)
-            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
-            .allow_burst(burst);
         Self {
-            limiter: governor::RateLimiter::keyed(quota),
+            limiter: governor::RateLimiter::keyed(quota(b)),
             checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Takes one request from `peer`'s budget, or says how many seconds until there is one.
     pub fn take(&self, peer: std::net::IpAddr) -> Result<(), u64> {
+        use std::net::IpAddr;
         use std::sync::atomic::Ordering;
         if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
             self.limiter.retain_recent();
         }
         let key = match peer {
-            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                std::net::IpAddr::V6(octets.into())
-            }
-            std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut octets = v6.octets();
+                    octets[8..].fill(0);
+                    IpAddr::V6(octets.into())
+                }
+            },
             v4 => v4,
         };
-        self.limiter.check_key(&key).map_err(|not_until| {
-            use governor::clock::Clock;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        })
+        self.limiter.check_key(&key).map_err(retry_after_secs)
     }
 
     /// Addresses tracked now.
@@ -92,42 +85,47 @@ impl AddressLimiter {
     }
 }
 
+/// A `{ per_sec, burst }` of the settings as governor's GCRA quota.
+pub fn quota(b: BucketSettings) -> governor::Quota {
+    let burst = std::num::NonZeroU32::new(b.burst).expect("checked at load");
+    governor::Quota::with_period(std::time::Duration::from_secs_f64(1.0 / b.per_sec))
+        .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
+        .allow_burst(burst)
+}
+
+type Clock = governor::clock::DefaultClock;
+
+/// Whole seconds (at least 1) until a refused request would be let through.
+fn retry_after_secs(
+    not_until: governor::NotUntil<<Clock as governor::clock::Clock>::Instant>,
+) -> u64 {
+    use governor::clock::Clock as _;
+    let wait = not_until.wait_time_from(Clock::default().now());
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 fn key_digest(key: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(key.as_bytes()).into()
 }
 
-/// A key's token bucket (see `rate_limits`).
-#[derive(Debug)]
-struct Bucket {
-    per_sec: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+/// A key's budget (see `rate_limits`).
+struct Bucket(governor::DefaultDirectRateLimiter);
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bucket")
+    }
 }
 
 impl Bucket {
     fn new(b: BucketSettings) -> Self {
-        Self {
-            per_sec: b.per_sec,
-            burst: f64::from(b.burst),
-            state: Mutex::new((f64::from(b.burst), Instant::now())),
-        }
+        Self(governor::RateLimiter::direct(quota(b)))
     }
 
     /// Takes a token, or says how many seconds until one is there.
     fn take(&self) -> Result<(), u64> {
-        let mut state = self.state.lock().expect("bucket lock");
-        let (tokens, last) = &mut *state;
-        let now = Instant::now();
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / self.per_sec).ceil().max(1.0) as u64)
-        }
+        self.0.check().map_err(retry_after_secs)
     }
 }
 
@@ -188,7 +186,8 @@ impl Auth {
 
     /// The caller of `key`, charged one token of its rate limit unless the request was
     /// `forwarded` by another process of the chain (which charged it already).
-    /// No key or an unknown one: `401`, charged to the client address (`429` past its
+    /// No key: `401` (the request was charged to its client address as it came in, see
+    /// http/mod.rs). An unknown key: `401`, charged to the client address (`429` past its
     /// budget, so that guessing keys is as slow as any unauthenticated request).
     fn caller(
         &self,
@@ -197,7 +196,7 @@ impl Auth {
         peer: Option<std::net::IpAddr>,
     ) -> Result<Caller, ApiError> {
         let Some(grant) = key.and_then(|k| self.grant(k)) else {
-            if !forwarded {
+            if key.is_some() && !forwarded {
                 self.charge_address(peer)?;
             }
             return Err(ApiError::Unauthorized);
@@ -297,7 +296,8 @@ pub fn peer(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The key of an `Authorization: Bearer` header.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)?

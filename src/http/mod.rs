@@ -128,9 +128,7 @@ pub fn app(
         .wrap_fn(move |req, srv| {
             // A request that names no key at all is charged to its client address here (one
             // that names an unknown key, when its key is looked up).
-            let keyless = !req
-                .headers()
-                .contains_key(actix_web::http::header::AUTHORIZATION)
+            let keyless = auth::bearer(req.request()).is_none()
                 && !(req.query_string().split('&')).any(|p| p.split('=').next() == Some("key"));
             let refused = keyless
                 .then(|| address_auth.charge_address(auth::peer(req.request())).err())

@@ -86,14 +86,8 @@ pub async fn ws(
         ApiError::unavailable(full.message())
     })?;
     // Confirmed orders name customers' reservations: only those the key may read.
-    let subscribes = {
-        let b = state.settings.streams.subscribe;
-        let burst = std::num::NonZeroU32::new(b.burst).expect("checked at load");
-        let quota = governor::Quota::with_period(Duration::from_secs_f64(1.0 / b.per_sec))
-            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
-            .allow_burst(burst);
-        governor::RateLimiter::direct(quota)
-    };
+    let subscribes =
+        governor::RateLimiter::direct(super::auth::quota(state.settings.streams.subscribe));
     let session = WsSession {
         subscribes,
         orders: caller.reservation_scope(),

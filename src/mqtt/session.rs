@@ -132,8 +132,9 @@ impl MqttSession {
             options.set_credentials(user, password.expose());
         }
         if m.tls {
-            // rustls, trusting only the configured CA. Files that became unreadable since the
-            // start leave an empty CA: every connection then fails, logged as lost below.
+            // rustls, trusting only the configured CA (checked at start). Files that became
+            // unreadable since then leave an empty CA: every connection then fails, logged as
+            // lost below, and this error names the file.
             let files = m.tls_files().unwrap_or_else(|e| {
                 error!(error = %format!("{e:#}"), "reading the MQTT TLS files failed");
                 crate::settings::TlsFiles {

@@ -93,7 +93,10 @@ pub async fn open(store: &RedisStore, sender: &str) -> anyhow::Result<Open> {
             None => ended.push(id),
         }
     }
-    store.forget_sender_holds(sender, &ended).await?;
+    // Best effort: what is not forgotten now is found ended again by the next read.
+    if let Err(e) = store.forget_sender_holds(sender, &ended).await {
+        tracing::warn!(error = %format!("{e:#}"), "forgetting a WhatsApp sender's ended holds failed");
+    }
     Ok(open)
 }
 
@@ -103,8 +106,13 @@ async fn held_units(store: &RedisStore, id: &ReservationId) -> anyhow::Result<Op
     let mut id = id.clone();
     let mut cart = 0;
     for _ in 0..REROUTE_HOPS_MAX {
-        let (res, _) = store.reservation(&store.keys(&id.outlet()), &id).await?;
-        let Some(res) = res else { return Ok(None) };
+        let (res, seq) = store.reservation(&store.keys(&id.outlet()), &id).await?;
+        let Some(res) = res else {
+            // Not found at an outlet whose state is gone (Redis restarted, a restore under
+            // way) is no answer: the hold may be live.
+            anyhow::ensure!(seq > 0, "outlet {} has no state in Redis", id.outlet());
+            return Ok(None);
+        };
         cart = units(&res.lines);
         match (res.status, res.rerouted_to) {
             (ReservationStatus::Held, _) => return Ok(Some(cart)),

@@ -16,7 +16,7 @@ use super::caps::{self, Caps, Refusal};
 use super::message::{messages, Message, Order};
 use super::store::{Messages, Queued};
 use crate::checkout::{place, Hold, Target, WHATSAPP_KEY_PREFIX};
-use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, Qty, Sku};
+use crate::domain::{digest, now_ms, Channel, IdempotencyKey, Line, OutletId, Qty, Sku};
 use crate::error::Error;
 use crate::keys::ClaimKind;
 use crate::services::Services;
@@ -145,10 +145,23 @@ async fn handle(services: &Services, store: &Messages, m: &Message) {
     if status == "unavailable" {
         return; // stays queued; the sweep tries again
     }
+    let reason = (status == "refused")
+        .then(|| result.get_str("reason").ok().map(str::to_owned))
+        .flatten();
     let mut decided = result;
     decided.insert("decided_at_ms", now_ms());
-    if let Err(e) = store.decide(&m.id.as_str().into(), decided).await {
-        warn!(message = %m.id, error = %format!("{e:#}"), "recording a WhatsApp message failed");
+    match store.decide(&m.id.as_str().into(), decided).await {
+        // Counted once recorded: a record that failed is decided again by the sweep.
+        Ok(()) => {
+            if let Some(reason) = reason {
+                (services.shared.metrics.whatsapp_refused)
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+            }
+        }
+        Err(e) => {
+            warn!(message = %m.id, error = %format!("{e:#}"), "recording a WhatsApp message failed")
+        }
     }
 }
 
@@ -213,7 +226,6 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
     };
     let Some(caps) = Caps::of(wa, &m.from) else {
         return refused(
-            services,
             Refusal::UnknownSender,
             json!({"policy": "an unknown sender's orders are refused (whatsapp.unknown_sender)"}),
         );
@@ -265,28 +277,35 @@ async fn hold_within_caps(
     hold: &Hold,
 ) -> Document {
     let store = &services.shared.store;
-    // A key claimed already is a message held before whose record was not written: `place`
-    // replays its first answer, and its hold is one of those the sender has open.
-    let tried = store
-        .claim_owner(ClaimKind::Reservation, idem.as_str())
-        .await;
-    let open = match tried {
-        Ok(Some(_)) => None,
-        Ok(None) => match caps::open(store, &m.from).await {
-            Ok(open) => Some(open),
-            Err(e) => {
-                warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp sender's holds failed; the sweep tries again");
-                return outcome("unavailable", None);
-            }
-        },
+    // A key committed at an outlet already is a message held before whose record was not
+    // written: `place` replays its first answer, and its hold is one of those the sender has
+    // open. A key only claimed (the outlet failed, or the cart was short) held nothing.
+    let replay = async {
+        let Some(outlet) = (store
+            .claim_owner(ClaimKind::Reservation, idem.as_str())
+            .await)?
+        else {
+            return Ok(false);
+        };
+        let outlet = OutletId::parse("claim", &outlet)?;
+        store
+            .key_committed(&store.keys(&outlet), idem.as_str())
+            .await
+    };
+    let checked = match replay.await {
+        Ok(true) => Ok(None),
+        Ok(false) => caps::open(store, &m.from).await.map(Some),
+        Err(e) => Err(e),
+    };
+    let open = match checked {
+        Ok(open) => open,
         Err(e) => {
-            warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp order's claim failed; the sweep tries again");
+            warn!(message = %m.id, error = %format!("{e:#}"), "reading a WhatsApp sender's holds failed; the sweep tries again");
             return outcome("unavailable", None);
         }
     };
     if let Some(open) = open.filter(|open| !caps.fits(*open, units)) {
         return refused(
-            services,
             caps.refusal,
             json!({"units": units, "open_holds": open.holds, "open_units": open.units,
                 "open_holds_max": caps.open_holds_max, "units_max": caps.units_max}),
@@ -317,12 +336,9 @@ async fn hold_within_caps(
 }
 
 /// An order refused by the sender's caps (or the unknown-sender policy), nothing held:
-/// recorded `refused` with its `reason` and counted in `shelfsync_whatsapp_refused_total`.
-fn refused(services: &Services, refusal: Refusal, detail: Value) -> Document {
+/// recorded `refused` with its `reason` (counted once recorded, see `handle`).
+fn refused(refusal: Refusal, detail: Value) -> Document {
     let reason = refusal.as_str();
-    (services.shared.metrics.whatsapp_refused)
-        .with_label_values(&[reason])
-        .inc();
     let mut record = outcome("refused", Some(detail));
     record.insert("reason", reason);
     record

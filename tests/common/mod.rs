@@ -10,6 +10,7 @@ mod mqtt;
 pub mod procs;
 mod sse;
 mod stores;
+mod ws;
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub use mqtt::*;
 #[allow(unused_imports)]
 pub use sse::*;
 pub use stores::*;
+#[allow(unused_imports)]
+pub use ws::*;
 
 pub const ADMIN: &str = "demo-admin-key-change-me";
 pub const PUBLIC: &str = "demo-public-key-change-me";

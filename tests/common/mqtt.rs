@@ -9,6 +9,25 @@ use serde_json::Value;
 #[allow(unused_imports)]
 pub use shelfsync_load::broker::Broker as TestBroker;
 
+/// Whether the service's MQTT session gets connected (and subscribed) within 10 s, by its
+/// `/readyz`: a POS message published before it is not delivered to it.
+pub async fn mqtt_ready(app: &super::TestApp) -> bool {
+    super::eventually(10, || async {
+        let body: Value = app
+            .http
+            .get(format!("{}/readyz", app.url))
+            .bearer_auth(super::ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["mqtt"] == "ok"
+    })
+    .await
+}
+
 /// A message a test client received.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -98,6 +98,23 @@ impl Drop for Proc {
     }
 }
 
+/// A Redis of the test's own on a free port, keeping nothing on disk.
+pub async fn start_redis() -> Proc {
+    let port = free_port();
+    Proc::start("redis-server", port, move || {
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        c
+    })
+    .await
+}
+
+/// The URL of a Redis of the test's own, for `settings.redis.url`.
+pub fn redis_url(redis: &Proc) -> shelfsync::settings::Secret {
+    shelfsync::settings::Secret::new(format!("redis://127.0.0.1:{}", redis.port))
+}
+
 /// The URI of a SecantusDB of the test's own, for `settings.mongo.uri`.
 pub fn mongo_uri(mongo: &Proc) -> shelfsync::settings::Secret {
     shelfsync::settings::Secret::new(format!(

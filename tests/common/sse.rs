@@ -65,3 +65,19 @@ impl SseClient {
             .flatten()
     }
 }
+
+/// A stalled SSE reader: a tiny receive window, a request for `/v1/stream?{query}` with
+/// `key`, and never a read (hold it to keep the connection).
+pub async fn stalled_sse(app: &TestApp, query: &str, key: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/stream?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
+        .await
+        .unwrap();
+    stalled
+}
