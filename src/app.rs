@@ -78,6 +78,7 @@ impl Core {
             feed: Arc::new(crate::feed::Feed::new(settings.mqtt.orders_queue_max)),
             hub: Arc::new(crate::hub::Hub::new(
                 settings.streams.ring_events,
+                settings.streams.resume_events,
                 settings.streams.clients_max,
                 settings.streams.clients_per_key_max,
             )),

@@ -5,8 +5,12 @@
 //! falls behind (the ring overtook it, or its buffer stayed full for `stall_secs`) is
 //! dropped. It reconnects and gets a fresh snapshot, and it can never slow the actors or
 //! the other clients.
+//!
+//! Every event gets an id, one more than the last, and the hub keeps the latest
+//! `streams.resume_events` of them: a client that reconnects with the id of the last event it
+//! saw (SSE `Last-Event-ID`) gets only what came after, while the hub still holds it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -34,8 +38,43 @@ pub enum LiveEvent {
     },
 }
 
+/// An event and its id in this hub.
+pub type Numbered = (u64, LiveEvent);
+
+/// The latest events, for clients that resume.
+struct Recent {
+    /// The id of the last event published (0: none yet).
+    last: u64,
+    events: VecDeque<Numbered>,
+    max: usize,
+}
+
+/// Where a joining client starts.
+#[derive(Debug)]
+pub enum Start {
+    /// Every event after the one it named, in order (none: it missed nothing).
+    Resume(Vec<Numbered>),
+    /// A snapshot: it named no event, or one the hub no longer holds (or never had).
+    Snapshot,
+}
+
+impl Start {
+    /// The metric label (`shelfsync_stream_starts_total{outcome}`) of a client that asked to
+    /// resume.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Resume(_) => "resumed",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
 pub struct Hub {
-    tx: broadcast::Sender<LiveEvent>,
+    tx: broadcast::Sender<Numbered>,
+    recent: std::sync::Mutex<Recent>,
+    /// Names this hub's run in the ids it hands out: an id from another process or an earlier
+    /// run never resumes here, it gets a snapshot.
+    instance: String,
     clients: AtomicUsize,
     clients_max: usize,
     /// Clients per API key (by its label, which names one key), at most `per_key_max` each.
@@ -47,7 +86,10 @@ pub struct Hub {
 
 /// A client's place in the hub; leaving (drop) frees it.
 pub struct Membership {
-    pub rx: broadcast::Receiver<LiveEvent>,
+    pub rx: broadcast::Receiver<Numbered>,
+    /// The id of the last event published before the client joined: every later one is in
+    /// `rx`, and a snapshot taken after joining reflects at least this one.
+    pub joined_at: u64,
     hub: Arc<Hub>,
     key: Arc<str>,
 }
@@ -92,9 +134,20 @@ impl Full {
 }
 
 impl Hub {
-    pub fn new(ring_events: usize, clients_max: usize, per_key_max: usize) -> Self {
+    pub fn new(
+        ring_events: usize,
+        resume_events: usize,
+        clients_max: usize,
+        per_key_max: usize,
+    ) -> Self {
         Self {
             tx: broadcast::channel(ring_events.max(1)).0,
+            recent: std::sync::Mutex::new(Recent {
+                last: 0,
+                events: VecDeque::new(),
+                max: resume_events,
+            }),
+            instance: format!("{:08x}", rand::random::<u32>()),
             clients: AtomicUsize::new(0),
             clients_max,
             per_key: Default::default(),
@@ -116,14 +169,46 @@ impl Hub {
         }
     }
 
-    /// Never waits; with no client connected the event is simply not kept.
+    /// Never waits. The id is taken and the event sent under one lock, so that a client
+    /// joining (under the same lock) finds each event either in the kept ones or in its
+    /// receiver, never in both or neither.
     pub fn publish(&self, event: LiveEvent) {
-        let _ = self.tx.send(event);
+        let mut recent = self.recent.lock().expect("hub lock");
+        recent.last += 1;
+        let id = recent.last;
+        if recent.max > 0 {
+            if recent.events.len() >= recent.max {
+                recent.events.pop_front();
+            }
+            recent.events.push_back((id, event.clone()));
+        }
+        let _ = self.tx.send((id, event));
+    }
+
+    /// The id a client sends back to resume after the event numbered `id`.
+    pub fn event_id(&self, id: u64) -> String {
+        format!("{}-{id}", self.instance)
+    }
+
+    /// The event a client's `Last-Event-ID` names, if it is one of this hub's ids.
+    fn parse_event_id(&self, text: &str) -> Option<u64> {
+        let (instance, id) = text.trim().split_once('-')?;
+        (instance == self.instance).then(|| id.parse().ok())?
     }
 
     /// A place for one more client of the API key labelled `key`, unless the hub or the
-    /// key is full.
+    /// key is full; it starts with a snapshot.
     pub fn join(self: &Arc<Self>, key: &str) -> Result<Membership, Full> {
+        self.join_after(key, None).map(|(member, _)| member)
+    }
+
+    /// Like `join`, for a client that saw the event `last_event_id`: it gets what it
+    /// missed if the hub still holds all of it, else a snapshot.
+    pub fn join_after(
+        self: &Arc<Self>,
+        key: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<(Membership, Start), Full> {
         let key: Arc<str> = key.into();
         {
             let mut per_key = self.per_key.lock().expect("hub lock");
@@ -134,16 +219,49 @@ impl Hub {
             *n += 1;
         }
         // From here the membership exists: dropping it gives back both places.
+        let recent = self.recent.lock().expect("hub lock");
         let member = Membership {
             rx: self.tx.subscribe(),
+            joined_at: recent.last,
             hub: self.clone(),
             key,
         };
+        let since = last_event_id.and_then(|text| self.parse_event_id(text));
+        let start = match since {
+            Some(since) if since <= recent.last => {
+                let oldest = recent.events.front().map_or(recent.last + 1, |(id, _)| *id);
+                if since + 1 >= oldest {
+                    let missed = recent.events.iter().filter(|(id, _)| *id > since);
+                    Start::Resume(latest_only(missed))
+                } else {
+                    Start::Snapshot
+                }
+            }
+            _ => Start::Snapshot,
+        };
+        drop(recent);
         if self.clients.fetch_add(1, Ordering::AcqRel) >= self.clients_max {
             return Err(Full::Hub);
         }
-        Ok(member)
+        Ok((member, start))
     }
+}
+
+/// The events after a client's last, with only the latest stock value of each (outlet, SKU):
+/// a stock event is the whole state of its SKU, so the older ones would only cost a slow
+/// link bytes. Every reservation event stays (each is news of its own), all in id order.
+fn latest_only<'a>(missed: impl DoubleEndedIterator<Item = &'a Numbered>) -> Vec<Numbered> {
+    let mut newer = HashSet::new();
+    let mut kept: Vec<Numbered> = missed
+        .rev()
+        .filter(|(_, event)| match event {
+            LiveEvent::Stock { outlet, sku, .. } => newer.insert((outlet, sku)),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Which outlets and SKUs a client wants (empty: all).
@@ -261,5 +379,96 @@ impl Filter {
             }
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change of SKU `sku` at seq `seq`.
+    fn change(sku: &str, seq: u64) -> LiveEvent {
+        LiveEvent::Stock {
+            outlet: OutletId::parse("o", "a").unwrap(),
+            sku: Sku::parse("s", sku).unwrap(),
+            counters: Counters {
+                on_hand: seq as i64,
+                reserved: 0,
+                seq,
+            },
+        }
+    }
+
+    fn ids(start: &Start) -> Vec<u64> {
+        match start {
+            Start::Resume(events) => events.iter().map(|(id, _)| *id).collect(),
+            Start::Snapshot => panic!("a snapshot, not a resume"),
+        }
+    }
+
+    #[test]
+    fn a_client_resumes_with_exactly_what_it_missed_while_the_hub_holds_it() {
+        let hub = Arc::new(Hub::new(16, 3, 10, 10));
+        for seq in 1..=5 {
+            hub.publish(change(&format!("sku-{seq}"), seq));
+        }
+        let (mut member, start) = hub.join_after("k", Some(&hub.event_id(3))).unwrap();
+        assert_eq!(ids(&start), vec![4, 5], "the two after event 3, in order");
+        assert_eq!(member.joined_at, 5);
+        hub.publish(change("sku-6", 6));
+        let (id, _) = member
+            .rx
+            .try_recv()
+            .expect("a later event is in the receiver");
+        assert_eq!(id, 6, "nothing twice, nothing missing between the two");
+
+        let (_, start) = hub.join_after("k", Some(&hub.event_id(6))).unwrap();
+        assert_eq!(
+            ids(&start),
+            Vec::<u64>::new(),
+            "up to date: nothing to send"
+        );
+    }
+
+    #[test]
+    fn an_id_the_hub_no_longer_holds_or_never_gave_gets_a_snapshot() {
+        let hub = Arc::new(Hub::new(16, 3, 10, 10));
+        for seq in 1..=5 {
+            hub.publish(change(&format!("sku-{seq}"), seq));
+        }
+        // Events 3..=5 are held: after 2 is a resume, after 1 lost event 2.
+        assert_eq!(
+            ids(&hub.join_after("k", Some(&hub.event_id(2))).unwrap().1),
+            vec![3, 4, 5]
+        );
+        for named in [
+            hub.event_id(1),
+            hub.event_id(9),
+            "0000zzzz-4".to_owned(),
+            "garbage".to_owned(),
+        ] {
+            let (_, start) = hub.join_after("k", Some(&named)).unwrap();
+            assert!(matches!(start, Start::Snapshot), "{named}: {start:?}");
+        }
+        assert!(matches!(
+            hub.join_after("k", None).unwrap().1,
+            Start::Snapshot
+        ));
+    }
+
+    #[test]
+    fn a_resume_sends_only_each_skus_latest_value_and_every_reservation_event() {
+        let hub = Arc::new(Hub::new(16, 100, 10, 10));
+        hub.publish(change("x", 1));
+        hub.publish(change("x", 2));
+        hub.publish(change("y", 3));
+        hub.publish(LiveEvent::Reservation {
+            event: "at_risk",
+            outlets: vec![OutletId::parse("o", "a").unwrap()],
+            body: Arc::new(serde_json::json!({})),
+        });
+        hub.publish(change("x", 5));
+        let (_, start) = hub.join_after("k", Some(&hub.event_id(0))).unwrap();
+        assert_eq!(ids(&start), vec![3, 4, 5], "x's 1 and 2 are overtaken by 5");
     }
 }

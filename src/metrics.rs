@@ -46,6 +46,9 @@ pub struct Metrics {
     pub mqtt_session_taken_over: IntCounter,
     pub stream_clients: IntGaugeVec,
     pub stream_dropped: IntCounterVec,
+    /// SSE streams opened: `fresh` (no Last-Event-ID), `resumed` (only what was missed),
+    /// `snapshot` (asked to resume from an event the hub no longer holds).
+    pub stream_starts: IntCounterVec,
     pub stream_refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub reconciler_drift_skus: IntGaugeVec,
@@ -333,6 +336,14 @@ impl Metrics {
             &["kind"],
         )
         .expect("metric");
+        let stream_starts = IntCounterVec::new(
+            Opts::new(
+                "stream_starts_total",
+                "SSE streams opened: fresh, resumed (only the missed events), snapshot (resume asked, events no longer held)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
         let stream_refused = IntCounterVec::new(
             Opts::new(
                 "stream_refused_total",
@@ -417,6 +428,7 @@ impl Metrics {
             Box::new(mqtt_session_taken_over.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
+            Box::new(stream_starts.clone()),
             Box::new(stream_refused.clone()),
             Box::new(rate_limited.clone()),
             Box::new(reconciler_drift_skus.clone()),
@@ -476,6 +488,7 @@ impl Metrics {
             mqtt_session_taken_over,
             stream_clients,
             stream_dropped,
+            stream_starts,
             stream_refused,
             rate_limited,
             reconciler_drift_skus,

@@ -400,6 +400,11 @@ pub struct StreamSettings {
     pub subscribe: BucketSettings,
     /// Events the hub keeps for its slowest reader; a client further behind is dropped.
     pub ring_events: usize,
+    /// Events the hub keeps for clients that reconnect: one that names (SSE `Last-Event-ID`)
+    /// an event at most this many back gets only what came after, instead of a snapshot.
+    pub resume_events: usize,
+    /// The reconnect delay SSE clients are told (`retry:`), in milliseconds.
+    pub retry_ms: u64,
     /// Events buffered for one client.
     pub client_buffer_events: usize,
     /// A client whose buffer stays full this long is dropped.
@@ -615,6 +620,12 @@ impl Settings {
             || st.subscribe.burst == 0
         {
             bail!("streams.subscribe: per_sec must be above 0 and burst at least 1");
+        }
+        // A million kept events is about 100 MB; past it is a typo, not a plan.
+        if st.resume_events > 1_000_000 || !(100..=600_000).contains(&st.retry_ms) {
+            bail!(
+                "streams.resume_events must be at most 1000000 and streams.retry_ms 100 to 600000"
+            );
         }
         if self.http.body_read_secs == 0 || self.http.write_deadline_secs == 0 {
             bail!("http.body_read_secs and http.write_deadline_secs must be at least 1");

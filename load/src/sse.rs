@@ -26,6 +26,10 @@ pub struct Parser {
     partial: Vec<u8>,
     event: String,
     data: Option<String>,
+    /// The `id:` of the event being read, and the last one of an event that ended (kept
+    /// until another replaces it, as a browser's EventSource keeps it for `Last-Event-ID`).
+    id: Option<String>,
+    last_id: Option<String>,
 }
 
 impl Parser {
@@ -36,7 +40,15 @@ impl Parser {
             partial: Vec::new(),
             event: String::new(),
             data: None,
+            id: None,
+            last_id: None,
         }
+    }
+
+    /// The id a reconnect sends as `Last-Event-ID`: that of the last event that ended, data
+    /// or not (a keep-alive with an `id:` moves it too).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
     }
 
     /// Reads one chunk; returns the events it completed, in order.
@@ -64,6 +76,9 @@ impl Parser {
 
     fn line(&mut self, line: &str) -> Result<Option<Event>, TooLong> {
         if line.is_empty() {
+            if let Some(id) = self.id.take() {
+                self.last_id = Some(id);
+            }
             let event = std::mem::take(&mut self.event);
             let Some(data) = self.data.take() else {
                 return Ok(None);
@@ -94,7 +109,9 @@ impl Parser {
                 }
                 None => self.data = Some(value.to_owned()),
             },
-            _ => {} // id, retry: not used here
+            // An id with a NUL is ignored (WHATWG); retry: is the reader's business.
+            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            _ => {}
         }
         Ok(None)
     }
@@ -157,6 +174,24 @@ mod tests {
             }
             assert_eq!(got, whole, "chunks of {size}");
         }
+    }
+
+    #[test]
+    fn the_last_event_id_is_that_of_the_last_event_that_ended_data_or_not() {
+        let mut p = Parser::new(1024);
+        assert_eq!(p.last_event_id(), None);
+        p.push(b"event: stock\nid: a-1\ndata: 1\n\n").unwrap();
+        assert_eq!(p.last_event_id(), Some("a-1"));
+        p.push(b": keep-alive\nid: a-7\n").unwrap();
+        assert_eq!(p.last_event_id(), Some("a-1"), "not before its blank line");
+        assert!(p.push(b"\n").unwrap().is_empty(), "no data: no event");
+        assert_eq!(p.last_event_id(), Some("a-7"), "a keep-alive moves it too");
+        p.push(b"data: 2\n\n").unwrap();
+        assert_eq!(
+            p.last_event_id(),
+            Some("a-7"),
+            "an event without id keeps it"
+        );
     }
 
     #[test]

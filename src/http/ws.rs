@@ -173,7 +173,7 @@ impl Actor for WsSession {
         self.send_snapshot(ctx);
         let events = futures_util::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
-                Ok(event) => Some((FromHub::Event(event), rx)),
+                Ok((_, event)) => Some((FromHub::Event(event), rx)),
                 Err(RecvError::Lagged(_)) => Some((FromHub::FellBehind, rx)),
                 Err(RecvError::Closed) => None,
             }

@@ -3,7 +3,9 @@
 //! ledger, or the message in the `rejected` collection and echoed to `dlq/{outlet}`.
 //!
 //! Messages are handled concurrently within the broker's in-flight window and acknowledged
-//! in the order they arrived (MQTT 5, 4.6). An outage of Redis or MongoDB is waited out
+//! in the order they arrived (MQTT 5, 4.6). A PUBACK only tells the broker; the POS learns
+//! its message's fate from `acks/{outlet}` (`{"event_id", "result": "applied"}` or
+//! `"rejected"` with the code), published once that fate is durable. An outage of Redis or MongoDB is waited out
 //! with backoff rather than acknowledged: a POS message is never lost and never dropped.
 
 use std::sync::Arc;
@@ -16,9 +18,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::outbound::Outbound;
+use super::outbound::{NotSent, Outbound};
 use super::topics::Topics;
-use crate::domain::{digest, now_ms, Movement, MovementKind};
+use crate::domain::{digest, now_ms, EventId, Movement, MovementKind};
 use crate::error::Error;
 use crate::movements::{applied_durably, apply, MovementRequest};
 use crate::services::Services;
@@ -48,14 +50,39 @@ pub struct Intake {
     services: Arc<Services>,
     outbound: Arc<Outbound>,
     topics: Topics,
+    /// `(topic, payload)` of the acks `publish_acks` sends.
+    acks: mpsc::Sender<(String, String)>,
 }
 
 impl Intake {
-    pub fn new(services: Arc<Services>, outbound: Arc<Outbound>, topics: Topics) -> Self {
+    pub fn new(
+        services: Arc<Services>,
+        outbound: Arc<Outbound>,
+        topics: Topics,
+        acks: mpsc::Sender<(String, String)>,
+    ) -> Self {
         Self {
             services,
             outbound,
             topics,
+            acks,
+        }
+    }
+
+    /// Queues the ack of a message whose fate is durable. Never waits: the queue holds as
+    /// many as the broker has POS messages in flight to us; past it the ack is dropped and
+    /// counted (`mqtt_messages_out_total{kind="ack_dropped"}`), and the POS, having no
+    /// answer, sends the message again later and gets the ack of the duplicate.
+    fn ack(&self, outlet: &str, body: serde_json::Value) {
+        let queued = self
+            .acks
+            .try_send((self.topics.acks(outlet), body.to_string()))
+            .is_ok();
+        if !queued {
+            let metrics = &self.services.shared.metrics;
+            (metrics.mqtt_messages_out)
+                .with_label_values(&["ack_dropped"])
+                .inc();
         }
     }
 
@@ -129,7 +156,8 @@ impl Intake {
                         .mqtt_messages_in
                         .with_label_values(&["applied"])
                         .inc();
-                    return;
+                    let body = json!({"event_id": movement.event_id, "result": "applied"});
+                    return self.ack(movement.outlet.as_str(), body);
                 }
                 Err(Error::Overloaded { .. })
                     if !self.services.shared.owners.owns(&movement.outlet)
@@ -209,12 +237,17 @@ impl Intake {
         // with small packet limits still receive it.
         let echoed = prefix(&text, self.services.settings.mqtt.payload_max_bytes);
         let echo = json!({"topic": topic, "payload": echoed, "truncated": echoed.len() < text.len(),
-            "code": rejection.code, "reason": rejection.reason});
+            "code": rejection.code, "reason": &rejection.reason});
         // The echo is a notification (the record above is what keeps the message): it must not
         // hold the in-order acks behind a full window.
         let echoed = self
             .outbound
             .try_publish(self.topics.dlq(outlet), echo.to_string());
+        if let Some(event_id) = event_id_of(payload) {
+            let body = json!({"event_id": event_id, "result": "rejected",
+                "code": rejection.code, "reason": rejection.reason});
+            self.ack(outlet, body);
+        }
         let metrics = &self.services.shared.metrics;
         let kind = if echoed { "dlq" } else { "dlq_skipped" };
         metrics.mqtt_messages_out.with_label_values(&[kind]).inc();
@@ -254,6 +287,29 @@ pub async fn run(intake: Intake, rx: mpsc::Receiver<(u64, Publish)>, window: usi
             }
         })
         .await;
+}
+
+/// Publishes the queued acks as the window allows (they follow the PUBACKs, never hold
+/// them up).
+pub async fn publish_acks(
+    outbound: Arc<Outbound>,
+    mut acks: mpsc::Receiver<(String, String)>,
+    services: Arc<Services>,
+) {
+    while let Some((topic, payload)) = acks.recv().await {
+        if outbound.publish(topic, false, payload, None).await == Err(NotSent::Closed) {
+            return;
+        }
+        (services.shared.metrics.mqtt_messages_out)
+            .with_label_values(&["ack"])
+            .inc();
+    }
+}
+
+/// The `event_id` a rejected payload names, if it is one a movement could carry.
+fn event_id_of(payload: &[u8]) -> Option<EventId> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    EventId::parse("event_id", value.get("event_id")?.as_str()?).ok()
 }
 
 /// The longest start of `text` of at most `limit` bytes that ends on a character boundary.

@@ -161,7 +161,14 @@ impl MqttSession {
         // Room for two connections' worth of POS messages keeps the driver from waiting here
         // in practice, and when it does wait, the intake frees a slot without its help.
         let (pos_tx, pos_rx) = mpsc::channel(2 * window);
-        let intake = Intake::new(self.services.clone(), outbound.clone(), topics.clone());
+        // Acks wait here for the window (as many as POS messages may be in flight to us).
+        let (acks_tx, acks_rx) = mpsc::channel(window);
+        let intake = Intake::new(
+            self.services.clone(),
+            outbound.clone(),
+            topics.clone(),
+            acks_tx,
+        );
         let driver = drive(Driver {
             eventloop,
             outbound: outbound.clone(),
@@ -186,6 +193,8 @@ impl MqttSession {
         self.supervise(ctx, "driver", driver);
         self.supervise(ctx, "pos intake", pos::run(intake, pos_rx, window));
         self.supervise(ctx, "publisher", publisher);
+        let acks = pos::publish_acks(outbound.clone(), acks_rx, self.services.clone());
+        self.supervise(ctx, "acks", acks);
         self.supervise(ctx, "refresher", refresher);
         self.outbound = Some(outbound);
     }

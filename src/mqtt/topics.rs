@@ -41,6 +41,12 @@ impl Topics {
         format!("{}shelfsync/status", self.prefix)
     }
 
+    /// What became of each POS message with an `event_id`, once durable: `applied` or
+    /// `rejected` (the outlet agent keeps a sale until it reads it here).
+    pub fn acks(&self, outlet: &str) -> String {
+        format!("{}acks/{outlet}", self.prefix)
+    }
+
     /// POS messages that could not be applied. `outlet` is the topic's segment as sent.
     pub fn dlq(&self, outlet: &str) -> String {
         format!("{}dlq/{outlet}", self.prefix)
