@@ -5,11 +5,14 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps build import serve load-quick festival chaos bench bench-rebuild soak secantus-probe lint fmt cluster
+.PHONY: run test services browser-deps fuzz-deps net-deps agent build import serve load-quick festival chaos bench bench-rebuild soak secantus-probe lint fmt cluster
 
 run: services build import serve
 
-test: services browser-deps fuzz-deps
+# The binaries first: tests/agent.rs and tests/flaky.rs run target/release/shelfsync-agent,
+# which `cargo test` does not build for another package's tests.
+test: services browser-deps fuzz-deps net-deps
+	$(CARGO) build --release --workspace --locked --bins
 	$(CARGO) test --release --workspace --locked -- --test-threads=4
 
 services:
@@ -21,6 +24,10 @@ browser-deps:
 # schemathesis (pinned) in .venv, for the API fuzz run of tests/openapi.rs.
 fuzz-deps:
 	bash scripts/fuzz-deps.sh
+
+# iproute2 and nftables for the flaky-link tests (tests/flaky.rs).
+net-deps:
+	bash scripts/net-deps.sh
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -35,6 +42,12 @@ serve: build
 # any of them answers any request (scripts/cluster.sh). Ctrl-C stops all three gracefully.
 cluster: services build import
 	bash scripts/cluster.sh
+
+# The outlet agent beside a running `make run` (agent/agent.toml; OUTLET=… picks the outlet,
+# which needs a pos key in config.toml for forward.via = "http"). Its till webhook:
+# http://127.0.0.1:8090/v1/sales.
+agent: build
+	SHELFSYNC_AGENT__OUTLET=$${OUTLET:-indore-vijay-nagar} target/release/shelfsync-agent --config agent/agent.toml
 
 # A quick hold/cancel run against a running `make run` (10 s).
 load-quick: build

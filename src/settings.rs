@@ -227,7 +227,11 @@ pub struct MqttSettings {
     pub client_key_file: Option<PathBuf>,
     /// How long the broker keeps the session (and queues POS messages) while we are away.
     pub session_expiry_secs: u32,
+    /// Idle seconds before a PINGREQ; a link that died silently is noticed within about
+    /// twice this (no PINGRESP by the next one), the broker's side within 1.5 times.
     pub keep_alive_secs: u64,
+    /// The most a connection attempt (TCP, TLS, CONNECT to CONNACK) may take.
+    pub connect_timeout_secs: u64,
     /// Message expiry of the retained `stock/…` values.
     pub stock_expiry_secs: u32,
     /// Larger POS messages are rejected to `dlq/…`.
@@ -574,6 +578,10 @@ impl Settings {
         let m = &self.mqtt;
         if m.rejected_keep_secs > TEN_YEARS_SECS {
             bail!("mqtt.rejected_keep_secs must be at most ten years ({TEN_YEARS_SECS})");
+        }
+        if !(1..=300).contains(&m.connect_timeout_secs) || !(5..=3600).contains(&m.keep_alive_secs)
+        {
+            bail!("mqtt.connect_timeout_secs must be 1 to 300 and mqtt.keep_alive_secs 5 to 3600 (the MQTT client refuses less)");
         }
         if m.tls {
             let files = m.tls_files().context("mqtt.tls")?;

@@ -79,6 +79,57 @@ async fn the_same_pos_message_published_three_times_lands_once() {
     cleanup(&settings).await;
 }
 
+/// `acks/{outlet}` tells a POS (the outlet agent) what became of each message once that is
+/// durable; a duplicate is acked again, so a POS that resends learns the fate too.
+#[actix_web::test]
+async fn a_pos_message_is_acked_applied_or_rejected_once_its_fate_is_durable() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+    let prefix = app.settings.mqtt.topic_prefix.clone();
+    let mut agent = MqttClient::connect(app.settings.mqtt.port).await;
+    agent.subscribe(&format!("{prefix}acks/{OUTLET}")).await;
+    let topic = pos_topic(&app, OUTLET);
+
+    agent.publish(&topic, sale("ack-1", 2)).await;
+    let unknown = json!({"event_id": "ack-2", "sku": "no-such-sku", "kind": "sale_counter",
+        "qty": 1, "at": recent_at()});
+    agent.publish(&topic, unknown.to_string()).await;
+    agent.publish(&topic, sale("ack-1", 2)).await;
+
+    let acks_of = |id: &'static str| move |r: &Received| r.payload["event_id"] == id;
+    let applied = agent
+        .wait_for(10, acks_of("ack-1"))
+        .await
+        .expect("ack-1 acked");
+    assert_eq!(applied.payload["result"], "applied");
+    assert!(applied.payload["seq"].as_u64().is_some(), "{applied:?}");
+    assert_eq!(
+        app.stock(OUTLET, SKU).await["on_hand"],
+        8,
+        "acked once durable"
+    );
+    let rejected = agent
+        .wait_for(10, acks_of("ack-2"))
+        .await
+        .expect("ack-2 acked");
+    assert_eq!(rejected.payload["result"], "rejected");
+    assert_eq!(
+        rejected.payload["code"], "validation_failed",
+        "{rejected:?}"
+    );
+    assert!(
+        agent.wait_for_n(10, 2, acks_of("ack-1")).await,
+        "the duplicate is acked again"
+    );
+    assert_eq!(
+        app.stock(OUTLET, SKU).await["on_hand"],
+        8,
+        "and applied once"
+    );
+    app.finish().await;
+}
+
 #[actix_web::test]
 async fn a_malformed_message_goes_to_rejected_and_dlq_and_the_next_good_one_applies() {
     let app = spawn_app().await;
@@ -673,7 +724,9 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
     // One client id per user (use_username_as_clientid): the next one would take this one's
     // session over.
     drop(intruder);
-    let pos = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
+    let mut pos = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
+    // The outlet agent's subscription: what became of its sales.
+    pos.subscribe(&format!("acks/{OUTLET}")).await;
     pos.publish(&format!("pos/{OUTLET}/movements"), sale("acl-own", 1))
         .await;
 
@@ -683,6 +736,13 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
         })
         .await,
         "the POS's own sale applied"
+    );
+    let ack = pos
+        .wait_for(10, |r| r.payload["event_id"] == "acl-own")
+        .await;
+    assert_eq!(
+        ack.expect("the POS user reads its outlet's acks").payload["result"],
+        "applied"
     );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(app.stock(OTHER_OUTLET, SKU).await["on_hand"], 10);

@@ -263,3 +263,116 @@ async fn a_websocket_client_subscribes_changes_its_filter_and_sees_orders() {
     drop(conn);
     app.finish().await;
 }
+
+/// An SSE stream of the service, read with ids: each event with the id the stream gave last.
+struct IdStream {
+    body:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>>>>,
+    parser: shelfsync_load::sse::Parser,
+    raw: String,
+}
+
+impl IdStream {
+    async fn open(app: &TestApp, last_event_id: Option<&str>) -> Self {
+        let mut req = (app.http.get(format!("{}/v1/stream", app.url)))
+            .query(&[("outlets", OUTLET)])
+            .bearer_auth(VIEWER);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        Self {
+            body: Box::pin(res.bytes_stream()),
+            parser: shelfsync_load::sse::Parser::new(16 << 20),
+            raw: String::new(),
+        }
+    }
+
+    /// The next event with data: (name, data, the stream's last id then), within `secs`.
+    async fn next(&mut self, secs: u64) -> Option<(String, serde_json::Value, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut ready = std::collections::VecDeque::new();
+        loop {
+            if let Some(e) = ready.pop_front() {
+                return Some(e);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.raw.push_str(&String::from_utf8_lossy(&chunk));
+            for e in self.parser.push(&chunk).unwrap() {
+                let id = self.parser.last_event_id().unwrap_or_default().to_owned();
+                ready.push_back((e.event, serde_json::from_str(&e.data).unwrap(), id));
+            }
+        }
+    }
+}
+
+/// A client that reconnects with `Last-Event-ID` gets a `resumed` event and then only what
+/// it missed: the latest value of each SKU that changed, nothing twice, nothing older; an id
+/// the hub does not hold gets a fresh snapshot. Every stream starts with a `retry:` hint.
+#[actix_web::test]
+async fn a_reconnect_with_last_event_id_gets_only_what_it_missed_and_an_unknown_id_a_snapshot() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.set_stock(OUTLET, SKU2, 4).await;
+    let mut first = IdStream::open(&app, None).await;
+    let (event, _, seen) = first.next(5).await.unwrap();
+    assert_eq!(event, "snapshot");
+    assert!(!seen.is_empty(), "the snapshot carries an id");
+    assert!(
+        first.raw.starts_with("retry: "),
+        "{}",
+        &first.raw[..40.min(first.raw.len())]
+    );
+    drop(first);
+
+    // Missed while away: SKU twice, SKU2 once.
+    app.hold(OUTLET, SKU, 1, 300).await;
+    app.hold(OUTLET, SKU2, 1, 300).await;
+    app.hold(OUTLET, SKU, 1, 300).await;
+    let mut back = IdStream::open(&app, Some(&seen)).await;
+    let (event, resumed, _) = back.next(5).await.unwrap();
+    assert_eq!(event, "resumed", "{resumed}");
+    assert_eq!(resumed["since"], seen.as_str());
+    let mut missed = Vec::new();
+    for _ in 0..2 {
+        let (event, data, _) = back.next(5).await.unwrap();
+        assert_eq!(event, "stock");
+        missed.push((
+            data["sku"].as_str().unwrap().to_owned(),
+            data["reserved"].as_i64().unwrap(),
+        ));
+    }
+    missed.sort();
+    let mut want = vec![(SKU.to_owned(), 2), (SKU2.to_owned(), 1)];
+    want.sort();
+    assert_eq!(missed, want, "the latest value of each SKU that changed");
+    // The next event is the next change: nothing else was queued before it.
+    app.hold(OUTLET, SKU2, 1, 300).await;
+    let (event, data, _) = back.next(5).await.unwrap();
+    assert_eq!(
+        (
+            event.as_str(),
+            data["sku"].as_str(),
+            data["reserved"].clone()
+        ),
+        ("stock", Some(SKU2), json!(2))
+    );
+    drop(back);
+
+    let mut stranger = IdStream::open(&app, Some("not-one-of-ours-7")).await;
+    let (event, rows, _) = stranger.next(5).await.unwrap();
+    assert_eq!(event, "snapshot");
+    let row = (rows.as_array().unwrap().iter())
+        .find(|r| r["sku"] == SKU)
+        .unwrap();
+    assert_eq!(row["reserved"], 2, "the snapshot is the whole state now");
+    for (outcome, n) in [("fresh", 1.0), ("resumed", 1.0), ("snapshot", 1.0)] {
+        let series = format!("shelfsync_stream_starts_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(metric(&app, &series).await, n, "{outcome}");
+    }
+    app.finish().await;
+}

@@ -9,6 +9,8 @@ use std::time::Duration;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Broker {
+    /// The address it listens on (loopback, or a test link's).
+    pub host: String,
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
@@ -27,15 +29,30 @@ impl Broker {
     }
 
     async fn start_with(settings: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1", settings).await
+    }
+
+    /// A broker with a long offline queue listening on `host` only (a test link's address on
+    /// this side, which clients in the link's namespace reach over the link).
+    pub async fn start_on_host(host: &str) -> Self {
+        Self::start_on(
+            host,
+            "max_queued_messages 100000\nmax_inflight_messages 100\n",
+        )
+        .await
+    }
+
+    async fn start_on(host: &str, settings: &str) -> Self {
+        let port = std::net::TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let dir = std::env::temp_dir().join(format!("shelfsync-broker-{port}"));
+        let dir = std::env::temp_dir().join(format!("shelfsync-broker-{host}-{port}"));
         std::fs::create_dir_all(&dir).expect("the broker's directory");
-        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
+        let conf = format!("listener {port} {host}\nallow_anonymous true\n{settings}");
         std::fs::write(dir.join("mosquitto.conf"), conf).expect("the broker's configuration");
         let mut broker = Self {
+            host: host.to_owned(),
             port,
             dir,
             child: None,
@@ -55,7 +72,7 @@ impl Broker {
             .expect("mosquitto is installed (make test installs it)");
         self.child = Some(child);
         let until = tokio::time::Instant::now() + START_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        while tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .is_err()
         {

@@ -4,7 +4,7 @@
 //!
 //! Messages are handled concurrently within the broker's in-flight window and acknowledged
 //! in the order they arrived (MQTT 5, 4.6). A PUBACK only tells the broker; the POS learns
-//! its message's fate from `acks/{outlet}` (`{"event_id", "result": "applied"}` or
+//! its message's fate from `acks/{outlet}` (`{"event_id", "result": "applied", "seq"}` or
 //! `"rejected"` with the code), published once that fate is durable. An outage of Redis or MongoDB is waited out
 //! with backoff rather than acknowledged: a POS message is never lost and never dropped.
 
@@ -151,12 +151,15 @@ impl Intake {
         let mut delay = RETRY_DELAY_MIN;
         loop {
             match apply(&self.services, &movement, "mqtt".into()).await {
-                Ok(_) => {
+                Ok(applied) => {
                     metrics
                         .mqtt_messages_in
                         .with_label_values(&["applied"])
                         .inc();
-                    let body = json!({"event_id": movement.event_id, "result": "applied"});
+                    // `seq`: the outlet's seq it was applied at, so that a POS that also reads
+                    // stock knows whether a stock value already holds it.
+                    let body = json!({"event_id": movement.event_id, "result": "applied",
+                        "seq": applied.result.seq});
                     return self.ack(movement.outlet.as_str(), body);
                 }
                 Err(Error::Overloaded { .. })

@@ -112,6 +112,7 @@ impl MqttSession {
         let mut options = MqttOptions::new(&m.client_id, &m.host, m.port);
         options
             .set_keep_alive(Duration::from_secs(m.keep_alive_secs))
+            .set_connection_timeout(m.connect_timeout_secs)
             .set_clean_start(false)
             .set_manual_acks(true)
             .set_request_channel_capacity(m.request_channel_capacity)

@@ -53,7 +53,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
+    // Where it listens: loopback, or a test link's address (`netns`).
+    let url = format!("http://{}:{}", settings.http.host, app.port());
     let handle = app.handle();
     let done = actix_web::rt::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder()
@@ -172,6 +173,12 @@ impl TestApp {
 /// The value of one sample of the service's `/metrics`, named with its labels in any order
 /// (`shelfsync_mqtt_acks_total{outcome="sent"}`); 0 when it is not exposed (yet).
 pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.get("/metrics", VIEWER).await.text().await.unwrap();
+    sample(&text, series)
+}
+
+/// The value of one sample in a Prometheus text exposition (see `metric`).
+pub fn sample(text: &str, series: &str) -> f64 {
     // "name{a="x",b="y"}" -> (name, sorted labels)
     fn key(series: &str) -> (String, Vec<String>) {
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
@@ -185,7 +192,6 @@ pub async fn metric(app: &TestApp, series: &str) -> f64 {
         (name.to_owned(), labels)
     }
     let wanted = key(series);
-    let text = app.get("/metrics", VIEWER).await.text().await.unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {

@@ -1,12 +1,14 @@
 //! Test harness: each test gets its own Redis key prefix, MongoDB database and MQTT topic
 //! prefix on the real servers, and a real shelfsync on a free port. By concern: `app.rs`
-//! the service and its HTTP client, `stores.rs` peeks into Redis and MongoDB and the
+//! the service and its HTTP client, `agent.rs` the outlet agent and a till, `stores.rs` peeks into Redis and MongoDB and the
 //! clean-up, `mqtt.rs` brokers and clients, `sse.rs` the stream client, `procs.rs` servers
 //! of a test's own.
 #![allow(dead_code)]
 
+mod agent;
 mod app;
 mod mqtt;
+pub mod netns;
 pub mod procs;
 mod sse;
 mod stores;
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use shelfsync::Settings;
 
+#[allow(unused_imports)]
+pub use agent::*;
 pub use app::*;
 #[allow(unused_imports)]
 pub use mqtt::*;
@@ -121,6 +125,23 @@ pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
         )
         .env("SHELFSYNC__MONGO__URI", settings.mongo.uri.expose())
         .env("SHELFSYNC__MONGO__DATABASE", &settings.mongo.database)
+        // The settings' catalogue (a test may give one of its own).
+        .env(
+            "SHELFSYNC__CATALOGUE__OUTLETS_FILE",
+            &settings.catalogue.outlets_file,
+        )
+        .env(
+            "SHELFSYNC__CATALOGUE__SKUS_FILE",
+            &settings.catalogue.skus_file,
+        )
+        .env(
+            "SHELFSYNC__CATALOGUE__STOCK_FILE",
+            &settings.catalogue.stock_file,
+        )
+        .env(
+            "SHELFSYNC__CATALOGUE__ZONES_FILE",
+            &settings.catalogue.zones_file,
+        )
         .env("RUST_LOG", "warn")
         .output()
         .expect("running shelfsync")

@@ -34,6 +34,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Value,
     pub retain: bool,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// An MQTT 5 test client: publishes QoS 1 and collects what it is subscribed to.
@@ -47,8 +49,13 @@ pub struct MqttClient {
 
 impl MqttClient {
     pub async fn connect(port: u16) -> Self {
+        Self::connect_to("127.0.0.1", port).await
+    }
+
+    /// Connects to a broker listening on `host` (a test link's address).
+    pub async fn connect_to(host: &str, port: u16) -> Self {
         let id = format!("test-client-{}", uuid::Uuid::new_v4().simple());
-        Self::connect_with(shelfsync_load::mqtt::options(id, "127.0.0.1", port)).await
+        Self::connect_with(shelfsync_load::mqtt::options(id, host, port)).await
     }
 
     /// Connects as a broker user (a broker with a password file).
@@ -78,6 +85,7 @@ impl MqttClient {
                     topic,
                     payload,
                     retain: p.retain,
+                    at: std::time::Instant::now(),
                 });
             }
         })
@@ -105,6 +113,31 @@ impl MqttClient {
             .publish(topic, QoS::AtLeastOnce, false, payload.into())
             .await
             .unwrap();
+    }
+
+    /// Takes what arrived so far into `seen` (without waiting) and returns all of it.
+    pub fn drain(&mut self) -> &[Received] {
+        while let Ok(r) = self.rx.try_recv() {
+            self.seen.push(r);
+        }
+        &self.seen
+    }
+
+    /// Waits until `n` received messages satisfy `pred`, up to `secs`; whether they did.
+    pub async fn wait_for_n(
+        &mut self,
+        secs: u64,
+        n: usize,
+        pred: impl Fn(&Received) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while self.seen.iter().filter(|r| pred(r)).count() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => self.seen.push(r),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Waits until a received message satisfies `pred`, up to `secs`.

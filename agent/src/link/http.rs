@@ -1,0 +1,250 @@
+//! The HTTP link, where a site may not open MQTT: each pending event is a `POST
+//! /v1/movements` with the outlet's `pos` key and the same event id, at most
+//! `forward.window` at once. shelfsync answers a movement once it is durable, and answers a
+//! repeat with the first answer, so the answer is the ack:
+//!
+//! - `201`/`200`: applied (at the answer's `seq`);
+//! - `409`, `413`, `422`: rejected for good (the body says why), kept for the operator;
+//! - `401`, `403`: this agent's key or outlet is wrong: logged loudly, the sale stays pending;
+//! - anything else (`429`, `503`, a timeout, no connection): the sale stays pending and the
+//!   round is tried again after a capped, jittered backoff (at least `Retry-After`).
+//!
+//! The outlet's stock is read every `shelfsync.stock_poll_secs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use serde::Deserialize;
+use tracing::{error, warn};
+
+use super::{Backoff, LinkState, Outbox};
+use crate::domain::{now_ms, rfc3339_ms};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{blocking, Fate, StockValue};
+
+/// How often the sender looks for pending events when nothing wakes it.
+const SENDER_TICK: Duration = Duration::from_secs(1);
+
+/// What one `POST /v1/movements` came to.
+enum Answer {
+    Settled(Fate),
+    /// Not decided: try again later, not before this long.
+    Later(Option<Duration>),
+}
+
+#[derive(Deserialize)]
+struct Applied {
+    seq: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StockRow {
+    sku: String,
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+    seq: i64,
+}
+
+fn client(settings: &Settings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(settings.mqtt.connect_timeout_secs))
+        .timeout(Duration::from_secs(settings.shelfsync.request_timeout_secs))
+        .pool_max_idle_per_host(settings.forward.window)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Runs the link until the process ends.
+pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) {
+    let http = client(&settings);
+    tokio::spawn(poll_stock(
+        settings.clone(),
+        http.clone(),
+        outbox.clone(),
+        link.clone(),
+    ));
+    let f = &settings.forward;
+    let mut backoff = Backoff::new(f.retry_delay_min_ms, f.retry_delay_max_ms);
+    let url = format!(
+        "{}/v1/movements",
+        settings.shelfsync.url.trim_end_matches('/')
+    );
+    let key = settings.shelfsync.api_key.clone().expect("checked at load");
+    loop {
+        // Every round takes the pending events from the start: each is decided or not by
+        // the end of the round, so nothing stays in flight between rounds.
+        outbox.restart();
+        let batch = match outbox.next(settings.forward.window).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading pending events failed; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = outbox.wake.notified() => {}
+                _ = tokio::time::sleep(SENDER_TICK) => {}
+            }
+            continue;
+        }
+        let answers: Vec<(String, Answer)> = stream::iter(batch)
+            .map(|(event_id, payload)| {
+                let (http, url, key, link) = (&http, &url, &key, &link);
+                let (outlet, metrics) = (settings.outlet.as_str(), &outbox.metrics);
+                async move {
+                    let to = Target {
+                        http,
+                        url,
+                        key: key.expose(),
+                        outlet,
+                    };
+                    let answer = post(&to, &payload, link, metrics).await;
+                    (event_id, answer)
+                }
+            })
+            .buffer_unordered(settings.forward.window)
+            .collect()
+            .await;
+        let mut later = None;
+        let mut fates = Vec::new();
+        for (event_id, answer) in answers {
+            match answer {
+                Answer::Settled(fate) => fates.push((event_id, fate)),
+                Answer::Later(after) => later = Some(later.unwrap_or(after).max(after)),
+            }
+        }
+        if let Err(e) = outbox.settle(fates).await {
+            error!(error = %format!("{e:#}"), "settling answers in the store failed; the events are sent again");
+        }
+        match later {
+            Some(after) => {
+                if let Some(after) = after {
+                    tokio::time::sleep(after).await;
+                }
+                backoff.wait().await;
+            }
+            None => backoff.reset(),
+        }
+    }
+}
+
+/// Where and as whom movements are posted.
+struct Target<'a> {
+    http: &'a reqwest::Client,
+    url: &'a str,
+    key: &'a str,
+    outlet: &'a str,
+}
+
+async fn post(to: &Target<'_>, payload: &str, link: &LinkState, metrics: &Metrics) -> Answer {
+    let mut body: serde_json::Value = serde_json::from_str(payload).expect("the store keeps JSON");
+    body["outlet"] = to.outlet.into();
+    let res = match to
+        .http
+        .post(to.url)
+        .bearer_auth(to.key)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(res) => res,
+        Err(e) => {
+            link.set(false, metrics);
+            warn!(error = %e, "shelfsync did not answer; the sale stays pending");
+            return Answer::Later(None);
+        }
+    };
+    let status = res.status().as_u16();
+    let retry_after = (res.headers().get("retry-after"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(60)));
+    let text = res.text().await.unwrap_or_default();
+    link.set(true, metrics);
+    match status {
+        200 | 201 => {
+            let seq = serde_json::from_str::<Applied>(&text)
+                .ok()
+                .and_then(|a| a.seq);
+            Answer::Settled(Fate::Applied { seq })
+        }
+        409 | 413 | 422 => {
+            let e: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
+                error: None,
+                message: None,
+            });
+            Answer::Settled(Fate::Rejected {
+                code: e.error.unwrap_or_else(|| status.to_string()),
+                reason: e.message.unwrap_or(text),
+            })
+        }
+        401 | 403 => {
+            error!(status, body = %text, "shelfsync refused this agent's key for its outlet: check shelfsync.api_key and outlet; the sale stays pending");
+            Answer::Later(retry_after)
+        }
+        _ => Answer::Later(retry_after),
+    }
+}
+
+/// Reads the outlet's stock every `shelfsync.stock_poll_secs`; a read that gets through marks
+/// the link up, one that does not marks it down.
+async fn poll_stock(
+    settings: Settings,
+    http: reqwest::Client,
+    outbox: Arc<Outbox>,
+    link: Arc<LinkState>,
+) {
+    let s = &settings.shelfsync;
+    let url = format!(
+        "{}/v1/outlets/{}/stock",
+        s.url.trim_end_matches('/'),
+        settings.outlet
+    );
+    let key = s.api_key.clone().expect("checked at load");
+    let mut tick = tokio::time::interval(Duration::from_secs(s.stock_poll_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let read = async {
+            let res = http.get(&url).bearer_auth(key.expose()).send().await?;
+            res.error_for_status()?.json::<Vec<StockRow>>().await
+        };
+        match read.await {
+            Ok(rows) => {
+                link.set(true, &outbox.metrics);
+                let at = rfc3339_ms(now_ms());
+                let values: Vec<StockValue> = (rows.into_iter())
+                    .map(|r| StockValue {
+                        sku: r.sku,
+                        on_hand: r.on_hand,
+                        reserved: r.reserved,
+                        available: r.available,
+                        seq: r.seq,
+                        at: at.clone(),
+                    })
+                    .collect();
+                let n = values.len() as u64;
+                let now = now_ms();
+                match blocking(&outbox.store, move |st| st.put_stock(&values, now)).await {
+                    Ok(()) => outbox.metrics.stock_updates.inc_by(n),
+                    Err(e) => warn!(error = %format!("{e:#}"), "writing stock values failed"),
+                }
+            }
+            Err(e) => {
+                link.set(false, &outbox.metrics);
+                warn!(error = %e, "reading the outlet's stock failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The MQTT 5 link: a persistent session (clean start off, session expiry), QoS 1 both ways.
+//!
+//! - The driver polls rumqttc's event loop, reconnecting with capped backoff and jitter
+//!   (rumqttc reconnects with none). On every ConnAck it subscribes to `acks/{outlet}` and
+//!   `stock/{outlet}/+` (a session the broker lost has no subscriptions); the stock filter
+//!   asks for retained values only for a new subscription (MQTT 5 retain handling 1), so a
+//!   resumed session does not pull every SKU's value over a slow link again.
+//! - The sender publishes pending events to `pos/{outlet}/movements` while the link is up,
+//!   at most `forward.window` unanswered, and sends again what has had no answer for
+//!   `forward.resend_secs`. On a connection whose session the broker did not keep, the acks
+//!   queued for the old one are gone: every pending event is sent again.
+//! - Acks and stock values go to the settler and the stock writer (`mod.rs`).
+//!
+//! Keep-alive and connect timeout are chosen for a shop's broadband with a 3G fallback (see
+//! `agent.toml`): a link that dies silently is noticed within about twice the keep-alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Filter, Packet, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::{settle_from, write_stock, Backoff, LinkState, Outbox, StockInbox};
+use crate::domain::now_ms;
+use crate::settings::Settings;
+use crate::store::{Fate, StockValue};
+
+/// We accept packets up to this size (a stock value or an ack is a few hundred bytes).
+const PACKET_SIZE_MAX_BYTES: u32 = 64 * 1024;
+/// How often the sender looks for overdue events when nothing wakes it.
+const SENDER_TICK: Duration = Duration::from_secs(1);
+/// Answers waiting for the settler, at most; the driver waits when it is full (the broker then
+/// holds what follows: nothing is dropped).
+const ANSWERS_MAX: usize = 10_000;
+
+/// The topics of one outlet under shelfsync's prefix.
+#[derive(Clone)]
+pub struct Topics {
+    pub pos: String,
+    pub acks: String,
+    pub stock_filter: String,
+    stock_prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, outlet: &str) -> Self {
+        Self {
+            pos: format!("{prefix}pos/{outlet}/movements"),
+            acks: format!("{prefix}acks/{outlet}"),
+            stock_filter: format!("{prefix}stock/{outlet}/+"),
+            stock_prefix: format!("{prefix}stock/{outlet}/"),
+        }
+    }
+
+    /// The SKU a stock topic names.
+    fn stock_sku<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(&self.stock_prefix)
+    }
+}
+
+/// shelfsync's ack of a POS message (`acks/{outlet}`).
+#[derive(Deserialize)]
+struct Ack {
+    event_id: String,
+    result: String,
+    seq: Option<i64>,
+    code: Option<String>,
+    reason: Option<String>,
+}
+
+/// shelfsync's retained stock value (`stock/{outlet}/{sku}`).
+#[derive(Deserialize)]
+struct Stock {
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+    seq: i64,
+    at: String,
+}
+
+fn options(settings: &Settings) -> MqttOptions {
+    let m = &settings.mqtt;
+    let mut options = MqttOptions::new(settings.client_id(), &m.host, m.port);
+    options
+        .set_keep_alive(Duration::from_secs(m.keep_alive_secs))
+        .set_connection_timeout(m.connect_timeout_secs)
+        .set_clean_start(false);
+    let mut properties = ConnectProperties::new();
+    properties.session_expiry_interval = Some(m.session_expiry_secs);
+    properties.max_packet_size = Some(PACKET_SIZE_MAX_BYTES);
+    options.set_connect_properties(properties);
+    if let (Some(user), Some(password)) = (&m.username, &m.password) {
+        options.set_credentials(user, password.expose());
+    }
+    options
+}
+
+/// Runs the link until the process ends.
+pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) {
+    let topics = Topics::new(&settings.mqtt.topic_prefix, &settings.outlet);
+    let window = settings.forward.window;
+    // Room for a window of publishes, the subscription and a resend round.
+    let (client, mut eventloop) = AsyncClient::new(options(&settings), 2 * window + 16);
+    let (answers_tx, answers_rx) = mpsc::channel(ANSWERS_MAX);
+    let stock = Arc::new(StockInbox::default());
+    // Which connection is ready (subscribed) to send on: 0 while none is.
+    let (ready_tx, ready_rx) = watch::channel(0u64);
+    tokio::spawn(settle_from(outbox.clone(), answers_rx));
+    tokio::spawn(write_stock(
+        stock.clone(),
+        outbox.store.clone(),
+        outbox.metrics.clone(),
+    ));
+    tokio::spawn(send(
+        client.clone(),
+        topics.clone(),
+        outbox.clone(),
+        ready_rx,
+        Duration::from_secs(settings.forward.resend_secs),
+        window,
+    ));
+    let f = &settings.forward;
+    let mut backoff = Backoff::new(f.retry_delay_min_ms, f.retry_delay_max_ms);
+    let mut epoch = 0u64;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                epoch += 1;
+                link.set(true, &outbox.metrics);
+                backoff.reset();
+                if !ack.session_present {
+                    // Acks queued for an earlier session are gone with it.
+                    outbox.restart();
+                }
+                let mut stock_filter = Filter::new(topics.stock_filter.clone(), QoS::AtLeastOnce);
+                stock_filter.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+                let filters = vec![
+                    Filter::new(topics.acks.clone(), QoS::AtLeastOnce),
+                    stock_filter,
+                ];
+                // try_: the driver must never wait on the channel it drains; the sender holds
+                // room for it below the capacity.
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    warn!(error = %e, "subscribing failed; reconnecting");
+                    let _ = client.try_disconnect();
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                link.heard();
+                let _ = ready_tx.send(epoch);
+                outbox.wake.notify_one();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                link.heard();
+                let topic = String::from_utf8_lossy(&p.topic);
+                if topic == topics.acks {
+                    match serde_json::from_slice::<Ack>(&p.payload) {
+                        Ok(ack) => {
+                            let fate = match ack.result.as_str() {
+                                "applied" => Fate::Applied { seq: ack.seq },
+                                _ => Fate::Rejected {
+                                    code: ack.code.unwrap_or_else(|| "rejected".into()),
+                                    reason: ack.reason.unwrap_or_default(),
+                                },
+                            };
+                            if answers_tx.send((ack.event_id, fate)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => debug!(error = %e, "an ack that is not shelfsync's; ignored"),
+                    }
+                } else if let Some(sku) = topics.stock_sku(&topic) {
+                    // An empty payload clears a retained value; an expired one is not sent.
+                    if let Ok(s) = serde_json::from_slice::<Stock>(&p.payload) {
+                        stock.put(StockValue {
+                            sku: sku.to_owned(),
+                            on_hand: s.on_hand,
+                            reserved: s.reserved,
+                            available: s.available,
+                            seq: s.seq,
+                            at: s.at,
+                        });
+                    }
+                }
+            }
+            Ok(Event::Incoming(_)) => link.heard(),
+            Ok(Event::Outgoing(_)) => {}
+            Err(e) => {
+                let _ = ready_tx.send(0);
+                link.set(false, &outbox.metrics);
+                warn!(error = %e, at_ms = now_ms(), "the MQTT link is down; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Publishes pending events while a connection is ready; resends overdue ones.
+async fn send(
+    client: AsyncClient,
+    topics: Topics,
+    outbox: Arc<Outbox>,
+    mut ready: watch::Receiver<u64>,
+    resend_after: Duration,
+    window: usize,
+) {
+    loop {
+        if *ready.borrow_and_update() == 0 {
+            if ready.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let room = window.saturating_sub(outbox.in_flight());
+        let fresh = match outbox.next(room).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading pending events failed; retrying");
+                Vec::new()
+            }
+        };
+        let overdue = outbox.overdue(resend_after);
+        let mut events = fresh.into_iter().chain(overdue);
+        let mut unsent = Vec::new();
+        for (event_id, payload) in events.by_ref() {
+            if *ready.borrow() == 0 {
+                unsent.push(event_id);
+                break;
+            }
+            // Waits while rumqttc's channel is full; the driver keeps draining it.
+            if client
+                .publish(topics.pos.clone(), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                // The event loop is gone: the process is ending.
+                return;
+            }
+        }
+        if !unsent.is_empty() {
+            // The link went down mid-round: what was not handed to rumqttc goes first on the
+            // next connection rather than after `resend_secs`.
+            unsent.extend(events.map(|(id, _)| id));
+            outbox.unsend(&unsent);
+            continue;
+        }
+        tokio::select! {
+            _ = outbox.wake.notified() => {}
+            _ = tokio::time::sleep(SENDER_TICK) => {}
+            _ = ready.changed() => {}
+        }
+    }
+}
