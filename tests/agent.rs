@@ -131,12 +131,11 @@ async fn a_sale_the_broker_took_and_lost_is_sent_again_and_the_till_reads_stale_
 
     let settings = app.stop().await;
     till.sell("INV/2", &[(SKU, 2)], 10).await;
-    let sent = "shelfsync_agent_events_sent_total{kind=\"first\"}";
+    let took = "shelfsync_agent_broker_acks_total";
     assert!(
-        eventually(10, || async { till.metric(sent).await == 2.0 }).await,
-        "the agent published the sale to the broker"
+        eventually(10, || async { till.metric(took).await == 2.0 }).await,
+        "the broker took the sale (PUBACK)"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     broker.kill();
     assert!(
         eventually(10, || async {
@@ -356,17 +355,19 @@ async fn a_full_store_refuses_new_vouchers_with_503_and_counts_them() {
 }
 
 /// Where MQTT is not allowed: the same events over `POST /v1/movements` with the outlet's
-/// POS key; the answer settles them, and the stock is read over HTTP.
+/// POS key; the answer settles them, and the stock follows shelfsync's SSE stream.
 #[actix_web::test]
-async fn over_http_the_agent_lands_each_line_once_and_reads_stock() {
-    let app = spawn_app().await;
+async fn over_http_the_agent_lands_each_line_once_and_follows_stock() {
+    let mut settings = test_settings();
+    settings.streams.keepalive_secs = 1;
+    let app = spawn_app_with(settings).await;
     app.set_stock(OUTLET, SKU, 10).await;
     let mut agent = AgentProc::new(
         AgentConfig {
             via: "http",
             ..AgentConfig::for_app(&app)
         }
-        .with("SHELFSYNC__STOCK_POLL_SECS", 1),
+        .with("SHELFSYNC__STREAM_SILENCE_SECS", 5),
         None,
     );
     agent.start();
@@ -384,6 +385,17 @@ async fn over_http_the_agent_lands_each_line_once_and_reads_stock() {
     );
     assert_eq!(status["rejected"][0]["code"], "validation_failed");
     till.reads_settled(SKU, 7, 10).await;
+    // A change no till made (a web hold) reaches the till's read over the stream.
+    app.hold(OUTLET, SKU, 2, 300).await;
+    assert!(
+        eventually(10, || async {
+            let s = till.stock(SKU).await;
+            s["reserved"] == 2 && s["available"] == 5
+        })
+        .await,
+        "{}",
+        till.stock(SKU).await
+    );
     drop(agent);
     app.finish().await;
 }

@@ -47,7 +47,8 @@ impl State {
         let secs = match s.forward.via {
             // No PINGRESP for two keep-alives: the link is dead, whatever TCP says.
             Via::Mqtt => 2 * s.mqtt.keep_alive_secs + 5,
-            Via::Http => 2 * s.shelfsync.stock_poll_secs + s.shelfsync.request_timeout_secs,
+            // The stock stream's own deadline for silence.
+            Via::Http => s.shelfsync.stream_silence_secs,
         };
         (secs * 1000) as i64
     }
@@ -383,6 +384,7 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             "since": (link.since_ms() > 0).then(|| rfc3339_ms(link.since_ms())),
             "heard_at": (link.heard_ms() > 0).then(|| rfc3339_ms(link.heard_ms())),
             "stale": state.stale(),
+            "losses": state.metrics.link_losses.get(),
         },
         "pending": {
             "events": stats.pending,

@@ -21,6 +21,7 @@ pub mod link;
 pub mod metrics;
 pub mod sale;
 pub mod settings;
+pub mod sse;
 pub mod store;
 
 use std::net::TcpListener;

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub stock_values: IntGauge,
     pub stock_updates: IntCounter,
     pub cleaned: IntCounterVec,
+    /// PUBACKs from the broker: lines the broker took (not yet shelfsync's word).
+    pub broker_acks: IntCounter,
+    /// shelfsync's answers dropped because the settler was behind (the lines go again).
+    pub answers_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -71,21 +75,27 @@ impl Metrics {
         registry
             .register(Box::new(apply_seconds.clone()))
             .expect("register");
-        let link_losses =
-            IntCounter::new("link_losses_total", "Times the link to shelfsync was lost")
-                .expect("metric");
-        registry
-            .register(Box::new(link_losses.clone()))
-            .expect("register");
-        let stock_updates = IntCounter::new(
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let link_losses = counter("link_losses_total", "Times the link to shelfsync was lost");
+        let stock_updates = counter(
             "stock_updates_total",
             "Stock values received from shelfsync",
-        )
-        .expect("metric");
-        registry
-            .register(Box::new(stock_updates.clone()))
-            .expect("register");
+        );
+        let broker_acks = counter(
+            "broker_acks_total",
+            "PUBACKs from the broker: lines it took, not yet applied",
+        );
+        let answers_dropped = counter(
+            "answers_dropped_total",
+            "shelfsync's answers dropped while the settler was behind; their lines are sent again",
+        );
         Self {
+            broker_acks,
+            answers_dropped,
             sales,
             sent,
             settled,

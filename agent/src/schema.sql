@@ -44,9 +44,12 @@ CREATE TABLE IF NOT EXISTS events (
 -- The forwarder reads pending events in seq order; the stock read sums a SKU's events.
 CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS events_sku ON events (sku, state);
--- The clean-up deletes settled events by age, and vouchers with no event left.
-CREATE INDEX IF NOT EXISTS events_settled ON events (state, settled_ms) WHERE state != 'pending';
+-- The clean-up deletes settled events by state and age, and vouchers with no event left; the
+-- status counts events by state. (Not a partial index: SQLite uses one only where the query
+-- repeats its WHERE.)
+CREATE INDEX IF NOT EXISTS events_by_state ON events (state, settled_ms);
 CREATE INDEX IF NOT EXISTS events_voucher ON events (voucher);
+CREATE INDEX IF NOT EXISTS vouchers_created ON vouchers (created_ms);
 
 -- The latest stock value shelfsync published per SKU (retained `stock/{outlet}/{sku}`, or
 -- read over HTTP), kept across restarts so the till can read stock while the link is down.

@@ -78,6 +78,8 @@ pub struct ForwardSettings {
     /// it had arrived).
     pub resend_secs: u64,
     pub retry_delay_min_ms: u64,
+    /// Reconnects and retries back off from min to max (doubling, with jitter). The max is
+    /// also about how long after a long outage ends the agent may take to notice.
     pub retry_delay_max_ms: u64,
 }
 
@@ -110,8 +112,9 @@ pub struct ShelfsyncSettings {
     pub api_key: Option<Secret>,
     /// One `POST /v1/movements` (answered once durable) at most this long.
     pub request_timeout_secs: u64,
-    /// How often the outlet's stock is read when forwarding over HTTP.
-    pub stock_poll_secs: u64,
+    /// The outlet's stock stream (HTTP link) is taken for dead after this long without a
+    /// byte; shelfsync sends a keep-alive every `streams.keepalive_secs` (15).
+    pub stream_silence_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -125,6 +128,10 @@ pub struct StoreSettings {
     pub keep_applied_secs: u64,
     /// Rejected events (kept for the operator: the status page lists them) this long.
     pub keep_rejected_secs: u64,
+    /// A voucher's number is remembered this long after it was recorded (a retry within it is
+    /// a duplicate). At least `keep_applied_secs`, and past shelfsync's
+    /// `movements.retain_secs` (7 days), after which shelfsync no longer knows its event ids.
+    pub keep_vouchers_secs: u64,
     /// How often the clean-up runs.
     pub cleanup_secs: u64,
 }
@@ -146,7 +153,7 @@ impl Default for Settings {
                 window: 100,
                 resend_secs: 30,
                 retry_delay_min_ms: 200,
-                retry_delay_max_ms: 10_000,
+                retry_delay_max_ms: 5_000,
             },
             mqtt: MqttSettings {
                 host: "127.0.0.1".into(),
@@ -163,13 +170,14 @@ impl Default for Settings {
                 url: "http://127.0.0.1:8080".into(),
                 api_key: None,
                 request_timeout_secs: 30,
-                stock_poll_secs: 15,
+                stream_silence_secs: 35,
             },
             store: StoreSettings {
                 pending_max: 200_000,
                 disk_max_bytes: 512 * 1024 * 1024,
                 keep_applied_secs: 2 * 86_400,
                 keep_rejected_secs: 30 * 86_400,
+                keep_vouchers_secs: 30 * 86_400,
                 cleanup_secs: 60,
             },
         }
@@ -256,9 +264,9 @@ impl Settings {
                 bail!("shelfsync.api_key (a pos key of the outlet) is needed with forward.via = \"http\"");
             }
             if !(1..=600).contains(&s.request_timeout_secs)
-                || !(1..=3600).contains(&s.stock_poll_secs)
+                || !(2..=3600).contains(&s.stream_silence_secs)
             {
-                bail!("shelfsync.request_timeout_secs must be 1 to 600 and shelfsync.stock_poll_secs 1 to 3600");
+                bail!("shelfsync.request_timeout_secs must be 1 to 600 and shelfsync.stream_silence_secs 2 to 3600");
             }
         }
         let st = &self.store;
@@ -267,6 +275,9 @@ impl Settings {
         }
         if st.cleanup_secs == 0 || st.keep_applied_secs == 0 || st.keep_rejected_secs == 0 {
             bail!("store.cleanup_secs, keep_applied_secs and keep_rejected_secs must be above 0");
+        }
+        if st.keep_vouchers_secs < st.keep_applied_secs {
+            bail!("store.keep_vouchers_secs must be at least store.keep_applied_secs");
         }
         Ok(())
     }

@@ -31,6 +31,10 @@ const DB_FILE: &str = "agent.db";
 const LOCK_FILE: &str = "agent.lock";
 /// Rows the clean-up deletes per statement, so that the webhook never waits long for it.
 const CLEANUP_BATCH: i64 = 5_000;
+/// Free pages given back to the file system per lock, by the clean-up (4 MiB of 4 KiB pages).
+const VACUUM_STEP_PAGES: i64 = 1_000;
+/// The WAL file is cut back to this after a checkpoint (it is reused, not shrunk, otherwise).
+const WAL_KEEP_BYTES: i64 = 16 * 1024 * 1024;
 
 /// What recording a sale did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +171,8 @@ impl Store {
              PRAGMA busy_timeout = 5000;",
         )
         .context("setting the store's pragmas")?;
+        conn.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"))
+            .context("setting the store's pragmas")?;
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             bail!("{} is not in WAL mode ({mode})", path.display());
@@ -223,6 +229,17 @@ impl Store {
             .sum()
     }
 
+    /// What the store holds: its pages in use and its WAL. Free pages do not count (the next
+    /// writes reuse them before the file grows, and the clean-up gives them back).
+    fn used_bytes(&self, conn: &Connection) -> anyhow::Result<u64> {
+        let pragma = |name: &str| -> anyhow::Result<i64> {
+            Ok(conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+        };
+        let pages = pragma("page_count")? - pragma("freelist_count")?;
+        let wal = std::fs::metadata(self.dir.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len());
+        Ok((pages * pragma("page_size")?) as u64 + wal)
+    }
+
     /// Records a sale, durably, or says why not. A voucher recorded before is a duplicate
     /// when its content is the same and a conflict when it is not; neither changes anything.
     pub fn record(&self, entry: &Entry, now_ms: i64) -> Result<Recorded, RecordError> {
@@ -252,10 +269,10 @@ impl Store {
                 self.limits.pending_max
             )));
         }
-        let disk = self.disk_bytes();
-        if disk >= self.limits.disk_max_bytes {
+        let used = self.used_bytes(&tx)?;
+        if used >= self.limits.disk_max_bytes {
             return Err(RecordError::Full(format!(
-                "the store holds {disk} bytes (store.disk_max_bytes {})",
+                "the store holds {used} bytes (store.disk_max_bytes {})",
                 self.limits.disk_max_bytes
             )));
         }
@@ -399,7 +416,8 @@ impl Store {
             "SELECT s.sku, s.on_hand, s.reserved, s.available, s.seq, s.at, s.updated_ms,
                (SELECT COALESCE(SUM(e.d_on_hand), 0) FROM events e
                  WHERE e.sku = s.sku AND (e.state = 'pending'
-                   OR (e.state = 'applied' AND e.applied_seq > s.seq)))
+                   OR (e.state = 'applied' AND CASE WHEN e.applied_seq IS NULL
+                         THEN e.settled_ms > s.updated_ms ELSE e.applied_seq > s.seq END)))
              FROM stock s WHERE ?1 IS NULL OR s.sku = ?1 ORDER BY s.sku",
         )?;
         let rows = select.query_map([sku], |r| {
@@ -428,11 +446,14 @@ impl Store {
                 |r| r.get(0),
             )?)
         };
-        let oldest_pending_ms = inner.conn.query_row(
-            "SELECT MIN(created_ms) FROM events WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )?;
+        let oldest_pending_ms = inner
+            .conn
+            .query_row(
+                "SELECT created_ms FROM events WHERE state = 'pending' ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         let all = |table: &str| -> anyhow::Result<i64> {
             Ok(inner
                 .conn
@@ -474,38 +495,56 @@ impl Store {
     /// the freed pages back to the file system. A batch at a time, so the webhook waits at
     /// most one batch for the lock.
     pub fn cleanup(&self, now_ms: i64) -> anyhow::Result<Cleaned> {
-        let applied_before = now_ms - (self.limits.keep_applied_secs as i64) * 1000;
-        let rejected_before = now_ms - (self.limits.keep_rejected_secs as i64) * 1000;
+        let before = |secs: u64| now_ms - (secs as i64) * 1000;
+        let l = &self.limits;
         let mut cleaned = Cleaned::default();
+        for (state, until) in [
+            ("applied", before(l.keep_applied_secs)),
+            ("rejected", before(l.keep_rejected_secs)),
+        ] {
+            loop {
+                let deleted = self.lock().conn.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events
+                       WHERE state = ?1 AND settled_ms < ?2 LIMIT ?3)",
+                    params![state, until, CLEANUP_BATCH],
+                )?;
+                cleaned.events += deleted as u64;
+                if deleted < CLEANUP_BATCH as usize {
+                    break;
+                }
+            }
+        }
         loop {
-            let inner = self.lock();
-            let events = inner.conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events
-                   WHERE (state = 'applied' AND settled_ms < ?1)
-                      OR (state = 'rejected' AND settled_ms < ?2) LIMIT ?3)",
-                params![applied_before, rejected_before, CLEANUP_BATCH],
-            )?;
-            let vouchers = inner.conn.execute(
+            let deleted = self.lock().conn.execute(
                 "DELETE FROM vouchers WHERE voucher IN (SELECT v.voucher FROM vouchers v
                    WHERE v.created_ms < ?1
                      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.voucher = v.voucher)
                    LIMIT ?2)",
-                params![applied_before, CLEANUP_BATCH],
+                params![before(l.keep_vouchers_secs), CLEANUP_BATCH],
             )?;
-            cleaned.events += events as u64;
-            cleaned.vouchers += vouchers as u64;
-            if events < CLEANUP_BATCH as usize && vouchers < CLEANUP_BATCH as usize {
+            cleaned.vouchers += deleted as u64;
+            if deleted < CLEANUP_BATCH as usize {
                 break;
             }
         }
-        if cleaned != Cleaned::default() {
+        // Free pages back to the file system, a step per lock.
+        loop {
             let inner = self.lock();
-            inner.conn.execute_batch("PRAGMA incremental_vacuum;")?;
-            // The WAL is copied into the database and cut back to nothing, so that the disk
-            // bound counts what is kept.
+            let free: i64 = inner
+                .conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if free == 0 {
+                break;
+            }
             inner
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});"))?;
+            let after: i64 = inner
+                .conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if after >= free {
+                break; // not a database in incremental auto_vacuum: nothing to give back
+            }
         }
         Ok(cleaned)
     }
@@ -551,6 +590,29 @@ mod tests {
         Sale::from_json(body.to_string().as_bytes())
             .unwrap()
             .entry(&outlet(), chrono::Utc::now())
+    }
+
+    #[test]
+    fn the_store_commits_durably_in_wal_mode() {
+        let d = dir();
+        let store = Store::open(&d, &outlet(), limits()).unwrap();
+        let inner = store.lock();
+        let pragma = |name: &str| -> String {
+            inner
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        // 2 = FULL: the WAL is fsynced at every commit, so a power cut keeps what was answered.
+        assert_eq!(pragma("synchronous"), "Integer(2)");
+        // 2 = INCREMENTAL: the clean-up can give pages back.
+        assert_eq!(pragma("auto_vacuum"), "Integer(2)");
+        drop(inner);
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -657,11 +719,42 @@ mod tests {
     }
 
     #[test]
+    fn a_line_applied_without_a_seq_counts_until_a_value_arrives_after_its_answer() {
+        let d = dir();
+        let store = Store::open(&d, &outlet(), limits()).unwrap();
+        let sale = entry("INV/1", &[("a", 2)]);
+        store.record(&sale, 1).unwrap();
+        let value = |seq| StockValue {
+            sku: "a".into(),
+            on_hand: 20,
+            reserved: 0,
+            available: 20,
+            seq,
+            at: "2026-12-01T10:00:00.000Z".into(),
+        };
+        store.put_stock(&[value(10)], 100).unwrap();
+        let id = sale.events[0].event_id.clone();
+        store
+            .settle(&[(id, Fate::Applied { seq: None })], 200)
+            .unwrap();
+        let d_local = |s: &Store| s.local_stock(Some("a")).unwrap()[0].d_local;
+        assert_eq!(d_local(&store), -2, "the value came before the answer");
+        store.put_stock(&[value(11)], 300).unwrap();
+        assert_eq!(
+            d_local(&store),
+            0,
+            "a value received after the answer holds it"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn past_pending_max_a_sale_is_refused_and_cleanup_frees_only_what_is_settled_and_old() {
         let d = dir();
         let mut l = limits();
         l.pending_max = 3;
         l.keep_applied_secs = 10;
+        l.keep_vouchers_secs = 10;
         let store = Store::open(&d, &outlet(), l).unwrap();
         let a = entry("INV/1", &[("a", 1), ("b", 1)]);
         store.record(&a, 1_000).unwrap();

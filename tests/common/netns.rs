@@ -93,6 +93,13 @@ fn delete_stale() {
         };
         let pid = rest.split('-').next().unwrap_or_default();
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // What still runs inside (an agent the killed test started) holds it: end that
+            // first, or the namespace and its link outlive the delete.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
             let _ = ip(&["netns", "del", name]);
         }
     }

@@ -4,12 +4,13 @@
 //! repeat with the first answer, so the answer is the ack:
 //!
 //! - `201`/`200`: applied (at the answer's `seq`);
-//! - `409`, `413`, `422`: rejected for good (the body says why), kept for the operator;
+//! - any other `4xx` but those below (`409`, `413`, `422`, ...): rejected for good (the body
+//!   says why), kept for the operator;
 //! - `401`, `403`: this agent's key or outlet is wrong: logged loudly, the sale stays pending;
-//! - anything else (`429`, `503`, a timeout, no connection): the sale stays pending and the
-//!   round is tried again after a capped, jittered backoff (at least `Retry-After`).
+//! - `408`, `429`, `5xx`, a timeout, no connection: the sale stays pending and the round is
+//!   tried again after a capped, jittered backoff (at least `Retry-After`).
 //!
-//! The outlet's stock is read every `shelfsync.stock_poll_secs`.
+//! The outlet's stock comes over shelfsync's SSE stream, resumed after a cut (`stream.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +19,11 @@ use futures_util::{stream, StreamExt};
 use serde::Deserialize;
 use tracing::{error, warn};
 
-use super::{Backoff, LinkState, Outbox};
-use crate::domain::{now_ms, rfc3339_ms};
+use super::stream::follow as follow_stock;
+use super::{write_stock, Backoff, LinkState, Outbox, StockInbox};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{blocking, Fate, StockValue};
+use crate::store::Fate;
 
 /// How often the sender looks for pending events when nothing wakes it.
 const SENDER_TICK: Duration = Duration::from_secs(1);
@@ -45,15 +46,6 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct StockRow {
-    sku: String,
-    on_hand: i64,
-    reserved: i64,
-    available: i64,
-    seq: i64,
-}
-
 fn client(settings: &Settings) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(settings.mqtt.connect_timeout_secs))
@@ -66,11 +58,17 @@ fn client(settings: &Settings) -> reqwest::Client {
 /// Runs the link until the process ends.
 pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) {
     let http = client(&settings);
-    tokio::spawn(poll_stock(
+    let stock = Arc::new(StockInbox::default());
+    tokio::spawn(write_stock(
+        stock.clone(),
+        outbox.store.clone(),
+        outbox.metrics.clone(),
+    ));
+    tokio::spawn(follow_stock(
         settings.clone(),
-        http.clone(),
-        outbox.clone(),
+        stock,
         link.clone(),
+        outbox.metrics.clone(),
     ));
     let f = &settings.forward;
     let mut backoff = Backoff::new(f.retry_delay_min_ms, f.retry_delay_max_ms);
@@ -179,7 +177,12 @@ async fn post(to: &Target<'_>, payload: &str, link: &LinkState, metrics: &Metric
                 .and_then(|a| a.seq);
             Answer::Settled(Fate::Applied { seq })
         }
-        409 | 413 | 422 => {
+        401 | 403 => {
+            error!(status, body = %text, "shelfsync refused this agent's key for its outlet: check shelfsync.api_key and outlet; the sale stays pending");
+            Answer::Later(retry_after)
+        }
+        408 | 429 => Answer::Later(retry_after),
+        400..=499 => {
             let e: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
                 error: None,
                 message: None,
@@ -189,62 +192,6 @@ async fn post(to: &Target<'_>, payload: &str, link: &LinkState, metrics: &Metric
                 reason: e.message.unwrap_or(text),
             })
         }
-        401 | 403 => {
-            error!(status, body = %text, "shelfsync refused this agent's key for its outlet: check shelfsync.api_key and outlet; the sale stays pending");
-            Answer::Later(retry_after)
-        }
         _ => Answer::Later(retry_after),
-    }
-}
-
-/// Reads the outlet's stock every `shelfsync.stock_poll_secs`; a read that gets through marks
-/// the link up, one that does not marks it down.
-async fn poll_stock(
-    settings: Settings,
-    http: reqwest::Client,
-    outbox: Arc<Outbox>,
-    link: Arc<LinkState>,
-) {
-    let s = &settings.shelfsync;
-    let url = format!(
-        "{}/v1/outlets/{}/stock",
-        s.url.trim_end_matches('/'),
-        settings.outlet
-    );
-    let key = s.api_key.clone().expect("checked at load");
-    let mut tick = tokio::time::interval(Duration::from_secs(s.stock_poll_secs));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let read = async {
-            let res = http.get(&url).bearer_auth(key.expose()).send().await?;
-            res.error_for_status()?.json::<Vec<StockRow>>().await
-        };
-        match read.await {
-            Ok(rows) => {
-                link.set(true, &outbox.metrics);
-                let at = rfc3339_ms(now_ms());
-                let values: Vec<StockValue> = (rows.into_iter())
-                    .map(|r| StockValue {
-                        sku: r.sku,
-                        on_hand: r.on_hand,
-                        reserved: r.reserved,
-                        available: r.available,
-                        seq: r.seq,
-                        at: at.clone(),
-                    })
-                    .collect();
-                let n = values.len() as u64;
-                let now = now_ms();
-                match blocking(&outbox.store, move |st| st.put_stock(&values, now)).await {
-                    Ok(()) => outbox.metrics.stock_updates.inc_by(n),
-                    Err(e) => warn!(error = %format!("{e:#}"), "writing stock values failed"),
-                }
-            }
-            Err(e) => {
-                link.set(false, &outbox.metrics);
-                warn!(error = %e, "reading the outlet's stock failed");
-            }
-        }
     }
 }

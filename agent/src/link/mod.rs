@@ -1,6 +1,7 @@
 //! The link to shelfsync: forwards every pending event until shelfsync answers for it, and
 //! brings the outlet's stock back. Two transports share what is here: MQTT 5 (`mqtt.rs`,
-//! the default) and HTTP (`http.rs`, where MQTT is not allowed).
+//! the default) and HTTP (`http.rs`, where MQTT is not allowed; the stock then comes over
+//! shelfsync's SSE stream, `stream.rs`).
 //!
 //! An event is settled only by shelfsync's own word (an ack on `acks/{outlet}`, or the
 //! answer to `POST /v1/movements`), never by a broker's PUBACK: a broker that drops a
@@ -10,6 +11,7 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -97,6 +99,9 @@ struct InFlight {
     sent: HashMap<String, Sent>,
     /// The highest store seq handed out; pending events past it are new.
     cursor: i64,
+    /// One more at every `restart`: a batch read from the store across a restart is not
+    /// handed out (it would move the cursor back past what the restart asked to send again).
+    generation: u64,
 }
 
 impl Outbox {
@@ -121,6 +126,7 @@ impl Outbox {
         let mut f = self.inflight();
         f.sent.clear();
         f.cursor = 0;
+        f.generation += 1;
     }
 
     pub fn in_flight(&self) -> usize {
@@ -132,9 +138,16 @@ impl Outbox {
         if room == 0 {
             return Ok(Vec::new());
         }
-        let cursor = self.inflight().cursor;
+        let (cursor, generation) = {
+            let f = self.inflight();
+            (f.cursor, f.generation)
+        };
         let batch = blocking(&self.store, move |s| s.pending_after(cursor, room)).await?;
         let mut f = self.inflight();
+        if f.generation != generation {
+            // Restarted meanwhile: the next call reads from the start.
+            return Ok(Vec::new());
+        }
         let now = tokio::time::Instant::now();
         let mut out = Vec::with_capacity(batch.len());
         for p in batch {

@@ -33,8 +33,8 @@ use crate::store::{Fate, StockValue};
 const PACKET_SIZE_MAX_BYTES: u32 = 64 * 1024;
 /// How often the sender looks for overdue events when nothing wakes it.
 const SENDER_TICK: Duration = Duration::from_secs(1);
-/// Answers waiting for the settler, at most; the driver waits when it is full (the broker then
-/// holds what follows: nothing is dropped).
+/// Answers waiting for the settler, at most; one that finds it full is dropped (and counted):
+/// its line stays pending and is sent, and answered, again.
 const ANSWERS_MAX: usize = 10_000;
 
 /// The topics of one outlet under shelfsync's prefix.
@@ -133,7 +133,11 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                 link.set(true, &outbox.metrics);
                 backoff.reset();
                 if !ack.session_present {
-                    // Acks queued for an earlier session are gone with it.
+                    // Acks queued for an earlier session are gone with it: every pending line
+                    // goes again once subscribed. What rumqttc kept to replay (publishes the
+                    // old session had not acked, requests drained at the loss) would go first,
+                    // ahead of the subscription, and their acks would reach nobody.
+                    eventloop.pending.clear();
                     outbox.restart();
                 }
                 let mut stock_filter = Filter::new(topics.stock_filter.clone(), QoS::AtLeastOnce);
@@ -145,8 +149,12 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                 // try_: the driver must never wait on the channel it drains; the sender holds
                 // room for it below the capacity.
                 if let Err(e) = client.try_subscribe_many(filters) {
+                    // No room (a full channel): drop this connection (a DISCONNECT would need
+                    // room too) and connect again.
                     warn!(error = %e, "subscribing failed; reconnecting");
-                    let _ = client.try_disconnect();
+                    eventloop.clean();
+                    link.set(false, &outbox.metrics);
+                    backoff.wait().await;
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -162,13 +170,18 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                         Ok(ack) => {
                             let fate = match ack.result.as_str() {
                                 "applied" => Fate::Applied { seq: ack.seq },
-                                _ => Fate::Rejected {
+                                "rejected" => Fate::Rejected {
                                     code: ack.code.unwrap_or_else(|| "rejected".into()),
                                     reason: ack.reason.unwrap_or_default(),
                                 },
+                                // Not a word this agent knows: the line stays pending.
+                                _ => continue,
                             };
-                            if answers_tx.send((ack.event_id, fate)).await.is_err() {
-                                return;
+                            // Never wait here (the driver is what keeps the connection): an
+                            // answer that finds the settler behind is dropped and counted, and
+                            // the line, still pending, is sent again and answered again.
+                            if answers_tx.try_send((ack.event_id, fate)).is_err() {
+                                outbox.metrics.answers_dropped.inc();
                             }
                         }
                         Err(e) => debug!(error = %e, "an ack that is not shelfsync's; ignored"),
@@ -186,6 +199,10 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                         });
                     }
                 }
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                link.heard();
+                outbox.metrics.broker_acks.inc();
             }
             Ok(Event::Incoming(_)) => link.heard(),
             Ok(Event::Outgoing(_)) => {}
