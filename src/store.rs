@@ -377,17 +377,64 @@ pub struct Claim {
 /// One Redis, or a Redis Cluster through the redis crate's cluster client (which follows
 /// MOVED and ASK, and routes every command and script by its first key's slot). Both
 /// reconnect on their own; clones share the connections.
+///
+/// Every command runs on the runtime that connected (`Home`: the service's main system).
+/// The redis crate starts a reconnect from the task that finds the connection lost, on that
+/// task's runtime, and every later command awaits that one shared attempt, whose backoff
+/// timer belongs to the runtime it started on. A command from an HTTP worker during a Redis
+/// outage started it on the worker's runtime; once the server stopped its workers (a graceful
+/// stop), the outlet actors and the ledger writer, still draining on the main system, awaited
+/// a timer of a runtime that was gone and panicked ("A Tokio 1.x context was found, but it is
+/// being shutdown"; seen in tests/hardening.rs, readyz_…, about one run in five).
 #[derive(Clone)]
-enum Conn {
+struct Conn {
+    link: Link,
+    home: Home,
+}
+
+#[derive(Clone)]
+enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Conn {
+/// The runtime a connection belongs to, and the thread that drives it (the main system is a
+/// current-thread runtime: a command issued on that thread needs no hop).
+#[derive(Clone)]
+struct Home {
+    handle: tokio::runtime::Handle,
+    thread: std::thread::ThreadId,
+}
+
+impl Home {
+    fn here() -> Self {
+        Self {
+            handle: tokio::runtime::Handle::current(),
+            thread: std::thread::current().id(),
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        std::thread::current().id() == self.thread
+    }
+}
+
+impl Conn {
+    fn is_cluster(&self) -> bool {
+        matches!(self.link, Link::Cluster(_))
+    }
+}
+
+/// A command that could not run at home (the service is stopping) is a failed command.
+fn not_run(e: tokio::task::JoinError) -> redis::RedisError {
+    std::io::Error::other(format!("the redis command did not run: {e}")).into()
+}
+
+impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -398,16 +445,46 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if self.home.is_current() {
+            return self.link.req_packed_command(cmd);
+        }
+        let (mut link, cmd) = (self.link.clone(), cmd.clone());
+        let task = (self.home.handle).spawn(async move { link.req_packed_command(&cmd).await });
+        Box::pin(async move { task.await.map_err(not_run)? })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if self.home.is_current() {
+            return self.link.req_packed_commands(pipeline, offset, count);
+        }
+        let (mut link, pipeline) = (self.link.clone(), pipeline.clone());
+        let task = (self.home.handle)
+            .spawn(async move { link.req_packed_commands(&pipeline, offset, count).await });
+        Box::pin(async move { task.await.map_err(not_run)? })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.get_db()
     }
 }
 
@@ -447,7 +524,7 @@ impl RedisStore {
                 .max_retry_wait(500)
                 .build()
                 .context("parsing redis.url (the cluster's seed nodes)")?;
-            Conn::Cluster(
+            Link::Cluster(
                 (cluster.get_async_connection().await)
                     .context("connecting to the redis cluster")?,
             )
@@ -457,11 +534,15 @@ impl RedisStore {
                 .set_response_timeout(Some(response_timeout))
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_millis(500));
-            Conn::Single(
+            Link::Single(
                 ConnectionManager::new_with_config(client.clone(), config)
                     .await
                     .context("connecting to redis")?,
             )
+        };
+        let conn = Conn {
+            link: conn,
+            home: Home::here(),
         };
         Ok(Self {
             conn,
@@ -886,7 +967,7 @@ impl RedisStore {
                 .arg((*ttl_secs).max(1));
             cmd
         };
-        if let Conn::Cluster(_) = conn {
+        if conn.is_cluster() {
             // The claims lie in many slots: no pipeline can carry them on a cluster.
             use futures_util::StreamExt;
             let sets = futures_util::stream::iter(plan.claims.iter().map(|c| {
