@@ -352,6 +352,15 @@ async fn a_full_store_refuses_new_vouchers_with_503_and_counts_them() {
         ),
         (json!(2), json!(false))
     );
+    // The same, for a person, from the command line.
+    let out = std::process::Command::new(agent_bin())
+        .args(["status", "--url", &agent.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("DOWN"), "{text}");
+    assert!(text.contains("pending     2 events"), "{text}");
 }
 
 /// Where MQTT is not allowed: the same events over `POST /v1/movements` with the outlet's

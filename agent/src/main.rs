@@ -26,9 +26,12 @@ enum Command {
     Serve,
     /// Print the running agent's status (link, pending sales, rejected lines, disk).
     Status {
-        /// The agent's address; by default the one the settings give.
+        /// The agent's address; by default the one the settings give (then they must load).
         #[arg(long)]
         url: Option<String>,
+        /// The agent's `http.token`; by default the settings'.
+        #[arg(long, env = "SHELFSYNC_AGENT_TOKEN")]
+        token: Option<String>,
         /// Print the status JSON as it is.
         #[arg(long)]
         json: bool,
@@ -47,28 +50,42 @@ fn main() -> anyhow::Result<()> {
         Some(f) => (f, true),
         None => (PathBuf::from("agent.toml"), false),
     };
-    let settings = Settings::load(&file, named)?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => actix_web::rt::System::new().block_on(async {
-            let agent = Agent::build(settings)?;
-            agent.run().await?;
-            Ok(())
-        }),
-        Command::Status { url, json } => {
+        Command::Serve => {
+            let settings = Settings::load(&file, named)?;
+            actix_web::rt::System::new().block_on(async {
+                let agent = Agent::build(settings)?;
+                agent.run().await?;
+                Ok(())
+            })
+        }
+        Command::Status { url, token, json } => {
+            // With --url the settings are needed only for a token not given.
+            let settings = match (&url, Settings::load(&file, named)) {
+                (_, Ok(settings)) => Some(settings),
+                (Some(_), Err(_)) => None,
+                (None, Err(e)) => return Err(e),
+            };
+            let base = url.unwrap_or_else(|| {
+                let h = &settings.as_ref().expect("loaded").http;
+                format!("http://{}:{}", h.host, h.port)
+            });
+            let token = token.or_else(|| {
+                let t = settings.as_ref()?.http.token.as_ref()?;
+                Some(t.expose().to_owned())
+            });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(status(settings, url, json))
+            runtime.block_on(status(base, token, json))
         }
     }
 }
 
-async fn status(settings: Settings, url: Option<String>, raw: bool) -> anyhow::Result<()> {
-    let base =
-        url.unwrap_or_else(|| format!("http://{}:{}", settings.http.host, settings.http.port));
+async fn status(base: String, token: Option<String>, raw: bool) -> anyhow::Result<()> {
     let mut req = reqwest::Client::new().get(format!("{}/status", base.trim_end_matches('/')));
-    if let Some(token) = &settings.http.token {
-        req = req.bearer_auth(token.expose());
+    if let Some(token) = &token {
+        req = req.bearer_auth(token);
     }
     let res = req
         .timeout(std::time::Duration::from_secs(5))

@@ -122,7 +122,8 @@ pub struct StoreSettings {
     /// Events not yet applied by shelfsync, at most; past it new sales are refused (`503
     /// store_full`) and the till keeps them.
     pub pending_max: u64,
-    /// The store's files (database and WAL), at most; past it new sales are refused too.
+    /// The store's pages in use, at most; past it new sales are refused too. The WAL beside
+    /// it takes a few MiB more (at most 16 MiB once checkpointed).
     pub disk_max_bytes: u64,
     /// Applied events and their vouchers are deleted this long after they were applied.
     pub keep_applied_secs: u64,
@@ -214,7 +215,7 @@ impl Settings {
 
     /// Every rule a value must keep, each failure naming the key.
     pub fn check(&self) -> anyhow::Result<()> {
-        OutletId::parse("outlet", &self.outlet).map_err(|e| anyhow::anyhow!("outlet: {e}"))?;
+        OutletId::parse("outlet", &self.outlet).map_err(|e| anyhow::anyhow!("{e}"))?;
         let loopback = self
             .http
             .host

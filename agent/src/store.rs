@@ -229,15 +229,15 @@ impl Store {
             .sum()
     }
 
-    /// What the store holds: its pages in use and its WAL. Free pages do not count (the next
-    /// writes reuse them before the file grows, and the clean-up gives them back).
-    fn used_bytes(&self, conn: &Connection) -> anyhow::Result<u64> {
+    /// What the store holds: its pages in use. Free pages do not count (the next writes reuse
+    /// them before the file grows, and the clean-up gives them back), nor does the WAL, which
+    /// checkpoints keep to a few MiB and `journal_size_limit` cuts back to `WAL_KEEP_BYTES`.
+    fn used_bytes(conn: &Connection) -> anyhow::Result<u64> {
         let pragma = |name: &str| -> anyhow::Result<i64> {
             Ok(conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
         };
         let pages = pragma("page_count")? - pragma("freelist_count")?;
-        let wal = std::fs::metadata(self.dir.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len());
-        Ok((pages * pragma("page_size")?) as u64 + wal)
+        Ok((pages * pragma("page_size")?) as u64)
     }
 
     /// Records a sale, durably, or says why not. A voucher recorded before is a duplicate
@@ -269,7 +269,7 @@ impl Store {
                 self.limits.pending_max
             )));
         }
-        let used = self.used_bytes(&tx)?;
+        let used = Self::used_bytes(&tx)?;
         if used >= self.limits.disk_max_bytes {
             return Err(RecordError::Full(format!(
                 "the store holds {used} bytes (store.disk_max_bytes {})",
@@ -745,6 +745,30 @@ mod tests {
             0,
             "a value received after the answer holds it"
         );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn past_disk_max_bytes_a_sale_is_refused_with_nothing_of_it_kept() {
+        let d = dir();
+        let mut l = limits();
+        l.disk_max_bytes = 1024 * 1024;
+        let store = Store::open(&d, &outlet(), l).unwrap();
+        let lines: Vec<(String, i64)> = (0..50).map(|i| (format!("sku-{i}"), 1)).collect();
+        let lines: Vec<(&str, i64)> = lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+        let mut recorded = 0;
+        let refused = loop {
+            match store.record(&entry(&format!("INV/{recorded}"), &lines), 1) {
+                Ok(Recorded::New) => recorded += 1,
+                Err(RecordError::Full(why)) => break why,
+                other => panic!("{other:?}"),
+            }
+            assert!(recorded < 10_000, "the bound never came");
+        };
+        assert!(refused.contains("store.disk_max_bytes"), "{refused}");
+        assert!(recorded > 10, "{recorded} vouchers fit in 1 MiB");
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.vouchers, stats.pending), (recorded, recorded * 50));
         std::fs::remove_dir_all(d).unwrap();
     }
 
