@@ -252,6 +252,8 @@ pub struct Till {
     /// Vouchers answered `202` as a duplicate after such a retry: recorded by an agent that
     /// died before its answer went out.
     pub duplicates: u64,
+    /// How long each post answered `202` took.
+    pub answered_in: Vec<Duration>,
 }
 
 impl Till {
@@ -265,6 +267,7 @@ impl Till {
             recorded: HashMap::new(),
             retries: 0,
             duplicates: 0,
+            answered_in: Vec::new(),
         }
     }
 
@@ -292,8 +295,10 @@ impl Till {
         let body = Self::voucher(voucher, lines);
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         loop {
+            let sent = std::time::Instant::now();
             match self.post(&body).await {
                 Some((202, answer)) => {
+                    self.answered_in.push(sent.elapsed());
                     if answer["duplicate"] == true && !self.recorded.contains_key(voucher) {
                         self.duplicates += 1;
                     }
