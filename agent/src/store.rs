@@ -574,11 +574,27 @@ mod tests {
         OutletId::parse("outlet", "indore-vijay-nagar").unwrap()
     }
 
-    fn dir() -> PathBuf {
+    /// A directory of the test's own, removed when dropped (a failing test too).
+    struct Dir(PathBuf);
+
+    impl std::ops::Deref for Dir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Dir {
         let d =
             std::env::temp_dir().join(format!("shelfsync-agent-store-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Dir(d)
     }
 
     fn entry(voucher: &str, lines: &[(&str, i64)]) -> Entry {
@@ -612,7 +628,6 @@ mod tests {
         // 2 = INCREMENTAL: the clean-up can give pages back.
         assert_eq!(pragma("auto_vacuum"), "Integer(2)");
         drop(inner);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -630,7 +645,6 @@ mod tests {
         let pending = store.pending_after(0, 10).unwrap();
         assert_eq!(pending.len(), 2);
         assert_eq!(store.stats().unwrap().pending, 2);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -650,7 +664,6 @@ mod tests {
         let other = OutletId::parse("outlet", "indore-palasia").unwrap();
         let err = Store::open(&d, &other, limits()).err().unwrap().to_string();
         assert!(err.contains("indore-vijay-nagar"), "{err}");
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -715,7 +728,6 @@ mod tests {
         let stats = store.stats().unwrap();
         assert_eq!((stats.pending, stats.applied, stats.rejected), (0, 1, 1));
         assert_eq!(store.rejected(10).unwrap()[0].code, "too_old");
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -745,7 +757,6 @@ mod tests {
             0,
             "a value received after the answer holds it"
         );
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -769,7 +780,6 @@ mod tests {
         assert!(recorded > 10, "{recorded} vouchers fit in 1 MiB");
         let stats = store.stats().unwrap();
         assert_eq!((stats.vouchers, stats.pending), (recorded, recorded * 50));
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -808,6 +818,5 @@ mod tests {
             }
         );
         assert_eq!(store.record(&b, 14_000).unwrap(), Recorded::New);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }
