@@ -2,7 +2,7 @@
 //! from HTTP or MQTT, each answered once its ledger document is durable.
 
 use actix::Addr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actors::outlet::{ApplyMovement, Committed};
 use crate::actors::OutletActor;
@@ -17,17 +17,21 @@ use crate::services::Services;
 use crate::settings::MovementSettings;
 use crate::store::{By, MovementResult, Outcome};
 
-/// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic).
-#[derive(Debug, Deserialize)]
+/// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic;
+/// the outlet agent writes its POS messages with it).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MovementRequest {
     pub event_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outlet: Option<String>,
     pub sku: String,
     pub kind: String,
     pub qty: i64,
     pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to_outlet: Option<String>,
 }
 

@@ -417,17 +417,28 @@ impl Home {
     fn is_current(&self) -> bool {
         std::thread::current().id() == self.thread
     }
+
+    /// Runs `command` on the home runtime; its answer, or an error when it could not run
+    /// there (the service is stopping).
+    fn run<T: Send + 'static>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> RedisFuture<'static, T> {
+        let task = self.handle.spawn(command);
+        Box::pin(async move {
+            task.await.map_err(|e| {
+                redis::RedisError::from(std::io::Error::other(format!(
+                    "the redis command did not run: {e}"
+                )))
+            })?
+        })
+    }
 }
 
 impl Conn {
     fn is_cluster(&self) -> bool {
         matches!(self.link, Link::Cluster(_))
     }
-}
-
-/// A command that could not run at home (the service is stopping) is a failed command.
-fn not_run(e: tokio::task::JoinError) -> redis::RedisError {
-    std::io::Error::other(format!("the redis command did not run: {e}")).into()
 }
 
 impl ConnectionLike for Link {
@@ -464,8 +475,7 @@ impl ConnectionLike for Conn {
             return self.link.req_packed_command(cmd);
         }
         let (mut link, cmd) = (self.link.clone(), cmd.clone());
-        let task = (self.home.handle).spawn(async move { link.req_packed_command(&cmd).await });
-        Box::pin(async move { task.await.map_err(not_run)? })
+        (self.home).run(async move { link.req_packed_command(&cmd).await })
     }
 
     fn req_packed_commands<'a>(
@@ -478,9 +488,7 @@ impl ConnectionLike for Conn {
             return self.link.req_packed_commands(pipeline, offset, count);
         }
         let (mut link, pipeline) = (self.link.clone(), pipeline.clone());
-        let task = (self.home.handle)
-            .spawn(async move { link.req_packed_commands(&pipeline, offset, count).await });
-        Box::pin(async move { task.await.map_err(not_run)? })
+        (self.home).run(async move { link.req_packed_commands(&pipeline, offset, count).await })
     }
 
     fn get_db(&self) -> i64 {

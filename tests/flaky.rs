@@ -361,8 +361,8 @@ async fn an_agent_behind_a_throttled_link_cut_four_times_lands_every_sale_once()
     assert!(mqtt_ready(&app).await);
     // shelfsync's word on each sale, as it is published, seen from this side of the link.
     let mut acks = MqttClient::connect_to(&host, broker.port).await;
-    let prefix = app.settings.mqtt.topic_prefix.clone();
-    acks.subscribe(&format!("{prefix}acks/{OUTLET}")).await;
+    let topics = shelfsync::mqtt::topics::Topics::new(&app.settings.mqtt.topic_prefix);
+    acks.subscribe(&topics.acks(OUTLET)).await;
     let mut agent = AgentProc::new(
         AgentConfig {
             mqtt_host: host.clone(),

@@ -7,13 +7,14 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shelfsync::domain::{LedgerKind, OutletId};
+use shelfsync::mqtt::topics::Topics;
 
 fn sale(event_id: &str, qty: i64) -> String {
     json!({"event_id": event_id, "sku": SKU, "kind": "sale_counter", "qty": qty, "at": "2026-11-21T09:42:00Z"}).to_string()
 }
 
 fn pos_topic(app: &TestApp, outlet: &str) -> String {
-    format!("{}pos/{outlet}/movements", app.settings.mqtt.topic_prefix)
+    Topics::new(&app.settings.mqtt.topic_prefix).pos(outlet)
 }
 
 /// Ledger documents of `kind` for the outlet, counted from the projection's source.
@@ -86,9 +87,9 @@ async fn a_pos_message_is_acked_applied_or_rejected_once_its_fate_is_durable() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 10).await;
     assert!(mqtt_ready(&app).await);
-    let prefix = app.settings.mqtt.topic_prefix.clone();
     let mut agent = MqttClient::connect(app.settings.mqtt.port).await;
-    agent.subscribe(&format!("{prefix}acks/{OUTLET}")).await;
+    let topics = Topics::new(&app.settings.mqtt.topic_prefix);
+    agent.subscribe(&topics.acks(OUTLET)).await;
     let topic = pos_topic(&app, OUTLET);
 
     agent.publish(&topic, sale("ack-1", 2)).await;
@@ -122,6 +123,11 @@ async fn a_pos_message_is_acked_applied_or_rejected_once_its_fate_is_durable() {
         agent.wait_for_n(10, 2, acks_of("ack-1")).await,
         "the duplicate is acked again"
     );
+    let seqs: Vec<_> = (agent.drain().iter())
+        .filter(|r| r.payload["event_id"] == "ack-1")
+        .map(|r| r.payload["seq"].clone())
+        .collect();
+    assert_eq!(seqs[0], seqs[1], "with the first answer's seq");
     assert_eq!(
         app.stock(OUTLET, SKU).await["on_hand"],
         8,
@@ -715,10 +721,7 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
 
     let intruder = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
     intruder
-        .publish(
-            &format!("pos/{OTHER_OUTLET}/movements"),
-            sale("acl-theirs", 1),
-        )
+        .publish(&Topics::new("").pos(OTHER_OUTLET), sale("acl-theirs", 1))
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // One client id per user (use_username_as_clientid): the next one would take this one's
@@ -726,8 +729,8 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
     drop(intruder);
     let mut pos = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
     // The outlet agent's subscription: what became of its sales.
-    pos.subscribe(&format!("acks/{OUTLET}")).await;
-    pos.publish(&format!("pos/{OUTLET}/movements"), sale("acl-own", 1))
+    pos.subscribe(&Topics::new("").acks(OUTLET)).await;
+    pos.publish(&Topics::new("").pos(OUTLET), sale("acl-own", 1))
         .await;
 
     assert!(

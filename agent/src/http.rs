@@ -17,12 +17,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::error;
 
-use crate::domain::{now_ms, rfc3339_ms, OutletId};
 use crate::link::{LinkState, Outbox};
 use crate::metrics::Metrics;
-use crate::sale::{Refused, Sale};
+use crate::sale::Sale;
 use crate::settings::{Settings, Via};
 use crate::store::{blocking, RecordError, Recorded, Store};
+use shelfsync::domain::{now_ms, rfc3339_ms, Invalid, OutletId, Sku};
 
 /// How long a store that is full asks the till to wait before it sends again.
 const FULL_RETRY_AFTER_SECS: u64 = 30;
@@ -58,7 +58,8 @@ impl State {
     }
 }
 
-/// An error answer.
+/// An error answer, in shelfsync's shape.
+#[derive(Debug)]
 struct Failure {
     status: StatusCode,
     code: &'static str,
@@ -77,17 +78,57 @@ impl Failure {
             retry_after: None,
         }
     }
+}
 
-    fn into_response(self) -> HttpResponse {
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl actix_web::ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
         let mut body = json!({"error": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            body["field"] = field.into();
+        if let Some(field) = &self.field {
+            body["field"] = field.as_str().into();
         }
         let mut res = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             res.insert_header(("Retry-After", secs.to_string()));
         }
         res.json(body)
+    }
+}
+
+impl From<Invalid> for Failure {
+    fn from(invalid: Invalid) -> Self {
+        Self {
+            field: Some(invalid.field.clone()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                invalid.to_string(),
+            )
+        }
+    }
+}
+
+/// The store could not be read: logged with its cause, answered without it.
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        error!(error = %format!("{e:#}"), "reading the store failed");
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_error",
+                "the store could not be read",
+            )
+        }
     }
 }
 
@@ -102,7 +143,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
         .default_service(web::to(|| async {
-            Failure::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+            Err::<HttpResponse, _>(Failure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            ))
         }));
 }
 
@@ -152,7 +197,7 @@ async fn read_body(
             let chunk = chunk.map_err(|e| {
                 Failure::new(
                     StatusCode::BAD_REQUEST,
-                    "malformed",
+                    "bad_request",
                     format!("reading the body: {e}"),
                 )
             })?;
@@ -178,13 +223,14 @@ async fn record_sale(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
-) -> HttpResponse {
-    let (outcome, res) = match record(&req, payload, &state).await {
-        Ok((outcome, res)) => (outcome, res),
-        Err(f) => (f.code, f.into_response()),
+) -> Result<HttpResponse, Failure> {
+    let recorded = record(&req, payload, &state).await;
+    let outcome = match &recorded {
+        Ok((outcome, _)) => *outcome,
+        Err(f) => f.code,
     };
     state.metrics.sales.with_label_values(&[outcome]).inc();
-    res
+    recorded.map(|(_, res)| res)
 }
 
 async fn record(
@@ -194,17 +240,7 @@ async fn record(
 ) -> Result<(&'static str, HttpResponse), Failure> {
     authorize(req, state)?;
     let body = read_body(req, payload, state).await?;
-    let sale = Sale::from_json(&body).map_err(|e| match e {
-        Refused::Malformed(message) => Failure::new(StatusCode::BAD_REQUEST, "malformed", message),
-        Refused::Invalid(invalid) => Failure {
-            field: Some(invalid.field.clone()),
-            ..Failure::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                invalid.to_string(),
-            )
-        },
-    })?;
+    let sale = Sale::from_json(&body)?;
     let entry = sale.entry(&state.outlet, chrono::Utc::now());
     let events: Vec<String> = entry.events.iter().map(|e| e.event_id.clone()).collect();
     let voucher = entry.voucher.clone();
@@ -290,49 +326,28 @@ async fn one_stock(
     req: HttpRequest,
     sku: web::Path<String>,
     state: web::Data<State>,
-) -> HttpResponse {
-    if let Err(f) = authorize(&req, &state) {
-        return f.into_response();
-    }
-    let sku = sku.into_inner();
+) -> Result<HttpResponse, Failure> {
+    authorize(&req, &state)?;
+    let sku = Sku::parse("sku", &sku)?;
     let wanted = sku.clone();
-    match blocking(&state.store, move |s| s.local_stock(Some(&wanted))).await {
-        Ok(mut rows) if !rows.is_empty() => {
-            HttpResponse::Ok().json(stock_json(rows.remove(0), state.stale()))
-        }
-        Ok(_) => Failure::new(
+    let mut rows = blocking(&state.store, move |s| s.local_stock(Some(wanted.as_str()))).await?;
+    if rows.is_empty() {
+        return Err(Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no stock value of {sku} has reached this agent yet"),
-        )
-        .into_response(),
-        Err(e) => store_failure(e),
+        ));
     }
+    Ok(HttpResponse::Ok().json(stock_json(rows.remove(0), state.stale())))
 }
 
-async fn all_stock(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Err(f) = authorize(&req, &state) {
-        return f.into_response();
-    }
-    match blocking(&state.store, |s| s.local_stock(None)).await {
-        Ok(rows) => {
-            let stale = state.stale();
-            let rows: Vec<StockJson> = rows.into_iter().map(|l| stock_json(l, stale)).collect();
-            HttpResponse::Ok()
-                .json(json!({"outlet": state.outlet.as_str(), "stale": stale, "stock": rows}))
-        }
-        Err(e) => store_failure(e),
-    }
-}
-
-fn store_failure(e: anyhow::Error) -> HttpResponse {
-    error!(error = %format!("{e:#}"), "reading the store failed");
-    Failure::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_error",
-        "the store could not be read",
-    )
-    .into_response()
+async fn all_stock(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Failure> {
+    authorize(&req, &state)?;
+    let rows = blocking(&state.store, |s| s.local_stock(None)).await?;
+    let stale = state.stale();
+    let rows: Vec<StockJson> = rows.into_iter().map(|l| stock_json(l, stale)).collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({"outlet": state.outlet.as_str(), "stale": stale, "stock": rows})))
 }
 
 /// Sets the store's gauges; returns its stats.
@@ -351,18 +366,10 @@ async fn refresh_gauges(state: &State) -> anyhow::Result<crate::store::Stats> {
     Ok(stats)
 }
 
-async fn status(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Err(f) = authorize(&req, &state) {
-        return f.into_response();
-    }
-    let stats = match refresh_gauges(&state).await {
-        Ok(stats) => stats,
-        Err(e) => return store_failure(e),
-    };
-    let rejected = match blocking(&state.store, |s| s.rejected(STATUS_REJECTED_MAX)).await {
-        Ok(r) => r,
-        Err(e) => return store_failure(e),
-    };
+async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Failure> {
+    authorize(&req, &state)?;
+    let stats = refresh_gauges(&state).await?;
+    let rejected = blocking(&state.store, |s| s.rejected(STATUS_REJECTED_MAX)).await?;
     let s = &state.settings;
     let now = now_ms();
     let link = &state.link;
@@ -376,7 +383,7 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             "code": r.code, "reason": r.reason, "at": rfc3339_ms(r.settled_ms)})
         })
         .collect();
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
         "outlet": state.outlet.as_str(),
         "via": via,
         "link": {
@@ -398,18 +405,16 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         "rejected": rejected,
         "vouchers_kept": stats.vouchers,
         "stock_values": stats.stock_values,
-        "disk": {"bytes": stats.disk_bytes, "max": s.store.disk_max_bytes},
-    }))
+        // `used` is what store.disk_max_bytes bounds; `files` what is on disk (free pages and
+        // the WAL too).
+        "disk": {"used": stats.used_bytes, "max": s.store.disk_max_bytes, "files": stats.disk_bytes},
+    })))
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Err(f) = authorize(&req, &state) {
-        return f.into_response();
-    }
-    if let Err(e) = refresh_gauges(&state).await {
-        return store_failure(e);
-    }
-    HttpResponse::Ok()
+async fn metrics(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Failure> {
+    authorize(&req, &state)?;
+    refresh_gauges(&state).await?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }

@@ -15,7 +15,6 @@
 //! till's retry, a resend after a lost ack and a replay after kill -9 all name the same
 //! event, which shelfsync applies once.
 
-pub mod domain;
 pub mod http;
 pub mod link;
 pub mod metrics;
@@ -57,7 +56,7 @@ impl Agent {
         )?);
         let metrics = Arc::new(Metrics::new());
         let outbox = Outbox::new(store.clone(), metrics.clone());
-        let link = Arc::new(LinkState::default());
+        let link = Arc::new(LinkState::new(metrics.clone()));
         let state = web::Data::new(http::State {
             settings: settings.clone(),
             outlet,
@@ -124,7 +123,7 @@ async fn clean_up(outbox: Arc<Outbox>, every_secs: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(every_secs));
     loop {
         tick.tick().await;
-        let now = domain::now_ms();
+        let now = shelfsync::domain::now_ms();
         match blocking(&outbox.store, move |s| s.cleanup(now)).await {
             Ok(c) => {
                 let m = &outbox.metrics.cleaned;

@@ -116,8 +116,8 @@ async fn status(base: String, token: Option<String>, raw: bool) -> anyhow::Resul
     );
     println!("applied     {} kept", s["applied_kept"]);
     println!(
-        "disk        {} of {} bytes",
-        s["disk"]["bytes"], s["disk"]["max"]
+        "disk        {} of {} bytes in use ({} in files)",
+        s["disk"]["used"], s["disk"]["max"], s["disk"]["files"]
     );
     println!("stock       {} SKUs", s["stock_values"]);
     let rejected = s["rejected"].as_array().cloned().unwrap_or_default();

@@ -8,8 +8,9 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    /// Webhook calls by outcome: stored, duplicate, conflict, invalid, malformed, too_large,
-    /// timeout, store_full, store_error, unauthorized.
+    /// Webhook calls by outcome: `stored`, `duplicate`, or the error code of the answer
+    /// (`validation_failed`, `conflict`, `payload_too_large`, `request_timeout`, `bad_request`,
+    /// `unauthorized`, `store_full`, `store_error`).
     pub sales: IntCounterVec,
     /// Events sent towards shelfsync: `first` or `resend`.
     pub sent: IntCounterVec,
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub broker_acks: IntCounter,
     /// shelfsync's answers dropped because the settler was behind (the lines go again).
     pub answers_dropped: IntCounter,
+    /// Stock values of more SKUs than the inbox holds, dropped before their write.
+    pub stock_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -93,7 +96,12 @@ impl Metrics {
             "answers_dropped_total",
             "shelfsync's answers dropped while the settler was behind; their lines are sent again",
         );
+        let stock_dropped = counter(
+            "stock_dropped_total",
+            "Stock values dropped because more SKUs than the inbox holds waited for their write",
+        );
         Self {
+            stock_dropped,
             broker_acks,
             answers_dropped,
             sales,

@@ -3,11 +3,11 @@
 //! outlet, the voucher and the line's place, so every retry and every resend of a line
 //! names the same event and shelfsync applies it once.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::domain::{Invalid, OutletId, Sku};
+use shelfsync::domain::{rfc3339_ms, Invalid, MovementKind, OutletId, Sku};
+use shelfsync::movements::MovementRequest;
 
 pub const VOUCHER_CHARS_MAX: usize = 128;
 pub const LINES_MAX: usize = 50;
@@ -35,35 +35,24 @@ struct LineRequest {
     qty: i64,
 }
 
-/// The movement kinds a till's voucher may stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    SaleCounter,
-    Return,
+/// The movement kinds a till's voucher may stand for: a counter sale (the default) or a
+/// return.
+fn parse_kind(value: Option<&str>) -> Result<MovementKind, Invalid> {
+    let kind = value.map_or(Ok(MovementKind::SaleCounter), |v| {
+        MovementKind::parse("kind", v)
+    });
+    match kind {
+        Ok(k @ (MovementKind::SaleCounter | MovementKind::Return)) => Ok(k),
+        _ => Err(Invalid::new("kind", "must be sale_counter or return")),
+    }
 }
 
-impl Kind {
-    fn parse(value: Option<&str>) -> Result<Self, Invalid> {
-        match value {
-            None | Some("sale_counter") => Ok(Self::SaleCounter),
-            Some("return") => Ok(Self::Return),
-            Some(_) => Err(Invalid::new("kind", "must be sale_counter or return")),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SaleCounter => "sale_counter",
-            Self::Return => "return",
-        }
-    }
-
-    /// What one unit of this kind does to on_hand once shelfsync applies it.
-    fn on_hand_sign(self) -> i64 {
-        match self {
-            Self::SaleCounter => -1,
-            Self::Return => 1,
-        }
+/// What one unit of a voucher's kind does to on_hand once shelfsync applies it.
+fn on_hand_sign(kind: MovementKind) -> i64 {
+    if kind == MovementKind::Return {
+        1
+    } else {
+        -1
     }
 }
 
@@ -79,33 +68,15 @@ pub struct Line {
 pub struct Sale {
     pub voucher: String,
     pub at: Option<DateTime<Utc>>,
-    pub kind: Kind,
+    pub kind: MovementKind,
     pub lines: Vec<Line>,
 }
 
-/// Why a body is not a sale: not JSON at all (`400`), or JSON that breaks a rule (`422`).
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("the body is not JSON: {0}")]
-    Malformed(String),
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-}
-
 impl Sale {
-    /// Parses and validates a webhook body.
-    pub fn from_json(body: &[u8]) -> Result<Self, Refused> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let request: SaleRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if !inner.is_data() {
-                return Refused::Malformed(inner.to_string());
-            }
-            let field = if path == "." { "body".to_owned() } else { path };
-            Refused::Invalid(Invalid::new(field, inner.to_string()))
-        })?;
-        Ok(Self::parse(request)?)
+    /// Parses and validates a webhook body; what is wrong names its field (`body` when it is
+    /// not JSON at all), as the service's own bodies do.
+    pub fn from_json(body: &[u8]) -> Result<Self, Invalid> {
+        Self::parse(shelfsync::wire::parse_json(body)?)
     }
 
     fn parse(r: SaleRequest) -> Result<Self, Invalid> {
@@ -125,7 +96,7 @@ impl Sale {
                     })
             })
             .transpose()?;
-        let kind = Kind::parse(r.kind.as_deref())?;
+        let kind = parse_kind(r.kind.as_deref())?;
         if !(1..=LINES_MAX).contains(&r.lines.len()) {
             return Err(Invalid::new(
                 "lines",
@@ -193,17 +164,21 @@ impl Sale {
         let events = (self.event_ids(outlet).into_iter())
             .zip(&self.lines)
             .map(|(event_id, line)| {
-                let payload = serde_json::to_string(&MovementJson {
-                    event_id: &event_id,
-                    sku: line.sku.as_str(),
-                    kind: self.kind.as_str(),
+                // The POS message: the `/v1/movements` body without `outlet` (the topic names
+                // it; the HTTP link adds it).
+                let payload = serde_json::to_string(&MovementRequest {
+                    event_id: event_id.clone(),
+                    outlet: None,
+                    sku: line.sku.as_str().to_owned(),
+                    kind: self.kind.as_str().to_owned(),
                     qty: line.qty,
-                    at: &at,
-                    note: &note,
+                    at: at.clone(),
+                    note: Some(note.clone()),
+                    to_outlet: None,
                 })
                 .expect("a movement serializes");
                 NewEvent {
-                    d_on_hand: self.kind.on_hand_sign() * line.qty,
+                    d_on_hand: on_hand_sign(self.kind) * line.qty,
                     sku: line.sku.as_str().to_owned(),
                     event_id,
                     payload,
@@ -216,18 +191,6 @@ impl Sale {
             events,
         }
     }
-}
-
-/// shelfsync's movement as a POS sends it over MQTT (the `/v1/movements` body without
-/// `outlet`: the topic names it).
-#[derive(Serialize)]
-struct MovementJson<'a> {
-    event_id: &'a str,
-    sku: &'a str,
-    kind: &'a str,
-    qty: i64,
-    at: &'a str,
-    note: &'a str,
 }
 
 /// A sale as the store keeps it.
@@ -249,7 +212,7 @@ pub struct NewEvent {
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    rfc3339_ms(t.timestamp_millis())
 }
 
 /// `voucher …`, cut on a character boundary to at most `NOTE_BYTES_MAX` bytes.
@@ -271,15 +234,12 @@ mod tests {
         OutletId::parse("outlet", "indore-vijay-nagar").unwrap()
     }
 
-    fn parse(body: Value) -> Result<Sale, Refused> {
+    fn parse(body: Value) -> Result<Sale, Invalid> {
         Sale::from_json(body.to_string().as_bytes())
     }
 
     fn field_of(body: Value) -> String {
-        match parse(body) {
-            Err(Refused::Invalid(i)) => i.field,
-            other => panic!("expected a 422, got {other:?}"),
-        }
+        parse(body).expect_err("refused").field
     }
 
     #[test]
@@ -288,7 +248,7 @@ mod tests {
             json!({"voucher": "INV/2026/0042", "lines": [{"sku": "kaju-katli-1kg", "qty": 2}]}),
         )
         .unwrap();
-        assert_eq!(sale.kind, Kind::SaleCounter);
+        assert_eq!(sale.kind, MovementKind::SaleCounter);
         assert_eq!(sale.at, None);
         assert_eq!(sale.lines[0].qty, 2);
     }
@@ -322,12 +282,10 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_is_not_json_is_malformed() {
-        assert!(matches!(
-            Sale::from_json(b"{\"voucher\": \"v\", \"li"),
-            Err(Refused::Malformed(_))
-        ));
-        assert!(matches!(Sale::from_json(b""), Err(Refused::Malformed(_))));
+    fn a_body_that_is_not_json_is_refused_as_the_body() {
+        let cut = Sale::from_json(b"{\"voucher\": \"v\", \"li").unwrap_err();
+        assert_eq!(cut.field, "body");
+        assert_eq!(Sale::from_json(b"").unwrap_err().field, "body");
     }
 
     #[test]
@@ -338,7 +296,7 @@ mod tests {
         let ids = sale.event_ids(&outlet());
         assert_eq!(ids.len(), 50);
         for (i, id) in ids.iter().enumerate() {
-            assert!(crate::domain::Sku::parse("id", id).is_ok(), "{id}");
+            assert!(shelfsync::domain::EventId::parse("id", id).is_ok(), "{id}");
             assert!(
                 id.starts_with('v') && id.ends_with(&format!("-{i}")),
                 "{id}"

@@ -10,28 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::OutletId;
-
-/// A value that must not be printed (a password, a key).
-#[derive(Clone, Default, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[secret]")
-    }
-}
+use shelfsync::domain::OutletId;
+pub use shelfsync::settings::Secret;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
@@ -54,6 +34,7 @@ pub struct HttpSettings {
     pub port: u16,
     /// When set, every request but `/healthz` must carry `Authorization: Bearer <token>`.
     /// Required when `host` is not a loopback address.
+    #[serde(skip_serializing)]
     pub token: Option<Secret>,
     pub body_limit_bytes: usize,
     /// A body that has not fully arrived this long after its headers is refused (`408`).
@@ -91,6 +72,7 @@ pub struct MqttSettings {
     /// ACL (`use_username_as_clientid`), the broker uses the user name instead.
     pub client_id: String,
     pub username: Option<String>,
+    #[serde(skip_serializing)]
     pub password: Option<Secret>,
     /// shelfsync's `mqtt.topic_prefix`.
     pub topic_prefix: String,
@@ -109,6 +91,7 @@ pub struct MqttSettings {
 pub struct ShelfsyncSettings {
     pub url: String,
     /// A `pos` key of this outlet.
+    #[serde(skip_serializing)]
     pub api_key: Option<Secret>,
     /// One `POST /v1/movements` (answered once durable) at most this long.
     pub request_timeout_secs: u64,

@@ -22,9 +22,9 @@ use anyhow::{bail, Context};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use crate::domain::OutletId;
 use crate::sale::Entry;
 use crate::settings::StoreSettings;
+use shelfsync::domain::OutletId;
 
 const SCHEMA: &str = include_str!("schema.sql");
 const DB_FILE: &str = "agent.db";
@@ -113,6 +113,9 @@ pub struct Stats {
     pub rejected: i64,
     pub vouchers: i64,
     pub stock_values: i64,
+    /// The database's pages in use: what `store.disk_max_bytes` bounds.
+    pub used_bytes: u64,
+    /// The store's files on disk (free pages and the WAL too).
     pub disk_bytes: u64,
 }
 
@@ -466,6 +469,7 @@ impl Store {
             rejected: count("rejected")?,
             vouchers: all("vouchers")?,
             stock_values: all("stock")?,
+            used_bytes: Self::used_bytes(&inner.conn)?,
             disk_bytes: self.disk_bytes(),
         })
     }

@@ -24,6 +24,7 @@ use crate::domain::{digest, now_ms, EventId, Movement, MovementKind};
 use crate::error::Error;
 use crate::movements::{applied_durably, apply, MovementRequest};
 use crate::services::Services;
+use crate::wire::{PosAck, PosFate};
 
 /// The most of a rejected payload kept in its record (payloads may be 256 KiB: a flood of
 /// them must not fill the database); enough to see what a POS sent.
@@ -73,11 +74,9 @@ impl Intake {
     /// many as the broker has POS messages in flight to us; past it the ack is dropped and
     /// counted (`mqtt_messages_out_total{kind="ack_dropped"}`), and the POS, having no
     /// answer, sends the message again later and gets the ack of the duplicate.
-    fn ack(&self, outlet: &str, body: serde_json::Value) {
-        let queued = self
-            .acks
-            .try_send((self.topics.acks(outlet), body.to_string()))
-            .is_ok();
+    fn ack(&self, outlet: &str, ack: PosAck) {
+        let body = serde_json::to_string(&ack).expect("an ack serializes");
+        let queued = self.acks.try_send((self.topics.acks(outlet), body)).is_ok();
         if !queued {
             let metrics = &self.services.shared.metrics;
             (metrics.mqtt_messages_out)
@@ -156,11 +155,13 @@ impl Intake {
                         .mqtt_messages_in
                         .with_label_values(&["applied"])
                         .inc();
-                    // `seq`: the outlet's seq it was applied at, so that a POS that also reads
-                    // stock knows whether a stock value already holds it.
-                    let body = json!({"event_id": movement.event_id, "result": "applied",
-                        "seq": applied.result.seq});
-                    return self.ack(movement.outlet.as_str(), body);
+                    let ack = PosAck {
+                        event_id: movement.event_id.to_string(),
+                        fate: PosFate::Applied {
+                            seq: applied.result.seq,
+                        },
+                    };
+                    return self.ack(movement.outlet.as_str(), ack);
                 }
                 Err(Error::Overloaded { .. })
                     if !self.services.shared.owners.owns(&movement.outlet)
@@ -247,9 +248,15 @@ impl Intake {
             .outbound
             .try_publish(self.topics.dlq(outlet), echo.to_string());
         if let Some(event_id) = event_id_of(payload) {
-            let body = json!({"event_id": event_id, "result": "rejected",
-                "code": rejection.code, "reason": rejection.reason});
-            self.ack(outlet, body);
+            let fate = PosFate::Rejected {
+                code: rejection.code.to_owned(),
+                reason: rejection.reason,
+            };
+            let ack = PosAck {
+                event_id: event_id.to_string(),
+                fate,
+            };
+            self.ack(outlet, ack);
         }
         let metrics = &self.services.shared.metrics;
         let kind = if echoed { "dlq" } else { "dlq_skipped" };

@@ -41,6 +41,23 @@ impl Topics {
         format!("{}shelfsync/status", self.prefix)
     }
 
+    /// Where an outlet's POS publishes its movements.
+    pub fn pos(&self, outlet: &str) -> String {
+        format!("{}pos/{outlet}/movements", self.prefix)
+    }
+
+    /// Every SKU's retained stock at one outlet (what an outlet's POS subscribes to).
+    pub fn stock_of_outlet(&self, outlet: &str) -> String {
+        format!("{}stock/{outlet}/+", self.prefix)
+    }
+
+    /// The SKU a topic names, if it is one of `outlet`'s stock topics.
+    pub fn stock_sku<'a>(&self, outlet: &str, topic: &'a str) -> Option<&'a str> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix("stock/")?;
+        let sku = rest.strip_prefix(outlet)?.strip_prefix('/')?;
+        (!sku.is_empty() && !sku.contains('/')).then_some(sku)
+    }
+
     /// What became of each POS message with an `event_id`, once durable: `applied` or
     /// `rejected` (the outlet agent keeps a sale until it reads it here).
     pub fn acks(&self, outlet: &str) -> String {
@@ -71,5 +88,10 @@ mod tests {
         let o = OutletId::parse("o", "x").unwrap();
         let s = Sku::parse("s", "y").unwrap();
         assert_eq!(t.stock(&o, &s), "t1/stock/x/y");
+        assert_eq!(t.pos_outlet(&t.pos("x")), Some("x"));
+        assert_eq!(t.stock_of_outlet("x"), "t1/stock/x/+");
+        assert_eq!(t.stock_sku("x", &t.stock(&o, &s)), Some("y"));
+        assert_eq!(t.stock_sku("x", "t1/stock/xx/y"), None);
+        assert_eq!(t.stock_sku("x", "t1/stock/x/y/z"), None);
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! The outlet's stock comes over shelfsync's SSE stream, resumed after a cut (`stream.rs`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,8 @@ use tracing::{error, warn};
 
 use super::stream::follow as follow_stock;
 use super::{write_stock, Backoff, LinkState, Outbox, StockInbox};
-use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::Fate;
+use crate::store::{blocking, Fate};
 
 /// How often the sender looks for pending events when nothing wakes it.
 const SENDER_TICK: Duration = Duration::from_secs(1);
@@ -58,18 +58,9 @@ fn client(settings: &Settings) -> reqwest::Client {
 /// Runs the link until the process ends.
 pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) {
     let http = client(&settings);
-    let stock = Arc::new(StockInbox::default());
-    tokio::spawn(write_stock(
-        stock.clone(),
-        outbox.store.clone(),
-        outbox.metrics.clone(),
-    ));
-    tokio::spawn(follow_stock(
-        settings.clone(),
-        stock,
-        link.clone(),
-        outbox.metrics.clone(),
-    ));
+    let stock = Arc::new(StockInbox::new(outbox.metrics.clone()));
+    tokio::spawn(write_stock(stock.clone(), outbox.store.clone()));
+    tokio::spawn(follow_stock(settings.clone(), stock, link.clone()));
     let f = &settings.forward;
     let mut backoff = Backoff::new(f.retry_delay_min_ms, f.retry_delay_max_ms);
     let url = format!(
@@ -77,11 +68,20 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
         settings.shelfsync.url.trim_end_matches('/')
     );
     let key = settings.shelfsync.api_key.clone().expect("checked at load");
+    let to = Target {
+        http: &http,
+        url: &url,
+        key: key.expose(),
+        outlet: settings.outlet.as_str(),
+        link: &link,
+    };
+    // The lines the last round left undecided: sent again, not first.
+    let mut undecided = HashSet::new();
     loop {
-        // Every round takes the pending events from the start: each is decided or not by
-        // the end of the round, so nothing stays in flight between rounds.
-        outbox.restart();
-        let batch = match outbox.next(settings.forward.window).await {
+        // Each round takes the oldest pending lines and ends with each decided or not, so
+        // nothing is in flight between rounds.
+        let window = settings.forward.window;
+        let batch = match blocking(&outbox.store, move |s| s.pending_after(0, window)).await {
             Ok(batch) => batch,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "reading pending events failed; retrying");
@@ -96,40 +96,41 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
             }
             continue;
         }
+        let resent = batch
+            .iter()
+            .filter(|p| undecided.contains(&p.event_id))
+            .count();
+        let sent = &outbox.metrics.sent;
+        sent.with_label_values(&["resend"]).inc_by(resent as u64);
+        sent.with_label_values(&["first"])
+            .inc_by((batch.len() - resent) as u64);
         let answers: Vec<(String, Answer)> = stream::iter(batch)
-            .map(|(event_id, payload)| {
-                let (http, url, key, link) = (&http, &url, &key, &link);
-                let (outlet, metrics) = (settings.outlet.as_str(), &outbox.metrics);
-                async move {
-                    let to = Target {
-                        http,
-                        url,
-                        key: key.expose(),
-                        outlet,
-                    };
-                    let answer = post(&to, &payload, link, metrics).await;
-                    (event_id, answer)
-                }
+            .map(|p| {
+                let to = &to;
+                async move { (p.event_id, to.post(&p.payload).await) }
             })
-            .buffer_unordered(settings.forward.window)
+            .buffer_unordered(window)
             .collect()
             .await;
-        let mut later = None;
+        undecided.clear();
         let mut fates = Vec::new();
+        let mut wait_at_least = None;
         for (event_id, answer) in answers {
             match answer {
                 Answer::Settled(fate) => fates.push((event_id, fate)),
-                Answer::Later(after) => later = Some(later.unwrap_or(after).max(after)),
+                Answer::Later(after) => {
+                    wait_at_least = wait_at_least.max(Some(after.unwrap_or_default()));
+                    undecided.insert(event_id);
+                }
             }
         }
         if let Err(e) = outbox.settle(fates).await {
             error!(error = %format!("{e:#}"), "settling answers in the store failed; the events are sent again");
         }
-        match later {
+        match wait_at_least {
+            // At least what shelfsync asked for (`Retry-After`), then the backoff.
             Some(after) => {
-                if let Some(after) = after {
-                    tokio::time::sleep(after).await;
-                }
+                tokio::time::sleep(after).await;
                 backoff.wait().await;
             }
             None => backoff.reset(),
@@ -143,33 +144,38 @@ struct Target<'a> {
     url: &'a str,
     key: &'a str,
     outlet: &'a str,
+    link: &'a LinkState,
 }
 
-async fn post(to: &Target<'_>, payload: &str, link: &LinkState, metrics: &Metrics) -> Answer {
-    let mut body: serde_json::Value = serde_json::from_str(payload).expect("the store keeps JSON");
-    body["outlet"] = to.outlet.into();
-    let res = match to
-        .http
-        .post(to.url)
-        .bearer_auth(to.key)
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(res) => res,
-        Err(e) => {
-            link.set(false, metrics);
-            warn!(error = %e, "shelfsync did not answer; the sale stays pending");
-            return Answer::Later(None);
+impl Target<'_> {
+    /// Posts one stored line (the POS message with `outlet` added) and reads what it came to.
+    async fn post(&self, payload: &str) -> Answer {
+        let mut body: serde_json::Value =
+            serde_json::from_str(payload).expect("the store keeps JSON");
+        body["outlet"] = self.outlet.into();
+        let sent = self.http.post(self.url).bearer_auth(self.key).json(&body);
+        match sent.send().await {
+            Ok(res) => {
+                self.link.set(true);
+                answer(res).await
+            }
+            Err(e) => {
+                self.link.set(false);
+                warn!(error = %e, "shelfsync did not answer; the sale stays pending");
+                Answer::Later(None)
+            }
         }
-    };
+    }
+}
+
+/// What shelfsync's answer to one line says.
+async fn answer(res: reqwest::Response) -> Answer {
     let status = res.status().as_u16();
     let retry_after = (res.headers().get("retry-after"))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(60)));
     let text = res.text().await.unwrap_or_default();
-    link.set(true, metrics);
     match status {
         200 | 201 => {
             let seq = serde_json::from_str::<Applied>(&text)

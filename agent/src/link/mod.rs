@@ -22,9 +22,9 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::domain::now_ms;
 use crate::metrics::Metrics;
 use crate::store::{blocking, Fate, StockValue, Store};
+use shelfsync::domain::now_ms;
 
 /// How often the stock values received are written to the store (one transaction each).
 const STOCK_FLUSH: Duration = Duration::from_millis(250);
@@ -35,24 +35,33 @@ const STOCK_WAITING_MAX: usize = 100_000;
 const SETTLE_BATCH_MAX: usize = 1_000;
 
 /// The link's state, for the status page and the stock read.
-#[derive(Default)]
 pub struct LinkState {
     up: AtomicBool,
     /// When the link last went up or down, ms since the epoch.
     since_ms: AtomicI64,
     /// When anything last came from the other end (a packet, an answer).
     heard_ms: AtomicI64,
+    metrics: Arc<Metrics>,
 }
 
 impl LinkState {
-    pub fn set(&self, up: bool, metrics: &Metrics) {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            up: AtomicBool::new(false),
+            since_ms: AtomicI64::new(0),
+            heard_ms: AtomicI64::new(0),
+            metrics,
+        }
+    }
+
+    pub fn set(&self, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) != up {
             self.since_ms.store(now_ms(), Ordering::Release);
-            metrics.link_up.set(i64::from(up));
+            self.metrics.link_up.set(i64::from(up));
             if up {
                 info!("the link to shelfsync is up");
             } else {
-                metrics.link_losses.inc();
+                self.metrics.link_losses.inc();
             }
         }
         if up {
@@ -232,8 +241,9 @@ impl Outbox {
     }
 }
 
-/// Takes answers from `rx` and settles them in batches; a store error is retried (the
-/// answers stay in hand: nothing is dropped).
+/// Takes answers from `rx` and settles them in batches. A store error is retried with the
+/// batch in hand; meanwhile `rx` fills, and what finds it full is dropped by its sender (the
+/// lines stay pending and are answered again).
 pub async fn settle_from(outbox: Arc<Outbox>, mut rx: tokio::sync::mpsc::Receiver<(String, Fate)>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -255,24 +265,40 @@ pub async fn settle_from(outbox: Arc<Outbox>, mut rx: tokio::sync::mpsc::Receive
 }
 
 /// Stock values on their way to the store: the newest per SKU, written every `STOCK_FLUSH`.
-#[derive(Default)]
 pub struct StockInbox {
     waiting: Mutex<HashMap<String, StockValue>>,
+    /// At most this many SKUs wait.
+    max: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl StockInbox {
-    /// Keeps `value` unless a newer one of its SKU waits; past `STOCK_WAITING_MAX` SKUs the
-    /// value is dropped (the next one of that SKU, or the next reseed, brings it).
-    pub fn put(&self, value: StockValue) {
-        let mut w = self
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if w.len() >= STOCK_WAITING_MAX && !w.contains_key(&value.sku) {
-            return;
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_max(STOCK_WAITING_MAX, metrics)
+    }
+
+    fn with_max(max: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            waiting: Mutex::new(HashMap::new()),
+            max,
+            metrics,
         }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, StockValue>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `value` unless a newer one of its SKU waits. A value of yet another SKU past
+    /// the bound is dropped and counted (`stock_dropped_total`); the next value of that SKU,
+    /// or the next reseed, brings it.
+    pub fn put(&self, value: StockValue) {
+        let mut w = self.waiting();
         match w.get(&value.sku) {
             Some(old) if old.seq > value.seq => {}
+            None if w.len() >= self.max => self.metrics.stock_dropped.inc(),
             _ => {
                 w.insert(value.sku.clone(), value);
             }
@@ -280,16 +306,12 @@ impl StockInbox {
     }
 
     fn take(&self) -> Vec<StockValue> {
-        let mut w = self
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        w.drain().map(|(_, v)| v).collect()
+        self.waiting().drain().map(|(_, v)| v).collect()
     }
 }
 
 /// Writes the stock values received, every `STOCK_FLUSH`.
-pub async fn write_stock(inbox: Arc<StockInbox>, store: Arc<Store>, metrics: Arc<Metrics>) {
+pub async fn write_stock(inbox: Arc<StockInbox>, store: Arc<Store>) {
     let mut tick = tokio::time::interval(STOCK_FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -302,7 +324,7 @@ pub async fn write_stock(inbox: Arc<StockInbox>, store: Arc<Store>, metrics: Arc
         let kept = values.clone();
         let now = now_ms();
         match blocking(&store, move |s| s.put_stock(&values, now)).await {
-            Ok(()) => metrics.stock_updates.inc_by(n),
+            Ok(()) => inbox.metrics.stock_updates.inc_by(n),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "writing stock values failed; keeping them for the next write");
                 kept.into_iter().for_each(|v| inbox.put(v));
@@ -336,5 +358,38 @@ impl Backoff {
         let jittered = self.next.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
         tokio::time::sleep(jittered).await;
         self.next = (self.next * 2).min(self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(sku: &str, seq: i64) -> StockValue {
+        StockValue {
+            sku: sku.into(),
+            on_hand: seq,
+            reserved: 0,
+            available: seq,
+            seq,
+            at: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_stock_inbox_keeps_the_newest_per_sku_and_counts_what_it_drops_past_its_bound() {
+        let metrics = Arc::new(Metrics::new());
+        let inbox = StockInbox::with_max(2, metrics.clone());
+        inbox.put(value("a", 2));
+        inbox.put(value("a", 1));
+        inbox.put(value("b", 1));
+        inbox.put(value("c", 1));
+        inbox.put(value("b", 3));
+        assert_eq!(metrics.stock_dropped.get(), 1, "c found the inbox full");
+        let mut taken = inbox.take();
+        taken.sort_by(|x, y| x.sku.cmp(&y.sku));
+        assert_eq!(taken, vec![value("a", 2), value("b", 3)]);
+        inbox.put(value("c", 1));
+        assert_eq!(inbox.take(), vec![value("c", 1)], "room again once written");
     }
 }

@@ -24,8 +24,11 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use shelfsync::domain::{now_ms, Sku};
+use shelfsync::mqtt::topics::Topics;
+use shelfsync::wire::{PosAck, PosFate};
+
 use super::{settle_from, write_stock, Backoff, LinkState, Outbox, StockInbox};
-use crate::domain::now_ms;
 use crate::settings::Settings;
 use crate::store::{Fate, StockValue};
 
@@ -36,41 +39,6 @@ const SENDER_TICK: Duration = Duration::from_secs(1);
 /// Answers waiting for the settler, at most; one that finds it full is dropped (and counted):
 /// its line stays pending and is sent, and answered, again.
 const ANSWERS_MAX: usize = 10_000;
-
-/// The topics of one outlet under shelfsync's prefix.
-#[derive(Clone)]
-pub struct Topics {
-    pub pos: String,
-    pub acks: String,
-    pub stock_filter: String,
-    stock_prefix: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, outlet: &str) -> Self {
-        Self {
-            pos: format!("{prefix}pos/{outlet}/movements"),
-            acks: format!("{prefix}acks/{outlet}"),
-            stock_filter: format!("{prefix}stock/{outlet}/+"),
-            stock_prefix: format!("{prefix}stock/{outlet}/"),
-        }
-    }
-
-    /// The SKU a stock topic names.
-    fn stock_sku<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic.strip_prefix(&self.stock_prefix)
-    }
-}
-
-/// shelfsync's ack of a POS message (`acks/{outlet}`).
-#[derive(Deserialize)]
-struct Ack {
-    event_id: String,
-    result: String,
-    seq: Option<i64>,
-    code: Option<String>,
-    reason: Option<String>,
-}
 
 /// shelfsync's retained stock value (`stock/{outlet}/{sku}`).
 #[derive(Deserialize)]
@@ -101,23 +69,21 @@ fn options(settings: &Settings) -> MqttOptions {
 
 /// Runs the link until the process ends.
 pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) {
-    let topics = Topics::new(&settings.mqtt.topic_prefix, &settings.outlet);
+    let topics = Topics::new(&settings.mqtt.topic_prefix);
+    let outlet = settings.outlet.as_str();
+    let acks_topic = topics.acks(outlet);
     let window = settings.forward.window;
     // Room for a window of publishes, the subscription and a resend round.
     let (client, mut eventloop) = AsyncClient::new(options(&settings), 2 * window + 16);
     let (answers_tx, answers_rx) = mpsc::channel(ANSWERS_MAX);
-    let stock = Arc::new(StockInbox::default());
+    let stock = Arc::new(StockInbox::new(outbox.metrics.clone()));
     // Which connection is ready (subscribed) to send on: 0 while none is.
     let (ready_tx, ready_rx) = watch::channel(0u64);
     tokio::spawn(settle_from(outbox.clone(), answers_rx));
-    tokio::spawn(write_stock(
-        stock.clone(),
-        outbox.store.clone(),
-        outbox.metrics.clone(),
-    ));
+    tokio::spawn(write_stock(stock.clone(), outbox.store.clone()));
     tokio::spawn(send(
         client.clone(),
-        topics.clone(),
+        topics.pos(outlet),
         outbox.clone(),
         ready_rx,
         Duration::from_secs(settings.forward.resend_secs),
@@ -130,7 +96,7 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 epoch += 1;
-                link.set(true, &outbox.metrics);
+                link.set(true);
                 backoff.reset();
                 if !ack.session_present {
                     // Acks queued for an earlier session are gone with it: every pending line
@@ -140,10 +106,11 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                     eventloop.pending.clear();
                     outbox.restart();
                 }
-                let mut stock_filter = Filter::new(topics.stock_filter.clone(), QoS::AtLeastOnce);
+                let mut stock_filter =
+                    Filter::new(topics.stock_of_outlet(outlet), QoS::AtLeastOnce);
                 stock_filter.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
                 let filters = vec![
-                    Filter::new(topics.acks.clone(), QoS::AtLeastOnce),
+                    Filter::new(acks_topic.clone(), QoS::AtLeastOnce),
                     stock_filter,
                 ];
                 // try_: the driver must never wait on the channel it drains; the sender holds
@@ -153,7 +120,7 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
                     // room too) and connect again.
                     warn!(error = %e, "subscribing failed; reconnecting");
                     eventloop.clean();
-                    link.set(false, &outbox.metrics);
+                    link.set(false);
                     backoff.wait().await;
                 }
             }
@@ -165,32 +132,31 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 link.heard();
                 let topic = String::from_utf8_lossy(&p.topic);
-                if topic == topics.acks {
-                    match serde_json::from_slice::<Ack>(&p.payload) {
-                        Ok(ack) => {
-                            let fate = match ack.result.as_str() {
-                                "applied" => Fate::Applied { seq: ack.seq },
-                                "rejected" => Fate::Rejected {
-                                    code: ack.code.unwrap_or_else(|| "rejected".into()),
-                                    reason: ack.reason.unwrap_or_default(),
-                                },
-                                // Not a word this agent knows: the line stays pending.
-                                _ => continue,
-                            };
-                            // Never wait here (the driver is what keeps the connection): an
-                            // answer that finds the settler behind is dropped and counted, and
-                            // the line, still pending, is sent again and answered again.
-                            if answers_tx.try_send((ack.event_id, fate)).is_err() {
-                                outbox.metrics.answers_dropped.inc();
-                            }
-                        }
-                        Err(e) => debug!(error = %e, "an ack that is not shelfsync's; ignored"),
+                if topic == acks_topic {
+                    // Another word than shelfsync's (or one this agent does not know) leaves
+                    // the line pending.
+                    let Ok(ack) = serde_json::from_slice::<PosAck>(&p.payload) else {
+                        debug!("an ack that is not shelfsync's; ignored");
+                        continue;
+                    };
+                    let fate = match ack.fate {
+                        PosFate::Applied { seq } => Fate::Applied {
+                            seq: i64::try_from(seq).ok(),
+                        },
+                        PosFate::Rejected { code, reason } => Fate::Rejected { code, reason },
+                    };
+                    // Never wait here (the driver is what keeps the connection): an answer
+                    // that finds the settler behind is dropped and counted, and the line,
+                    // still pending, is sent again and answered again.
+                    if answers_tx.try_send((ack.event_id, fate)).is_err() {
+                        outbox.metrics.answers_dropped.inc();
                     }
-                } else if let Some(sku) = topics.stock_sku(&topic) {
+                } else if let Some(sku) = topics.stock_sku(outlet, &topic) {
                     // An empty payload clears a retained value; an expired one is not sent.
-                    if let Ok(s) = serde_json::from_slice::<Stock>(&p.payload) {
+                    let value = serde_json::from_slice::<Stock>(&p.payload);
+                    if let (Ok(sku), Ok(s)) = (Sku::parse("sku", sku), value) {
                         stock.put(StockValue {
-                            sku: sku.to_owned(),
+                            sku: sku.as_str().to_owned(),
                             on_hand: s.on_hand,
                             reserved: s.reserved,
                             available: s.available,
@@ -208,7 +174,7 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
             Ok(Event::Outgoing(_)) => {}
             Err(e) => {
                 let _ = ready_tx.send(0);
-                link.set(false, &outbox.metrics);
+                link.set(false);
                 warn!(error = %e, at_ms = now_ms(), "the MQTT link is down; retrying");
                 backoff.wait().await;
             }
@@ -219,7 +185,7 @@ pub async fn run(settings: Settings, outbox: Arc<Outbox>, link: Arc<LinkState>) 
 /// Publishes pending events while a connection is ready; resends overdue ones.
 async fn send(
     client: AsyncClient,
-    topics: Topics,
+    pos_topic: String,
     outbox: Arc<Outbox>,
     mut ready: watch::Receiver<u64>,
     resend_after: Duration,
@@ -250,7 +216,7 @@ async fn send(
             }
             // Waits while rumqttc's channel is full; the driver keeps draining it.
             if client
-                .publish(topics.pos.clone(), QoS::AtLeastOnce, false, payload)
+                .publish(pos_topic.clone(), QoS::AtLeastOnce, false, payload)
                 .await
                 .is_err()
             {

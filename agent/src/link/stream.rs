@@ -12,11 +12,10 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::{Backoff, LinkState, StockInbox};
-use crate::domain::{now_ms, rfc3339_ms};
-use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sse::Parser;
 use crate::store::StockValue;
+use shelfsync::domain::{now_ms, rfc3339_ms};
 
 /// The longest line (or event's data) the stream may send: a snapshot of a 6,400-SKU outlet
 /// is about 700 KB on one line.
@@ -47,12 +46,7 @@ impl Row {
 
 /// Follows the outlet's stock stream until the process ends, reconnecting (with its last
 /// event id) whenever it fails or falls silent past `shelfsync.stream_silence_secs`.
-pub async fn follow(
-    settings: Settings,
-    inbox: Arc<StockInbox>,
-    link: Arc<LinkState>,
-    metrics: Arc<Metrics>,
-) {
+pub async fn follow(settings: Settings, inbox: Arc<StockInbox>, link: Arc<LinkState>) {
     let s = &settings.shelfsync;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(settings.mqtt.connect_timeout_secs))
@@ -82,12 +76,12 @@ pub async fn follow(
                 continue;
             }
             _ => {
-                link.set(false, &metrics);
+                link.set(false);
                 backoff.wait().await;
                 continue;
             }
         };
-        link.set(true, &metrics);
+        link.set(true);
         backoff.reset();
         let mut parser = Parser::new(LINE_MAX);
         let mut body = res.bytes_stream();
@@ -104,7 +98,7 @@ pub async fn follow(
                         secs = silence.as_secs(),
                         "the stock stream fell silent; resuming"
                     );
-                    link.set(false, &metrics);
+                    link.set(false);
                     break;
                 }
             };
