@@ -29,6 +29,7 @@ use crate::mqtt::{Disconnect, MqttSession};
 use crate::reroute_state::RerouteState;
 use crate::services::Services;
 use crate::settings::Settings;
+use crate::skus::LiveCatalogue;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
 use crate::zones::Zones;
@@ -46,17 +47,24 @@ impl Core {
     /// Connects, creates indexes, starts the writer and one actor per outlet, and returns once
     /// every outlet is loaded (rebuilt from the ledger where Redis had lost it).
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let catalogue = Arc::new(Catalogue::load(&settings.catalogue)?);
+        let csv = Catalogue::load(&settings.catalogue)?;
         let store = RedisStore::connect(&settings.redis).await?;
         store.ping().await?;
         let started = std::time::Instant::now();
         let ledger = Ledger::connect(&settings.mongo).await?;
         ledger.ensure_indexes().await?;
+        let catalogue = Arc::new(LiveCatalogue::over(csv, &ledger));
+        catalogue.refresh().await.context("reading the SKU edits")?;
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ledger indexes ready"
         );
-        let ids: Vec<OutletId> = catalogue.outlets.iter().map(|o| o.id.clone()).collect();
+        let ids: Vec<OutletId> = catalogue
+            .now()
+            .outlets
+            .iter()
+            .map(|o| o.id.clone())
+            .collect();
         // The writer starts after the last document it can prove durable (`provably_durable`).
         let mut start = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -117,11 +125,16 @@ impl Core {
         let stop_ownership = Arc::new(AtomicBool::new(false));
         ownership.clone().spawn(stop_ownership.clone());
         Follower::spawn(shared.clone(), ids.clone(), stop_ownership.clone());
+        spawn_catalogue_refresh(
+            catalogue.clone(),
+            Duration::from_millis(settings.catalogue.refresh_ms),
+            stop_ownership.clone(),
+        );
         info!(
             owned = started_actors.len(),
             outlets = ids.len(),
             node = %settings.cluster.node_id,
-            skus = catalogue.skus.len(),
+            skus = catalogue.now().skus.len(),
             "core started"
         );
         let settings = Arc::new(settings);
@@ -129,7 +142,12 @@ impl Core {
             let (shared, settings) = (shared.clone(), settings.clone());
             Supervisor::start(move |_| Reconciler::new(shared, settings))
         };
-        let zones = Zones::load(&settings.catalogue.zones_file, &catalogue, &shared.ledger).await?;
+        let zones = Zones::load(
+            &settings.catalogue.zones_file,
+            &catalogue.now(),
+            &shared.ledger,
+        )
+        .await?;
         let services = Arc::new(Services {
             reroute: RerouteState::new(ids.iter().cloned()),
             shared,
@@ -165,6 +183,20 @@ impl Core {
         info!("core stopped; every outbox is in the ledger");
         Ok(())
     }
+}
+
+/// Reads the SKU edits other processes made, every `every`, until `stop` (skus.rs).
+fn spawn_catalogue_refresh(catalogue: Arc<LiveCatalogue>, every: Duration, stop: Arc<AtomicBool>) {
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !stop.load(Ordering::Acquire) {
+            tick.tick().await;
+            if let Err(e) = catalogue.refresh().await {
+                tracing::warn!(error = %format!("{e:#}"), "reading SKU edits failed; trying again");
+            }
+        }
+    });
 }
 
 /// The HTTP server over a core.
@@ -255,6 +287,7 @@ impl Application {
                 shared.metrics.clone(),
             )?),
             whatsapp: crate::whatsapp::start(services.clone()),
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::http::EXPORTS_MAX)),
         });
         let write_deadline = Duration::from_secs(http.write_deadline_secs);
         let mut server = HttpServer::new(move || crate::http::app(state.clone()))

@@ -1,6 +1,6 @@
 //! The chain's outlets, SKUs and opening stock, read from CSV files (see README, "Catalogue").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -24,11 +24,103 @@ pub struct Outlet {
     pub kind: OutletKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Whether a SKU is sold: a retired one takes no new holds or receipts, while what is left of
+/// it can still be sold at the counter, counted, written off or moved, so its stock stays
+/// explained by the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkuStatus {
+    Active,
+    Retired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkuInfo {
     pub sku: Sku,
     pub name: String,
     pub category: String,
+    /// Days from making to expiry; `None` when the SKU keeps (packed goods).
+    pub shelf_life_days: Option<u32>,
+    pub status: SkuStatus,
+    /// 0: as the CSV has it; each edit through `PUT /v1/skus/{sku}` is the next version.
+    pub version: u64,
+}
+
+/// Longest SKU name, in bytes.
+pub const NAME_LEN_MAX: usize = 120;
+/// Longest category, in bytes.
+pub const CATEGORY_LEN_MAX: usize = 40;
+/// Longest shelf life, in days (ten years).
+pub const SHELF_LIFE_DAYS_MAX: u32 = 3650;
+
+impl SkuInfo {
+    /// A SKU's fields checked as the CSV's rows and the admin's edits both are: a printable
+    /// name, a category of lower-case letters, digits and dashes, a shelf life in range.
+    pub fn new(
+        sku: Sku,
+        name: &str,
+        category: &str,
+        shelf_life_days: Option<u32>,
+        status: SkuStatus,
+    ) -> Result<Self, Invalid> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > NAME_LEN_MAX || name.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                "name",
+                format!("must be 1 to {NAME_LEN_MAX} bytes of printable text"),
+            ));
+        }
+        let category_ok = !category.is_empty()
+            && category.len() <= CATEGORY_LEN_MAX
+            && category
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !category_ok {
+            return Err(Invalid::new(
+                "category",
+                format!("must be 1 to {CATEGORY_LEN_MAX} of a-z, 0-9 and '-'"),
+            ));
+        }
+        if shelf_life_days.is_some_and(|d| !(1..=SHELF_LIFE_DAYS_MAX).contains(&d)) {
+            return Err(Invalid::new(
+                "shelf_life_days",
+                format!("must be 1 to {SHELF_LIFE_DAYS_MAX}, or left out for goods that keep"),
+            ));
+        }
+        Ok(Self {
+            sku,
+            name: name.to_owned(),
+            category: category.to_owned(),
+            shelf_life_days,
+            status,
+            version: 0,
+        })
+    }
+
+    /// The pack size the name shows ("Kaju Katli 1 kg" → "1kg"), for offering a similar item
+    /// of the same size; `None` when the name shows none.
+    pub fn size(&self) -> Option<String> {
+        let words: Vec<&str> = self.name.split_whitespace().collect();
+        let unit = |w: &str| {
+            matches!(
+                w.to_ascii_lowercase().as_str(),
+                "g" | "kg" | "ml" | "l" | "pc" | "pcs"
+            )
+        };
+        for (i, w) in words.iter().enumerate() {
+            let digits = w.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let suffix = &w[digits.len()..];
+            let number =
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if number && !suffix.is_empty() && unit(suffix) {
+                return Some(format!("{digits}{}", suffix.to_ascii_lowercase()));
+            }
+            if number && suffix.is_empty() && words.get(i + 1).is_some_and(|u| unit(u)) {
+                return Some(format!("{digits}{}", words[i + 1].to_ascii_lowercase()));
+            }
+        }
+        None
+    }
 }
 
 /// One opening-stock row: `qty` units of `sku` on hand at `outlet`.
@@ -43,7 +135,7 @@ pub struct StockRow {
 pub struct Catalogue {
     pub outlets: Vec<Outlet>,
     pub skus: Vec<SkuInfo>,
-    sku_set: HashSet<Sku>,
+    sku_index: HashMap<Sku, usize>,
     outlet_index: HashMap<OutletId, usize>,
 }
 
@@ -60,6 +152,9 @@ struct SkuRecord {
     sku: String,
     name: String,
     category: String,
+    /// An optional column.
+    #[serde(default)]
+    shelf_life_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -103,11 +198,15 @@ impl Catalogue {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                Ok(SkuInfo {
-                    sku: Sku::parse("sku", &r.sku).map_err(at_row(path, i))?,
-                    name: r.name,
-                    category: r.category,
-                })
+                let sku = Sku::parse("sku", &r.sku).map_err(at_row(path, i))?;
+                SkuInfo::new(
+                    sku,
+                    &r.name,
+                    &r.category,
+                    r.shelf_life_days,
+                    SkuStatus::Active,
+                )
+                .map_err(at_row(path, i))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Self::new(outlets, skus)
@@ -120,9 +219,9 @@ impl Catalogue {
                 bail!("outlet {} is listed twice", o.id);
             }
         }
-        let mut sku_set = HashSet::new();
-        for s in &skus {
-            if !sku_set.insert(s.sku.clone()) {
+        let mut sku_index = HashMap::new();
+        for (i, s) in skus.iter().enumerate() {
+            if sku_index.insert(s.sku.clone(), i).is_some() {
                 bail!("sku {} is listed twice", s.sku);
             }
         }
@@ -132,7 +231,7 @@ impl Catalogue {
         Ok(Self {
             outlets,
             skus,
-            sku_set,
+            sku_index,
             outlet_index,
         })
     }
@@ -142,7 +241,58 @@ impl Catalogue {
     }
 
     pub fn has_sku(&self, sku: &Sku) -> bool {
-        self.sku_set.contains(sku)
+        self.sku_index.contains_key(sku)
+    }
+
+    pub fn sku(&self, sku: &Sku) -> Option<&SkuInfo> {
+        self.sku_index.get(sku).map(|&i| &self.skus[i])
+    }
+
+    /// This catalogue with `info` added, or in place of the SKU's entry.
+    pub fn with_sku(&self, info: SkuInfo) -> Self {
+        let mut next = self.clone();
+        match next.sku_index.get(&info.sku) {
+            Some(&i) => next.skus[i] = info,
+            None => {
+                next.sku_index.insert(info.sku.clone(), next.skus.len());
+                next.skus.push(info);
+            }
+        }
+        next
+    }
+
+    /// Parses a SKU that must be in the catalogue and active: what a new hold or a receipt
+    /// names. A retired SKU is refused with the reason.
+    pub fn active_sku(&self, field: &str, value: &str) -> Result<Sku, Invalid> {
+        let sku = self.known_sku(field, value)?;
+        if self
+            .sku(&sku)
+            .is_some_and(|s| s.status == SkuStatus::Retired)
+        {
+            return Err(Invalid::new(
+                field,
+                format!(
+                    "sku '{value}' is retired: it takes no new holds or receipts \
+                     (what is left of it can still be sold at the counter, counted or written off)"
+                ),
+            ));
+        }
+        Ok(sku)
+    }
+
+    /// The active SKUs a customer may take instead of `sku`: the same category and, when the
+    /// name shows a pack size, the same size; in catalogue order.
+    pub fn similar(&self, sku: &Sku) -> Vec<&SkuInfo> {
+        let Some(this) = self.sku(sku) else {
+            return Vec::new();
+        };
+        let size = this.size();
+        self.skus
+            .iter()
+            .filter(|s| s.sku != this.sku && s.status == SkuStatus::Active)
+            .filter(|s| s.category == this.category)
+            .filter(|s| size.is_none() || s.size() == size)
+            .collect()
     }
 
     /// Parses an outlet id that must name a catalogue outlet.
@@ -180,5 +330,104 @@ impl Catalogue {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(sku: &str, name: &str, category: &str) -> SkuInfo {
+        SkuInfo::new(
+            Sku::parse("sku", sku).unwrap(),
+            name,
+            category,
+            None,
+            SkuStatus::Active,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sizes_are_read_off_names() {
+        assert_eq!(
+            info("a", "Kaju Katli 1 kg", "sweets").size().as_deref(),
+            Some("1kg")
+        );
+        assert_eq!(
+            info("a", "Soan Papdi 250g", "sweets").size().as_deref(),
+            Some("250g")
+        );
+        assert_eq!(
+            info("a", "Rose Sherbet 0.5 L", "drinks").size().as_deref(),
+            Some("0.5l")
+        );
+        assert_eq!(info("a", "Samosa", "snacks").size(), None);
+        assert_eq!(info("a", "Navratna Mix", "snacks").size(), None);
+    }
+
+    #[test]
+    fn similar_items_share_category_and_size_and_are_active() {
+        let outlet = Outlet {
+            id: OutletId::parse("id", "o").unwrap(),
+            name: "O".into(),
+            city: "C".into(),
+            kind: OutletKind::Outlet,
+        };
+        let c = Catalogue::new(
+            vec![outlet],
+            vec![
+                info("katli-1kg", "Kaju Katli 1 kg", "sweets"),
+                info("laddu-1kg", "Besan Laddu 1 kg", "sweets"),
+                info("laddu-250g", "Besan Laddu 250 g", "sweets"),
+                info("mix-1kg", "Navratna Mix 1 kg", "namkeen"),
+                info("barfi-1kg", "Barfi 1 kg", "sweets"),
+            ],
+        )
+        .unwrap();
+        let mut barfi = c
+            .sku(&Sku::parse("s", "barfi-1kg").unwrap())
+            .unwrap()
+            .clone();
+        barfi.status = SkuStatus::Retired;
+        let c = c.with_sku(barfi);
+        let similar: Vec<&str> = c
+            .similar(&Sku::parse("s", "katli-1kg").unwrap())
+            .iter()
+            .map(|s| s.sku.as_str())
+            .collect();
+        assert_eq!(similar, ["laddu-1kg"]);
+        let err = c.active_sku("sku", "barfi-1kg").unwrap_err();
+        assert!(err.message.contains("retired"), "{}", err.message);
+        assert!(c.active_sku("sku", "laddu-1kg").is_ok());
+    }
+
+    #[test]
+    fn sku_fields_are_checked() {
+        let sku = || Sku::parse("sku", "x").unwrap();
+        let bad = [
+            SkuInfo::new(sku(), "", "sweets", None, SkuStatus::Active),
+            SkuInfo::new(sku(), "A\nB", "sweets", None, SkuStatus::Active),
+            SkuInfo::new(sku(), "A", "Sweets", None, SkuStatus::Active),
+            SkuInfo::new(sku(), "A", "sweets", Some(0), SkuStatus::Active),
+            SkuInfo::new(
+                sku(),
+                "A",
+                "sweets",
+                Some(SHELF_LIFE_DAYS_MAX + 1),
+                SkuStatus::Active,
+            ),
+        ];
+        let fields: Vec<String> = bad.into_iter().map(|r| r.unwrap_err().field).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "name",
+                "category",
+                "shelf_life_days",
+                "shelf_life_days"
+            ]
+        );
     }
 }

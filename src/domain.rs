@@ -195,6 +195,14 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Whatsapp => "whatsapp",
+            Self::Counter => "counter",
+        }
+    }
+
     pub fn parse(field: &str, value: &str) -> Result<Self, Invalid> {
         match value {
             "web" => Ok(Self::Web),

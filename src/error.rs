@@ -23,6 +23,8 @@ pub enum Error {
     OutOfStock {
         lines: Vec<ShortLine>,
         alternatives: Vec<Alternative>,
+        /// Items like the short ones that the outlet has now.
+        similar: Vec<Similar>,
     },
     /// A key used with another body or outlet, or a reservation in the wrong state (which
     /// is then given as it is now).
@@ -64,6 +66,17 @@ pub struct Alternative {
     /// What the outlet has of each line, for an outlet serving the request's PIN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lines: Option<Vec<LineStock>>,
+}
+
+/// An item like a short line's SKU that the outlet has now: the same category and, when the
+/// name shows a pack size, the same size (catalogue.rs, `similar`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Similar {
+    /// The short line's SKU this could stand in for.
+    pub for_sku: crate::domain::Sku,
+    pub sku: crate::domain::Sku,
+    pub name: String,
+    pub available: i64,
 }
 
 impl Error {

@@ -35,7 +35,7 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
     let path = &services.settings.catalogue.stock_file;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file_tag = digest(&bytes)[..12].to_owned();
-    let rows = services.catalogue.load_stock(path)?;
+    let rows = services.catalogue.now().load_stock(path)?;
     let mut report = ImportReport::default();
     let mut todo = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {

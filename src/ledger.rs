@@ -597,6 +597,56 @@ impl Ledger {
             .context("reading ledger documents")
     }
 
+    /// The `at_ms` of the outlet's document `seq`, if it exists.
+    pub async fn at_of(&self, outlet: &OutletId, seq: u64) -> anyhow::Result<Option<i64>> {
+        let d = self
+            .entries
+            .find_one(doc! {"_id": format!("{outlet}:{seq}")})
+            .await
+            .context("reading a ledger document")?;
+        Ok(d.map(|e| e.at_ms))
+    }
+
+    /// The first seq of the outlet whose document is at or after `at_ms` (a binary search
+    /// over seqs, whose times rise with them but for clock differences between processes,
+    /// which the caller allows a margin for); `max_seq + 1` when none is.
+    pub async fn first_seq_at(&self, outlet: &OutletId, at_ms: i64) -> anyhow::Result<u64> {
+        let (mut lo, mut hi) = (1u64, self.max_seq(outlet).await? + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.at_of(outlet, mid).await? {
+                Some(t) if t < at_ms => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The outlet's documents with seq in `(after_seq, after_seq + span]` and `at_ms` in
+    /// `[from_ms, to_ms)`, in seq order: one page of an export.
+    pub async fn range_page(
+        &self,
+        outlet: &OutletId,
+        after_seq: u64,
+        span: u64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<LedgerEntry>> {
+        let filter = doc! {
+            "outlet": outlet.as_str(),
+            "seq": {"$gt": after_seq as i64, "$lte": after_seq.saturating_add(span) as i64},
+            "at_ms": {"$gte": from_ms, "$lt": to_ms},
+        };
+        self.entries
+            .find(filter)
+            .sort(doc! {"seq": 1})
+            .await
+            .context("querying the ledger")?
+            .try_collect()
+            .await
+            .context("reading ledger documents")
+    }
+
     /// Folds the outlet's documents after `p.seq` into `p`, up to `to_seq` (which must
     /// exist) or to the last document, a bounded seq range per query. `progress` hears how
     /// many documents each page added. A gap in the seqs is an error.

@@ -27,11 +27,34 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API until SIGINT/SIGTERM, then drain gracefully.
     Serve,
-    /// Load the opening stock of the catalogue as `count` movements.
+    /// Load the opening stock of the catalogue as `count` movements; with `--counts FILE`,
+    /// send a count sheet (`outlet,sku,qty`) to the running service instead, with a progress
+    /// bar (sending the same file again changes nothing).
     Import {
         /// Also import into outlets whose ledger already has history.
         #[arg(long)]
         force: bool,
+        /// A count sheet to send to the service as bulk `count` movements.
+        #[arg(long)]
+        counts: Option<PathBuf>,
+        /// When the counts were taken (RFC 3339); by default the file's modification time.
+        #[arg(long)]
+        at: Option<String>,
+        /// Lines per request.
+        #[arg(long, default_value_t = 6400)]
+        chunk: usize,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Export from the running service to a file (or `-`), with a progress spinner.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// Where to write it; `-` for standard output.
+        #[arg(long, global = true, default_value = "-")]
+        out: PathBuf,
     },
     /// Rebuild Redis from the ledger (latest checkpoint + the ledger after it), with a
     /// progress bar, and checkpoint what was folded. Run it with the service stopped; an
@@ -49,6 +72,75 @@ enum Command {
     Check,
 }
 
+/// Where the running service is, and the key to use.
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The service's address (default: http://{http.host}:{http.port} of the settings).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// An API key allowed to do it (admin or manager for counts; viewer or better to export).
+    #[arg(long, global = true, env = "SHELFSYNC_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+impl ServiceArgs {
+    fn resolve(self, settings: &shelfsync::Settings) -> anyhow::Result<(String, String)> {
+        let url = self
+            .url
+            .unwrap_or_else(|| format!("http://{}:{}", settings.http.host, settings.http.port));
+        let key = self
+            .key
+            .ok_or_else(|| anyhow::anyhow!("give an API key: --key or SHELFSYNC_API_KEY"))?;
+        Ok((url, key))
+    }
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// An outlet's ledger over a time range.
+    Ledger {
+        #[arg(long)]
+        outlet: String,
+        /// RFC 3339, included.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339, left out.
+        #[arg(long)]
+        to: Option<String>,
+        /// csv or ndjson.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+    /// Every outlet's (or one's) counters with SKU names.
+    Stock {
+        #[arg(long)]
+        outlet: Option<String>,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+}
+
+/// A query string of the given pairs, values percent-encoded.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", urlencode(v))))
+        .collect();
+    parts.join("&")
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     shelfsync::init_tracing();
@@ -61,7 +153,62 @@ async fn main() -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
-        Command::Import { force } => {
+        Command::Import {
+            counts: Some(file),
+            at,
+            chunk,
+            service,
+            ..
+        } => {
+            let (url, key) = service.resolve(&settings)?;
+            let t = shelfsync::client::import_counts(&url, &key, &file, at, chunk).await?;
+            println!(
+                "{} lines: {} applied, {} already there, {} refused, {} not applied (unavailable)",
+                t.lines,
+                t.applied,
+                t.replayed,
+                t.refused.len(),
+                t.unavailable
+            );
+            for (line, message) in t.refused.iter().take(50) {
+                println!("line {line}: {message}");
+            }
+            if !t.refused.is_empty() || t.unavailable > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Export { what, service, out } => {
+            let (url, key) = service.resolve(&settings)?;
+            let path = match &what {
+                ExportWhat::Ledger {
+                    outlet,
+                    from,
+                    to,
+                    format,
+                } => format!(
+                    "/v1/export/ledger?{}",
+                    query(&[
+                        ("outlet", Some(outlet)),
+                        ("from", from.as_deref()),
+                        ("to", to.as_deref()),
+                        ("format", Some(format)),
+                    ])
+                ),
+                ExportWhat::Stock { outlet, format } => format!(
+                    "/v1/export/stock?{}",
+                    query(&[("outlet", outlet.as_deref()), ("format", Some(format))])
+                ),
+            };
+            let started = std::time::Instant::now();
+            let rows = shelfsync::client::export(&url, &key, &path, &out).await?;
+            eprintln!(
+                "exported {rows} rows in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Import { force, .. } => {
             let report = shelfsync::import::run(settings, force).await?;
             println!(
                 "imported {} stock rows ({} already there); skipped outlets with history: {}",

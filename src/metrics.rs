@@ -31,6 +31,7 @@ pub struct Metrics {
     pub ledger_lag_entries: IntGaugeVec,
     pub ledger_insert_seconds: Histogram,
     pub shed: IntCounterVec,
+    pub export_rows: IntCounterVec,
     pub whatsapp_refused: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub mqtt_reconnects: IntCounter,
@@ -251,6 +252,11 @@ impl Metrics {
             &["outlet", "operation", "reason"],
         )
         .expect("metric");
+        let export_rows = IntCounterVec::new(
+            Opts::new("export_rows_total", "Rows written by the exports, by what"),
+            &["what"],
+        )
+        .expect("metric");
         let whatsapp_refused = IntCounterVec::new(
             Opts::new(
                 "whatsapp_refused_total",
@@ -413,6 +419,7 @@ impl Metrics {
             Box::new(ledger_lag_entries.clone()),
             Box::new(ledger_insert_seconds.clone()),
             Box::new(shed.clone()),
+            Box::new(export_rows.clone()),
             Box::new(whatsapp_refused.clone()),
             Box::new(mqtt_connected.clone()),
             Box::new(mqtt_reconnects.clone()),
@@ -473,6 +480,7 @@ impl Metrics {
             ledger_lag_entries,
             ledger_insert_seconds,
             shed,
+            export_rows,
             whatsapp_refused,
             mqtt_connected,
             mqtt_reconnects,

@@ -47,8 +47,12 @@ impl MovementRequest {
             .outlet
             .ok_or_else(|| Invalid::new("outlet", "is required"))?;
         let outlet = catalogue.known_outlet("outlet", &outlet)?;
-        let sku = catalogue.known_sku("sku", &self.sku)?;
         let kind = MovementKind::parse("kind", &self.kind)?;
+        // A retired SKU takes no new stock; what is left of it still moves out.
+        let sku = match kind {
+            MovementKind::Receipt => catalogue.active_sku("sku", &self.sku)?,
+            _ => catalogue.known_sku("sku", &self.sku)?,
+        };
         let max = limits.qty_max;
         let qty_ok = match kind {
             MovementKind::Adjustment => {
@@ -128,7 +132,7 @@ impl MovementRequest {
     }
 }
 
-fn ledger_kind(kind: MovementKind) -> LedgerKind {
+pub(crate) fn ledger_kind(kind: MovementKind) -> LedgerKind {
     match kind {
         MovementKind::SaleCounter => LedgerKind::SaleCounter,
         MovementKind::Receipt => LedgerKind::Receipt,
@@ -154,6 +158,20 @@ async fn apply_half(
         generation,
         ..
     } = actor.send(msg).await??;
+    let (result, fresh) = settle(services, kind, outcome)?;
+    (services.shared.durable)
+        .wait(outlet, result.seq, generation, services.durable_wait())
+        .await?;
+    Ok((result, fresh))
+}
+
+/// What the outlet decided of a movement, counted (`shelfsync_movements_total`): its result
+/// and whether it was applied now (false: a replay), or why it was refused.
+pub(crate) fn settle(
+    services: &Services,
+    kind: LedgerKind,
+    outcome: Outcome,
+) -> Result<(MovementResult, bool), Error> {
     let count = |o: &str| {
         services
             .shared
@@ -162,37 +180,34 @@ async fn apply_half(
             .with_label_values(&[kind.as_str(), o])
             .inc()
     };
-    let (result, fresh) = match outcome {
+    match outcome {
         Outcome::Ok {
             result: Some(r), ..
         } => {
             count("applied");
-            (r, true)
+            Ok((r, true))
         }
         Outcome::Replay {
             result: Some(r), ..
         } => {
             count("replay");
-            (r, false)
+            Ok((r, false))
         }
         Outcome::Conflict { message, .. } => {
             count("conflict");
-            return Err(Error::conflict(message));
+            Err(Error::conflict(message))
         }
         Outcome::OutOfStock { lines } => {
             count("out_of_stock");
-            return Err(Error::OutOfStock {
+            Err(Error::OutOfStock {
                 lines,
                 alternatives: Vec::new(),
-            });
+                similar: Vec::new(),
+            })
         }
-        Outcome::Invalid { field, message } => return Err(Invalid::new(field, message).into()),
-        other => return Err(anyhow::anyhow!("unexpected movement outcome {other:?}").into()),
-    };
-    (services.shared.durable)
-        .wait(outlet, result.seq, generation, services.durable_wait())
-        .await?;
-    Ok((result, fresh))
+        Outcome::Invalid { field, message } => Err(Invalid::new(field, message).into()),
+        other => Err(anyhow::anyhow!("unexpected movement outcome {other:?}").into()),
+    }
 }
 
 /// Whether the outlet's owner (this process or another) has applied the movement and its
@@ -208,6 +223,30 @@ pub async fn applied_durably(services: &Services, m: &Movement) -> Result<bool, 
     };
     let first = store.first_outbox_seq(&keys).await.map_err(Error::store)?;
     Ok(first.is_none_or(|first| seq < first))
+}
+
+/// One half of movement `m` for its outlet's actor (the whole of it but for a transfer):
+/// `kind` and `key` tell the halves apart, `counterpart` names the other outlet.
+pub(crate) fn half(
+    m: &Movement,
+    hash: &str,
+    kind: LedgerKind,
+    key: String,
+    counterpart: Option<OutletId>,
+    by: &By,
+) -> ApplyMovement {
+    ApplyMovement {
+        key,
+        hash: hash.to_owned(),
+        kind,
+        sku: m.sku.clone(),
+        qty: m.qty,
+        event_id: m.event_id.to_string(),
+        event_at_ms: m.at.timestamp_millis(),
+        note: m.note.clone(),
+        counterpart,
+        by: by.clone(),
+    }
 }
 
 /// What a movement did: its result at the outlet, what the re-routing pass it set off did (a
@@ -228,17 +267,8 @@ pub async fn apply(services: &Services, m: &Movement, by: By) -> Result<Applied,
     services
         .claim_key(ClaimKind::Event, m.event_id.as_str(), &m.outlet, retain)
         .await?;
-    let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| ApplyMovement {
-        key,
-        hash: hash.clone(),
-        kind,
-        sku: m.sku.clone(),
-        qty: m.qty,
-        event_id: m.event_id.to_string(),
-        event_at_ms: m.at.timestamp_millis(),
-        note: m.note.clone(),
-        counterpart,
-        by: by.clone(),
+    let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| {
+        half(m, &hash, kind, key, counterpart, &by)
     };
     let source = services.outlet(&m.outlet)?;
     // Both halves' outlets before either is applied: a transfer to an outlet this process

@@ -8,19 +8,20 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::{OutletActor, Shared};
-use crate::catalogue::Catalogue;
 use crate::domain::{now_ms, OutletId};
 use crate::error::Error;
 use crate::keys::ClaimKind;
 use crate::reroute_state::RerouteState;
 use crate::settings::Settings;
+use crate::skus::LiveCatalogue;
 use crate::zones::Zones;
 
 pub struct Services {
     /// What the actors share; beyond it, the core uses the store only for chain-wide claims
     /// of client keys (`claim_key`), and the WhatsApp worker for its per-sender holds.
     pub shared: Shared,
-    pub catalogue: Arc<Catalogue>,
+    /// The catalogue as it is now (`catalogue.now()`): the CSV with the SKU edits over it.
+    pub catalogue: Arc<LiveCatalogue>,
     pub settings: Arc<Settings>,
     pub zones: Zones,
     pub reroute: RerouteState,
@@ -35,7 +36,7 @@ impl Services {
         if let Some(addr) = self.shared.owners.get(id) {
             return Ok(addr);
         }
-        if self.catalogue.outlet(id).is_none() {
+        if self.catalogue.now().outlet(id).is_none() {
             return Err(Error::NotFound(format!("no outlet '{id}'")));
         }
         Err(Error::Overloaded {

@@ -315,6 +315,20 @@ pub struct MovementSettings {
     pub at_age_max_secs: u64,
     /// How far ahead of the service's clock a movement's `at` may be (`in_future`).
     pub at_ahead_max_secs: u64,
+    /// The most lines one `POST /v1/movements/bulk` may carry.
+    #[serde(default = "default_bulk_lines_max")]
+    pub bulk_lines_max: usize,
+    /// The largest body of a bulk request, JSON or CSV.
+    #[serde(default = "default_bulk_bytes_max")]
+    pub bulk_bytes_max: usize,
+}
+
+fn default_bulk_lines_max() -> usize {
+    20_000
+}
+
+fn default_bulk_bytes_max() -> usize {
+    4 << 20
 }
 
 impl MovementSettings {
@@ -423,6 +437,13 @@ pub struct CatalogueSettings {
     pub stock_file: PathBuf,
     /// Delivery zones: `pin,outlet,cost` (edits through the API are kept in MongoDB).
     pub zones_file: PathBuf,
+    /// How often each process reads the SKU edits made through the others (skus.rs).
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+}
+
+fn default_refresh_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

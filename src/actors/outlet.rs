@@ -87,6 +87,13 @@ pub struct ApplyMovement {
     pub by: By,
 }
 
+/// Apply many movements to this outlet, in order, as consecutive entries of its queue (so
+/// they share batches); one answer per movement. Refused whole, nothing queued, when the
+/// queue has no room for all of them.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Result<Committed, OutletError>>, OutletError>")]
+pub struct ApplyMovements(pub Vec<ApplyMovement>);
+
 /// Release a live hold because the hold `to` at another outlet took over its cart.
 #[derive(Message)]
 #[rtype(result = "Result<Committed, OutletError>")]
@@ -242,26 +249,8 @@ impl OutletActor {
         op: Op,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Committed, OutletError>> {
-        if self.stepped_down {
-            let moved = self.moved();
-            return Box::pin(async move { Err(moved) });
-        }
-        if self.reloading {
-            self.unavailable("reload");
-            return Box::pin(async {
-                Err(OutletError::Unavailable(
-                    "the outlet is being reloaded (rebuilt from the ledger if Redis lost it); try again shortly".into(),
-                ))
-            });
-        }
-        if self.pending.len() >= self.limits.pending_max {
-            self.unavailable("queue_full");
-            self.shed(op.name(), "outlet_queue");
-            return Box::pin(async {
-                Err(OutletError::Unavailable(
-                    "the outlet is overloaded; try again".into(),
-                ))
-            });
+        if let Some(refused) = self.no_room(1, op.name()) {
+            return Box::pin(async move { Err(refused) });
         }
         let (tx, rx) = oneshot::channel();
         self.pending.push_back(Pending {
@@ -273,6 +262,28 @@ impl OutletActor {
             rx.await
                 .unwrap_or_else(|_| Err(OutletError::Unavailable("the outlet stopped".into())))
         })
+    }
+
+    /// Why `n` more operations named `op` cannot be queued now, if they cannot: the lease is
+    /// gone, the outlet is reloading, or the queue has no room for all of them.
+    fn no_room(&mut self, n: usize, op: &str) -> Option<OutletError> {
+        if self.stepped_down {
+            return Some(self.moved());
+        }
+        if self.reloading {
+            self.unavailable("reload");
+            return Some(OutletError::Unavailable(
+                "the outlet is being reloaded (rebuilt from the ledger if Redis lost it); try again shortly".into(),
+            ));
+        }
+        if self.pending.len() + n > self.limits.pending_max {
+            self.unavailable("queue_full");
+            self.shed(op, "outlet_queue");
+            return Some(OutletError::Unavailable(
+                "the outlet is overloaded; try again".into(),
+            ));
+        }
+        None
     }
 
     /// New holds may fill at most half of the queue: the other half is kept for counter
@@ -906,19 +917,53 @@ impl Handler<ApplyMovement> for OutletActor {
     type Result = ResponseFuture<Result<Committed, OutletError>>;
 
     fn handle(&mut self, msg: ApplyMovement, ctx: &mut Self::Context) -> Self::Result {
-        let op = Op::Movement {
-            key: msg.key,
-            hash: msg.hash,
-            kind: msg.kind,
-            sku: msg.sku,
-            qty: msg.qty,
-            event_id: msg.event_id,
-            event_at: msg.event_at_ms,
-            note: msg.note,
-            counterpart: msg.counterpart.map(|o| o.to_string()),
-            by: msg.by,
-        };
-        self.enqueue(op, ctx)
+        self.enqueue(msg.into_op(), ctx)
+    }
+}
+
+impl ApplyMovement {
+    fn into_op(self) -> Op {
+        Op::Movement {
+            key: self.key,
+            hash: self.hash,
+            kind: self.kind,
+            sku: self.sku,
+            qty: self.qty,
+            event_id: self.event_id,
+            event_at: self.event_at_ms,
+            note: self.note,
+            counterpart: self.counterpart.map(|o| o.to_string()),
+            by: self.by,
+        }
+    }
+}
+
+impl Handler<ApplyMovements> for OutletActor {
+    type Result = ResponseFuture<Result<Vec<Result<Committed, OutletError>>, OutletError>>;
+
+    fn handle(&mut self, msg: ApplyMovements, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(refused) = self.no_room(msg.0.len(), "movement") {
+            return Box::pin(async move { Err(refused) });
+        }
+        let mut answers = Vec::with_capacity(msg.0.len());
+        for m in msg.0 {
+            let (tx, rx) = oneshot::channel();
+            self.pending.push_back(Pending {
+                op: m.into_op(),
+                reply: Some(tx),
+            });
+            answers.push(rx);
+        }
+        self.flush(ctx);
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(answers.len());
+            for rx in answers {
+                out.push(rx.await.unwrap_or_else(|_| {
+                    Err(OutletError::Unavailable("the outlet stopped".into()))
+                }));
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use crate::catalogue::OutletKind;
 use crate::domain::{
     digest, Channel, IdempotencyKey, Line, OutletId, ReservationId, ReservationStatus,
 };
-use crate::error::{Alternative, Error};
+use crate::error::{Alternative, Error, Similar};
 use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::store::{By, Outcome, ResRecord, ShortLine};
@@ -269,6 +269,7 @@ pub async fn place(services: &Services, target: Target, hold: &Hold) -> Result<P
                 delivery_cost: None,
             }),
             Tried::Short(short) => Err(Error::OutOfStock {
+                similar: similar(services, &outlet, &short),
                 lines: short,
                 alternatives: alternatives(services, &outlet, hold.lines()),
             }),
@@ -319,6 +320,7 @@ async fn route_leased(
         Some(owner) => {
             let outlet = services
                 .catalogue
+                .now()
                 .known_outlet("outlet", owner)
                 .map_err(|_| {
                     Error::conflict(format!("this key was already used for outlet {owner}"))
@@ -396,14 +398,41 @@ async fn route_leased(
         })
         .collect();
     Err(Error::OutOfStock {
+        similar: similar(services, cheapest, &lines),
         lines,
         alternatives,
     })
 }
 
+/// How many similar items are offered per short line.
+const SIMILAR_PER_LINE: usize = 3;
+
+/// For each short line, up to `SIMILAR_PER_LINE` active SKUs like it (same category and pack
+/// size) that `outlet` has enough of for the line, most available first.
+pub fn similar(services: &Services, outlet: &OutletId, short: &[ShortLine]) -> Vec<Similar> {
+    let catalogue = services.catalogue.now();
+    let stock = &services.shared.stock;
+    let mut offered = Vec::new();
+    for line in short {
+        let mut here: Vec<Similar> = (catalogue.similar(&line.sku).into_iter())
+            .map(|s| Similar {
+                for_sku: line.sku.clone(),
+                sku: s.sku.clone(),
+                name: s.name.clone(),
+                available: stock.available(outlet, &s.sku),
+            })
+            .filter(|s| s.available >= line.requested)
+            .collect();
+        here.sort_by(|a, b| b.available.cmp(&a.available).then(a.sku.cmp(&b.sku)));
+        here.truncate(SIMILAR_PER_LINE);
+        offered.extend(here);
+    }
+    offered
+}
+
 /// Other shops in the same city that could fill the whole cart right now.
 fn alternatives(services: &Services, outlet: &OutletId, lines: &[Line]) -> Vec<Alternative> {
-    let catalogue = &services.catalogue;
+    let catalogue = services.catalogue.now();
     let Some(city) = catalogue.outlet(outlet).map(|o| o.city.as_str()) else {
         return Vec::new();
     };

@@ -21,6 +21,8 @@ pub enum Action {
     ReadMetrics,
     /// Edit delivery zones (admin only).
     ManageZones,
+    /// Add, rename and retire SKUs (admin only).
+    ManageCatalogue,
 }
 
 #[derive(Debug)]

@@ -20,6 +20,8 @@ pub struct AppState {
     pub auth: web::Data<Auth>,
     /// Where the webhook hands WhatsApp messages (kept, then queued for the worker).
     pub whatsapp: crate::whatsapp::Inbox,
+    /// Ledger exports streaming now (at most `export::EXPORTS_MAX`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {

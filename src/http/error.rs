@@ -32,6 +32,9 @@ pub enum ApiError {
     AddressRateLimited { retry_after_secs: u64 },
     #[error("the request body did not arrive within {secs} s")]
     BodyTimeout { secs: u64 },
+    /// Bad lines of a bulk request, each named: the whole `422` body.
+    #[error("bad lines in a bulk request")]
+    BulkRefused(serde_json::Value),
     /// What the core refused or failed at.
     #[error(transparent)]
     Core(#[from] Error),
@@ -58,6 +61,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } | Self::AddressRateLimited { .. } => "rate_limited",
             Self::BodyTimeout { .. } => "request_timeout",
+            Self::BulkRefused(_) => "validation_failed",
             Self::Core(e) => e.code(),
         }
     }
@@ -97,6 +101,7 @@ impl ResponseError for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::BulkRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Core(e) => match e {
                 Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -109,6 +114,9 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::BulkRefused(body) = self {
+            return HttpResponse::build(self.status_code()).json(body);
+        }
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         let retry_after_secs = match self {
             Self::RateLimited { retry_after_secs }
@@ -129,9 +137,11 @@ impl ResponseError for ApiError {
             Self::Core(Error::OutOfStock {
                 lines,
                 alternatives,
+                similar,
             }) => {
                 body["lines"] = json!(lines);
                 body["alternatives"] = json!(alternatives);
+                body["similar"] = json!(similar);
             }
             Self::Core(Error::Conflict {
                 reservation: Some(r),

@@ -53,11 +53,11 @@ pub async fn page(
     let outlet = q
         .outlet
         .ok_or_else(|| Invalid::new("outlet", "is required"))?;
-    let outlet = state.catalogue.known_outlet("outlet", &outlet)?;
+    let outlet = state.catalogue.now().known_outlet("outlet", &outlet)?;
     caller.require(Action::ReadLedger, Some(&outlet))?;
     let sku = q
         .sku
-        .map(|s| state.catalogue.known_sku("sku", &s))
+        .map(|s| state.catalogue.now().known_sku("sku", &s))
         .transpose()?;
     let limit = q.limit.unwrap_or(LIMIT_DEFAULT);
     if !(1..=LIMIT_MAX).contains(&limit) {

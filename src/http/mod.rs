@@ -3,8 +3,11 @@
 //! they never message an outlet actor or touch Redis or MongoDB.
 
 pub mod auth;
+mod bulk;
 mod context;
 mod dashboard;
+mod export;
+pub use export::EXPORTS_MAX;
 pub mod error;
 pub mod forward;
 mod ledger;
@@ -12,6 +15,7 @@ mod movements;
 pub mod openapi;
 mod ops;
 mod reservations;
+mod skus;
 mod stock;
 mod stream;
 pub mod whatsapp;
@@ -59,6 +63,7 @@ macro_rules! route_table {
                 (name = "reservations", description = "The checkout path: hold, read, confirm, cancel"),
                 (name = "movements", description = "Outlet operations and the ledger"),
                 (name = "zones", description = "Delivery zones by PIN code"),
+                (name = "catalogue", description = "SKUs: names, categories, shelf life, status; edits while running"),
                 (name = "streams", description = "Live stock: Server-Sent Events and WebSocket"),
                 (name = "whatsapp", description = "The WhatsApp Cloud API webhook"),
                 (name = "operations", description = "Health, readiness, metrics, the dashboard, this document"),
@@ -80,6 +85,9 @@ route_table! {
     POST "/v1/availability" => stock::availability,
     GET "/v1/webhooks/whatsapp" => whatsapp::verify,
     POST "/v1/webhooks/whatsapp" => whatsapp::receive,
+    GET "/v1/skus" => skus::list,
+    GET "/v1/skus/{sku}" => skus::get,
+    PUT "/v1/skus/{sku}" => skus::put,
     GET "/v1/zones" => zones::list,
     GET "/v1/zones/{pin}" => zones::get,
     PUT "/v1/zones/{pin}" => zones::put,
@@ -88,8 +96,11 @@ route_table! {
     POST "/v1/reservations/{id}/confirm" => reservations::confirm,
     POST "/v1/reservations/{id}/cancel" => reservations::cancel,
     POST "/v1/movements" => movements::create,
+    POST "/v1/movements/bulk" => bulk::create,
     GET "/v1/ledger" => ledger::page,
     GET "/v1/ledger/lag" => ledger::lag,
+    GET "/v1/export/ledger" => export::ledger,
+    GET "/v1/export/stock" => export::stock,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }

@@ -30,7 +30,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: MovementRequest = json_body(&req, payload, &state).await?;
-    let movement = body.parse(&state.catalogue, &state.settings.movements)?;
+    let movement = body.parse(&state.catalogue.now(), &state.settings.movements)?;
     caller.require(Action::Move(movement.kind), Some(&movement.outlet))?;
     let applied = apply(&state, &movement, caller.by()).await?;
     Ok(HttpResponse::Created().json(applied_json(&applied)))

@@ -161,6 +161,22 @@ pub struct HoldRefused {
     /// routed request, the outlets serving the PIN that could fill part of it (with `cost`
     /// and `lines`).
     pub alternatives: Option<Vec<Alternative>>,
+    /// With `out_of_stock`: items like the short ones that the same outlet has enough of now
+    /// (the same category and, where the names show one, the same pack size; up to 3 per
+    /// short line, most available first), for a storefront's "try this one". Retired SKUs
+    /// are never offered.
+    pub similar: Option<Vec<SimilarItem>>,
+}
+
+/// An item the outlet has now in place of a short line's SKU.
+#[derive(ToSchema)]
+pub struct SimilarItem {
+    /// The short line's SKU.
+    pub for_sku: String,
+    pub sku: String,
+    pub name: String,
+    /// At least the short line's `requested`.
+    pub available: i64,
 }
 
 #[derive(ToSchema)]
@@ -178,6 +194,91 @@ pub struct Alternative {
     pub cost: Option<i64>,
     /// What the outlet has of each line (routed requests).
     pub lines: Option<Vec<LineAvailability>>,
+}
+
+/// `POST /v1/movements/bulk` as JSON: each line as `POST /v1/movements` takes it. As CSV
+/// (`Content-Type: text/csv`): a header `event_id,outlet,sku,kind,qty,at[,note][,to_outlet]`
+/// and one movement per row.
+#[derive(ToSchema)]
+pub struct BulkBody {
+    /// 1 to `movements.bulk_lines_max` (20,000 by default) lines, each `event_id` once.
+    #[schema(min_items = 1, max_items = 20000)]
+    pub lines: Vec<MovementBody>,
+}
+
+/// Every line's answer.
+#[derive(ToSchema)]
+pub struct BulkAnswer {
+    pub lines: u64,
+    pub applied: u64,
+    pub replayed: u64,
+    pub refused: u64,
+    pub unavailable: u64,
+    /// In the request's order.
+    pub results: Vec<BulkLine>,
+    /// Holds moved to another outlet because a line left them short.
+    pub rerouted: Vec<serde_json::Value>,
+    /// Holds left short that no outlet could take.
+    pub at_risk: Vec<String>,
+}
+
+/// One line's answer.
+#[derive(ToSchema)]
+pub struct BulkLine {
+    /// The CSV file's line (the header is line 1), or the position in `lines` from 1.
+    pub line: u64,
+    pub event_id: String,
+    pub outlet: String,
+    pub sku: String,
+    /// `applied`; `replay` (applied before: the first answer); `refused` (`error` says why:
+    /// `conflict`, `out_of_stock`, …; sending it again changes nothing); `unavailable` (not
+    /// applied, or a transfer's receiving half is not: send the line again).
+    #[schema(pattern = "^(applied|replay|refused|unavailable)$")]
+    pub status: String,
+    pub seq: Option<u64>,
+    pub on_hand: Option<i64>,
+    pub reserved: Option<i64>,
+    pub available: Option<i64>,
+    pub error: Option<String>,
+    pub message: Option<String>,
+    /// A transfer's receiving outlet and its counters there (or its `error`).
+    pub to: Option<serde_json::Value>,
+}
+
+/// A bulk request refused whole: nothing was applied.
+#[derive(ToSchema)]
+pub struct BulkRefused {
+    /// `validation_failed`.
+    pub error: String,
+    /// The first bad line and field, e.g. `line 14: qty`.
+    pub field: String,
+    pub message: String,
+    pub error_count: u64,
+    /// Up to 100 bad lines.
+    pub errors: Vec<BulkLineError>,
+}
+
+#[derive(ToSchema)]
+pub struct BulkLineError {
+    pub line: u64,
+    pub field: String,
+    pub message: String,
+}
+
+/// A SKU of the catalogue as it is now.
+#[derive(ToSchema)]
+pub struct SkuDoc {
+    pub sku: String,
+    pub name: String,
+    pub category: String,
+    /// Days from making to expiry; null for goods that keep.
+    pub shelf_life_days: Option<u32>,
+    /// `active`, or `retired` (no new holds or receipts).
+    #[schema(pattern = "^(active|retired)$")]
+    pub status: String,
+    /// 0 as the CSV has it; each edit is the next.
+    #[schema(minimum = 0)]
+    pub version: u64,
 }
 
 /// An outlet or kitchen of the catalogue.

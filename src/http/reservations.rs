@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
 use super::error::ApiError;
-use super::stock::{parse_lines, RawLine};
+use super::stock::{parse_lines, LinesFor, RawLine};
 use crate::checkout::{self, Hold, Placed, Target, REROUTE_KEY_PREFIX, WHATSAPP_KEY_PREFIX};
 use crate::domain::{Channel, EventId, IdempotencyKey, Invalid, ReservationId, ReservationStatus};
 use crate::wire::reservation_json;
@@ -106,7 +106,7 @@ pub async fn create(
     }
     let body: CreateRequest = json_body(&req, payload, &state).await?;
     let target = match (&body.outlet, &body.pin) {
-        (Some(o), None) => Target::Outlet(state.catalogue.known_outlet("outlet", o)?),
+        (Some(o), None) => Target::Outlet(state.catalogue.now().known_outlet("outlet", o)?),
         (None, Some(p)) => {
             let pin = Pin::parse("pin", p)?;
             let serving = state.zones.serving(&pin);
@@ -117,7 +117,7 @@ pub async fn create(
         }
         _ => return Err(Invalid::new("outlet", "give exactly one of outlet and pin").into()),
     };
-    let lines = parse_lines(&state, &body.lines)?;
+    let lines = parse_lines(&state, &body.lines, LinesFor::Hold)?;
     let channel = Channel::parse("channel", body.channel.as_deref().unwrap_or("web"))?;
     let limits = &state.settings.reservations;
     let ttl_secs = body.ttl_secs.unwrap_or(limits.ttl_secs as i64);

@@ -14,6 +14,7 @@ use crate::stock_view::counters_json;
 fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
     state
         .catalogue
+        .now()
         .known_outlet("outlet", raw)
         .map_err(|_| ApiError::not_found(format!("no outlet '{raw}'")))
 }
@@ -32,7 +33,7 @@ pub async fn list_outlets(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadStock, None)?;
-    Ok(HttpResponse::Ok().json(&state.catalogue.outlets))
+    Ok(HttpResponse::Ok().json(&state.catalogue.now().outlets))
 }
 
 /// Every SKU's counters at an outlet.
@@ -90,6 +91,7 @@ pub async fn sku_stock(
     let outlet = path_outlet(&state, &outlet)?;
     let sku = state
         .catalogue
+        .now()
         .known_sku("sku", &sku)
         .map_err(|_| ApiError::not_found(format!("no sku '{sku}'")))?;
     let c = state.shared.stock.get(&outlet, &sku).unwrap_or_default();
@@ -110,8 +112,21 @@ pub(super) struct RawLine {
     qty: i64,
 }
 
-/// Validates cart lines: 1 to `lines_max`, known SKUs, bounded quantities, no SKU twice.
-pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>, ApiError> {
+/// Whether cart lines are for a new hold (only active SKUs) or an availability check (any
+/// known SKU: a retired one answers what is left of it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum LinesFor {
+    Hold,
+    Check,
+}
+
+/// Validates cart lines: 1 to `lines_max`, known SKUs (active ones for a hold), bounded
+/// quantities, no SKU twice.
+pub(super) fn parse_lines(
+    state: &AppState,
+    raw: &[RawLine],
+    purpose: LinesFor,
+) -> Result<Vec<Line>, ApiError> {
     let limits = &state.settings.reservations;
     if raw.is_empty() || raw.len() > limits.lines_max {
         return Err(Invalid::new(
@@ -120,11 +135,14 @@ pub(super) fn parse_lines(state: &AppState, raw: &[RawLine]) -> Result<Vec<Line>
         )
         .into());
     }
+    let catalogue = state.catalogue.now();
     let mut lines: Vec<Line> = Vec::with_capacity(raw.len());
     for (i, l) in raw.iter().enumerate() {
-        let sku = state
-            .catalogue
-            .known_sku(&format!("lines[{i}].sku"), &l.sku)?;
+        let field = format!("lines[{i}].sku");
+        let sku = match purpose {
+            LinesFor::Hold => catalogue.active_sku(&field, &l.sku)?,
+            LinesFor::Check => catalogue.known_sku(&field, &l.sku)?,
+        };
         if lines.iter().any(|x| x.sku == sku) {
             return Err(
                 Invalid::new(format!("lines[{i}].sku"), "the same sku is listed twice").into(),
@@ -172,7 +190,7 @@ pub async fn availability(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadStock, None)?;
     let body: AvailabilityRequest = json_body(&req, payload, &state).await?;
-    let lines = parse_lines(&state, &body.lines)?;
+    let lines = parse_lines(&state, &body.lines, LinesFor::Check)?;
     if let Some(raw) = &body.pin {
         if body.outlets.is_some() {
             return Err(Invalid::new("outlets", "give at most one of pin and outlets").into());
@@ -198,7 +216,10 @@ pub async fn availability(
             }
             let mut outlets: Vec<OutletId> = Vec::with_capacity(raw.len());
             for (i, o) in raw.iter().enumerate() {
-                let outlet = state.catalogue.known_outlet(&format!("outlets[{i}]"), o)?;
+                let outlet = state
+                    .catalogue
+                    .now()
+                    .known_outlet(&format!("outlets[{i}]"), o)?;
                 if outlets.contains(&outlet) {
                     let message = "the same outlet is listed twice";
                     return Err(Invalid::new(format!("outlets[{i}]"), message).into());
@@ -209,6 +230,7 @@ pub async fn availability(
         }
         None => state
             .catalogue
+            .now()
             .outlets
             .iter()
             .map(|o| o.id.clone())

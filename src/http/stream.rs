@@ -67,8 +67,12 @@ pub async fn stream(
     let caller = Caller::from_request_or_key(&req, &state.auth, q.key.as_deref())?;
     caller.require(Action::ReadStock, None)?;
     // Re-routed and at-risk holds name customers' reservations: only for keys that may read them.
-    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())?
-        .with_reservations(caller.reservation_scope());
+    let filter = Filter::parse(
+        &state.catalogue.now(),
+        q.outlets.as_deref(),
+        q.skus.as_deref(),
+    )?
+    .with_reservations(caller.reservation_scope());
     let last_event_id = req
         .headers()
         .get("last-event-id")
@@ -100,7 +104,7 @@ pub async fn stream(
         Start::Snapshot => {
             // Subscribed first, snapshot second: a change in between is in both, and the seq
             // check in `forward` drops the older copy. Nothing falls between them.
-            let snapshot = filter.snapshot(&state.catalogue, &state.shared.stock);
+            let snapshot = filter.snapshot(&state.catalogue.now(), &state.shared.stock);
             let seen: HashMap<(OutletId, Sku), u64> = snapshot
                 .iter()
                 .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))

@@ -77,8 +77,12 @@ pub async fn ws(
     let q = query.into_inner();
     let caller = Caller::from_request_or_key(&req, &state.auth, q.key.as_deref())?;
     caller.require(Action::ReadStock, None)?;
-    let filter = Filter::parse(&state.catalogue, q.outlets.as_deref(), q.skus.as_deref())
-        .map_err(ApiError::from)?;
+    let filter = Filter::parse(
+        &state.catalogue.now(),
+        q.outlets.as_deref(),
+        q.skus.as_deref(),
+    )
+    .map_err(ApiError::from)?;
     let member = state.shared.hub.join(&caller.0.label).map_err(|full| {
         (state.shared.metrics.stream_refused)
             .with_label_values(&["ws", full.reason()])
@@ -124,7 +128,7 @@ impl WsSession {
     fn send_snapshot(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let rows = self
             .filter
-            .snapshot(&self.state.catalogue, &self.state.shared.stock);
+            .snapshot(&self.state.catalogue.now(), &self.state.shared.stock);
         self.seen = rows
             .iter()
             .map(|(o, s, c)| ((o.clone(), s.clone()), c.seq))
@@ -281,7 +285,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     return;
                 }
                 match Filter::from_lists(
-                    &self.state.catalogue,
+                    &self.state.catalogue.now(),
                     parsed.subscribe.outlets,
                     parsed.subscribe.skus,
                 ) {

@@ -97,7 +97,7 @@ pub async fn put(
     caller.require(Action::ManageZones, None)?;
     let pin = Pin::parse("pin", &path)?;
     let body: ZoneRequest = json_body(&req, payload, &state).await?;
-    if body.outlets.len() > state.catalogue.outlets.len() {
+    if body.outlets.len() > state.catalogue.now().outlets.len() {
         return Err(Invalid::new("outlets", "names more outlets than the chain has").into());
     }
     let outlets = body
@@ -119,7 +119,7 @@ pub async fn put(
         .collect::<Result<Vec<_>, Invalid>>()?;
     let zone = state
         .zones
-        .set(&state.catalogue, pin, outlets, &caller.0.label)
+        .set(&state.catalogue.now(), pin, outlets, &caller.0.label)
         .await
         .map_err(|e| match e {
             ZoneError::Invalid(i) => i.into(),

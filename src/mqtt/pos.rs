@@ -111,7 +111,10 @@ impl Intake {
             _ => request.outlet = Some(outlet.to_owned()),
         }
         let movement = request
-            .parse(&self.services.catalogue, &self.services.settings.movements)
+            .parse(
+                &self.services.catalogue.now(),
+                &self.services.settings.movements,
+            )
             .map_err(Error::from)?;
         // The POS role's movements, as over HTTP: counts and adjustments are managers'.
         if matches!(

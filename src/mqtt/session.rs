@@ -453,6 +453,7 @@ async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatu
     let period_secs = u64::from(services.settings.mqtt.stock_expiry_secs / 2).max(1);
     let outlets: Vec<_> = services
         .catalogue
+        .now()
         .outlets
         .iter()
         .map(|o| o.id.clone())

@@ -169,14 +169,18 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
     let limits = &services.settings.reservations;
     let mut lines = Vec::new();
     for (i, item) in order.product_items.iter().enumerate() {
-        let Ok(sku) = services
+        let sku = match services
             .catalogue
-            .known_sku("sku", &item.product_retailer_id)
-        else {
-            return outcome(
-                "unknown_sku",
-                Some(json!({"sku": item.product_retailer_id})),
-            );
+            .now()
+            .active_sku("sku", &item.product_retailer_id)
+        {
+            Ok(sku) => sku,
+            Err(e) => {
+                return outcome(
+                    "unknown_sku",
+                    Some(json!({"sku": item.product_retailer_id, "reason": e.message})),
+                )
+            }
         };
         let qty = match &item.quantity {
             Value::Number(n) => n.as_i64(),
@@ -218,6 +222,7 @@ async fn order_to_hold(services: &Services, m: &Message, order: &Order) -> Docum
         }
         _ => match services
             .catalogue
+            .now()
             .known_outlet("default_outlet", &wa.default_outlet)
         {
             Ok(o) => Target::Outlet(o),

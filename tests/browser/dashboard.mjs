@@ -1,6 +1,6 @@
 // Drives the dashboard in Debian's headless Chromium: the page shows a SKU's number, a hold
 // made over HTTP appears on the page, the manager form records a wastage, the ledger lag
-// panel lists the outlet, and the keys are out of the address and only in the session.
+// panel lists the outlet, rows show the SKU's name, and the keys are out of the address and only in the session.
 // Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
 import { chromium } from "playwright-core";
 
@@ -17,6 +17,11 @@ try {
   await page.goto(`${url}/?key=${viewer}&manager_key=${manager}&outlets=${outlet}`);
   const selector = `tr[data-outlet="${outlet}"][data-sku="${sku}"] td.avail`;
   await page.locator(selector).waitFor({ timeout: 15000 });
+  // The row names the item as the catalogue does (GET /v1/skus), not by its id.
+  const info = await (await fetch(`${url}/v1/skus/${sku}`, { headers: { "Authorization": `Bearer ${viewer}` } })).json();
+  const nameCell = `tr[data-outlet="${outlet}"][data-sku="${sku}"] td:nth-child(2)`;
+  await page.waitForFunction(([sel, name]) => document.querySelector(sel)?.textContent === name,
+    [nameCell, info.name], { timeout: 5000 }).catch(() => fail(`the row does not show the name '${info.name}'`));
   const shown = async () => Number(await page.locator(selector).textContent());
   const before = await shown();
   const waitFor = async (want, what) => {

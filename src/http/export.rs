@@ -1,0 +1,217 @@
+//! `GET /v1/export/ledger` (an outlet's ledger over a time range, CSV or NDJSON, streamed) and
+//! `GET /v1/export/stock` (every outlet's counters with SKU names, CSV or JSON).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Action, Caller};
+use super::context::AppState;
+use super::error::ApiError;
+use super::openapi::Error;
+use crate::domain::{Invalid, OutletId};
+use crate::export::{self, Format};
+
+/// Ledger exports streaming at once, per process; one more is `503` with `Retry-After`.
+pub const EXPORTS_MAX: usize = 4;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerExportQuery {
+    outlet: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+fn time(field: &str, value: Option<&str>, default: i64) -> Result<i64, Invalid> {
+    match value {
+        None => Ok(default),
+        Some(v) => chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| {
+                Invalid::new(field, "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")
+            }),
+    }
+}
+
+/// `csv` (the default), or `other` (`ndjson` for the ledger, `json` for stock).
+fn format(value: Option<&str>, other: &'static str) -> Result<Format, Invalid> {
+    match value.unwrap_or("csv") {
+        "csv" => Ok(Format::Csv),
+        v if v == other => Ok(Format::Ndjson),
+        _ => Err(Invalid::new("format", format!("must be csv or {other}"))),
+    }
+}
+
+/// An outlet's ledger documents whose `at` is in `[from, to)`, in seq order, as CSV (one row
+/// per line of a document) or NDJSON (one document per line, as `GET /v1/ledger` gives
+/// them). Streamed: memory stays bounded however long the range.
+#[utoipa::path(get, path = "/v1/export/ledger", tag = "movements", operation_id = "export_ledger",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = String, Query, description = "Outlet id (required)",
+            pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar"),
+        ("from" = Option<String>, Query, description = "RFC 3339; the start, included (default: the beginning)"),
+        ("to" = Option<String>, Query, description = "RFC 3339; the end, left out (default: now)"),
+        ("format" = Option<String>, Query, description = "`csv` (default) or `ndjson`"),
+    ),
+    responses(
+        (status = 200, description = "The documents, streamed (`text/csv` or `application/x-ndjson`); a body that ends in a line `# export failed` (CSV) or `{\"error\": …}` (NDJSON) was cut short by MongoDB", content_type = "text/csv"),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key may not read this outlet's ledger", body = Error),
+        (status = 422, description = "Missing or invalid query (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "As many exports as a process streams at once are running (`Retry-After`)", body = Error),
+    ))]
+pub async fn ledger(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<LedgerExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let outlet = q
+        .outlet
+        .ok_or_else(|| Invalid::new("outlet", "is required"))?;
+    let outlet: OutletId = state.catalogue.now().known_outlet("outlet", &outlet)?;
+    caller.require(Action::ReadLedger, Some(&outlet))?;
+    let from_ms = time("from", q.from.as_deref(), 0)?;
+    let to_ms = time("to", q.to.as_deref(), crate::domain::now_ms() + 1)?;
+    if from_ms >= to_ms {
+        return Err(Invalid::new("to", "must be after from").into());
+    }
+    let format = format(q.format.as_deref(), "ndjson")?;
+    let Ok(permit) = state.exports.clone().try_acquire_owned() else {
+        state.shed(&outlet, "export", "exports_busy");
+        return Err(crate::error::Error::Overloaded {
+            message: format!(
+                "{EXPORTS_MAX} exports are streaming from this process; try again shortly"
+            ),
+            retry_after_secs: 5,
+            elsewhere: None,
+        }
+        .into());
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(export::PAGES_BUFFERED);
+    let rows = (state.shared.metrics.export_rows).with_label_values(&["ledger"]);
+    let name = format!(
+        "ledger-{outlet}.{}",
+        if format == Format::Csv {
+            "csv"
+        } else {
+            "ndjson"
+        }
+    );
+    actix_web::rt::spawn(async move {
+        let _permit = permit;
+        export::ledger(
+            state.shared.ledger.clone(),
+            outlet,
+            from_ms,
+            to_ms,
+            format,
+            tx,
+            rows,
+        )
+        .await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(match format {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson",
+        })
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .streaming(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockExportQuery {
+    outlet: Option<String>,
+    format: Option<String>,
+}
+
+/// The counters of every SKU with stock records at every outlet (or one), with the SKU's name,
+/// category and status, sorted by outlet and SKU: CSV or JSON.
+#[utoipa::path(get, path = "/v1/export/stock", tag = "stock", operation_id = "export_stock",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = Option<String>, Query, description = "Only this outlet",
+            pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("format" = Option<String>, Query, description = "`csv` (default) or `json`"),
+    ),
+    responses(
+        (status = 200, description = "`outlet,sku,name,category,status,on_hand,reserved,available,seq`", content_type = "text/csv"),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read stock", body = Error),
+        (status = 422, description = "Invalid query (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+    ))]
+pub async fn stock(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<StockExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadStock, None)?;
+    let q = query.into_inner();
+    let catalogue = state.catalogue.now();
+    let only = (q.outlet.as_deref())
+        .map(|o| catalogue.known_outlet("outlet", o))
+        .transpose()?;
+    let format = format(q.format.as_deref(), "json")?;
+    let mut rows = Vec::new();
+    for outlet in
+        (catalogue.outlets.iter().map(|o| &o.id)).filter(|o| only.as_ref().is_none_or(|x| x == *o))
+    {
+        for (sku, c) in state.shared.stock.outlet(outlet) {
+            let info = catalogue.sku(&sku);
+            rows.push(json!({
+                "outlet": outlet, "sku": sku,
+                "name": info.map(|i| i.name.as_str()),
+                "category": info.map(|i| i.category.as_str()),
+                "status": info.map(|i| i.status),
+                "on_hand": c.on_hand, "reserved": c.reserved, "available": c.available(),
+                "seq": c.seq,
+            }));
+        }
+    }
+    (state.shared.metrics.export_rows)
+        .with_label_values(&["stock"])
+        .inc_by(rows.len() as u64);
+    if format == Format::Ndjson {
+        return Ok(HttpResponse::Ok().json(rows));
+    }
+    const COLUMNS: [&str; 9] = [
+        "outlet",
+        "sku",
+        "name",
+        "category",
+        "status",
+        "on_hand",
+        "reserved",
+        "available",
+        "seq",
+    ];
+    let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 80));
+    w.write_record(COLUMNS).map_err(anyhow::Error::from)?;
+    for r in &rows {
+        let cell = |k: &str| match &r[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        w.write_record(COLUMNS.map(cell))
+            .map_err(anyhow::Error::from)?;
+    }
+    let body = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header(("Content-Disposition", "attachment; filename=\"stock.csv\""))
+        .body(body))
+}
