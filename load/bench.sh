@@ -25,7 +25,7 @@
 #      sales the broker acknowledged that are missing from the ledger (must be 0). The rate is
 #      OVERLOAD_RATE, else twice the highest sustained rate when that part ran, else the raw
 #      insert_many ceiling (documents/s) as holds/s (2 documents each: twice what it sustains).
-# PHASES picks parts (default "memory burst sustained confirm overload failover scale"); each part's section of
+# PHASES picks parts (default "memory burst sustained confirm overload failover scale catalogue"); each part's section of
 # the summary is printed when it ran.
 #
 # Every run's JSON report and PNG plot stay under load/out/bench<time>/; the summary is
@@ -42,7 +42,7 @@ CONFIRM_RATES=${CONFIRM_RATES:-"1000 2000"}
 CONFIRM_P99_MS=${CONFIRM_P99_MS:-25}
 SKUS=${SKUS:-6400}
 # Which parts to run (all by default): memory burst sustained confirm overload.
-PHASES=${PHASES:-"memory burst sustained confirm overload failover scale"}
+PHASES=${PHASES:-"memory burst sustained confirm overload failover scale catalogue"}
 OVERLOAD_SECS=${OVERLOAD_SECS:-30}
 OVERLOAD_POS_RATE=${OVERLOAD_POS_RATE:-100}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -362,4 +362,13 @@ if has scale; then
   echo
   echo "## One process against three (hold/cancel, ${SCALE_SECS:-20} s each)"
   python3 load/scale.py --secs "${SCALE_SECS:-20}"
+fi
+
+# The catalogue at chain scale (load/bench-catalogue.sh): a whole-chain count of 13 x 6,400
+# lines through `shelfsync import --counts`, and the export of a 1,000,000-document ledger
+# with the service's RSS; a service, database and prefix of its own.
+if has catalogue; then
+  echo
+  echo "## The catalogue at chain scale (count sheet, ledger export)"
+  OUT="$OUT/catalogue" bash load/bench-catalogue.sh | tail -6
 fi

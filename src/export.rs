@@ -1,5 +1,6 @@
-//! Exports for the accounts system or a spreadsheet: the ledger of an outlet over a time range
-//! (CSV or NDJSON), streamed page by page so that memory stays bounded whatever the range.
+//! Exports for the accounts system or a spreadsheet, each streamed page by page so that memory
+//! stays bounded whatever the size: the ledger of an outlet over a time range, the drift records
+//! the reconciler wrote, and an outlet's reservations by status (CSV or NDJSON).
 //!
 //! The range is `[from, to)` on each document's `at` (when the service committed it). Seqs
 //! are read in pages of `PAGE_SEQS` from the first whose time is at `from` less a margin for
@@ -9,11 +10,16 @@
 //! `PAGES_BUFFERED`: a reader slower than MongoDB holds the scan back (nothing is dropped, and
 //! at most that many pages are in memory).
 
+use std::collections::HashSet;
+
 use actix_web::web::Bytes;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Document};
 use tokio::sync::mpsc;
 
-use crate::domain::{rfc3339_ms, OutletId};
+use crate::domain::{rfc3339_ms, OutletId, ReservationId, ReservationStatus};
 use crate::ledger::{Ledger, LedgerEntry};
+use crate::store::{RedisStore, ResRecord};
 
 /// Seqs per query.
 pub const PAGE_SEQS: u64 = 2000;
@@ -67,14 +73,234 @@ pub async fn ledger(
             return;
         }
     }
-    if let Err(e) = scan(&ledger, &outlet, from_ms, to_ms, format, &tx, &rows).await {
-        tracing::warn!(%outlet, error = %format!("{e:#}"), "a ledger export failed");
-        let tail = match format {
-            Format::Csv => "# export failed: the ledger could not be read; the rows above are complete, the rest is missing\n".to_string(),
-            Format::Ndjson => "{\"error\":\"unavailable\",\"message\":\"the ledger could not be read; the lines above are complete, the rest is missing\"}\n".to_string(),
-        };
-        let _ = tx.send(Bytes::from(tail)).await;
+    let scanned = scan(&ledger, &outlet, from_ms, to_ms, format, &tx, &rows).await;
+    end(scanned, "ledger", format, &tx).await;
+}
+
+/// Ends an export that failed part way with a line that says so (`# export failed: …` in CSV,
+/// `{"error": …}` in NDJSON), so that a reader can tell a short body from a whole one.
+async fn end(result: anyhow::Result<()>, what: &str, format: Format, tx: &mpsc::Sender<Bytes>) {
+    let Err(e) = result else { return };
+    tracing::warn!(error = %format!("{e:#}"), "a {what} export failed");
+    let tail = match format {
+        Format::Csv => format!("# export failed: the {what} could not be read; the rows above are complete, the rest is missing\n"),
+        Format::Ndjson => format!("{{\"error\":\"unavailable\",\"message\":\"the {what} could not be read; the lines above are complete, the rest is missing\"}}\n"),
+    };
+    let _ = tx.send(Bytes::from(tail)).await;
+}
+
+/// Sends a header line for CSV; false when the reader is gone.
+async fn header(format: Format, columns: &[&str], tx: &mpsc::Sender<Bytes>) -> bool {
+    format != Format::Csv
+        || tx
+            .send(Bytes::from(format!("{}\n", columns.join(","))))
+            .await
+            .is_ok()
+}
+
+/// Rows as CSV (no header) or, with `json` for each, NDJSON.
+fn rows_bytes(format: Format, rows: &[(Vec<String>, serde_json::Value)]) -> anyhow::Result<Bytes> {
+    let mut out = Vec::with_capacity(rows.len() * 160);
+    match format {
+        Format::Ndjson => {
+            let mut last = None;
+            for (_, json) in rows {
+                // Several CSV rows of one record share its JSON: written once.
+                if last == Some(json) {
+                    continue;
+                }
+                serde_json::to_writer(&mut out, json)?;
+                out.push(b'\n');
+                last = Some(json);
+            }
+        }
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            for (cells, _) in rows {
+                w.write_record(cells)?;
+            }
+            out = w.into_inner()?;
+        }
     }
+    Ok(Bytes::from(out))
+}
+
+/// The drift records' CSV columns: one row per SKU of a record.
+pub const DRIFT_COLUMNS: [&str; 9] = [
+    "outlet",
+    "seq",
+    "at",
+    "healed",
+    "sku",
+    "redis_on_hand",
+    "redis_reserved",
+    "ledger_on_hand",
+    "ledger_reserved",
+];
+
+/// Records per page of a drift export.
+const DRIFT_PAGE: u32 = 500;
+
+/// The reconciler's drift records (`drift`) with `at_ms` in `[from_ms, to_ms)`, of one outlet
+/// or all, oldest first, as the cursor gives them in pages of `DRIFT_PAGE`.
+pub async fn drift(
+    ledger: Ledger,
+    outlet: Option<OutletId>,
+    from_ms: i64,
+    to_ms: i64,
+    format: Format,
+    tx: mpsc::Sender<Bytes>,
+    rows: prometheus::IntCounter,
+) {
+    if !header(format, &DRIFT_COLUMNS, &tx).await {
+        return;
+    }
+    let scanned = async {
+        let mut filter = doc! {"at_ms": {"$gte": from_ms, "$lt": to_ms}};
+        if let Some(o) = &outlet {
+            filter.insert("outlet", o.as_str());
+        }
+        let mut cursor = (ledger
+            .db
+            .collection::<Document>(crate::actors::reconciler::DRIFT))
+        .find(filter)
+        .sort(doc! {"at_ms": 1, "_id": 1})
+        .batch_size(DRIFT_PAGE)
+        .await?;
+        let mut page = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            page.extend(drift_rows(&d));
+            if page.len() >= DRIFT_PAGE as usize {
+                rows.inc_by(page.len() as u64);
+                if tx
+                    .send(rows_bytes(format, &std::mem::take(&mut page))?)
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        rows.inc_by(page.len() as u64);
+        let _ = tx.send(rows_bytes(format, &page)?).await;
+        anyhow::Ok(())
+    };
+    end(scanned.await, "drift records", format, &tx).await;
+}
+
+fn drift_rows(d: &Document) -> Vec<(Vec<String>, serde_json::Value)> {
+    let json = serde_json::to_value(d).unwrap_or_default();
+    let text = |k: &str| json[k].as_str().unwrap_or_default().to_owned();
+    let num = |v: &serde_json::Value| match v {
+        serde_json::Value::Object(o) if o.contains_key("$numberLong") => {
+            o["$numberLong"].as_str().unwrap_or_default().to_owned()
+        }
+        serde_json::Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let mut out = Vec::new();
+    for s in json["skus"].as_array().into_iter().flatten() {
+        let cells = vec![
+            text("outlet"),
+            num(&json["seq"]),
+            text("at"),
+            json["healed"].as_bool().unwrap_or(false).to_string(),
+            s["sku"].as_str().unwrap_or_default().to_owned(),
+            num(&s["redis"]["on_hand"]),
+            num(&s["redis"]["reserved"]),
+            num(&s["ledger"]["on_hand"]),
+            num(&s["ledger"]["reserved"]),
+        ];
+        out.push((cells, json.clone()));
+    }
+    out
+}
+
+/// The reservations' CSV columns: one row per line of a reservation.
+pub const RESERVATION_COLUMNS: [&str; 11] = [
+    "outlet",
+    "id",
+    "status",
+    "sku",
+    "qty",
+    "channel",
+    "created_at",
+    "expires_at",
+    "ended_at",
+    "payment_ref",
+    "customer_ref",
+];
+
+/// Reservations per `HSCAN` step.
+const RESERVATION_PAGE: usize = 1000;
+
+/// An outlet's reservations in Redis (live holds, and finished ones for
+/// `reservations.retain_secs`), of the given statuses (all when empty), in the order a scan
+/// meets them, each once.
+pub async fn reservations(
+    store: RedisStore,
+    outlet: OutletId,
+    statuses: Vec<ReservationStatus>,
+    format: Format,
+    tx: mpsc::Sender<Bytes>,
+    rows: prometheus::IntCounter,
+) {
+    if !header(format, &RESERVATION_COLUMNS, &tx).await {
+        return;
+    }
+    let keys = store.keys(&outlet);
+    let scanned = async {
+        let mut seen: HashSet<ReservationId> = HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let (next, records) = store
+                .scan_reservations(&keys, cursor, RESERVATION_PAGE)
+                .await?;
+            let page: Vec<_> = (records.iter())
+                .filter(|r| statuses.is_empty() || statuses.contains(&r.status))
+                .filter(|r| seen.insert(r.id.clone()))
+                .flat_map(reservation_rows)
+                .collect();
+            if !page.is_empty() {
+                rows.inc_by(page.len() as u64);
+                if tx.send(rows_bytes(format, &page)?).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if next == 0 {
+                return anyhow::Ok(());
+            }
+            cursor = next;
+        }
+    };
+    end(scanned.await, "reservations", format, &tx).await;
+}
+
+fn reservation_rows(r: &ResRecord) -> Vec<(Vec<String>, serde_json::Value)> {
+    let json = crate::wire::reservation_json(r);
+    let status = json["status"].as_str().unwrap_or_default().to_owned();
+    let channel = r.channel.as_str().to_owned();
+    r.lines
+        .iter()
+        .map(|l| {
+            let cells = vec![
+                r.id.outlet().to_string(),
+                r.id.to_string(),
+                status.clone(),
+                l.sku.to_string(),
+                l.qty.get().to_string(),
+                channel.clone(),
+                rfc3339_ms(r.created_at),
+                rfc3339_ms(r.expires_at),
+                r.ended_at.map(rfc3339_ms).unwrap_or_default(),
+                r.payment_ref.clone().unwrap_or_default(),
+                r.customer_ref.clone().unwrap_or_default(),
+            ];
+            (cells, json.clone())
+        })
+        .collect()
 }
 
 async fn scan(

@@ -111,6 +111,30 @@ enum ExportWhat {
         #[arg(long, default_value = "csv")]
         format: String,
     },
+    /// The reconciler's drift records over a time range.
+    Drift {
+        #[arg(long)]
+        outlet: Option<String>,
+        /// RFC 3339, included.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339, left out.
+        #[arg(long)]
+        to: Option<String>,
+        /// csv or ndjson.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+    /// An outlet's reservations by status (comma-separated; all by default).
+    Reservations {
+        #[arg(long)]
+        outlet: String,
+        #[arg(long)]
+        status: Option<String>,
+        /// csv or ndjson.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
     /// Every outlet's (or one's) counters with SKU names.
     Stock {
         #[arg(long)]
@@ -192,6 +216,32 @@ async fn main() -> anyhow::Result<()> {
                         ("outlet", Some(outlet)),
                         ("from", from.as_deref()),
                         ("to", to.as_deref()),
+                        ("format", Some(format)),
+                    ])
+                ),
+                ExportWhat::Drift {
+                    outlet,
+                    from,
+                    to,
+                    format,
+                } => format!(
+                    "/v1/export/drift?{}",
+                    query(&[
+                        ("outlet", outlet.as_deref()),
+                        ("from", from.as_deref()),
+                        ("to", to.as_deref()),
+                        ("format", Some(format)),
+                    ])
+                ),
+                ExportWhat::Reservations {
+                    outlet,
+                    status,
+                    format,
+                } => format!(
+                    "/v1/export/reservations?{}",
+                    query(&[
+                        ("outlet", Some(outlet)),
+                        ("status", status.as_deref()),
                         ("format", Some(format)),
                     ])
                 ),

@@ -1200,6 +1200,32 @@ impl RedisStore {
         Ok((res, seq.unwrap_or(0)))
     }
 
+    /// One step of a scan of the outlet's reservations (`HSCAN`, about `count` at a time):
+    /// the next cursor (0 when the scan is done) and the records. A record may come twice in
+    /// one scan (Redis's guarantee is at least once).
+    pub async fn scan_reservations(
+        &self,
+        keys: &OutletKeys,
+        cursor: u64,
+        count: usize,
+    ) -> anyhow::Result<(u64, Vec<ResRecord>)> {
+        let mut conn = self.conn.clone();
+        let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(&keys.reservations)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .context("scanning reservations")?;
+        let records = pairs
+            .chunks(2)
+            .filter_map(|p| p.get(1))
+            .map(|json| serde_json::from_str(json).context("decoding a reservation"))
+            .collect::<anyhow::Result<_>>()?;
+        Ok((next, records))
+    }
+
     /// Several reservations in one round trip; missing ones are left out.
     pub async fn reservations(
         &self,

@@ -497,6 +497,96 @@ async fn an_export_of_a_range_equals_the_ledger_pages_for_it() {
 }
 
 #[actix_web::test]
+async fn drift_and_reservations_export_by_status() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 40).await;
+    app.set_stock(OUTLET, SKU2, 40).await;
+    let held = app.hold(OUTLET, SKU, 2, 300).await;
+    let cancelled = app.hold(OUTLET, SKU2, 3, 300).await;
+    let cancel = app
+        .post(
+            &format!(
+                "/v1/reservations/{}/cancel",
+                cancelled["id"].as_str().unwrap()
+            ),
+            STOREFRONT,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let two_lines =
+        json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}, {"sku": SKU2, "qty": 1}]});
+    assert_eq!(
+        app.reserve("two-lines", two_lines).await.status(),
+        StatusCode::CREATED
+    );
+
+    let res = app
+        .get(
+            &format!("/v1/export/reservations?outlet={OUTLET}&status=held&format=ndjson"),
+            VIEWER,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    let exported: BTreeSet<String> = (text.lines())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .inspect(|r| assert_eq!(r["status"], "held"))
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exported.len(), 2);
+    assert!(exported.contains(held["id"].as_str().unwrap()));
+    let res = app
+        .get(
+            &format!("/v1/export/reservations?outlet={OUTLET}&status=cancelled"),
+            VIEWER,
+        )
+        .await;
+    let text = res.text().await.unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        rows[0],
+        "outlet,id,status,sku,qty,channel,created_at,expires_at,ended_at,payment_ref,customer_ref"
+    );
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[1].contains(cancelled["id"].as_str().unwrap()) && rows[1].contains(",cancelled,"));
+    // Every status: one CSV row per line (1 + 1 + 2).
+    let all = app
+        .get(&format!("/v1/export/reservations?outlet={OUTLET}"), VIEWER)
+        .await;
+    assert_eq!(all.text().await.unwrap().lines().count(), 1 + 4);
+    let bad = app
+        .get(
+            &format!("/v1/export/reservations?outlet={OUTLET}&status=lost"),
+            VIEWER,
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    tamper(&app.settings, OUTLET, SKU2, 5).await;
+    assert_eq!(app.reconcile().await.drifted_skus(), 1);
+    let res = app
+        .get(&format!("/v1/export/drift?outlet={OUTLET}"), VIEWER)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows[1][0], OUTLET);
+    assert_eq!((rows[1][3], rows[1][4]), ("true", SKU2));
+    assert_eq!((rows[1][5], rows[1][7]), ("45", "40"));
+    // Only the range asked for.
+    let later = app
+        .get(
+            "/v1/export/drift?from=2099-01-01T00:00:00Z&to=2099-01-02T00:00:00Z&format=ndjson",
+            VIEWER,
+        )
+        .await;
+    assert_eq!(later.text().await.unwrap(), "");
+    app.finish().await;
+}
+
+#[actix_web::test]
 async fn the_command_line_imports_a_count_sheet_once_and_exports_the_ledger() {
     let app = spawn_app().await;
     let dir = tempdir::Dir::new();

@@ -9,21 +9,6 @@ use serde_json::json;
 use shelfsync::domain::OutletId;
 use shelfsync::ledger::{Ledger, Pace};
 
-/// Adds `by` to the outlet's on_hand of `sku` behind shelfsync's back.
-async fn tamper(settings: &shelfsync::Settings, outlet: &str, sku: &str, by: i64) {
-    let store = redis_store(settings).await;
-    let keys = store.keys(&OutletId::parse("outlet", outlet).unwrap());
-    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("HINCRBY")
-        .arg(&keys.on_hand)
-        .arg(sku)
-        .arg(by)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[actix_web::test]
 async fn a_clean_outlet_shows_no_drift_and_gets_a_checkpoint() {
     let app = spawn_app().await;

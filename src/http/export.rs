@@ -1,5 +1,6 @@
-//! `GET /v1/export/ledger` (an outlet's ledger over a time range, CSV or NDJSON, streamed) and
-//! `GET /v1/export/stock` (every outlet's counters with SKU names, CSV or JSON).
+//! Exports: `GET /v1/export/ledger` (an outlet's ledger over a time range), `/drift` (the
+//! reconciler's drift records), `/reservations` (an outlet's reservations by status), each CSV
+//! or NDJSON and streamed; `/stock` (every outlet's counters with SKU names, CSV or JSON).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use super::auth::{Action, Caller};
 use super::context::AppState;
 use super::error::ApiError;
 use super::openapi::Error;
-use crate::domain::{Invalid, OutletId};
+use crate::domain::{Invalid, OutletId, ReservationStatus};
 use crate::export::{self, Format};
 
 /// Ledger exports streaming at once, per process; one more is `503` with `Retry-After`.
@@ -81,8 +82,28 @@ pub async fn ledger(
         return Err(Invalid::new("to", "must be after from").into());
     }
     let format = format(q.format.as_deref(), "ndjson")?;
+    let ledger = state.shared.ledger.clone();
+    let label = outlet.clone();
+    stream(&state, &label, "ledger", format, move |tx, rows| {
+        export::ledger(ledger, outlet, from_ms, to_ms, format, tx, rows)
+    })
+}
+
+/// Starts an export (`produce` writes its pages to the channel it is given) under the
+/// process's bound of exports at once, and answers with its stream.
+fn stream<F, Fut>(
+    state: &web::Data<AppState>,
+    outlet: &OutletId,
+    what: &'static str,
+    format: Format,
+    produce: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<web::Bytes>, prometheus::IntCounter) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let Ok(permit) = state.exports.clone().try_acquire_owned() else {
-        state.shed(&outlet, "export", "exports_busy");
+        state.shed(outlet, "export", "exports_busy");
         return Err(crate::error::Error::Overloaded {
             message: format!(
                 "{EXPORTS_MAX} exports are streaming from this process; try again shortly"
@@ -93,31 +114,20 @@ pub async fn ledger(
         .into());
     };
     let (tx, rx) = tokio::sync::mpsc::channel(export::PAGES_BUFFERED);
-    let rows = (state.shared.metrics.export_rows).with_label_values(&["ledger"]);
-    let name = format!(
-        "ledger-{outlet}.{}",
-        if format == Format::Csv {
-            "csv"
-        } else {
-            "ndjson"
-        }
-    );
+    let rows = (state.shared.metrics.export_rows).with_label_values(&[what]);
+    let produced = produce(tx, rows);
     actix_web::rt::spawn(async move {
         let _permit = permit;
-        export::ledger(
-            state.shared.ledger.clone(),
-            outlet,
-            from_ms,
-            to_ms,
-            format,
-            tx,
-            rows,
-        )
-        .await;
+        produced.await;
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
     });
+    let extension = if format == Format::Csv {
+        "csv"
+    } else {
+        "ndjson"
+    };
     Ok(HttpResponse::Ok()
         .content_type(match format {
             Format::Csv => "text/csv; charset=utf-8",
@@ -125,9 +135,124 @@ pub async fn ledger(
         })
         .insert_header((
             "Content-Disposition",
-            format!("attachment; filename=\"{name}\""),
+            format!("attachment; filename=\"{what}-{outlet}.{extension}\""),
         ))
         .streaming(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftExportQuery {
+    outlet: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+/// The drift the reconciler found between Redis and the ledger (its `drift` records), of one
+/// outlet or all, over a time range: CSV (one row per SKU of a record) or NDJSON (one record
+/// per line). Streamed.
+#[utoipa::path(get, path = "/v1/export/drift", tag = "operations", operation_id = "export_drift",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = Option<String>, Query, description = "Only this outlet",
+            pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "RFC 3339; the start, included (default: the beginning)"),
+        ("to" = Option<String>, Query, description = "RFC 3339; the end, left out (default: now)"),
+        ("format" = Option<String>, Query, description = "`csv` (default) or `ndjson`"),
+    ),
+    responses(
+        (status = 200, description = "`outlet,seq,at,healed,sku,redis_on_hand,redis_reserved,ledger_on_hand,ledger_reserved`, streamed", content_type = "text/csv"),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key's role may not read metrics", body = Error),
+        (status = 422, description = "Invalid query (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "As many exports as a process streams at once are running (`Retry-After`)", body = Error),
+    ))]
+pub async fn drift(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<DriftExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadMetrics, None)?;
+    let q = query.into_inner();
+    let outlet = (q.outlet.as_deref())
+        .map(|o| state.catalogue.now().known_outlet("outlet", o))
+        .transpose()?;
+    let from_ms = time("from", q.from.as_deref(), 0)?;
+    let to_ms = time("to", q.to.as_deref(), crate::domain::now_ms() + 1)?;
+    if from_ms >= to_ms {
+        return Err(Invalid::new("to", "must be after from").into());
+    }
+    let format = format(q.format.as_deref(), "ndjson")?;
+    let ledger = state.shared.ledger.clone();
+    let label = match &outlet {
+        Some(o) => o.clone(),
+        None => OutletId::parse("outlet", "all").expect("a valid id"),
+    };
+    stream(&state, &label, "drift", format, move |tx, rows| {
+        export::drift(ledger, outlet, from_ms, to_ms, format, tx, rows)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationExportQuery {
+    outlet: Option<String>,
+    status: Option<String>,
+    format: Option<String>,
+}
+
+/// An outlet's reservations kept in Redis — the live holds, and finished ones for
+/// `reservations.retain_secs` (a day) — of the given statuses (comma-separated; all by
+/// default): CSV (one row per line of a reservation) or NDJSON (one reservation per line, as
+/// `GET /v1/reservations/{id}` gives it). Streamed. Older finished ones are in the ledger.
+#[utoipa::path(get, path = "/v1/export/reservations", tag = "reservations", operation_id = "export_reservations",
+    security(("api_key" = [])),
+    params(
+        ("outlet" = String, Query, description = "Outlet id (required)",
+            pattern = "^[A-Za-z0-9_-]{1,64}$", example = "indore-vijay-nagar"),
+        ("status" = Option<String>, Query, description = "Comma-separated: held, confirmed, cancelled, expired, rerouted"),
+        ("format" = Option<String>, Query, description = "`csv` (default) or `ndjson`"),
+    ),
+    responses(
+        (status = 200, description = "`outlet,id,status,sku,qty,channel,created_at,expires_at,ended_at,payment_ref,customer_ref`, streamed", content_type = "text/csv"),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key may not read this outlet's reservations", body = Error),
+        (status = 422, description = "Missing or invalid query (the field is named)", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "As many exports as a process streams at once are running (`Retry-After`)", body = Error),
+    ))]
+pub async fn reservations(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ReservationExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let outlet = q
+        .outlet
+        .ok_or_else(|| Invalid::new("outlet", "is required"))?;
+    let outlet: OutletId = state.catalogue.now().known_outlet("outlet", &outlet)?;
+    caller.require(Action::ReadReservation, Some(&outlet))?;
+    let statuses = (q.status.as_deref().unwrap_or_default().split(','))
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            serde_json::from_value::<ReservationStatus>(json!(s)).map_err(|_| {
+                Invalid::new(
+                    "status",
+                    format!(
+                        "unknown status '{s}': held, confirmed, cancelled, expired or rerouted"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let format = format(q.format.as_deref(), "ndjson")?;
+    let store = state.shared.store.clone();
+    let label = outlet.clone();
+    stream(&state, &label, "reservations", format, move |tx, rows| {
+        export::reservations(store, outlet, statuses, format, tx, rows)
+    })
 }
 
 #[derive(Deserialize)]

@@ -101,6 +101,8 @@ route_table! {
     GET "/v1/ledger/lag" => ledger::lag,
     GET "/v1/export/ledger" => export::ledger,
     GET "/v1/export/stock" => export::stock,
+    GET "/v1/export/drift" => export::drift,
+    GET "/v1/export/reservations" => export::reservations,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }
