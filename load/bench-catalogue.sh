@@ -88,8 +88,9 @@ redis-cli --scan --pattern "$TAG*" | xargs -r -n 500 redis-cli del >/dev/null ||
 t=$(now)
 $BIN/shelfsync-seed-ledger --fresh --documents "$DOCUMENTS" --skus "$SKUS"
 echo "   seeded in $(since "$t") s"
-echo "== the service loads the chain from that ledger"
+echo "== Redis rebuilt from that ledger (shelfsync rebuild), then the service started"
 t=$(now)
+$BIN/shelfsync rebuild >"$OUT/rebuild.txt"
 serve
 echo "   ready in $(since "$t") s"
 idle_rss=$(rss_mb "$SERVICE")

@@ -623,7 +623,9 @@ impl Ledger {
     }
 
     /// The outlet's documents with seq in `(after_seq, after_seq + span]` and `at_ms` in
-    /// `[from_ms, to_ms)`, in seq order: one page of an export.
+    /// `[from_ms, to_ms)`, in seq order: one page of an export. The seq range is the query (the
+    /// shape `page` uses, fast on any server); the times are filtered here, since a second
+    /// range in the filter made SecantusDB scan (about 1.5 s a page at 1,000,000 documents).
     pub async fn range_page(
         &self,
         outlet: &OutletId,
@@ -632,19 +634,10 @@ impl Ledger {
         from_ms: i64,
         to_ms: i64,
     ) -> anyhow::Result<Vec<LedgerEntry>> {
-        let filter = doc! {
-            "outlet": outlet.as_str(),
-            "seq": {"$gt": after_seq as i64, "$lte": after_seq.saturating_add(span) as i64},
-            "at_ms": {"$gte": from_ms, "$lt": to_ms},
-        };
-        self.entries
-            .find(filter)
-            .sort(doc! {"seq": 1})
-            .await
-            .context("querying the ledger")?
-            .try_collect()
-            .await
-            .context("reading ledger documents")
+        let span = i64::try_from(span).unwrap_or(i64::MAX);
+        let mut page = self.page(outlet, None, after_seq, span).await?;
+        page.retain(|e| (from_ms..to_ms).contains(&e.at_ms));
+        Ok(page)
     }
 
     /// Folds the outlet's documents after `p.seq` into `p`, up to `to_seq` (which must
