@@ -107,6 +107,44 @@ async fn a_sku_added_while_running_is_held_and_streamed_without_a_restart() {
 }
 
 #[actix_web::test]
+async fn a_sku_edit_made_through_one_process_reaches_another_within_its_refresh() {
+    let mut settings = test_settings();
+    settings.cluster.node_id = "node-a".into();
+    let a = spawn_app_with(settings.clone()).await;
+    settings.cluster.node_id = "node-b".into();
+    let b = spawn_app_with(settings).await;
+    let new = "gajak-box-500g";
+    let body = json!({"name": "Gajak Box 500 g", "category": "sweets", "shelf_life_days": 30});
+    put_sku(&a, new, body).await;
+
+    let seen = eventually(5, || async {
+        b.get(&format!("/v1/skus/{new}"), VIEWER).await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(seen, "the other process did not read the edit");
+    let mut sse = SseClient::connect(&b, &format!("skus={new}"), VIEWER)
+        .await
+        .expect("the other process takes the new SKU as a stream filter");
+    assert_eq!(sse.next(5).await.unwrap().event, "snapshot");
+    // A retirement reaches it too.
+    let body = json!({"name": "Gajak Box 500 g", "category": "sweets", "status": "retired"});
+    put_sku(&a, new, body).await;
+    let retired = eventually(5, || async {
+        let info: Value = b
+            .get(&format!("/v1/skus/{new}"), VIEWER)
+            .await
+            .json()
+            .await
+            .unwrap();
+        info["status"] == "retired" && info["version"] == 2
+    })
+    .await;
+    assert!(retired, "the other process did not read the retirement");
+    b.stop().await;
+    a.finish().await;
+}
+
+#[actix_web::test]
 async fn a_retired_sku_refuses_a_hold_with_a_clear_error_and_stays_retired_after_a_restart() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 10).await;
