@@ -7,14 +7,17 @@
 //!
 //! 1. every line's `event_id` is claimed for its outlet (a key used for another outlet is that
 //!    line's `conflict`);
-//! 2. the lines are grouped by outlet and handed to the outlet's actor in chunks of
-//!    `outlet.batch_size_max` (`ApplyMovements`): one chunk is one Redis script call, and the
-//!    outlet's other requests queue between chunks; the outlets go at once;
-//! 3. each outlet waits until its last change is durable in the ledger; a line is answered
-//!    `applied` or `replay` only then;
+//! 2. the lines are grouped by outlet and handed to the outlet's actor, in their order, in
+//!    chunks of `outlet.batch_size_max` (`ApplyMovements`): one chunk is one Redis script call,
+//!    and the outlet's other requests queue between chunks; the outlets go at once. After a
+//!    chunk that could not be applied, the outlet's later lines are not sent (`unavailable`),
+//!    so that a retry applies them in order;
+//! 3. each outlet waits until its changes are durable in the ledger (the last seq of each
+//!    durability generation); a line is answered `applied` or `replay` only then;
 //! 4. a transfer's receiving halves follow, grouped by receiving outlet in the same way, once
 //!    the sending half of each is durable; a line whose sending half was refused has no
-//!    receiving half;
+//!    receiving half. So that this order cannot differ from the request's, an upload may not
+//!    move stock into an outlet that has lines of its own in it (http/bulk.rs refuses it);
 //! 5. an outlet whose fresh counts or write-offs left holds short runs one re-routing pass.
 //!
 //! A line of an outlet another process owns is answered `unavailable` (bulk requests are not
@@ -24,7 +27,7 @@ use std::collections::BTreeMap;
 
 use futures_util::{future, stream, StreamExt};
 
-use crate::actors::outlet::{ApplyMovement, ApplyMovements};
+use crate::actors::outlet::{ApplyMovement, ApplyMovements, OutletError};
 use crate::checkout::reroute::{relieve, Relief};
 use crate::domain::{LedgerKind, Movement, OutletId, TRANSFER_IN_PREFIX};
 use crate::error::Error;
@@ -155,8 +158,14 @@ pub async fn apply(services: &Services, movements: &[Movement], by: By) -> BulkR
     }
 }
 
-/// Applies one outlet's lines in chunks of `outlet.batch_size_max` through its actor, then
-/// waits until the last change is durable. Every line is answered.
+/// What one line came to at its outlet: its result and whether it was applied now, and the
+/// durability generation it was decided in.
+type Decided = (usize, Result<(MovementResult, bool), Error>, Option<u64>);
+
+/// Applies one outlet's lines in order, in chunks of `outlet.batch_size_max` (at most half the
+/// outlet's queue) through its actor, then waits until each generation's last change is
+/// durable. Every line is answered. Once a chunk (or a line in it) could not be applied, the
+/// lines after it are not sent (`unavailable`): a retry then applies them in their order.
 async fn apply_at(
     services: &Services,
     outlet: OutletId,
@@ -165,7 +174,6 @@ async fn apply_at(
     OutletId,
     Vec<(usize, Result<(MovementResult, bool), Error>)>,
 ) {
-    let mut answers = Vec::with_capacity(lines.len());
     let actor = match services.outlet(&outlet) {
         Ok(a) => a,
         Err(e) => {
@@ -176,54 +184,67 @@ async fn apply_at(
             return (outlet, refused.collect());
         }
     };
-    let chunk = services.settings.outlet.batch_size_max.max(1);
+    let limits = &services.settings.outlet;
+    let chunk = limits.batch_size_max.min(limits.pending_max / 2).max(1);
+    let mut decided: Vec<Decided> = Vec::with_capacity(lines.len());
+    // The highest seq decided in each durability generation (a reload between chunks starts
+    // a new one, whose seqs may repeat those of a lost one).
+    let mut marks: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut stopped: Option<String> = None;
     let mut lines = lines.into_iter().peekable();
-    let mut last: Option<(u64, u64)> = None;
     while lines.peek().is_some() {
         let part: Vec<(usize, ApplyMovement)> = lines.by_ref().take(chunk).collect();
+        if let Some(why) = &stopped {
+            for (i, _) in part {
+                decided.push((i, Err(Error::Unavailable(why.clone())), None));
+            }
+            continue;
+        }
         let (index, msgs): (Vec<usize>, Vec<ApplyMovement>) = part.into_iter().unzip();
         let kinds: Vec<LedgerKind> = msgs.iter().map(|m| m.kind).collect();
-        match actor.send(ApplyMovements(msgs)).await {
-            Ok(Ok(decided)) => {
-                for ((i, kind), d) in index.into_iter().zip(kinds).zip(decided) {
-                    let outcome = d.map_err(Error::from).and_then(|c| {
-                        let generation = c.generation;
-                        let settled = settle(services, kind, c.outcome)?;
-                        last = Some(last.map_or((settled.0.seq, generation), |(s, g)| {
-                            (s.max(settled.0.seq), g.max(generation))
-                        }));
-                        Ok(settled)
-                    });
-                    answers.push((i, outcome));
-                }
-            }
-            Ok(Err(e)) => {
-                let message = e.to_string();
-                for i in index {
-                    answers.push((i, Err(Error::Unavailable(message.clone()))));
-                }
-            }
+        let answers = match actor.send(ApplyMovements(msgs)).await {
+            Ok(Ok(answers)) => answers,
+            Ok(Err(e)) => vec![Err(e); index.len()],
             Err(e) => {
-                for i in index {
-                    answers.push((
-                        i,
-                        Err(Error::Unavailable(format!("the outlet stopped: {e}"))),
-                    ));
+                let stopped = OutletError::Unavailable(format!("the outlet stopped: {e}"));
+                vec![Err(stopped); index.len()]
+            }
+        };
+        for ((i, kind), answer) in index.into_iter().zip(kinds).zip(answers) {
+            match answer {
+                Ok(c) => {
+                    let outcome = settle(services, kind, c.outcome);
+                    if let Ok((r, _)) = &outcome {
+                        let mark = marks.entry(c.generation).or_default();
+                        *mark = (*mark).max(r.seq);
+                    }
+                    decided.push((i, outcome, Some(c.generation)));
+                }
+                Err(e) => {
+                    stopped.get_or_insert_with(|| format!("{e}; not applied, send the line again"));
+                    decided.push((i, Err(Error::from(e)), None));
                 }
             }
         }
     }
-    if let Some((seq, generation)) = last {
+    let mut lost = BTreeMap::new();
+    for (&generation, &seq) in &marks {
         let durable = (services.shared.durable)
             .wait(&outlet, seq, generation, services.durable_wait())
             .await;
         if let Err(e) = durable {
-            let e = Error::from(e);
-            let message = e.to_string();
-            for (_, outcome) in answers.iter_mut().filter(|(_, o)| o.is_ok()) {
-                *outcome = Err(Error::Unavailable(message.clone()));
-            }
+            lost.insert(generation, Error::from(e).to_string());
         }
     }
+    let answers = decided
+        .into_iter()
+        .map(|(i, outcome, generation)| {
+            let not_durable = generation.and_then(|g| lost.get(&g));
+            match (outcome, not_durable) {
+                (Ok(_), Some(message)) => (i, Err(Error::Unavailable(message.clone()))),
+                (outcome, _) => (i, outcome),
+            }
+        })
+        .collect();
     (outlet, answers)
 }

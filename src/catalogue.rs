@@ -44,6 +44,10 @@ pub struct SkuInfo {
     pub status: SkuStatus,
     /// 0: as the CSV has it; each edit through `PUT /v1/skus/{sku}` is the next version.
     pub version: u64,
+    /// The pack size the name shows, read once (`pack_size`): every `409 out_of_stock`
+    /// compares it across the catalogue.
+    #[serde(skip)]
+    size: Option<String>,
 }
 
 /// Longest SKU name, in bytes.
@@ -89,6 +93,7 @@ impl SkuInfo {
         }
         Ok(Self {
             sku,
+            size: pack_size(name),
             name: name.to_owned(),
             category: category.to_owned(),
             shelf_life_days,
@@ -99,28 +104,38 @@ impl SkuInfo {
 
     /// The pack size the name shows ("Kaju Katli 1 kg" → "1kg"), for offering a similar item
     /// of the same size; `None` when the name shows none.
-    pub fn size(&self) -> Option<String> {
-        let words: Vec<&str> = self.name.split_whitespace().collect();
-        let unit = |w: &str| {
-            matches!(
-                w.to_ascii_lowercase().as_str(),
-                "g" | "kg" | "ml" | "l" | "pc" | "pcs"
-            )
-        };
-        for (i, w) in words.iter().enumerate() {
-            let digits = w.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-            let suffix = &w[digits.len()..];
-            let number =
-                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-            if number && !suffix.is_empty() && unit(suffix) {
-                return Some(format!("{digits}{}", suffix.to_ascii_lowercase()));
-            }
-            if number && suffix.is_empty() && words.get(i + 1).is_some_and(|u| unit(u)) {
-                return Some(format!("{digits}{}", words[i + 1].to_ascii_lowercase()));
-            }
-        }
-        None
+    pub fn size(&self) -> Option<&str> {
+        self.size.as_deref()
     }
+
+    /// The same fields as version `version`.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+/// The pack size a name shows ("Kaju Katli 1 kg" → "1kg", "Soan Papdi 250g" → "250g").
+fn pack_size(name: &str) -> Option<String> {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    let unit = |w: &str| {
+        matches!(
+            w.to_ascii_lowercase().as_str(),
+            "g" | "kg" | "ml" | "l" | "pc" | "pcs"
+        )
+    };
+    for (i, w) in words.iter().enumerate() {
+        let digits = w.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let suffix = &w[digits.len()..];
+        let number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if number && !suffix.is_empty() && unit(suffix) {
+            return Some(format!("{digits}{}", suffix.to_ascii_lowercase()));
+        }
+        if number && suffix.is_empty() && words.get(i + 1).is_some_and(|u| unit(u)) {
+            return Some(format!("{digits}{}", words[i + 1].to_ascii_lowercase()));
+        }
+    }
+    None
 }
 
 /// One opening-stock row: `qty` units of `sku` on hand at `outlet`.
@@ -350,16 +365,10 @@ mod tests {
 
     #[test]
     fn sizes_are_read_off_names() {
+        assert_eq!(info("a", "Kaju Katli 1 kg", "sweets").size(), Some("1kg"));
+        assert_eq!(info("a", "Soan Papdi 250g", "sweets").size(), Some("250g"));
         assert_eq!(
-            info("a", "Kaju Katli 1 kg", "sweets").size().as_deref(),
-            Some("1kg")
-        );
-        assert_eq!(
-            info("a", "Soan Papdi 250g", "sweets").size().as_deref(),
-            Some("250g")
-        );
-        assert_eq!(
-            info("a", "Rose Sherbet 0.5 L", "drinks").size().as_deref(),
+            info("a", "Rose Sherbet 0.5 L", "drinks").size(),
             Some("0.5l")
         );
         assert_eq!(info("a", "Samosa", "snacks").size(), None);

@@ -65,9 +65,10 @@ pub async fn import_counts(
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         }
     };
+    let text = crate::wire::unix_lines(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
+        .from_reader(&text[..]);
     let headers = reader.headers().context("reading the header")?.clone();
     let mut lines = Vec::new();
     for record in reader.records() {

@@ -399,3 +399,66 @@ fn format_page(page: &[LedgerEntry], format: Format) -> anyhow::Result<(Bytes, u
         }
     }
 }
+
+/// The stock export's CSV columns.
+pub const STOCK_COLUMNS: [&str; 9] = [
+    "outlet",
+    "sku",
+    "name",
+    "category",
+    "status",
+    "on_hand",
+    "reserved",
+    "available",
+    "seq",
+];
+
+/// The counters of every SKU with stock records at `outlets`, with the SKU's name, category
+/// and status, a page per outlet.
+pub async fn stock(
+    view: std::sync::Arc<crate::stock_view::StockView>,
+    catalogue: std::sync::Arc<crate::catalogue::Catalogue>,
+    outlets: Vec<OutletId>,
+    format: Format,
+    tx: mpsc::Sender<Bytes>,
+    rows: prometheus::IntCounter,
+) {
+    if !header(format, &STOCK_COLUMNS, &tx).await {
+        return;
+    }
+    let pages = async {
+        for outlet in outlets {
+            let page: Vec<_> = (view.outlet(&outlet).into_iter())
+                .map(|(sku, c)| {
+                    let info = catalogue.sku(&sku);
+                    let json = serde_json::json!({
+                        "outlet": outlet, "sku": sku,
+                        "name": info.map(|i| i.name.as_str()),
+                        "category": info.map(|i| i.category.as_str()),
+                        "status": info.map(|i| i.status),
+                        "on_hand": c.on_hand, "reserved": c.reserved,
+                        "available": c.available(), "seq": c.seq,
+                    });
+                    let cells = STOCK_COLUMNS
+                        .iter()
+                        .map(|k| match &json[*k] {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => String::new(),
+                            v => v.to_string(),
+                        })
+                        .collect();
+                    (cells, json)
+                })
+                .collect();
+            if page.is_empty() {
+                continue;
+            }
+            rows.inc_by(page.len() as u64);
+            if tx.send(rows_bytes(format, &page)?).await.is_err() {
+                return Ok(());
+            }
+        }
+        anyhow::Ok(())
+    };
+    end(pages.await, "stock", format, &tx).await;
+}

@@ -139,7 +139,7 @@ enum ExportWhat {
     Stock {
         #[arg(long)]
         outlet: Option<String>,
-        /// csv or json.
+        /// csv or ndjson.
         #[arg(long, default_value = "csv")]
         format: String,
     },

@@ -32,6 +32,8 @@ const VERSIONS: &str = "sku_versions";
 /// Rows changed this long before the last one seen are read again: a margin for the clocks
 /// of several processes.
 const CLOCK_MARGIN_MS: i64 = 10_000;
+/// Every this many reads, every row is read (about a minute at `catalogue.refresh_ms` 1000).
+const FULL_READ_EVERY: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SkuError {
@@ -49,6 +51,7 @@ pub struct LiveCatalogue {
     current: Collection<Document>,
     /// The newest `at_ms` of the current rows read so far.
     seen_ms: Mutex<i64>,
+    refreshes: std::sync::atomic::AtomicU64,
 }
 
 impl LiveCatalogue {
@@ -59,6 +62,7 @@ impl LiveCatalogue {
             versions: ledger.beside(VERSIONS),
             current: ledger.beside(CURRENT),
             seen_ms: Mutex::new(i64::MIN),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -67,11 +71,16 @@ impl LiveCatalogue {
         self.now.read().expect("catalogue lock").clone()
     }
 
-    /// Reads the SKU rows changed since the last read and lays the newer versions over the
-    /// catalogue. A row that does not pass the CSV's checks is left out loudly.
+    /// Reads the SKU rows changed since the last read (every row on every
+    /// `FULL_READ_EVERY`th call, in case a row's time came from a clock far behind) and lays
+    /// the newer versions over the catalogue in one swap. A row that does not pass the CSV's
+    /// checks is left out loudly.
     pub async fn refresh(&self) -> anyhow::Result<usize> {
         let since = *self.seen_ms.lock().expect("seen lock");
-        let filter = if since == i64::MIN {
+        let calls = self
+            .refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let filter = if since == i64::MIN || calls % FULL_READ_EVERY == 0 {
             doc! {}
         } else {
             doc! {"at_ms": {"$gte": since.saturating_sub(CLOCK_MARGIN_MS)}}
@@ -85,44 +94,52 @@ impl LiveCatalogue {
             .await
             .context("reading SKU edits")?;
         let mut newest = since;
-        let mut changed = 0;
+        let mut infos = Vec::with_capacity(rows.len());
         for d in rows {
-            newest = newest.max(d.get_i64("at_ms").unwrap_or(i64::MIN));
+            // A time ahead of this process's clock (another's clock) moves the mark no
+            // further than now, so this process's next look still covers it.
+            newest = newest.max(d.get_i64("at_ms").unwrap_or(i64::MIN).min(now_ms()));
             match info_from_doc(&d) {
-                Ok(info) => changed += usize::from(self.install(info)),
+                Ok(info) => infos.push(info),
                 Err(e) => {
                     tracing::error!(sku = ?d.get("_id"), error = %format!("{e:#}"), "a SKU edit in MongoDB does not pass the catalogue's checks; ignored")
                 }
             }
         }
         *self.seen_ms.lock().expect("seen lock") = newest;
-        Ok(changed)
+        Ok(self.install(infos))
     }
 
-    /// Serves `info` unless the catalogue already has this version or a later one.
-    fn install(&self, info: SkuInfo) -> bool {
+    /// Serves each of `infos` unless the catalogue already has its version or a later one;
+    /// one copy of the catalogue for all of them. How many were new.
+    fn install(&self, infos: Vec<SkuInfo>) -> usize {
         let mut now = self.now.write().expect("catalogue lock");
-        if now
-            .sku(&info.sku)
-            .is_some_and(|s| s.version >= info.version)
-        {
-            return false;
+        let fresh: Vec<SkuInfo> = infos
+            .into_iter()
+            .filter(|i| now.sku(&i.sku).is_none_or(|s| s.version < i.version))
+            .collect();
+        let n = fresh.len();
+        if n > 0 {
+            let mut next = (**now).clone();
+            for info in fresh {
+                next = next.with_sku(info);
+            }
+            *now = Arc::new(next);
         }
-        *now = Arc::new(now.with_sku(info));
-        true
+        n
     }
 
     /// Adds a SKU or sets its fields. The same fields again change nothing (same version); a
     /// change becomes the next version, written to MongoDB before it is served.
     pub async fn set(&self, edit: SkuInfo, by: &str) -> Result<SkuInfo, SkuError> {
+        // What the other processes edited last, so that "the same fields" and the next
+        // version are judged against the newest row, not this process's last look.
+        self.refresh().await?;
         let current = self.now().sku(&edit.sku).cloned();
         if let Some(c) = current.as_ref().filter(|c| same_fields(c, &edit)) {
             return Ok(c.clone());
         }
-        let info = SkuInfo {
-            version: current.map_or(0, |c| c.version) + 1,
-            ..edit
-        };
+        let info = edit.with_version(current.map_or(0, |c| c.version) + 1);
         let id = format!("{}:{}", info.sku, info.version);
         let at_ms = now_ms();
         let mut version = info_doc(&info);
@@ -154,12 +171,25 @@ impl LiveCatalogue {
         let mut row = info_doc(&info);
         row.insert("_id", info.sku.as_str());
         row.insert("at_ms", at_ms);
-        self.current
-            .replace_one(doc! {"_id": info.sku.as_str()}, row)
+        // Only over an older version: a late write of this version never undoes a newer one
+        // (its upsert then collides with the newer row, which stands).
+        let written = self
+            .current
+            .replace_one(
+                doc! {"_id": info.sku.as_str(), "version": {"$lt": info.version as i64}},
+                row,
+            )
             .upsert(true)
-            .await
-            .context("writing the current SKU")?;
-        self.install(info.clone());
+            .await;
+        if let Err(e) = written {
+            let duplicate = matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000);
+            if !duplicate {
+                return Err(anyhow::Error::new(e)
+                    .context("writing the current SKU")
+                    .into());
+            }
+        }
+        self.install(vec![info.clone()]);
         Ok(info)
     }
 
@@ -215,8 +245,5 @@ fn info_from_doc(d: &Document) -> anyhow::Result<SkuInfo> {
         shelf_life_days,
         status,
     )?;
-    Ok(SkuInfo {
-        version: u64::try_from(d.get_i64("version")?)?,
-        ..info
-    })
+    Ok(info.with_version(u64::try_from(d.get_i64("version")?)?))
 }

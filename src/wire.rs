@@ -81,9 +81,36 @@ pub fn reservation_json(r: &ResRecord) -> Value {
     v
 }
 
+/// The body with `\r\n` and lone `\r` line ends made `\n`, so that the reader's line numbers
+/// are the file's (with `\r\n` it counts a record's `\n` only after the next record began).
+pub fn unix_lines(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !body.contains(&b'\r') {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut bytes = body.iter().peekable();
+    while let Some(&b) = bytes.next() {
+        if b == b'\r' {
+            if bytes.peek() == Some(&&b'\n') {
+                bytes.next();
+            }
+            out.push(b'\n');
+        } else {
+            out.push(b);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_ends_become_unix_ones() {
+        assert_eq!(&*unix_lines(b"a,b\r\nc\rd\ne"), b"a,b\nc\nd\ne");
+        assert!(matches!(unix_lines(b"a\nb"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn a_body_that_is_not_json_is_refused_as_the_body_wherever_it_breaks() {

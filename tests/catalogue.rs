@@ -394,6 +394,28 @@ async fn a_malformed_csv_row_is_refused_with_its_line_number_and_nothing_applied
         "nothing applied"
     );
     assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 0);
+    // Line numbers are the file's with Windows line ends too.
+    let crlf = format!(
+        "event_id,outlet,sku,kind,qty,at\r\ncrlf-1,{OUTLET},{SKU},count,1,{at}\r\ncrlf-2,{OUTLET},{SKU},count,x,{at}\r\n"
+    );
+    let (status, body) = bulk(&app, ADMIN, "text/csv", crlf).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "line 3: qty");
+    // A transfer into an outlet that has lines of its own in the upload would apply after
+    // them: refused, so that nothing applies in another order than sent.
+    let mixed = format!(
+        "event_id,outlet,sku,kind,qty,at,to_outlet\n\
+         mix-1,{OTHER_OUTLET},{SKU},transfer,1,{at},{OUTLET}\n\
+         mix-2,{OUTLET},{SKU},count,5,{at},\n"
+    );
+    let (status, body) = bulk(&app, ADMIN, "text/csv", mixed).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "line 2: to_outlet");
+    // More lines than the bound: refused before they are all read.
+    let many = json!({"lines": vec![json!({}); 20_001]}).to_string();
+    let (status, body) = bulk(&app, ADMIN, "application/json", many).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "lines", "{body}");
     // A header that misses a column refuses the upload at line 1.
     let (status, body) = bulk(
         &app,
@@ -524,8 +546,10 @@ async fn an_export_of_a_range_equals_the_ledger_pages_for_it() {
     assert_eq!(seqs.len(), ledger.len());
 
     // Stock, with names.
-    let stock = app.get("/v1/export/stock?format=json", VIEWER).await;
-    let stock: Vec<Value> = stock.json().await.unwrap();
+    let stock = app.get("/v1/export/stock?format=ndjson", VIEWER).await;
+    let stock: Vec<Value> = (stock.text().await.unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let row = stock.iter().find(|r| r["sku"] == skus[1].as_str()).unwrap();
     assert_eq!(row["on_hand"], 22);
     assert!(row["name"].as_str().unwrap().len() > 1);

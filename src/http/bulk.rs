@@ -50,10 +50,67 @@ pub struct BulkQuery {
     dry_run: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonBody {
-    lines: Vec<Value>,
+/// `{"lines": [...]}`, read as at most `.0` lines.
+struct BodySeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object {\"lines\": [movement, …]}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Value>, A::Error> {
+        let mut lines = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "lines" || lines.is_some() {
+                return Err(serde::de::Error::custom(format!(
+                    "unexpected field '{key}': the body is {{\"lines\": [movement, …]}}"
+                )));
+            }
+            lines = Some(map.next_value_seed(LinesSeed(self.0))?);
+        }
+        lines.ok_or_else(|| serde::de::Error::missing_field("lines"))
+    }
+}
+
+/// The `lines` array, read up to `.0` elements; the rest is skipped unread.
+struct LinesSeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for LinesSeed {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LinesSeed {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of movements")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut out = Vec::new();
+        while out.len() < self.0 {
+            match seq.next_element::<Value>()? {
+                Some(v) => out.push(v),
+                None => return Ok(out),
+            }
+        }
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(out)
+    }
 }
 
 /// Many movements at once: a whole outlet's count, a dispatch from the kitchen to many
@@ -103,19 +160,18 @@ pub async fn create(
         state.settings.http.body_read_secs,
     )
     .await?;
+    // Reading stops at one line past the bound: a body of millions of tiny lines is refused
+    // without being held as millions of values.
+    let max = limits.bulk_lines_max;
     let raw = if csv {
-        read_csv(&body)
+        read_csv(&body, max)
     } else {
-        read_json(&body)
+        read_json(&body, max)
     }?;
-    if raw.len() > limits.bulk_lines_max {
+    if raw.len() > max {
         return Err(Invalid::new(
             "lines",
-            format!(
-                "{} lines: at most {} (movements.bulk_lines_max); split the upload",
-                raw.len(),
-                limits.bulk_lines_max
-            ),
+            format!("more than {max} lines (movements.bulk_lines_max); split the upload"),
         )
         .into());
     }
@@ -157,10 +213,14 @@ fn content_type(req: &HttpRequest) -> &str {
         .map_or("", |v| v.split(';').next().unwrap_or("").trim())
 }
 
-/// A JSON body's lines, each with its number (its position from 1).
-fn read_json(body: &[u8]) -> Result<Vec<RawLine>, ApiError> {
-    let parsed: JsonBody = super::context::parse_json(body)?;
-    Ok((parsed.lines.into_iter().enumerate())
+/// A JSON body's lines (at most `max + 1` of them), each with its number (its position
+/// from 1).
+fn read_json(body: &[u8], max: usize) -> Result<Vec<RawLine>, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let lines = serde::de::DeserializeSeed::deserialize(BodySeed(max + 1), &mut de)
+        .and_then(|lines| de.end().map(|()| lines))
+        .map_err(|e| Invalid::new("body", e.to_string()))?;
+    Ok((lines.into_iter().enumerate())
         .map(|(i, v)| {
             let line = i + 1;
             let request = serde_json::from_value::<MovementRequest>(v).map_err(|e| LineError {
@@ -173,13 +233,14 @@ fn read_json(body: &[u8]) -> Result<Vec<RawLine>, ApiError> {
         .collect())
 }
 
-/// A CSV body's rows, each with its line in the file. A header that misses a column, or
-/// names one this does not know, refuses the whole body.
-fn read_csv(body: &[u8]) -> Result<Vec<RawLine>, ApiError> {
+/// A CSV body's rows (at most `max + 1` of them), each with its line in the file. A header
+/// that misses a column, or names one this does not know, refuses the whole body.
+fn read_csv(body: &[u8], max: usize) -> Result<Vec<RawLine>, ApiError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let body = crate::wire::unix_lines(body);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(body);
+        .from_reader(&body[..]);
     let headers = reader
         .headers()
         .map_err(|e| Invalid::new("line 1", format!("not a CSV header: {e}")))?
@@ -203,7 +264,7 @@ fn read_csv(body: &[u8]) -> Result<Vec<RawLine>, ApiError> {
     }
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
-    loop {
+    while rows.len() <= max {
         let line = reader.position().line() as usize;
         match reader.read_record(&mut record) {
             Ok(false) => break,
@@ -264,6 +325,7 @@ fn check(state: &AppState, raw: Vec<RawLine>) -> Result<(Vec<usize>, Vec<Movemen
     let catalogue = state.catalogue.now();
     let limits = &state.settings.movements;
     let mut errors = Vec::new();
+    let mut error_count = 0usize;
     let mut numbers = Vec::with_capacity(raw.len());
     let mut movements = Vec::with_capacity(raw.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -289,12 +351,37 @@ fn check(state: &AppState, raw: Vec<RawLine>) -> Result<(Vec<usize>, Vec<Movemen
                 numbers.push(line);
                 movements.push(m);
             }
-            Err(e) => errors.push(e),
+            Err(e) => {
+                error_count += 1;
+                if errors.len() < ERRORS_LISTED_MAX {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    // The receiving halves are applied after every outlet's own lines (bulk.rs): a transfer
+    // into an outlet with lines of its own here would apply in another order than sent.
+    let senders: std::collections::HashSet<&crate::domain::OutletId> =
+        movements.iter().map(|m| &m.outlet).collect();
+    for (m, &line) in movements.iter().zip(&numbers) {
+        if let Some(to) = m.to_outlet.as_ref().filter(|to| senders.contains(to)) {
+            error_count += 1;
+            if errors.len() < ERRORS_LISTED_MAX {
+                errors.push(LineError {
+                    line,
+                    field: "to_outlet".into(),
+                    message: format!(
+                        "moves stock into {to}, which has lines of its own in this upload; \
+                         send those in another request"
+                    ),
+                });
+            }
         }
     }
     if errors.is_empty() {
         return Ok((numbers, movements));
     }
+    errors.sort_by_key(|e| e.line);
     let first = &errors[0];
     let listed: Vec<Value> = (errors.iter().take(ERRORS_LISTED_MAX))
         .map(|e| json!({"line": e.line, "field": e.field, "message": e.message}))
@@ -304,9 +391,9 @@ fn check(state: &AppState, raw: Vec<RawLine>) -> Result<(Vec<usize>, Vec<Movemen
         "field": format!("line {}: {}", first.line, first.field),
         "message": format!(
             "line {}: {} {}; {} bad line(s), nothing was applied",
-            first.line, first.field, first.message, errors.len()
+            first.line, first.field, first.message, error_count
         ),
-        "error_count": errors.len(),
+        "error_count": error_count,
         "errors": listed,
     })))
 }

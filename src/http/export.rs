@@ -263,13 +263,14 @@ pub struct StockExportQuery {
 }
 
 /// The counters of every SKU with stock records at every outlet (or one), with the SKU's name,
-/// category and status, sorted by outlet and SKU: CSV or JSON.
+/// category and status, sorted by outlet and SKU: CSV, or NDJSON (one row per line; `json` is
+/// taken for it too). Streamed an outlet at a time, under the bound of exports at once.
 #[utoipa::path(get, path = "/v1/export/stock", tag = "stock", operation_id = "export_stock",
     security(("api_key" = [])),
     params(
         ("outlet" = Option<String>, Query, description = "Only this outlet",
             pattern = "^[A-Za-z0-9_-]{1,64}$"),
-        ("format" = Option<String>, Query, description = "`csv` (default) or `json`"),
+        ("format" = Option<String>, Query, description = "`csv` (default), or `ndjson` (also `json`)"),
     ),
     responses(
         (status = 200, description = "`outlet,sku,name,category,status,on_hand,reserved,available,seq`", content_type = "text/csv"),
@@ -277,6 +278,7 @@ pub struct StockExportQuery {
         (status = 403, description = "The key's role may not read stock", body = Error),
         (status = 422, description = "Invalid query (the field is named)", body = Error),
         (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "As many exports as a process streams at once are running (`Retry-After`)", body = Error),
     ))]
 pub async fn stock(
     caller: Caller,
@@ -289,54 +291,16 @@ pub async fn stock(
     let only = (q.outlet.as_deref())
         .map(|o| catalogue.known_outlet("outlet", o))
         .transpose()?;
-    let format = format(q.format.as_deref(), "json")?;
-    let mut rows = Vec::new();
-    for outlet in
-        (catalogue.outlets.iter().map(|o| &o.id)).filter(|o| only.as_ref().is_none_or(|x| x == *o))
-    {
-        for (sku, c) in state.shared.stock.outlet(outlet) {
-            let info = catalogue.sku(&sku);
-            rows.push(json!({
-                "outlet": outlet, "sku": sku,
-                "name": info.map(|i| i.name.as_str()),
-                "category": info.map(|i| i.category.as_str()),
-                "status": info.map(|i| i.status),
-                "on_hand": c.on_hand, "reserved": c.reserved, "available": c.available(),
-                "seq": c.seq,
-            }));
-        }
-    }
-    (state.shared.metrics.export_rows)
-        .with_label_values(&["stock"])
-        .inc_by(rows.len() as u64);
-    if format == Format::Ndjson {
-        return Ok(HttpResponse::Ok().json(rows));
-    }
-    const COLUMNS: [&str; 9] = [
-        "outlet",
-        "sku",
-        "name",
-        "category",
-        "status",
-        "on_hand",
-        "reserved",
-        "available",
-        "seq",
-    ];
-    let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 80));
-    w.write_record(COLUMNS).map_err(anyhow::Error::from)?;
-    for r in &rows {
-        let cell = |k: &str| match &r[k] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => String::new(),
-            v => v.to_string(),
-        };
-        w.write_record(COLUMNS.map(cell))
-            .map_err(anyhow::Error::from)?;
-    }
-    let body = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .insert_header(("Content-Disposition", "attachment; filename=\"stock.csv\""))
-        .body(body))
+    let format = match q.format.as_deref() {
+        Some("json") => Format::Ndjson,
+        other => format(other, "ndjson")?,
+    };
+    let outlets: Vec<OutletId> = (catalogue.outlets.iter().map(|o| o.id.clone()))
+        .filter(|o| only.as_ref().is_none_or(|x| x == o))
+        .collect();
+    let label = only.unwrap_or_else(|| OutletId::parse("outlet", "all").expect("a valid id"));
+    let stock = state.shared.stock.clone();
+    stream(&state, &label, "stock", format, move |tx, rows| {
+        export::stock(stock, catalogue, outlets, format, tx, rows)
+    })
 }
