@@ -16,13 +16,26 @@ use crate::export::{self, Format};
 /// Ledger exports streaming at once, per process; one more is `503` with `Retry-After`.
 pub const EXPORTS_MAX: usize = 4;
 
+/// The query of the exports over a time range (ledger, drift).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LedgerExportQuery {
+pub struct RangeExportQuery {
     outlet: Option<String>,
     from: Option<String>,
     to: Option<String>,
     format: Option<String>,
+}
+
+impl RangeExportQuery {
+    /// `[from, to)` in ms: the beginning and now by default; `to` after `from`.
+    fn range(&self) -> Result<(i64, i64), Invalid> {
+        let from_ms = time("from", self.from.as_deref(), 0)?;
+        let to_ms = time("to", self.to.as_deref(), crate::domain::now_ms() + 1)?;
+        if from_ms >= to_ms {
+            return Err(Invalid::new("to", "must be after from"));
+        }
+        Ok((from_ms, to_ms))
+    }
 }
 
 fn time(field: &str, value: Option<&str>, default: i64) -> Result<i64, Invalid> {
@@ -68,19 +81,13 @@ fn format(value: Option<&str>, other: &'static str) -> Result<Format, Invalid> {
 pub async fn ledger(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<LedgerExportQuery>,
+    query: web::Query<RangeExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let outlet = q
-        .outlet
-        .ok_or_else(|| Invalid::new("outlet", "is required"))?;
-    let outlet: OutletId = state.catalogue.now().known_outlet("outlet", &outlet)?;
+    let outlet = (q.outlet.as_deref()).ok_or_else(|| Invalid::new("outlet", "is required"))?;
+    let outlet: OutletId = state.catalogue.now().known_outlet("outlet", outlet)?;
     caller.require(Action::ReadLedger, Some(&outlet))?;
-    let from_ms = time("from", q.from.as_deref(), 0)?;
-    let to_ms = time("to", q.to.as_deref(), crate::domain::now_ms() + 1)?;
-    if from_ms >= to_ms {
-        return Err(Invalid::new("to", "must be after from").into());
-    }
+    let (from_ms, to_ms) = q.range()?;
     let format = format(q.format.as_deref(), "ndjson")?;
     let ledger = state.shared.ledger.clone();
     let label = outlet.clone();
@@ -140,15 +147,6 @@ where
         .streaming(body))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DriftExportQuery {
-    outlet: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    format: Option<String>,
-}
-
 /// The drift the reconciler found between Redis and the ledger (its `drift` records), of one
 /// outlet or all, over a time range: CSV (one row per SKU of a record) or NDJSON (one record
 /// per line). Streamed.
@@ -172,18 +170,14 @@ pub struct DriftExportQuery {
 pub async fn drift(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<DriftExportQuery>,
+    query: web::Query<RangeExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadMetrics, None)?;
     let q = query.into_inner();
     let outlet = (q.outlet.as_deref())
         .map(|o| state.catalogue.now().known_outlet("outlet", o))
         .transpose()?;
-    let from_ms = time("from", q.from.as_deref(), 0)?;
-    let to_ms = time("to", q.to.as_deref(), crate::domain::now_ms() + 1)?;
-    if from_ms >= to_ms {
-        return Err(Invalid::new("to", "must be after from").into());
-    }
+    let (from_ms, to_ms) = q.range()?;
     let format = format(q.format.as_deref(), "ndjson")?;
     let ledger = state.shared.ledger.clone();
     let label = match &outlet {
