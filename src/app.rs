@@ -17,19 +17,18 @@ use crate::actors::ledger_writer::{self, FlushAll};
 use crate::actors::outlet::{Drain, OutletLimits};
 use crate::actors::reconciler::{self, PassReport, RunPass};
 use crate::actors::{Follower, LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler, Shared};
-use crate::catalogue::Catalogue;
 use crate::domain::OutletId;
 use crate::durable::Durability;
 use crate::health::{Health, MqttStatus};
 use crate::http::auth::Auth;
 use crate::http::AppState;
 use crate::ledger::Ledger;
+use crate::live_catalogue::LiveCatalogue;
 use crate::metrics::Metrics;
 use crate::mqtt::{Disconnect, MqttSession};
 use crate::reroute_state::RerouteState;
 use crate::services::Services;
 use crate::settings::Settings;
-use crate::skus::LiveCatalogue;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
 use crate::zones::Zones;
@@ -47,14 +46,12 @@ impl Core {
     /// Connects, creates indexes, starts the writer and one actor per outlet, and returns once
     /// every outlet is loaded (rebuilt from the ledger where Redis had lost it).
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let csv = Catalogue::load(&settings.catalogue)?;
         let store = RedisStore::connect(&settings.redis).await?;
         store.ping().await?;
         let started = std::time::Instant::now();
         let ledger = Ledger::connect(&settings.mongo).await?;
         ledger.ensure_indexes().await?;
-        let catalogue = Arc::new(LiveCatalogue::over(csv, &ledger));
-        catalogue.refresh().await.context("reading the SKU edits")?;
+        let catalogue = Arc::new(LiveCatalogue::load(&settings.catalogue, &ledger).await?);
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ledger indexes ready"
@@ -75,12 +72,13 @@ impl Core {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ledger watermarks read"
         );
+        let signal = OutboxSignal::new(ids.iter().map(|o| (o.clone(), store.keys(o))));
         let shared = Shared {
             store,
             ledger,
             stock: Arc::new(StockView::new(ids.iter().cloned())),
             durable: Arc::new(Durability::new(start)),
-            signal: Arc::new(OutboxSignal::new(&ids)),
+            signal: Arc::new(signal),
             ledger_gate: Arc::new(tokio::sync::Mutex::new(())),
             metrics: Arc::new(Metrics::new()),
             feed: Arc::new(crate::feed::Feed::new(settings.mqtt.orders_queue_max)),
@@ -97,10 +95,9 @@ impl Core {
         };
         let writer = {
             let shared = shared.clone();
-            let ids = ids.clone();
             let batch = settings.ledger.batch_size_max;
             let poll = Duration::from_millis(settings.ledger.poll_interval_ms);
-            Supervisor::start(move |_| LedgerWriter::new(shared, &ids, batch, poll))
+            Supervisor::start(move |_| LedgerWriter::new(shared, batch, poll))
         };
         let limits = OutletLimits {
             batch_size_max: settings.outlet.batch_size_max,
@@ -124,12 +121,7 @@ impl Core {
         }
         let stop_ownership = Arc::new(AtomicBool::new(false));
         ownership.clone().spawn(stop_ownership.clone());
-        Follower::spawn(shared.clone(), ids.clone(), stop_ownership.clone());
-        spawn_catalogue_refresh(
-            catalogue.clone(),
-            Duration::from_millis(settings.catalogue.refresh_ms),
-            stop_ownership.clone(),
-        );
+        Follower::spawn(shared.clone(), stop_ownership.clone());
         info!(
             owned = started_actors.len(),
             outlets = ids.len(),
@@ -154,7 +146,10 @@ impl Core {
             catalogue,
             settings,
             zones,
+            ownership: ownership.clone(),
+            growing: tokio::sync::Mutex::new(()),
         });
+        spawn_catalogue_refresh(services.clone(), stop_ownership.clone());
         Ok(Self {
             services,
             writer,
@@ -185,15 +180,34 @@ impl Core {
     }
 }
 
-/// Reads the SKU edits other processes made, every `every`, until `stop` (skus.rs).
-fn spawn_catalogue_refresh(catalogue: Arc<LiveCatalogue>, every: Duration, stop: Arc<AtomicBool>) {
+/// Until `stop`: reads the catalogue edits other processes made every
+/// `catalogue.refresh_ms`, and grows the per-outlet structures whenever an outlet is added,
+/// here or there (live_catalogue.rs).
+fn spawn_catalogue_refresh(services: Arc<Services>, stop: Arc<AtomicBool>) {
+    let every = Duration::from_millis(services.settings.catalogue.refresh_ms);
+    let catalogue = services.catalogue.clone();
+    let refresh_stop = stop.clone();
     actix::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !stop.load(Ordering::Acquire) {
+        while !refresh_stop.load(Ordering::Acquire) {
             tick.tick().await;
             if let Err(e) = catalogue.refresh().await {
-                tracing::warn!(error = %format!("{e:#}"), "reading SKU edits failed; trying again");
+                tracing::warn!(error = %format!("{e:#}"), "reading catalogue edits failed; trying again");
+            }
+        }
+    });
+    actix::spawn(async move {
+        while !stop.load(Ordering::Acquire) {
+            // An outlet added before this task waited left a permit: nothing is missed.
+            tokio::select! {
+                _ = services.catalogue.outlet_added.notified() => {}
+                _ = tokio::time::sleep(every) => continue,
+            }
+            if let Err(e) = services.grow().await {
+                tracing::warn!(error = %format!("{e:#}"), "making room for an added outlet failed; trying again");
+                services.catalogue.outlet_added.notify_one();
+                tokio::time::sleep(every).await;
             }
         }
     });

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::actors::reconciler::{compare, SkuDrift};
-use crate::catalogue::Catalogue;
 use crate::checkpoint::Checkpoints;
 use crate::domain::{OutletId, Sku};
 use crate::ledger::{Ledger, LedgerEntry, Projection};
+use crate::live_catalogue::LiveCatalogue;
 use crate::settings::Settings;
 use crate::store::RedisStore;
 
@@ -39,9 +39,12 @@ struct Retention {
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<Vec<OutletCheck>> {
-    let catalogue = Catalogue::load(&settings.catalogue)?;
     let store = RedisStore::connect(&settings.redis).await?;
     let ledger = Ledger::connect(&settings.mongo).await?;
+    // The CSV with the outlets added while running.
+    let catalogue = LiveCatalogue::load(&settings.catalogue, &ledger)
+        .await?
+        .now();
     let checkpoints = Checkpoints::new(&ledger);
     let retention = Retention {
         res_ms: settings.reservations.retain_ms(),

@@ -9,19 +9,57 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Invalid, OutletId, Sku};
 use crate::settings::CatalogueSettings;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutletKind {
     Outlet,
     Kitchen,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outlet {
     pub id: OutletId,
     pub name: String,
     pub city: String,
     pub kind: OutletKind,
+    /// 0: as the CSV has it; each edit through `PUT /v1/outlets/{outlet}` is the next version.
+    pub version: u64,
+}
+
+/// Longest outlet name or city, in bytes.
+pub const PLACE_LEN_MAX: usize = 120;
+
+impl Outlet {
+    /// An outlet's fields checked as the CSV's rows and the admin's edits both are: an id
+    /// within the catalogue's length, a printable name and city.
+    pub fn new(id: &str, name: &str, city: &str, kind: OutletKind) -> Result<Self, Invalid> {
+        let id = OutletId::parse_catalogue("id", id)?;
+        Ok(Self {
+            id,
+            name: printable("name", name, PLACE_LEN_MAX)?,
+            city: printable("city", city, PLACE_LEN_MAX)?,
+            kind,
+            version: 0,
+        })
+    }
+
+    /// The same fields as version `version`.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+/// `value` trimmed, when it is 1 to `max` bytes of printable text.
+fn printable(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1 to {max} bytes of printable text"),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 /// Whether a SKU is sold: a retired one takes no new holds or receipts, while what is left of
@@ -67,13 +105,7 @@ impl SkuInfo {
         shelf_life_days: Option<u32>,
         status: SkuStatus,
     ) -> Result<Self, Invalid> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > NAME_LEN_MAX || name.chars().any(char::is_control) {
-            return Err(Invalid::new(
-                "name",
-                format!("must be 1 to {NAME_LEN_MAX} bytes of printable text"),
-            ));
-        }
+        let name = printable("name", name, NAME_LEN_MAX)?;
         let category_ok = !category.is_empty()
             && category.len() <= CATEGORY_LEN_MAX
             && category
@@ -93,8 +125,8 @@ impl SkuInfo {
         }
         Ok(Self {
             sku,
-            size: pack_size(name),
-            name: name.to_owned(),
+            size: pack_size(&name),
+            name,
             category: category.to_owned(),
             shelf_life_days,
             status,
@@ -199,14 +231,7 @@ impl Catalogue {
         let outlets = read_csv::<OutletRecord>(path)?
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                Ok(Outlet {
-                    id: OutletId::parse_catalogue("id", &r.id).map_err(at_row(path, i))?,
-                    name: r.name,
-                    city: r.city,
-                    kind: r.kind,
-                })
-            })
+            .map(|(i, r)| Outlet::new(&r.id, &r.name, &r.city, r.kind).map_err(at_row(path, i)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let path = &settings.skus_file;
         let skus = read_csv::<SkuRecord>(path)?
@@ -264,16 +289,28 @@ impl Catalogue {
     }
 
     /// This catalogue with `info` added, or in place of the SKU's entry.
-    pub fn with_sku(&self, info: SkuInfo) -> Self {
-        let mut next = self.clone();
-        match next.sku_index.get(&info.sku) {
-            Some(&i) => next.skus[i] = info,
+    pub fn with_sku(mut self, info: SkuInfo) -> Self {
+        match self.sku_index.get(&info.sku) {
+            Some(&i) => self.skus[i] = info,
             None => {
-                next.sku_index.insert(info.sku.clone(), next.skus.len());
-                next.skus.push(info);
+                self.sku_index.insert(info.sku.clone(), self.skus.len());
+                self.skus.push(info);
             }
         }
-        next
+        self
+    }
+
+    /// This catalogue with `outlet` added, or in place of the outlet's entry.
+    pub fn with_outlet(mut self, outlet: Outlet) -> Self {
+        match self.outlet_index.get(&outlet.id) {
+            Some(&i) => self.outlets[i] = outlet,
+            None => {
+                self.outlet_index
+                    .insert(outlet.id.clone(), self.outlets.len());
+                self.outlets.push(outlet);
+            }
+        }
+        self
     }
 
     /// Parses a SKU that must be in the catalogue and active: what a new hold or a receipt
@@ -377,12 +414,7 @@ mod tests {
 
     #[test]
     fn similar_items_share_category_and_size_and_are_active() {
-        let outlet = Outlet {
-            id: OutletId::parse("id", "o").unwrap(),
-            name: "O".into(),
-            city: "C".into(),
-            kind: OutletKind::Outlet,
-        };
+        let outlet = Outlet::new("o", "O", "C", OutletKind::Outlet).unwrap();
         let c = Catalogue::new(
             vec![outlet],
             vec![
@@ -409,6 +441,18 @@ mod tests {
         let err = c.active_sku("sku", "barfi-1kg").unwrap_err();
         assert!(err.message.contains("retired"), "{}", err.message);
         assert!(c.active_sku("sku", "laddu-1kg").is_ok());
+    }
+
+    #[test]
+    fn outlet_fields_are_checked() {
+        let fields = |r: Result<Outlet, Invalid>| r.unwrap_err().field;
+        let kind = OutletKind::Outlet;
+        assert_eq!(fields(Outlet::new("", "A", "B", kind)), "id");
+        assert_eq!(fields(Outlet::new(&"x".repeat(42), "A", "B", kind)), "id");
+        assert_eq!(fields(Outlet::new("a", " ", "B", kind)), "name");
+        assert_eq!(fields(Outlet::new("a", "A", "B\u{7}", kind)), "city");
+        let ok = Outlet::new("jabalpur-napier-town", " Napier Town ", "Jabalpur", kind).unwrap();
+        assert_eq!((ok.name.as_str(), ok.version), ("Napier Town", 0));
     }
 
     #[test]

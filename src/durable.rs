@@ -4,7 +4,7 @@
 //! holds follows that age (`ledger.lag_max_secs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -50,41 +50,68 @@ struct Mark {
 }
 
 pub struct Durability {
-    marks: HashMap<OutletId, watch::Sender<Mark>>,
-    // A std Mutex per outlet: nothing awaits while it is held.
-    commits: HashMap<OutletId, Mutex<Commits>>,
+    /// One slot per outlet; an outlet added while running gets its own (`add`).
+    slots: RwLock<HashMap<OutletId, Arc<Slot>>>,
+}
+
+struct Slot {
+    mark: watch::Sender<Mark>,
+    // A std Mutex: nothing awaits while it is held.
+    commits: Mutex<Commits>,
+}
+
+impl Slot {
+    fn new(seq: u64) -> Arc<Self> {
+        Arc::new(Self {
+            mark: watch::channel(Mark { generation: 0, seq }).0,
+            commits: Mutex::new(Commits {
+                seq,
+                batches: VecDeque::new(),
+            }),
+        })
+    }
+
+    fn commits(&self) -> std::sync::MutexGuard<'_, Commits> {
+        self.commits.lock().expect("lag record")
+    }
 }
 
 impl Durability {
     /// One watermark per outlet, starting at what the ledger already holds.
     pub fn new(start: impl IntoIterator<Item = (OutletId, u64)>) -> Self {
-        let (marks, commits) = start
-            .into_iter()
-            .map(|(o, seq)| {
-                let mark = (o.clone(), watch::channel(Mark { generation: 0, seq }).0);
-                let commits = Commits {
-                    seq,
-                    batches: VecDeque::new(),
-                };
-                (mark, (o, Mutex::new(commits)))
-            })
-            .unzip();
-        Self { marks, commits }
+        let slots = (start.into_iter())
+            .map(|(o, seq)| (o, Slot::new(seq)))
+            .collect();
+        Self {
+            slots: RwLock::new(slots),
+        }
     }
 
-    fn commits(&self, outlet: &OutletId) -> Option<std::sync::MutexGuard<'_, Commits>> {
-        self.commits
+    /// A watermark for an outlet added while running, at what the ledger holds of it; one
+    /// the outlet already has stays.
+    pub fn add(&self, outlet: &OutletId, seq: u64) {
+        let mut slots = self.slots.write().expect("durability lock");
+        slots
+            .entry(outlet.clone())
+            .or_insert_with(|| Slot::new(seq));
+    }
+
+    fn slot(&self, outlet: &OutletId) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .expect("durability lock")
             .get(outlet)
-            .map(|c| c.lock().expect("lag record"))
+            .cloned()
     }
 
     /// The outlet's actor committed changes up to `seq` at `at_ms` (the batch's time, which
     /// its ledger documents carry).
     pub fn committed(&self, outlet: &OutletId, seq: u64, at_ms: i64) {
-        let durable = self.get(outlet);
-        let Some(mut c) = self.commits(outlet) else {
+        let Some(slot) = self.slot(outlet) else {
             return;
         };
+        let durable = slot.mark.borrow().seq;
+        let mut c = slot.commits();
         c.seq = c.seq.max(seq);
         if seq <= durable {
             return;
@@ -101,10 +128,11 @@ impl Durability {
     /// a restart), and their age counts from now. Entries past `seq` are gone (the state went
     /// back).
     pub fn loaded(&self, outlet: &OutletId, seq: u64) {
-        let durable = self.get(outlet);
-        let Some(mut c) = self.commits(outlet) else {
+        let Some(slot) = self.slot(outlet) else {
             return;
         };
+        let durable = slot.mark.borrow().seq;
+        let mut c = slot.commits();
         c.seq = seq;
         let mut kept = VecDeque::with_capacity(c.batches.len());
         for &(last, at) in &c.batches {
@@ -125,10 +153,11 @@ impl Durability {
 
     /// The outlet's ledger lag at `now_ms`.
     pub fn lag(&self, outlet: &OutletId, now_ms: i64) -> Lag {
-        let durable = self.get(outlet);
-        let Some(c) = self.commits(outlet) else {
+        let Some(slot) = self.slot(outlet) else {
             return Lag::default();
         };
+        let durable = slot.mark.borrow().seq;
+        let c = slot.commits();
         let entries = c.seq.saturating_sub(durable);
         let age_ms = match c.batches.iter().find(|(last, _)| *last > durable) {
             Some((_, at)) if entries > 0 => (now_ms - at).max(0),
@@ -139,46 +168,51 @@ impl Durability {
 
     /// Every outlet's lag at `now_ms`.
     pub fn lags(&self, now_ms: i64) -> Vec<(OutletId, Lag)> {
-        let mut all: Vec<_> = self
-            .marks
+        let outlets: Vec<OutletId> = (self.slots.read().expect("durability lock"))
             .keys()
-            .map(|o| (o.clone(), self.lag(o, now_ms)))
+            .cloned()
+            .collect();
+        let mut all: Vec<_> = (outlets.into_iter())
+            .map(|o| {
+                let lag = self.lag(&o, now_ms);
+                (o, lag)
+            })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
     pub fn get(&self, outlet: &OutletId) -> u64 {
-        self.marks.get(outlet).map_or(0, |m| m.borrow().seq)
+        self.slot(outlet).map_or(0, |s| s.mark.borrow().seq)
     }
 
     pub fn generation(&self, outlet: &OutletId) -> u64 {
-        self.marks.get(outlet).map_or(0, |m| m.borrow().generation)
+        self.slot(outlet).map_or(0, |s| s.mark.borrow().generation)
     }
 
     /// The outlet's state went back: fails every waiter of the current generation that is
     /// not yet durable (its document may never be written; its seq will be reused).
     pub fn new_generation(&self, outlet: &OutletId) {
-        if let Some(m) = self.marks.get(outlet) {
-            m.send_modify(|v| v.generation += 1);
+        if let Some(s) = self.slot(outlet) {
+            s.mark.send_modify(|v| v.generation += 1);
         }
     }
 
     /// Raises the watermark; a lower value is ignored (watermarks never go back).
     pub fn advance(&self, outlet: &OutletId, seq: u64) {
-        if let Some(m) = self.marks.get(outlet) {
-            m.send_if_modified(|v| {
-                let raise = seq > v.seq;
-                if raise {
-                    v.seq = seq;
-                }
-                raise
-            });
-        }
-        if let Some(mut c) = self.commits(outlet) {
-            while c.batches.front().is_some_and(|(last, _)| *last <= seq) {
-                c.batches.pop_front();
+        let Some(slot) = self.slot(outlet) else {
+            return;
+        };
+        slot.mark.send_if_modified(|v| {
+            let raise = seq > v.seq;
+            if raise {
+                v.seq = seq;
             }
+            raise
+        });
+        let mut c = slot.commits();
+        while c.batches.front().is_some_and(|(last, _)| *last <= seq) {
+            c.batches.pop_front();
         }
     }
 
@@ -194,7 +228,7 @@ impl Durability {
             outlet: outlet.clone(),
             seq,
         };
-        let mut rx = self.marks.get(outlet).ok_or_else(not_durable)?.subscribe();
+        let mut rx = self.slot(outlet).ok_or_else(not_durable)?.mark.subscribe();
         let settled = |m: &Mark| m.generation != generation || m.seq >= seq;
         let reached = match tokio::time::timeout(timeout, rx.wait_for(settled)).await {
             Ok(Ok(m)) => m.generation == generation,

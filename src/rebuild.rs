@@ -8,10 +8,10 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing::warn;
 
-use crate::catalogue::Catalogue;
 use crate::checkpoint::Checkpoints;
 use crate::domain::{now_ms, OutletId};
 use crate::ledger::{Ledger, Pace, Projection};
+use crate::live_catalogue::LiveCatalogue;
 use crate::settings::Settings;
 use crate::store::{RedisStore, RestoreMode};
 
@@ -148,7 +148,12 @@ pub async fn run(
     only: Option<OutletId>,
     use_checkpoint: bool,
 ) -> anyhow::Result<Vec<Rebuilt>> {
-    let catalogue = Catalogue::load(&settings.catalogue)?;
+    let store = RedisStore::connect(&settings.redis).await?;
+    let ledger = Ledger::connect(&settings.mongo).await?;
+    // The CSV with the outlets added while running: their ledgers are rebuilt too.
+    let catalogue = LiveCatalogue::load(&settings.catalogue, &ledger)
+        .await?
+        .now();
     let outlets: Vec<OutletId> = match only {
         Some(o) => {
             anyhow::ensure!(
@@ -159,8 +164,6 @@ pub async fn run(
         }
         None => catalogue.outlets.iter().map(|o| o.id.clone()).collect(),
     };
-    let store = RedisStore::connect(&settings.redis).await?;
-    let ledger = Ledger::connect(&settings.mongo).await?;
     let checkpoints = Checkpoints::new(&ledger);
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template(

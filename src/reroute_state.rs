@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -11,10 +12,10 @@ use crate::domain::{OutletId, ReservationId};
 
 pub struct RerouteState {
     /// One pass per outlet at a time.
-    passes: HashMap<OutletId, tokio::sync::Mutex<()>>,
+    passes: DashMap<OutletId, Arc<tokio::sync::Mutex<()>>>,
     /// Movements in flight per outlet: the sweep leaves such an outlet to the movement's own
     /// pass, so that the movement's answer lists what was re-routed.
-    in_flight: HashMap<OutletId, AtomicUsize>,
+    in_flight: DashMap<OutletId, Arc<AtomicUsize>>,
     /// Per outlet, the holds it cannot cover that nobody could take, with their uncovered
     /// units.
     at_risk: DashMap<OutletId, HashMap<ReservationId, i64>>,
@@ -24,11 +25,11 @@ pub struct RerouteState {
 }
 
 /// Marks a movement in flight at an outlet while it lives.
-pub struct InFlight<'a>(Option<&'a AtomicUsize>);
+pub struct InFlight(Option<Arc<AtomicUsize>>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(n) = self.0 {
+        if let Some(n) = &self.0 {
             let before = n.fetch_sub(1, Ordering::AcqRel);
             debug_assert!(before > 0, "a movement left that was never in flight");
         }
@@ -37,23 +38,28 @@ impl Drop for InFlight<'_> {
 
 impl RerouteState {
     pub fn new(outlets: impl IntoIterator<Item = OutletId>) -> Self {
-        let outlets: Vec<OutletId> = outlets.into_iter().collect();
-        Self {
-            passes: (outlets.iter())
-                .map(|o| (o.clone(), tokio::sync::Mutex::new(())))
-                .collect(),
-            in_flight: (outlets.iter())
-                .map(|o| (o.clone(), AtomicUsize::new(0)))
-                .collect(),
+        let state = Self {
+            passes: DashMap::new(),
+            in_flight: DashMap::new(),
             at_risk: DashMap::new(),
             attempts: DashMap::new(),
+        };
+        for o in outlets {
+            state.add(&o);
         }
+        state
+    }
+
+    /// Makes room for an outlet added while running (one already here stays as it is).
+    pub fn add(&self, outlet: &OutletId) {
+        self.passes.entry(outlet.clone()).or_default();
+        self.in_flight.entry(outlet.clone()).or_default();
     }
 
     /// Call before applying a movement at `outlet`; keep until its pass is done.
-    pub fn movement_in_flight(&self, outlet: &OutletId) -> InFlight<'_> {
-        let n = self.in_flight.get(outlet);
-        if let Some(n) = n {
+    pub fn movement_in_flight(&self, outlet: &OutletId) -> InFlight {
+        let n = self.in_flight.get(outlet).map(|n| n.clone());
+        if let Some(n) = &n {
             n.fetch_add(1, Ordering::AcqRel);
         }
         InFlight(n)
@@ -74,8 +80,8 @@ impl RerouteState {
     }
 
     /// The outlet's pass lock (None for an unknown outlet).
-    pub fn pass(&self, outlet: &OutletId) -> Option<&tokio::sync::Mutex<()>> {
-        self.passes.get(outlet)
+    pub fn pass(&self, outlet: &OutletId) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.passes.get(outlet).map(|p| p.clone())
     }
 
     /// The attempt a re-route of `id` is at (0 until a new hold was given back).

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use crate::actors::{OutletActor, Shared};
+use crate::actors::ledger_writer::provably_durable;
+use crate::actors::outlet::Drain;
+use crate::actors::{OutletActor, Ownership, Shared};
 use crate::domain::{now_ms, OutletId};
 use crate::error::Error;
 use crate::keys::ClaimKind;
+use crate::live_catalogue::LiveCatalogue;
 use crate::reroute_state::RerouteState;
 use crate::settings::Settings;
-use crate::skus::LiveCatalogue;
 use crate::zones::Zones;
 
 pub struct Services {
@@ -25,9 +27,46 @@ pub struct Services {
     pub settings: Arc<Settings>,
     pub zones: Zones,
     pub reroute: RerouteState,
+    /// Which outlets this process owns, and the rounds that take them.
+    pub ownership: Arc<Ownership>,
+    /// One `grow` at a time.
+    pub growing: tokio::sync::Mutex<()>,
 }
 
 impl Services {
+    /// Gives every outlet of the catalogue this process does not know yet (one added while
+    /// running, here or by another process) its place in the per-outlet structures: the
+    /// stock view, the durable watermark (at what the ledger provably holds of it), the
+    /// re-route state, the ledger writer and the follower; then runs an ownership round, so
+    /// that it is owned at once when rendezvous gives it to this process, loaded before this
+    /// returns. The outlets added.
+    pub async fn grow(&self) -> anyhow::Result<Vec<OutletId>> {
+        let _one = self.growing.lock().await;
+        let shared = &self.shared;
+        let new: Vec<OutletId> = (self.catalogue.now().outlets.iter())
+            .filter(|o| !shared.signal.knows(&o.id))
+            .map(|o| o.id.clone())
+            .collect();
+        if new.is_empty() {
+            return Ok(new);
+        }
+        for id in &new {
+            let durable = provably_durable(&shared.store, &shared.ledger, id).await?;
+            shared.stock.add(id);
+            shared.durable.add(id, durable);
+            self.reroute.add(id);
+            // From here the writer drains it and the follower follows it.
+            shared.signal.add(id.clone(), shared.store.keys(id));
+            self.ownership.add(id);
+        }
+        let (started, _) = self.ownership.round().await?;
+        for addr in started {
+            let _ = addr.send(Drain).await;
+        }
+        tracing::info!(outlets = ?new, "outlets added while running");
+        Ok(new)
+    }
+
     /// The actor of an outlet this process owns. An outlet of the chain that another
     /// process owns (or that is moving between processes) is `503` with `Retry-After`,
     /// naming the outlet, so that the HTTP edge forwards the request to its owner

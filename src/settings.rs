@@ -437,13 +437,23 @@ pub struct CatalogueSettings {
     pub stock_file: PathBuf,
     /// Delivery zones: `pin,outlet,cost` (edits through the API are kept in MongoDB).
     pub zones_file: PathBuf,
-    /// How often each process reads the SKU edits made through the others (skus.rs).
+    /// How often each process reads the SKU and outlet edits made through the others
+    /// (live_catalogue.rs).
     #[serde(default = "default_refresh_ms")]
     pub refresh_ms: u64,
+    /// The most outlets and kitchens `PUT /v1/outlets/{outlet}` lets the catalogue grow to:
+    /// each one is an actor, a lease and a share of every per-outlet structure in every
+    /// process.
+    #[serde(default = "default_outlets_max")]
+    pub outlets_max: usize,
 }
 
 fn default_refresh_ms() -> u64 {
     1000
+}
+
+fn default_outlets_max() -> usize {
+    200
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -5,8 +5,6 @@
 //! A value never goes back to an older seq (but for a state rebuilt from the ledger, read
 //! whole), so a reader sees each SKU's numbers move forward only.
 
-use std::collections::HashMap;
-
 use dashmap::DashMap;
 
 use serde::Serialize;
@@ -22,7 +20,7 @@ pub struct LineStock {
 }
 
 pub struct StockView {
-    outlets: HashMap<OutletId, DashMap<Sku, Counters>>,
+    outlets: DashMap<OutletId, DashMap<Sku, Counters>>,
 }
 
 impl StockView {
@@ -30,6 +28,11 @@ impl StockView {
         Self {
             outlets: outlets.into_iter().map(|o| (o, DashMap::new())).collect(),
         }
+    }
+
+    /// Makes room for an outlet added while running (one already here stays as it is).
+    pub fn add(&self, outlet: &OutletId) {
+        self.outlets.entry(outlet.clone()).or_default();
     }
 
     pub fn get(&self, outlet: &OutletId, sku: &Sku) -> Option<Counters> {

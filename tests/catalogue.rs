@@ -1,5 +1,5 @@
-//! The catalogue at chain scale: SKU edits while running, similar items on 409, bulk
-//! movements (JSON and CSV), exports and the command line's import and export.
+//! The catalogue at chain scale: SKU and outlet edits while running, similar items on 409,
+//! bulk movements (JSON and CSV), exports and the command line's import and export.
 
 mod common;
 
@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use shelfsync::domain::{OutletId, Sku};
+use shelfsync::mqtt::topics::Topics;
 
 const KITCHEN: &str = "central-kitchen-indore";
 
@@ -109,9 +111,12 @@ async fn a_sku_added_while_running_is_held_and_streamed_without_a_restart() {
 #[actix_web::test]
 async fn a_sku_edit_made_through_one_process_reaches_another_within_its_refresh() {
     let mut settings = test_settings();
+    let client_id = settings.mqtt.client_id.clone();
     settings.cluster.node_id = "node-a".into();
+    settings.mqtt.client_id = format!("{client_id}-a");
     let a = spawn_app_with(settings.clone()).await;
     settings.cluster.node_id = "node-b".into();
+    settings.mqtt.client_id = format!("{client_id}-b");
     let b = spawn_app_with(settings).await;
     let new = "gajak-box-500g";
     let body = json!({"name": "Gajak Box 500 g", "category": "sweets", "shelf_life_days": 30});
@@ -140,6 +145,238 @@ async fn a_sku_edit_made_through_one_process_reaches_another_within_its_refresh(
     })
     .await;
     assert!(retired, "the other process did not read the retirement");
+    b.stop().await;
+    a.finish().await;
+}
+
+async fn put_outlet(app: &TestApp, outlet: &str, body: Value) -> Value {
+    let res = app.put(&format!("/v1/outlets/{outlet}"), ADMIN, body).await;
+    assert_eq!(res.status(), StatusCode::OK, "PUT /v1/outlets/{outlet}");
+    res.json().await.unwrap()
+}
+
+fn receipt(event_id: &str, outlet: &str, sku: &str, qty: i64) -> Value {
+    json!({"event_id": event_id, "outlet": outlet, "sku": sku, "kind": "receipt", "qty": qty,
+        "at": recent_at()})
+}
+
+#[actix_web::test]
+async fn an_outlet_added_while_running_takes_stock_holds_pos_sales_and_zones_without_a_restart() {
+    let mut settings = test_settings();
+    // The CSV's 13 and one more.
+    settings.catalogue.outlets_max = 14;
+    let app = spawn_app_with(settings).await;
+    let new = "jabalpur-napier-town";
+    // Not in the CSV: a movement or a stream naming it is refused.
+    let before = app
+        .movement(ADMIN, receipt("jabalpur-in-0", new, SKU, 1))
+        .await;
+    assert_eq!(before.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = SseClient::connect(&app, &format!("outlets={new}"), VIEWER).await;
+    assert_eq!(refused.err(), Some(StatusCode::UNPROCESSABLE_ENTITY));
+    // Only an admin edits the catalogue; a bad body changes nothing.
+    let body = json!({"name": "Napier Town", "city": "Jabalpur", "kind": "outlet"});
+    let res = app
+        .put(&format!("/v1/outlets/{new}"), MANAGER_INDORE, body.clone())
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let bad = json!({"name": "Napier\nTown", "city": "Jabalpur", "kind": "outlet"});
+    let res = app.put(&format!("/v1/outlets/{new}"), ADMIN, bad).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json::<Value>().await.unwrap()["field"], "name");
+    let long = "x".repeat(42);
+    let res = app
+        .put(&format!("/v1/outlets/{long}"), ADMIN, body.clone())
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.get(&format!("/v1/outlets/{new}"), VIEWER)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let added = put_outlet(&app, new, body.clone()).await;
+    assert_eq!(
+        added,
+        json!({"id": new, "name": "Napier Town", "city": "Jabalpur", "kind": "outlet", "version": 1})
+    );
+    assert_eq!(
+        put_outlet(&app, new, body).await["version"],
+        1,
+        "the same edit keeps its version"
+    );
+    // A shop does not become a kitchen.
+    let kitchen = json!({"name": "Napier Town", "city": "Jabalpur", "kind": "kitchen"});
+    let res = app.put(&format!("/v1/outlets/{new}"), ADMIN, kitchen).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json::<Value>().await.unwrap()["field"], "kind");
+    let outlets: Value = app.get("/v1/outlets", VIEWER).await.json().await.unwrap();
+    assert!(
+        outlets.as_array().unwrap().iter().any(|o| o["id"] == new),
+        "{outlets}"
+    );
+    // Past catalogue.outlets_max, a further outlet is refused.
+    let one_more = json!({"name": "Katni", "city": "Katni", "kind": "outlet"});
+    let res = app.put("/v1/outlets/katni-station", ADMIN, one_more).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let err: Value = res.json().await.unwrap();
+    assert!(
+        err["message"].as_str().unwrap().contains("outlets_max"),
+        "{err}"
+    );
+    let outlets: Value = app.get("/v1/outlets", VIEWER).await.json().await.unwrap();
+    assert_eq!(outlets.as_array().unwrap().len(), 14);
+
+    // Streamed, held and sold at once: the process owns it when the PUT answers.
+    let mut sse = SseClient::connect(&app, &format!("outlets={new}&skus={SKU}"), VIEWER)
+        .await
+        .expect("the new outlet is a valid filter at once");
+    assert_eq!(sse.next(5).await.unwrap().event, "snapshot");
+    let res = app
+        .movement(ADMIN, receipt("jabalpur-in-1", new, SKU, 10))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let hold = app.hold(new, SKU, 3, 300).await;
+    assert_eq!(hold["status"], "held");
+    let mut seen = Vec::new();
+    while let Some(e) = sse.next(5).await {
+        if e.event == "stock" {
+            seen.push((e.data["on_hand"].clone(), e.data["reserved"].clone()));
+            if e.data["reserved"] == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, vec![(json!(10), json!(0)), (json!(10), json!(3))]);
+
+    // Its POS sells over MQTT, and its retained stock is published.
+    assert!(mqtt_ready(&app).await);
+    let topics = Topics::new(&app.settings.mqtt.topic_prefix);
+    let mut watcher = MqttClient::connect(app.settings.mqtt.port).await;
+    let stock_topic = topics.stock(
+        &OutletId::parse("o", new).unwrap(),
+        &Sku::parse("s", SKU).unwrap(),
+    );
+    watcher.subscribe(&stock_topic).await;
+    let pos = MqttClient::connect(app.settings.mqtt.port).await;
+    let sale = json!({"event_id": "jabalpur-pos-1", "sku": SKU, "kind": "sale_counter", "qty": 1,
+        "at": recent_at()});
+    pos.publish(&topics.pos(new), sale.to_string()).await;
+    let published = watcher
+        .wait_for(10, |r| r.topic == stock_topic && r.payload["on_hand"] == 9)
+        .await;
+    assert!(published.is_some(), "{:?}", watcher.drain());
+
+    // A delivery zone may name it, and routing follows.
+    let pin = "462011";
+    let zone = json!({"outlets": [{"outlet": new, "cost": 10}]});
+    assert_eq!(
+        app.put(&format!("/v1/zones/{pin}"), ADMIN, zone)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let routed = app
+        .reserve(
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"pin": pin, "lines": [{"sku": SKU, "qty": 2}], "ttl_secs": 300}),
+        )
+        .await;
+    assert_eq!(routed.status(), StatusCode::CREATED);
+    let routed: Value = routed.json().await.unwrap();
+    assert!(routed["id"].as_str().unwrap().starts_with(new), "{routed}");
+    // The reconciler audits it against its ledger.
+    let report = app.reconcile().await;
+    let audited = report.outlets.iter().find(|o| o.outlet.as_str() == new);
+    let audited = audited.expect("the reconciler passes over the new outlet");
+    assert!(
+        audited.drift.is_empty() && audited.skipped.is_none(),
+        "{audited:?}"
+    );
+
+    // A rename is the next version; after a restart the outlet and its stock are there, and a
+    // rebuild from the ledger covers it.
+    let renamed = json!({"name": "Napier Town Zone 1", "city": "Jabalpur", "kind": "outlet"});
+    assert_eq!(put_outlet(&app, new, renamed).await["version"], 2);
+    let settings = app.stop().await;
+    wipe_redis(&settings).await;
+    let out = cli(&settings, &["rebuild"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(new),
+        "the rebuild covers the added outlet: {text}"
+    );
+    let app = spawn_app_with(settings).await;
+    let info: Value = app
+        .get(&format!("/v1/outlets/{new}"), VIEWER)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["name"], "Napier Town Zone 1");
+    let history: Vec<i64> = info["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(history, [1, 2]);
+    let stock = app.stock(new, SKU).await;
+    assert_eq!(
+        (stock["on_hand"].clone(), stock["reserved"].clone()),
+        (json!(9), json!(5))
+    );
+    app.finish().await;
+}
+
+/// Whether the process owns `outlet`, by its `/readyz`.
+async fn owns(app: &TestApp, outlet: &str) -> bool {
+    let ready: Value = app.get("/readyz", ADMIN).await.json().await.unwrap();
+    ready["owns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == outlet)
+}
+
+#[actix_web::test]
+async fn an_outlet_added_through_one_process_is_owned_by_the_other_and_served_by_both() {
+    let settings = test_settings();
+    let (mut settings_a, mut settings_b) = (settings.clone(), settings.clone());
+    let nodes = ["node-a".to_owned(), "node-b".to_owned()];
+    // An id rendezvous gives to node-b: the process that did not take the edit must learn
+    // of the outlet, make room for it and take its lease.
+    let new = (0..)
+        .map(|i| format!("gwalior-{i}"))
+        .find(|o| {
+            let id = OutletId::parse("o", o).unwrap();
+            shelfsync::actors::ownership::owner_of(&nodes, &id) == Some("node-b")
+        })
+        .unwrap();
+    let client_id = settings.mqtt.client_id.clone();
+    for (node, s) in [(&nodes[0], &mut settings_a), (&nodes[1], &mut settings_b)] {
+        s.cluster.node_id = node.clone();
+        s.mqtt.client_id = format!("{client_id}-{node}");
+    }
+    let a = spawn_app_with(settings_a).await;
+    let b = spawn_app_with(settings_b).await;
+    let body = json!({"name": "Gwalior City Centre", "city": "Gwalior", "kind": "outlet"});
+    put_outlet(&a, &new, body).await;
+
+    let taken = eventually(10, || async { owns(&b, &new).await }).await;
+    assert!(taken, "node-b did not take the new outlet's lease");
+    assert!(!owns(&a, &new).await, "node-a owns it too");
+    // A receipt through the process that does not own it is forwarded to the one that does,
+    // and both read the stock (node-a through the follower).
+    let res = a
+        .movement(ADMIN, receipt("gwalior-in-1", &new, SKU, 6))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(b.stock(&new, SKU).await["on_hand"], 6);
+    let followed = eventually(5, || async { a.stock(&new, SKU).await["on_hand"] == 6 }).await;
+    assert!(followed, "node-a's view did not follow the new outlet");
     b.stop().await;
     a.finish().await;
 }

@@ -50,7 +50,6 @@ struct Commit {
 
 pub struct Follower {
     shared: Shared,
-    outlets: Vec<OutletId>,
     /// The seq the view has of each followed outlet; an outlet not here is resynced first.
     seen: HashMap<OutletId, u64>,
     /// Outlets whose seq in Redis was not the view's at the last read, with the view's seq
@@ -60,10 +59,10 @@ pub struct Follower {
 
 impl Follower {
     /// Follows until `stop` is set, reconnecting to Redis as often as it takes.
-    pub fn spawn(shared: Shared, outlets: Vec<OutletId>, stop: Arc<AtomicBool>) {
+    /// The outlets followed are those `shared.signal` knows, as many as it has at each look.
+    pub fn spawn(shared: Shared, stop: Arc<AtomicBool>) {
         let mut follower = Self {
             shared,
-            outlets,
             seen: HashMap::new(),
             behind: HashMap::new(),
         };
@@ -139,7 +138,7 @@ impl Follower {
             }
         };
         let outlet = commit.outlet.clone();
-        if !self.outlets.contains(&outlet) {
+        if !self.shared.signal.knows(&outlet) {
             return;
         }
         if self.shared.owners.owns(&outlet) {
@@ -185,7 +184,7 @@ impl Follower {
     /// Resyncs every followed outlet not read yet, and every one whose seq in Redis was not
     /// the view's at this read and the last, with no commit of it taken in between.
     async fn poll(&mut self) {
-        for outlet in self.outlets.clone() {
+        for outlet in self.shared.signal.ids() {
             if self.shared.owners.owns(&outlet) {
                 self.seen.remove(&outlet);
                 self.behind.remove(&outlet);

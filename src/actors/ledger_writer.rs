@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -38,39 +38,83 @@ pub struct FlushAll;
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// Which outlets have new outbox entries, shared by the outlet actors and the writer.
+/// Which outlets have new outbox entries, shared by the outlet actors and the writer; and
+/// the outlets the writer drains, with their keys (an outlet added while running is added
+/// here, `add`).
 pub struct OutboxSignal {
-    index: HashMap<OutletId, usize>,
-    dirty: Vec<AtomicBool>,
+    outlets: RwLock<SignalOutlets>,
     nudged: AtomicBool,
     writer: OnceLock<Recipient<Nudge>>,
 }
 
+#[derive(Default)]
+struct SignalOutlets {
+    index: HashMap<OutletId, usize>,
+    keys: Vec<(OutletId, OutletKeys)>,
+    dirty: Vec<AtomicBool>,
+}
+
 impl OutboxSignal {
-    pub fn new(outlets: &[OutletId]) -> Self {
-        Self {
-            index: outlets
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(i, o)| (o, i))
-                .collect(),
-            dirty: outlets.iter().map(|_| AtomicBool::new(false)).collect(),
+    pub fn new(outlets: impl IntoIterator<Item = (OutletId, OutletKeys)>) -> Self {
+        let signal = Self {
+            outlets: RwLock::default(),
             nudged: AtomicBool::new(false),
             writer: OnceLock::new(),
+        };
+        for (o, keys) in outlets {
+            signal.add(o, keys);
         }
+        signal
+    }
+
+    /// An outlet for the writer to drain from now on (one it has already stays).
+    pub fn add(&self, outlet: OutletId, keys: OutletKeys) {
+        let mut outlets = self.write();
+        if outlets.index.contains_key(&outlet) {
+            return;
+        }
+        let i = outlets.keys.len();
+        outlets.index.insert(outlet.clone(), i);
+        outlets.keys.push((outlet, keys));
+        outlets.dirty.push(AtomicBool::new(false));
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SignalOutlets> {
+        self.outlets.read().expect("signal lock")
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SignalOutlets> {
+        self.outlets.write().expect("signal lock")
+    }
+
+    /// The outlets known here, in the order they were added.
+    pub fn ids(&self) -> Vec<OutletId> {
+        self.read().keys.iter().map(|(o, _)| o.clone()).collect()
+    }
+
+    pub fn knows(&self, outlet: &OutletId) -> bool {
+        self.read().index.contains_key(outlet)
+    }
+
+    fn len(&self) -> usize {
+        self.read().keys.len()
+    }
+
+    fn outlet(&self, i: usize) -> (OutletId, OutletKeys) {
+        self.read().keys[i].clone()
     }
 
     /// Marks the outlet dirty and wakes the writer unless a wake-up is already on its way, so
     /// the writer's mailbox never holds more than one `Nudge`.
     pub fn mark(&self, outlet: &OutletId) {
-        if let Some(&i) = self.index.get(outlet) {
+        let i = self.read().index.get(outlet).copied();
+        if let Some(i) = i {
             self.mark_index(i);
         }
     }
 
     fn mark_index(&self, i: usize) {
-        self.dirty[i].store(true, Ordering::Release);
+        self.set_dirty(i);
         if !self.nudged.swap(true, Ordering::AcqRel) {
             if let Some(writer) = self.writer.get() {
                 writer.do_send(Nudge);
@@ -78,10 +122,15 @@ impl OutboxSignal {
         }
     }
 
+    fn set_dirty(&self, i: usize) {
+        self.read().dirty[i].store(true, Ordering::Release);
+    }
+
     fn take_dirty(&self) -> Vec<usize> {
         self.nudged.store(false, Ordering::Release);
-        (0..self.dirty.len())
-            .filter(|&i| self.dirty[i].swap(false, Ordering::AcqRel))
+        let outlets = self.read();
+        (0..outlets.dirty.len())
+            .filter(|&i| outlets.dirty[i].swap(false, Ordering::AcqRel))
             .collect()
     }
 }
@@ -103,7 +152,6 @@ pub async fn provably_durable(
 #[derive(Clone)]
 struct Core {
     shared: Shared,
-    outlets: Arc<Vec<(OutletId, OutletKeys)>>,
     batch_size_max: usize,
 }
 
@@ -121,12 +169,14 @@ impl Core {
         // order, an outlet with a backlog of a whole batch would take every pass's budget and
         // starve the others, whose facts would then wait far past the lag budget.
         let now = now_ms();
-        let mut which = which.to_vec();
-        which.sort_by_cached_key(|&i| {
-            std::cmp::Reverse(self.shared.durable.lag(&self.outlets[i].0, now).age_ms)
+        let mut which: Vec<(usize, (OutletId, OutletKeys))> = (which.iter())
+            .map(|&i| (i, self.shared.signal.outlet(i)))
+            .collect();
+        which.sort_by_cached_key(|(_, (outlet, _))| {
+            std::cmp::Reverse(self.shared.durable.lag(outlet, now).age_ms)
         });
-        for &i in &which {
-            let (outlet, keys) = &self.outlets[i];
+        for (i, (outlet, keys)) in &which {
+            let i = *i;
             // Each outlet's owner writes its ledger (several processes share one Redis).
             if !self.shared.owners.owns(outlet) {
                 continue;
@@ -166,7 +216,7 @@ impl Core {
                 self.shared.signal.mark_index(i);
                 more = true;
             }
-            tops.push((i, last.seq));
+            tops.push((outlet.clone(), keys.clone(), last.seq));
             budget -= entries.len();
             metrics
                 .ledger_outbox_age_ms
@@ -185,16 +235,15 @@ impl Core {
             .observe(started.elapsed().as_secs_f64());
         inserted?;
         metrics.ledger_documents.inc_by(docs.len() as u64);
-        for (i, top) in tops {
-            let (outlet, keys) = &self.outlets[i];
-            self.shared.durable.advance(outlet, top);
-            self.shared.store.trim_outbox(keys, top).await?;
+        for (outlet, keys, top) in tops {
+            self.shared.durable.advance(&outlet, top);
+            self.shared.store.trim_outbox(&keys, top).await?;
         }
         Ok(more)
     }
 
     fn all(&self) -> Vec<usize> {
-        (0..self.outlets.len()).collect()
+        (0..self.shared.signal.len()).collect()
     }
 }
 
@@ -208,20 +257,11 @@ pub struct LedgerWriter {
 }
 
 impl LedgerWriter {
-    pub fn new(
-        shared: Shared,
-        outlets: &[OutletId],
-        batch_size_max: usize,
-        poll_interval: Duration,
-    ) -> Self {
-        let outlets = outlets
-            .iter()
-            .map(|o| (o.clone(), shared.store.keys(o)))
-            .collect();
+    /// A writer of the outlets in `shared.signal`, as many as it has at each pass.
+    pub fn new(shared: Shared, batch_size_max: usize, poll_interval: Duration) -> Self {
         Self {
             core: Core {
                 shared,
-                outlets: Arc::new(outlets),
                 batch_size_max,
             },
             poll_interval,
@@ -235,7 +275,7 @@ impl LedgerWriter {
         if self.draining {
             self.again = true;
             for i in which {
-                self.core.shared.signal.dirty[i].store(true, Ordering::Release);
+                self.core.shared.signal.set_dirty(i);
             }
             return;
         }

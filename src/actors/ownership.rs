@@ -156,7 +156,10 @@ pub fn owner_of<'a>(members: &'a [String], outlet: &OutletId) -> Option<&'a str>
 /// Takes, keeps and gives up this process's outlets.
 pub struct Ownership {
     shared: Shared,
-    outlets: Vec<OutletId>,
+    /// The chain's outlets; one added while running joins at the next round (`add`).
+    outlets: RwLock<Vec<OutletId>>,
+    /// One round at a time: the timer's and one run for an added outlet.
+    rounds: tokio::sync::Mutex<()>,
     limits: OutletLimits,
     /// Set after the first round: only the first takes over leases an earlier run of this
     /// node id left (a second live process under the same id would otherwise take them back
@@ -168,9 +171,19 @@ impl Ownership {
     pub fn new(shared: Shared, outlets: Vec<OutletId>, limits: OutletLimits) -> Self {
         Self {
             shared,
-            outlets,
+            outlets: RwLock::new(outlets),
+            rounds: tokio::sync::Mutex::new(()),
             limits,
             started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// An outlet added while running, owned from the next round by the process rendezvous
+    /// gives it to.
+    pub fn add(&self, outlet: &OutletId) {
+        let mut outlets = self.outlets.write().expect("outlets lock");
+        if !outlets.contains(outlet) {
+            outlets.push(outlet.clone());
         }
     }
 
@@ -203,6 +216,7 @@ impl Ownership {
     /// earliest lease this process waits for (rendezvous gives it the outlet, another node
     /// still holds it) runs out, so that the next round comes right then.
     pub async fn round(&self) -> anyhow::Result<(Vec<Addr<OutletActor>>, Option<Duration>)> {
+        let _one = self.rounds.lock().await;
         let store = &self.shared.store;
         let node = self.owners().node.clone();
         let beats = store.heartbeat(&node, self.lease_ms()).await?;
@@ -253,7 +267,8 @@ impl Ownership {
         }
         let mut started = Vec::new();
         let takeover = !self.started.swap(true, std::sync::atomic::Ordering::AcqRel);
-        for outlet in &self.outlets {
+        let outlets = self.outlets.read().expect("outlets lock").clone();
+        for outlet in &outlets {
             if self.owners().owns(outlet) || owner_of(&members, outlet) != Some(node.as_str()) {
                 continue;
             }

@@ -14,6 +14,7 @@ mod ledger;
 mod movements;
 pub mod openapi;
 mod ops;
+mod outlets;
 mod reservations;
 mod skus;
 mod stock;
@@ -63,7 +64,7 @@ macro_rules! route_table {
                 (name = "reservations", description = "The checkout path: hold, read, confirm, cancel"),
                 (name = "movements", description = "Outlet operations and the ledger"),
                 (name = "zones", description = "Delivery zones by PIN code"),
-                (name = "catalogue", description = "SKUs: names, categories, shelf life, status; edits while running"),
+                (name = "catalogue", description = "SKUs (names, categories, shelf life, status) and outlets: edits while running"),
                 (name = "streams", description = "Live stock: Server-Sent Events and WebSocket"),
                 (name = "whatsapp", description = "The WhatsApp Cloud API webhook"),
                 (name = "operations", description = "Health, readiness, metrics, the dashboard, this document"),
@@ -80,6 +81,8 @@ route_table! {
     GET "/metrics" => ops::metrics,
     GET "/openapi.json" => openapi::openapi_json,
     GET "/v1/outlets" => stock::list_outlets,
+    GET "/v1/outlets/{outlet}" => outlets::get,
+    PUT "/v1/outlets/{outlet}" => outlets::put,
     GET "/v1/outlets/{outlet}/stock" => stock::outlet_stock,
     GET "/v1/outlets/{outlet}/stock/{sku}" => stock::sku_stock,
     POST "/v1/availability" => stock::availability,

@@ -289,6 +289,9 @@ pub struct OutletInfo {
     pub city: String,
     #[schema(pattern = "^(outlet|kitchen)$")]
     pub kind: String,
+    /// 0 as the CSV has it; each edit is the next.
+    #[schema(minimum = 0)]
+    pub version: u64,
 }
 
 /// One SKU's counters at an outlet.

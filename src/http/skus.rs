@@ -1,9 +1,10 @@
 //! The catalogue's SKUs: read them with names, categories and status, and (admin) add, rename
-//! or retire one while the service runs (skus.rs).
+//! or retire one while the service runs (live_catalogue.rs).
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use mongodb::bson::{Bson, Document};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
@@ -11,7 +12,7 @@ use super::error::ApiError;
 use super::openapi::{Error, SkuDoc};
 use crate::catalogue::{SkuInfo, SkuStatus};
 use crate::domain::Sku;
-use crate::skus::SkuError;
+use crate::live_catalogue::EditError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,19 +77,9 @@ pub async fn get(
         .ok()
         .and_then(|s| catalogue.sku(&s).cloned())
         .ok_or_else(|| ApiError::not_found(format!("no sku '{raw}'")))?;
-    let history: Vec<_> = (state.catalogue.history(&info.sku).await)
-        .map_err(crate::error::Error::store)?
-        .into_iter()
-        .map(|d| {
-            json!({"version": d.get_i64("version").unwrap_or(0), "name": d.get_str("name").ok(),
-                "category": d.get_str("category").ok(),
-                "shelf_life_days": d.get_i64("shelf_life_days").ok(),
-                "status": d.get_str("status").ok(), "at_ms": d.get_i64("at_ms").ok(),
-                "by": d.get_str("by").ok()})
-        })
-        .collect();
-    let mut body = serde_json::to_value(&info).expect("serializes");
-    body["history"] = json!(history);
+    let history =
+        (state.catalogue.sku_history(&info.sku).await).map_err(crate::error::Error::store)?;
+    let body = with_history(&info, history);
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -146,10 +137,32 @@ pub async fn put(
         body.shelf_life_days,
         body.status.unwrap_or(SkuStatus::Active),
     )?;
-    let info = (state.catalogue.set(edit, &caller.0.label).await).map_err(|e| match e {
-        SkuError::Invalid(i) => ApiError::from(i),
-        SkuError::Raced(_) => ApiError::conflict(e.to_string()),
-        SkuError::Store(e) => crate::error::Error::store(e).into(),
-    })?;
+    let info = (state.catalogue.set_sku(edit, &caller.0.label).await).map_err(edit_error)?;
     Ok(HttpResponse::Ok().json(info))
+}
+
+/// An entry of the catalogue as JSON with `history`: its stored versions as they were
+/// written (with `at_ms` and `by`), less the id they repeat.
+pub(super) fn with_history(entry: &impl serde::Serialize, versions: Vec<Document>) -> Value {
+    let history: Vec<Value> = (versions.into_iter())
+        .map(|mut d| {
+            for repeated in ["_id", "sku", "outlet"] {
+                d.remove(repeated);
+            }
+            Bson::Document(d).into_relaxed_extjson()
+        })
+        .collect();
+    let mut body = serde_json::to_value(entry).expect("serializes");
+    body["history"] = json!(history);
+    body
+}
+
+/// A catalogue edit's refusal: 422 naming the field, 409 for a concurrent edit, 503 when
+/// MongoDB could not take it.
+pub(super) fn edit_error(e: EditError) -> ApiError {
+    match e {
+        EditError::Invalid(i) => ApiError::from(i),
+        EditError::Raced(_) => ApiError::conflict(e.to_string()),
+        EditError::Store(e) => crate::error::Error::store(e).into(),
+    }
 }

@@ -38,7 +38,7 @@ use tracing::{error, info, warn};
 use super::outbound::{NotSent, Outbound};
 use super::pos::{self, Intake};
 use super::topics::Topics;
-use crate::domain::rfc3339_ms;
+use crate::domain::{rfc3339_ms, OutletId};
 use crate::feed::Feed;
 use crate::health::MqttStatus;
 use crate::services::Services;
@@ -451,19 +451,17 @@ fn reseed(services: &Services, feed: &Feed) {
 /// thousands of messages in front of every `stock/#` subscriber.
 async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatus>) {
     let period_secs = u64::from(services.settings.mqtt.stock_expiry_secs / 2).max(1);
-    let outlets: Vec<_> = services
-        .catalogue
-        .now()
-        .outlets
-        .iter()
-        .map(|o| o.id.clone())
-        .collect();
+    let mut outlets: Vec<OutletId> = Vec::new();
     let mut tick = tokio::time::interval(REFRESH_TICK);
     tick.tick().await;
     // Where the cycle is: an outlet and an offset into its SKUs (sorted).
     let (mut outlet, mut offset, mut per_tick) = (0usize, 0usize, 0usize);
     loop {
         tick.tick().await;
+        if outlet == 0 && offset == 0 {
+            // Each cycle goes by the outlets as they are now (one may have been added).
+            outlets = services.shared.owners.ids();
+        }
         if !status.connected() || outlets.is_empty() {
             continue;
         }
