@@ -148,6 +148,8 @@ impl Core {
             zones,
             ownership: ownership.clone(),
             growing: tokio::sync::Mutex::new(()),
+            pending: std::sync::Mutex::default(),
+            grown: tokio::sync::watch::Sender::new(0),
         });
         spawn_catalogue_refresh(services.clone(), stop_ownership.clone());
         Ok(Self {
@@ -197,12 +199,17 @@ fn spawn_catalogue_refresh(services: Arc<Services>, stop: Arc<AtomicBool>) {
             }
         }
     });
+    // `grow` runs here only: the actors its rounds start live on this (the core's) thread,
+    // not on an HTTP worker's, which stops with the server before the core drains.
     actix::spawn(async move {
-        while !stop.load(Ordering::Acquire) {
+        loop {
             // An outlet added before this task waited left a permit: nothing is missed.
             tokio::select! {
                 _ = services.catalogue.outlet_added.notified() => {}
-                _ = tokio::time::sleep(every) => continue,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if stop.load(Ordering::Acquire) {
+                return;
             }
             if let Err(e) = services.grow().await {
                 tracing::warn!(error = %format!("{e:#}"), "making room for an added outlet failed; trying again");

@@ -95,6 +95,13 @@ impl OutletId {
     /// Parses an outlet id for the catalogue, where the tighter length applies.
     pub fn parse_catalogue(field: &str, value: &str) -> Result<Self, Invalid> {
         let id = Self::parse(field, value)?;
+        if value.starts_with('_') {
+            // `_unknown` and the like name no outlet in MQTT's dead letters.
+            return Err(Invalid::new(
+                field,
+                "outlet ids start with a letter or a digit",
+            ));
+        }
         if value.len() > Self::LEN_MAX {
             return Err(Invalid::new(
                 field,

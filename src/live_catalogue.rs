@@ -195,6 +195,13 @@ pub struct LiveCatalogue {
     outlets: Edits<Outlet>,
     /// Woken when an outlet is added (by an edit here or a refresh), for `Services::grow`.
     pub outlet_added: tokio::sync::Notify,
+    /// One outlet edit at a time in this process, so that `catalogue.outlets_max` holds
+    /// against concurrent additions here.
+    outlet_edits: tokio::sync::Mutex<()>,
+    /// When the latest read of the edits that ended began.
+    read_started: Mutex<std::time::Instant>,
+    /// One read at a time for `has_outlet_since`.
+    unknown_reads: tokio::sync::Mutex<()>,
 }
 
 impl LiveCatalogue {
@@ -205,6 +212,9 @@ impl LiveCatalogue {
             skus: Edits::new(ledger),
             outlets: Edits::new(ledger),
             outlet_added: tokio::sync::Notify::new(),
+            outlet_edits: tokio::sync::Mutex::new(()),
+            read_started: Mutex::new(std::time::Instant::now()),
+            unknown_reads: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -226,9 +236,31 @@ impl LiveCatalogue {
     /// Reads the outlet and SKU rows changed since the last read and lays the newer versions
     /// over the catalogue in one swap. How many were new.
     pub async fn refresh(&self) -> anyhow::Result<usize> {
-        let outlets = self.outlets.changed().await?;
-        let skus = self.skus.changed().await?;
-        Ok(self.install(outlets) + self.install(skus))
+        let started = std::time::Instant::now();
+        // Each kind is installed as soon as it is read: its mark has moved past its rows.
+        let outlets = self.install(self.outlets.changed().await?);
+        let skus = self.install(self.skus.changed().await?);
+        let mut read = self.read_started.lock().expect("read lock");
+        *read = (*read).max(started);
+        Ok(outlets + skus)
+    }
+
+    /// Whether the catalogue has `outlet` as of a read begun after `since` (when a message
+    /// naming it arrived): an outlet just added through another process is then seen. When
+    /// the catalogue does not have it, reads the edits unless a read begun after `since` has
+    /// already ended. One such read at a time: a flood of unknown ids shares reads.
+    pub async fn has_outlet_since(&self, outlet: &OutletId, since: std::time::Instant) -> bool {
+        if self.now().outlet(outlet).is_some() {
+            return true;
+        }
+        let _one = self.unknown_reads.lock().await;
+        let read_since = *self.read_started.lock().expect("read lock") >= since;
+        if !read_since {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %format!("{e:#}"), "reading catalogue edits failed");
+            }
+        }
+        self.now().outlet(outlet).is_some()
     }
 
     /// Serves each of `entries` unless the catalogue already has its version or a later one;
@@ -252,7 +284,7 @@ impl LiveCatalogue {
 
     /// Adds a SKU or sets its fields (see `set`).
     pub async fn set_sku(&self, edit: SkuInfo, by: &str) -> Result<SkuInfo, EditError> {
-        self.set(&self.skus, edit, by).await
+        self.set(&self.skus, edit, by, |_| Ok(())).await
     }
 
     /// Adds an outlet, while the catalogue has fewer than `outlets_max`, or sets its name
@@ -263,29 +295,40 @@ impl LiveCatalogue {
         by: &str,
         outlets_max: usize,
     ) -> Result<Outlet, EditError> {
-        self.refresh().await?;
-        let now = self.now();
-        if now.outlet(&edit.id).is_none() && now.outlets.len() >= outlets_max {
-            return Err(Invalid::new(
-                "outlet",
-                format!(
-                    "the catalogue has {} outlets and kitchens, as many as catalogue.outlets_max \
-                     allows; nothing was added",
-                    now.outlets.len()
-                ),
-            )
-            .into());
-        }
-        self.set(&self.outlets, edit, by).await
+        let _one = self.outlet_edits.lock().await;
+        let id = edit.id.clone();
+        let room = |now: &Catalogue| {
+            if now.outlet(&id).is_none() && now.outlets.len() >= outlets_max {
+                return Err(Invalid::new(
+                    "outlet",
+                    format!(
+                        "the catalogue has {} outlets and kitchens, as many as \
+                         catalogue.outlets_max allows; nothing was added",
+                        now.outlets.len()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        self.set(&self.outlets, edit, by, room).await
     }
 
     /// The same fields again change nothing (same version); a change becomes the next
-    /// version, written to MongoDB before it is served.
-    async fn set<T: Entry>(&self, edits: &Edits<T>, edit: T, by: &str) -> Result<T, EditError> {
+    /// version, written to MongoDB before it is served. `admit` may refuse the edit against
+    /// the catalogue as it is after reading the newest edits.
+    async fn set<T: Entry>(
+        &self,
+        edits: &Edits<T>,
+        edit: T,
+        by: &str,
+        admit: impl FnOnce(&Catalogue) -> Result<(), Invalid>,
+    ) -> Result<T, EditError> {
         // What the other processes edited last, so that "the same fields" and the next
         // version are judged against the newest row, not this process's last look.
         self.refresh().await?;
-        let current = T::in_catalogue(&self.now(), edit.key()).cloned();
+        let now = self.now();
+        admit(&now)?;
+        let current = T::in_catalogue(&now, edit.key()).cloned();
         if let Some(c) = &current {
             if c.same_fields(&edit) {
                 return Ok(c.clone());

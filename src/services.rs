@@ -31,6 +31,10 @@ pub struct Services {
     pub ownership: Arc<Ownership>,
     /// One `grow` at a time.
     pub growing: tokio::sync::Mutex<()>,
+    /// Outlets `grow` added whose ownership round has not yet run through.
+    pub pending: std::sync::Mutex<std::collections::HashSet<OutletId>>,
+    /// Counts the `grow` passes that ran through, for `outlet_ready`.
+    pub grown: tokio::sync::watch::Sender<u64>,
 }
 
 impl Services {
@@ -38,8 +42,10 @@ impl Services {
     /// running, here or by another process) its place in the per-outlet structures: the
     /// stock view, the durable watermark (at what the ledger provably holds of it), the
     /// re-route state, the ledger writer and the follower; then runs an ownership round, so
-    /// that it is owned at once when rendezvous gives it to this process, loaded before this
-    /// returns. The outlets added.
+    /// that it is owned at once when rendezvous gives it to this process, and waits for
+    /// what the round started to load. An outlet stays `pending` until a round ran through
+    /// after it was added; a failed pass is tried again whole by the next. Runs only on the
+    /// core's own task (app.rs), so that the actors it starts live on the core's thread.
     pub async fn grow(&self) -> anyhow::Result<Vec<OutletId>> {
         let _one = self.growing.lock().await;
         let shared = &self.shared;
@@ -47,9 +53,6 @@ impl Services {
             .filter(|o| !shared.signal.knows(&o.id))
             .map(|o| o.id.clone())
             .collect();
-        if new.is_empty() {
-            return Ok(new);
-        }
         for id in &new {
             let durable = provably_durable(&shared.store, &shared.ledger, id).await?;
             shared.stock.add(id);
@@ -58,13 +61,45 @@ impl Services {
             // From here the writer drains it and the follower follows it.
             shared.signal.add(id.clone(), shared.store.keys(id));
             self.ownership.add(id);
+            self.pending
+                .lock()
+                .expect("pending lock")
+                .insert(id.clone());
         }
-        let (started, _) = self.ownership.round().await?;
-        for addr in started {
-            let _ = addr.send(Drain).await;
+        if !self.pending.lock().expect("pending lock").is_empty() {
+            let (started, _) = self.ownership.round().await?;
+            for addr in started {
+                let _ = addr.send(Drain).await;
+            }
+            self.pending.lock().expect("pending lock").clear();
         }
-        tracing::info!(outlets = ?new, "outlets added while running");
+        if !new.is_empty() {
+            tracing::info!(outlets = ?new, "outlets added while running");
+        }
+        self.grown.send_modify(|n| *n += 1);
         Ok(new)
+    }
+
+    /// Wakes `grow` and waits, at most `wait`, until it has made room for `outlet` here (and
+    /// taken it, when rendezvous gives it to this process). Whether it did.
+    pub async fn outlet_ready(&self, outlet: &OutletId, wait: Duration) -> bool {
+        let ready = || {
+            self.shared.signal.knows(outlet)
+                && !self.pending.lock().expect("pending lock").contains(outlet)
+        };
+        let mut passes = self.grown.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            passes.borrow_and_update();
+            if ready() {
+                return true;
+            }
+            self.catalogue.outlet_added.notify_one();
+            let next = tokio::time::timeout_at(deadline, passes.changed()).await;
+            if !matches!(next, Ok(Ok(()))) {
+                return ready();
+            }
+        }
     }
 
     /// The actor of an outlet this process owns. An outlet of the chain that another

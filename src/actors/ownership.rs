@@ -160,6 +160,9 @@ pub struct Ownership {
     outlets: RwLock<Vec<OutletId>>,
     /// One round at a time: the timer's and one run for an added outlet.
     rounds: tokio::sync::Mutex<()>,
+    /// Set by `release_all` (under `rounds`): no round runs after it, so nothing takes a
+    /// lease back once the process has given them up.
+    stopped: std::sync::atomic::AtomicBool,
     limits: OutletLimits,
     /// Set after the first round: only the first takes over leases an earlier run of this
     /// node id left (a second live process under the same id would otherwise take them back
@@ -173,6 +176,7 @@ impl Ownership {
             shared,
             outlets: RwLock::new(outlets),
             rounds: tokio::sync::Mutex::new(()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             limits,
             started: std::sync::atomic::AtomicBool::new(false),
         }
@@ -217,6 +221,9 @@ impl Ownership {
     /// still holds it) runs out, so that the next round comes right then.
     pub async fn round(&self) -> anyhow::Result<(Vec<Addr<OutletActor>>, Option<Duration>)> {
         let _one = self.rounds.lock().await;
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok((Vec::new(), None));
+        }
         let store = &self.shared.store;
         let node = self.owners().node.clone();
         let beats = store.heartbeat(&node, self.lease_ms()).await?;
@@ -342,6 +349,9 @@ impl Ownership {
     /// A graceful stop, after the outlets drained and the ledger writer flushed: leaves the
     /// members and gives every lease up.
     pub async fn release_all(&self) {
+        let _one = self.rounds.lock().await;
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         let node = &self.owners().node;
         if let Err(e) = self.shared.store.leave(node).await {
             warn!(error = %format!("{e:#}"), "leaving the members failed");

@@ -45,6 +45,9 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// How long a PUT adding an outlet waits for this process to be ready for it.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An outlet's fields from now on.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +81,7 @@ pub struct OutletRequest {
         (status = 413, description = "Body over `http.body_limit_bytes`", body = Error),
         (status = 422, description = "Invalid outlet id or body, a change of kind, or a new outlet past `catalogue.outlets_max` (the field is named)", body = Error),
         (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
-        (status = 503, description = "MongoDB or Redis could not take the edit", body = Error),
+        (status = 503, description = "MongoDB could not take the edit, or it is taken and this process is not yet ready for the new outlet (send it again)", body = Error),
     ))]
 pub async fn put(
     caller: Caller,
@@ -95,10 +98,16 @@ pub async fn put(
     let max = state.settings.catalogue.outlets_max;
     let set = state.catalogue.set_outlet(edit, &caller.0.label, max).await;
     let outlet = set.map_err(edit_error)?;
-    // The edit is stored; a failure here is retried by the catalogue task (app.rs).
-    if let Err(e) = state.grow().await {
-        state.catalogue.outlet_added.notify_one();
-        return Err(crate::error::Error::store(e.context("making room for the new outlet")).into());
+    if !state.outlet_ready(&outlet.id, READY_WAIT).await {
+        // The edit is stored; the core's task keeps trying (app.rs).
+        return Err(crate::error::Error::Unavailable(format!(
+            "outlet {} is added, but this process could not make room for it within {} s \
+             (Redis or MongoDB slow or down); it keeps trying: send the same PUT again to see it \
+             ready",
+            outlet.id,
+            READY_WAIT.as_secs()
+        ))
+        .into());
     }
     Ok(HttpResponse::Ok().json(outlet))
 }

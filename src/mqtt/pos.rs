@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::outbound::{NotSent, Outbound};
 use super::topics::Topics;
-use crate::domain::{digest, now_ms, EventId, Movement, MovementKind};
+use crate::domain::{digest, now_ms, EventId, Movement, MovementKind, OutletId};
 use crate::error::Error;
 use crate::movements::{applied_durably, apply, MovementRequest};
 use crate::services::Services;
@@ -145,7 +145,19 @@ impl Intake {
                 .inc();
             return;
         }
+        let arrived = std::time::Instant::now();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        // An outlet added through another process may not be read here yet: read the edits
+        // before judging it unknown (which would reject the sale, and make the process that
+        // knows it drop its own copy as decided).
+        let named = self
+            .topics
+            .pos_outlet(&topic)
+            .map(|o| OutletId::parse("outlet", o));
+        if let Some(Ok(outlet)) = named {
+            let catalogue = &self.services.catalogue;
+            catalogue.has_outlet_since(&outlet, arrived).await;
+        }
         let movement = match self.decide(&topic, &publish.payload) {
             Ok(m) => m,
             Err(rejection) => return self.reject(&topic, &publish.payload, rejection).await,
