@@ -360,25 +360,31 @@ async fn owns(app: &TestApp, outlet: &str) -> bool {
         .any(|o| o == outlet)
 }
 
-#[actix_web::test]
-async fn an_outlet_added_through_one_process_is_owned_by_the_other_and_served_by_both() {
+/// Settings of two processes, node-a and node-b, over the same stores, and an outlet id
+/// starting with `stem` that rendezvous gives to node-b.
+fn two_nodes_and_an_outlet_for_b(stem: &str) -> (shelfsync::Settings, shelfsync::Settings, String) {
     let settings = test_settings();
-    let (mut settings_a, mut settings_b) = (settings.clone(), settings.clone());
     let nodes = ["node-a".to_owned(), "node-b".to_owned()];
-    // An id rendezvous gives to node-b: the process that did not take the edit must learn
-    // of the outlet, make room for it and take its lease.
-    let new = (0..)
-        .map(|i| format!("gwalior-{i}"))
+    let outlet = (0..)
+        .map(|i| format!("{stem}-{i}"))
         .find(|o| {
             let id = OutletId::parse("o", o).unwrap();
             shelfsync::actors::ownership::owner_of(&nodes, &id) == Some("node-b")
         })
         .unwrap();
-    let client_id = settings.mqtt.client_id.clone();
-    for (node, s) in [(&nodes[0], &mut settings_a), (&nodes[1], &mut settings_b)] {
+    let (mut a, mut b) = (settings.clone(), settings.clone());
+    for (node, s) in [(&nodes[0], &mut a), (&nodes[1], &mut b)] {
         s.cluster.node_id = node.clone();
-        s.mqtt.client_id = format!("{client_id}-{node}");
+        s.mqtt.client_id = format!("{}-{node}", settings.mqtt.client_id);
     }
+    (a, b, outlet)
+}
+
+#[actix_web::test]
+async fn an_outlet_added_through_one_process_is_owned_by_the_other_and_served_by_both() {
+    // An id rendezvous gives to node-b: the process that did not take the edit must learn
+    // of the outlet, make room for it and take its lease.
+    let (settings_a, settings_b, new) = two_nodes_and_an_outlet_for_b("gwalior");
     let a = spawn_app_with(settings_a).await;
     let b = spawn_app_with(settings_b).await;
     let body = json!({"name": "Gwalior City Centre", "city": "Gwalior", "kind": "outlet"});
@@ -403,24 +409,10 @@ async fn an_outlet_added_through_one_process_is_owned_by_the_other_and_served_by
 #[actix_web::test]
 async fn a_pos_sale_for_an_outlet_added_elsewhere_lands_once_where_the_catalogue_was_not_read_yet()
 {
-    let settings = test_settings();
-    let nodes = ["node-a".to_owned(), "node-b".to_owned()];
     // node-b owns the new outlet but would read the edit only in an hour: the sale that
     // reaches it first must make it read the edits, not reject the sale as for an unknown
     // outlet (node-a, which knows the outlet, would then drop its own copy as decided).
-    let new = (0..)
-        .map(|i| format!("sagar-{i}"))
-        .find(|o| {
-            let id = OutletId::parse("o", o).unwrap();
-            shelfsync::actors::ownership::owner_of(&nodes, &id) == Some("node-b")
-        })
-        .unwrap();
-    let (mut settings_a, mut settings_b) = (settings.clone(), settings.clone());
-    let client_id = settings.mqtt.client_id.clone();
-    for (node, s) in [(&nodes[0], &mut settings_a), (&nodes[1], &mut settings_b)] {
-        s.cluster.node_id = node.clone();
-        s.mqtt.client_id = format!("{client_id}-{node}");
-    }
+    let (settings_a, mut settings_b, new) = two_nodes_and_an_outlet_for_b("sagar");
     settings_b.catalogue.refresh_ms = 3_600_000;
     let a = spawn_app_with(settings_a).await;
     let b = spawn_app_with(settings_b).await;
