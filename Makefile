@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps net-deps agent build import serve load-quick festival chaos bench bench-rebuild bench-catalogue soak secantus-probe lint fmt cluster
+.PHONY: run test services browser-deps fuzz-deps net-deps agent build import serve load-quick festival chaos bench bench-rebuild bench-catalogue bench-forecast soak secantus-probe lint fmt cluster
 
 run: services build import serve
 
@@ -88,6 +88,11 @@ bench-rebuild: services build
 # a whole-chain count of 13 x 6,400 lines and the export of a 1,000,000-document ledger.
 bench-catalogue: services build
 	bash load/bench-catalogue.sh
+
+# Sell-out forecast accuracy (load/src/forecast_accuracy.rs): the service's model against the
+# same hour last week, on simulated weeks of hourly sales; no servers.
+bench-forecast:
+	$(CARGO) run --release --locked -p shelfsync-load --bin shelfsync-forecast
 
 lint:
 	$(CARGO) fmt --all -- --check

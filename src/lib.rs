@@ -15,6 +15,7 @@ pub mod durable;
 pub mod error;
 pub mod export;
 pub mod feed;
+pub mod forecast;
 pub mod health;
 pub mod http;
 pub mod hub;
