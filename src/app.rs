@@ -182,20 +182,24 @@ impl Core {
     }
 }
 
-/// Until `stop`: reads the catalogue edits other processes made every
+/// Until `stop`: reads the catalogue and zone edits other processes made every
 /// `catalogue.refresh_ms`, and grows the per-outlet structures whenever an outlet is added,
 /// here or there (live_catalogue.rs).
 fn spawn_catalogue_refresh(services: Arc<Services>, stop: Arc<AtomicBool>) {
     let every = Duration::from_millis(services.settings.catalogue.refresh_ms);
-    let catalogue = services.catalogue.clone();
     let refresh_stop = stop.clone();
+    let reader = services.clone();
     actix::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !refresh_stop.load(Ordering::Acquire) {
             tick.tick().await;
-            if let Err(e) = catalogue.refresh().await {
+            if let Err(e) = reader.catalogue.refresh().await {
                 tracing::warn!(error = %format!("{e:#}"), "reading catalogue edits failed; trying again");
+            }
+            // After the catalogue, so that a zone naming an outlet just added fits.
+            if let Err(e) = reader.zones.refresh(&reader.catalogue.now()).await {
+                tracing::warn!(error = %format!("{e:#}"), "reading zone edits failed; trying again");
             }
         }
     });

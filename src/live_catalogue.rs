@@ -50,8 +50,8 @@ pub enum EditError {
     Store(#[from] anyhow::Error),
 }
 
-/// What the catalogue keeps versions of: a SKU or an outlet.
-pub trait Entry: Clone + Sized {
+/// What is edited while running and kept in versions: a SKU, an outlet, a delivery zone.
+pub trait Versioned: Clone + Sized {
     /// The collections of current rows and of versions.
     const CURRENT: &'static str;
     const VERSIONS: &'static str;
@@ -62,20 +62,25 @@ pub trait Entry: Clone + Sized {
     fn with_version(self, version: u64) -> Self;
     /// The fields an edit sets (not the version).
     fn same_fields(&self, other: &Self) -> bool;
-    /// Whether `self` may become `next` (an edit may be refused whatever it sets).
-    fn may_become(&self, _next: &Self) -> Result<(), Invalid> {
-        Ok(())
-    }
     /// The fields and the version, with the id under `KEY`.
     fn to_doc(&self) -> Document;
     /// A stored row, through the same checks as a CSV row.
     fn from_doc(d: &Document) -> anyhow::Result<Self>;
+}
+
+/// What the catalogue keeps versions of: a SKU or an outlet.
+pub trait Entry: Versioned {
+    /// Whether `self` may become `next` (an edit may be refused whatever it sets).
+    fn may_become(&self, _next: &Self) -> Result<(), Invalid> {
+        Ok(())
+    }
     fn in_catalogue<'a>(catalogue: &'a Catalogue, key: &str) -> Option<&'a Self>;
     fn put(catalogue: Catalogue, entry: Self) -> Catalogue;
 }
 
-/// One kind of entry's rows in MongoDB.
-struct Edits<T> {
+/// One kind of entry's rows in MongoDB: the changed rows read since the last look, and an
+/// edit written as a version and then as the current row.
+pub struct Edits<T> {
     versions: Collection<Document>,
     current: Collection<Document>,
     /// The newest `at_ms` of the current rows read so far.
@@ -84,8 +89,8 @@ struct Edits<T> {
     kind: std::marker::PhantomData<T>,
 }
 
-impl<T: Entry> Edits<T> {
-    fn new(ledger: &Ledger) -> Self {
+impl<T: Versioned> Edits<T> {
+    pub fn new(ledger: &Ledger) -> Self {
         Self {
             versions: ledger.beside(T::VERSIONS),
             current: ledger.beside(T::CURRENT),
@@ -98,7 +103,7 @@ impl<T: Entry> Edits<T> {
     /// The rows changed since the last read (every row on every `FULL_READ_EVERY`th call, in
     /// case a row's time came from a clock far behind). A row that does not pass the CSV's
     /// checks is left out loudly.
-    async fn changed(&self) -> anyhow::Result<Vec<T>> {
+    pub async fn changed(&self) -> anyhow::Result<Vec<T>> {
         let since = *self.seen_ms.lock().expect("seen lock");
         let reads = self.reads.fetch_add(1, Ordering::Relaxed);
         let filter = if since == i64::MIN || reads % FULL_READ_EVERY == 0 {
@@ -130,7 +135,7 @@ impl<T: Entry> Edits<T> {
     }
 
     /// Writes `entry` (already the next version) as a version row, then as the current row.
-    async fn write(&self, entry: &T, by: &str) -> Result<(), EditError> {
+    pub async fn write(&self, entry: &T, by: &str) -> Result<(), EditError> {
         let id = format!("{}:{}", entry.key(), entry.version());
         let at_ms = now_ms();
         let mut version = entry.to_doc();
@@ -353,6 +358,16 @@ impl LiveCatalogue {
 }
 
 impl Entry for SkuInfo {
+    fn in_catalogue<'a>(catalogue: &'a Catalogue, key: &str) -> Option<&'a Self> {
+        catalogue.sku(&Sku::parse("sku", key).ok()?)
+    }
+
+    fn put(catalogue: Catalogue, entry: Self) -> Catalogue {
+        catalogue.with_sku(entry)
+    }
+}
+
+impl Versioned for SkuInfo {
     const CURRENT: &'static str = "skus";
     const VERSIONS: &'static str = "sku_versions";
     const KEY: &'static str = "sku";
@@ -413,17 +428,9 @@ impl Entry for SkuInfo {
         )?;
         Ok(info.with_version(u64::try_from(d.get_i64("version")?)?))
     }
-
-    fn in_catalogue<'a>(catalogue: &'a Catalogue, key: &str) -> Option<&'a Self> {
-        catalogue.sku(&Sku::parse("sku", key).ok()?)
-    }
-
-    fn put(catalogue: Catalogue, entry: Self) -> Catalogue {
-        catalogue.with_sku(entry)
-    }
 }
 
-impl Entry for Outlet {
+impl Versioned for Outlet {
     const CURRENT: &'static str = "outlets";
     const VERSIONS: &'static str = "outlet_versions";
     const KEY: &'static str = "outlet";
@@ -442,27 +449,6 @@ impl Entry for Outlet {
 
     fn same_fields(&self, b: &Self) -> bool {
         (&self.name, &self.city, self.kind) == (&b.name, &b.city, b.kind)
-    }
-
-    /// A shop does not become a kitchen or the other way round: delivery zones, routing and
-    /// the POS keys were set up for what it is.
-    fn may_become(&self, next: &Self) -> Result<(), Invalid> {
-        if self.kind != next.kind {
-            return Err(Invalid::new(
-                "kind",
-                format!(
-                    "outlet {} is a{} {}; its kind cannot change (add a new outlet instead)",
-                    self.id,
-                    if self.kind == OutletKind::Outlet {
-                        "n"
-                    } else {
-                        ""
-                    },
-                    kind_name(self.kind)
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn to_doc(&self) -> Document {
@@ -488,6 +474,29 @@ impl Entry for Outlet {
             kind,
         )?;
         Ok(outlet.with_version(u64::try_from(d.get_i64("version")?)?))
+    }
+}
+
+impl Entry for Outlet {
+    /// A shop does not become a kitchen or the other way round: delivery zones, routing and
+    /// the POS keys were set up for what it is.
+    fn may_become(&self, next: &Self) -> Result<(), Invalid> {
+        if self.kind != next.kind {
+            return Err(Invalid::new(
+                "kind",
+                format!(
+                    "outlet {} is a{} {}; its kind cannot change (add a new outlet instead)",
+                    self.id,
+                    if self.kind == OutletKind::Outlet {
+                        "n"
+                    } else {
+                        ""
+                    },
+                    kind_name(self.kind)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn in_catalogue<'a>(catalogue: &'a Catalogue, key: &str) -> Option<&'a Self> {

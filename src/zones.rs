@@ -5,25 +5,24 @@
 //! `zone_versions` `{_id: "{pin}:{version}", pin, version, outlets, at_ms, by}` (never
 //! updated, so the history stays) and then replaces the PIN's current row in `zones`. At
 //! start the service reads the CSV and lays the current MongoDB rows over it, so an edit
-//! outlives restarts and a later CSV deploy does not silently undo it.
+//! outlives restarts and a later CSV deploy does not silently undo it. Every process reads the
+//! rows changed since its last look each `catalogue.refresh_ms` (`refresh`, the same reading
+//! as the catalogue's edits: live_catalogue.rs), so an edit made through one process routes
+//! through all of them within that.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::RwLock;
 
 use anyhow::Context;
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::error::ErrorKind;
-use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Catalogue, OutletKind};
-use crate::domain::{now_ms, Invalid, OutletId};
+use crate::domain::{Invalid, OutletId};
 use crate::ledger::Ledger;
+use crate::live_catalogue::{EditError, Edits, Versioned};
 
-const CURRENT: &str = "zones";
-const VERSIONS: &str = "zone_versions";
 /// Highest delivery cost accepted, in rupees.
 pub const COST_MAX: i64 = 100_000;
 
@@ -79,8 +78,7 @@ pub enum ZoneError {
 pub struct Zones {
     table: RwLock<BTreeMap<Pin, Zone>>,
     /// Every edit ever made (`zone_versions`) and the edit each PIN serves now (`zones`).
-    versions: Collection<Document>,
-    current: Collection<Document>,
+    edits: Edits<Zone>,
 }
 
 #[derive(Deserialize)]
@@ -152,36 +150,41 @@ impl Zones {
                 },
             );
         }
-        let versions = ledger.beside(VERSIONS);
-        let current = ledger.beside(CURRENT);
-        let edited: Vec<Document> = current
-            .find(doc! {})
-            .await
-            .context("reading zone edits")?
-            .try_collect()
-            .await
-            .context("reading zone edits")?;
-        for d in edited {
-            // An edit that no longer fits the catalogue (an outlet removed since) is left out
-            // loudly; the PIN keeps its CSV row until it is edited again.
-            let zone = zone_from_doc(&d).and_then(|mut z| {
-                z.outlets = normalize(catalogue, z.outlets)?;
-                Ok(z)
-            });
-            match zone {
-                Ok(zone) => {
+        let zones = Self {
+            table: RwLock::new(table),
+            edits: Edits::new(ledger),
+        };
+        zones.refresh(catalogue).await?;
+        Ok(zones)
+    }
+
+    /// Reads the zone rows changed since the last read (all of them the first time) and
+    /// serves each that is newer than what the table has. An edit that does not fit the
+    /// catalogue (an outlet this process does not know) is left out loudly: the PIN keeps
+    /// what it had, and the row is read again at the next full read. How many were new.
+    pub async fn refresh(&self, catalogue: &Catalogue) -> anyhow::Result<usize> {
+        let changed = self.edits.changed().await.context("reading zone edits")?;
+        let mut table = self.table.write().expect("zones lock");
+        let mut fresh = 0;
+        for mut zone in changed {
+            if table
+                .get(&zone.pin)
+                .is_some_and(|z| z.version >= zone.version)
+            {
+                continue;
+            }
+            match normalize(catalogue, std::mem::take(&mut zone.outlets)) {
+                Ok(outlets) => {
+                    zone.outlets = outlets;
                     table.insert(zone.pin.clone(), zone);
+                    fresh += 1;
                 }
                 Err(e) => {
-                    tracing::error!(zone = ?d.get("_id"), error = %format!("{e:#}"), "a zone edit in MongoDB does not fit the catalogue; ignored")
+                    tracing::error!(pin = zone.pin.as_str(), version = zone.version, error = %e, "a zone edit in MongoDB does not fit the catalogue; ignored")
                 }
             }
         }
-        Ok(Self {
-            table: RwLock::new(table),
-            versions,
-            current,
-        })
+        Ok(fresh)
     }
 
     /// The outlets delivering to `pin`, cheapest first (empty when none).
@@ -216,6 +219,9 @@ impl Zones {
         by: &str,
     ) -> Result<Zone, ZoneError> {
         let outlets = normalize(catalogue, outlets)?;
+        // What the other processes edited last, so that "the same list" and the next version
+        // are judged against the newest row.
+        self.refresh(catalogue).await?;
         let current = self.get(&pin);
         if let Some(z) = current.as_ref().filter(|z| z.outlets == outlets) {
             return Ok(z.clone());
@@ -225,45 +231,51 @@ impl Zones {
             pin,
             outlets,
         };
-        let mut version = zone_doc(&zone);
-        version.insert("_id", format!("{}:{}", zone.pin.as_str(), zone.version));
-        version.insert("at_ms", now_ms());
-        version.insert("by", by);
-        let versions = &self.versions;
-        if let Err(e) = versions.insert_one(version).await {
-            let duplicate = matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000);
-            if !duplicate {
-                return Err(anyhow::Error::new(e)
-                    .context("writing a zone version")
-                    .into());
-            }
-            // The same version with the same outlets is this very edit, retried after its
-            // current row failed to write; anything else is a concurrent edit.
-            let id = format!("{}:{}", zone.pin.as_str(), zone.version);
-            let stored = versions
-                .find_one(doc! {"_id": &id})
-                .await
-                .context("reading a zone version")?;
-            let same = stored
-                .as_ref()
-                .and_then(|d| zone_from_doc(d).ok())
-                .is_some_and(|z| z.outlets == zone.outlets);
-            if !same {
-                return Err(ZoneError::Raced(zone.pin.as_str().to_owned()));
-            }
+        self.edits.write(&zone, by).await.map_err(|e| match e {
+            EditError::Invalid(i) => ZoneError::Invalid(i),
+            EditError::Raced(pin) => ZoneError::Raced(pin),
+            EditError::Store(e) => ZoneError::Store(e),
+        })?;
+        let mut table = self.table.write().expect("zones lock");
+        if table
+            .get(&zone.pin)
+            .is_none_or(|z| z.version < zone.version)
+        {
+            table.insert(zone.pin.clone(), zone.clone());
         }
-        let mut current = zone_doc(&zone);
-        current.insert("_id", zone.pin.as_str());
-        self.current
-            .replace_one(doc! {"_id": zone.pin.as_str()}, current)
-            .upsert(true)
-            .await
-            .context("writing the current zone")?;
-        self.table
-            .write()
-            .expect("zones lock")
-            .insert(zone.pin.clone(), zone.clone());
         Ok(zone)
+    }
+}
+
+impl Versioned for Zone {
+    const CURRENT: &'static str = "zones";
+    const VERSIONS: &'static str = "zone_versions";
+    const KEY: &'static str = "pin";
+
+    fn key(&self) -> &str {
+        self.pin.as_str()
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    fn same_fields(&self, other: &Self) -> bool {
+        self.outlets == other.outlets
+    }
+
+    fn to_doc(&self) -> Document {
+        zone_doc(self)
+    }
+
+    /// The outlets are checked against the catalogue by the reader (`normalize`).
+    fn from_doc(d: &Document) -> anyhow::Result<Self> {
+        zone_from_doc(d)
     }
 }
 

@@ -476,3 +476,45 @@ async fn the_service_s_own_key_prefixes_are_refused_and_change_nothing() {
     assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 0);
     app.finish().await;
 }
+
+#[actix_web::test]
+async fn a_zone_edit_through_one_process_routes_through_the_others_within_their_refresh() {
+    let settings = test_settings();
+    let (mut settings_a, mut settings_b) = (settings.clone(), settings.clone());
+    for (node, s) in [("node-a", &mut settings_a), ("node-b", &mut settings_b)] {
+        s.cluster.node_id = node.into();
+        s.mqtt.client_id = format!("{}-{node}", settings.mqtt.client_id);
+    }
+    let a = spawn_app_with(settings_a).await;
+    let b = spawn_app_with(settings_b).await;
+    a.set_stock(OTHER_OUTLET, SKU, 5).await;
+    let new_pin = "452099";
+    let cart = json!({"pin": new_pin, "lines": [{"sku": SKU, "qty": 1}], "ttl_secs": 300});
+    // No zone serves the PIN yet: the other process has nowhere to route it.
+    let before = b.reserve("zone-before", cart.clone()).await;
+    assert_ne!(before.status(), StatusCode::CREATED);
+
+    let zone = json!({"outlets": [{"outlet": OTHER_OUTLET, "cost": 15}]});
+    let res = a.put(&format!("/v1/zones/{new_pin}"), ADMIN, zone).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = eventually(5, || async {
+        let zone: Value = b
+            .get(&format!("/v1/zones/{new_pin}"), VIEWER)
+            .await
+            .json()
+            .await
+            .unwrap_or_default();
+        zone["version"] == 1
+    })
+    .await;
+    assert!(seen, "the other process did not read the zone edit");
+    let res = b.reserve("zone-after", cart).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["outlet"].clone(), body["delivery_cost"].clone()),
+        (json!(OTHER_OUTLET), json!(15))
+    );
+    b.stop().await;
+    a.finish().await;
+}
