@@ -39,6 +39,11 @@ use crate::settings::CatalogueSettings;
 const CLOCK_MARGIN_MS: i64 = 10_000;
 /// Every this many reads, every row is read (about a minute at `catalogue.refresh_ms` 1000).
 const FULL_READ_EVERY: u64 = 60;
+/// A version row this old that never became current was abandoned by its writer (a live
+/// edit writes its current row milliseconds after its version row).
+const ABANDONED_AFTER_MS: i64 = 30_000;
+/// At most this many abandoned versions are passed over by one edit.
+const ABANDONED_SKIPS_MAX: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -134,28 +139,56 @@ impl<T: Versioned> Edits<T> {
         Ok(entries)
     }
 
-    /// Writes `entry` (already the next version) as a version row, then as the current row.
-    pub async fn write(&self, entry: &T, by: &str) -> Result<(), EditError> {
-        let id = format!("{}:{}", entry.key(), entry.version());
+    /// Writes `entry` (already the next version) as a version row, then as the current row;
+    /// the entry as written. A version number held by an abandoned edit (its version row
+    /// written over `ABANDONED_AFTER_MS` ago and never made current: its writer failed between
+    /// the two writes) is passed over: the edit takes the next number, and the abandoned row
+    /// stays in the history.
+    pub async fn write(&self, entry: T, by: &str) -> Result<T, EditError> {
+        let mut entry = entry;
         let at_ms = now_ms();
-        let mut version = entry.to_doc();
-        version.insert("_id", &id);
-        version.insert("at_ms", at_ms);
-        version.insert("by", by);
-        if let Err(e) = self.versions.insert_one(version).await {
+        let mut skipped = 0;
+        loop {
+            let id = format!("{}:{}", entry.key(), entry.version());
+            let mut version = entry.to_doc();
+            version.insert("_id", &id);
+            version.insert("at_ms", at_ms);
+            version.insert("by", by);
+            let Err(e) = self.versions.insert_one(version).await else {
+                break;
+            };
             if !duplicate_key(&e) {
                 return Err(anyhow::Error::new(e).context("writing a version").into());
             }
             // The same version with the same fields is this very edit, retried after its
-            // current row failed to write; anything else is a concurrent edit.
+            // current row failed to write; anything else is a concurrent edit, or an
+            // abandoned one.
             let stored =
                 (self.versions.find_one(doc! {"_id": &id}).await).context("reading a version")?;
             let same = (stored.as_ref())
                 .and_then(|d| T::from_doc(d).ok())
-                .is_some_and(|s| s.same_fields(entry));
-            if !same {
+                .is_some_and(|s| s.same_fields(&entry));
+            if same {
+                break;
+            }
+            let stored_at = (stored.as_ref()).and_then(|d| d.get_i64("at_ms").ok());
+            let current = (self.current.find_one(doc! {"_id": entry.key()}).await)
+                .context("reading the current row")?;
+            let current_version = (current.as_ref())
+                .and_then(|d| d.get_i64("version").ok())
+                .unwrap_or(0);
+            let abandoned = current_version < entry.version() as i64
+                && stored_at.is_some_and(|t| at_ms - t > ABANDONED_AFTER_MS);
+            if !abandoned || skipped == ABANDONED_SKIPS_MAX {
                 return Err(EditError::Raced(entry.key().to_owned()));
             }
+            tracing::warn!(
+                id,
+                "an abandoned edit holds this version; the edit takes the next"
+            );
+            skipped += 1;
+            let next = entry.version() + 1;
+            entry = entry.with_version(next);
         }
         let mut row = entry.to_doc();
         row.insert("_id", entry.key());
@@ -174,7 +207,7 @@ impl<T: Versioned> Edits<T> {
             Err(e) if !duplicate_key(&e) => Err(anyhow::Error::new(e)
                 .context("writing the current row")
                 .into()),
-            _ => Ok(()),
+            _ => Ok(entry),
         }
     }
 
@@ -341,7 +374,7 @@ impl LiveCatalogue {
             c.may_become(&edit)?;
         }
         let entry = edit.with_version(current.map_or(0, |c| c.version()) + 1);
-        edits.write(&entry, by).await?;
+        let entry = edits.write(entry, by).await?;
         self.install(vec![entry.clone()]);
         Ok(entry)
     }

@@ -231,7 +231,7 @@ impl Zones {
             pin,
             outlets,
         };
-        self.edits.write(&zone, by).await.map_err(|e| match e {
+        let zone = self.edits.write(zone, by).await.map_err(|e| match e {
             EditError::Invalid(i) => ZoneError::Invalid(i),
             EditError::Raced(pin) => ZoneError::Raced(pin),
             EditError::Store(e) => ZoneError::Store(e),

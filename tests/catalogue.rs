@@ -457,6 +457,63 @@ async fn a_pos_sale_for_an_outlet_added_elsewhere_lands_once_where_the_catalogue
 }
 
 #[actix_web::test]
+async fn an_edit_passes_over_a_version_its_writer_abandoned_but_not_one_in_flight() {
+    let app = spawn_app().await;
+    let versions = database(&app.settings)
+        .await
+        .collection::<mongodb::bson::Document>("sku_versions");
+    let now = shelfsync::domain::now_ms();
+    // Version 1 of SKU was written a minute ago and never made current (its writer failed
+    // between the version row and the current row).
+    let half_written = |at_ms: i64, sku: &str| {
+        mongodb::bson::doc! {"_id": format!("{sku}:1"), "sku": sku, "version": 1_i64,
+        "name": "Half Written 1 kg", "category": "sweets", "shelf_life_days": null,
+        "status": "active", "at_ms": at_ms, "by": "test"}
+    };
+    versions
+        .insert_one(half_written(now - 60_000, SKU))
+        .await
+        .unwrap();
+    let body = json!({"name": "Kaju Katli Premium 1 kg", "category": "sweets"});
+    let edited = put_sku(&app, SKU, body).await;
+    assert_eq!(edited["version"], 2, "{edited}");
+    let info: Value = app
+        .get(&format!("/v1/skus/{SKU}"), VIEWER)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["name"], "Kaju Katli Premium 1 kg");
+    let history: Vec<(i64, String)> = (info["history"].as_array().unwrap().iter())
+        .map(|h| {
+            (
+                h["version"].as_i64().unwrap(),
+                h["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "Half Written 1 kg".to_owned()),
+            (2, "Kaju Katli Premium 1 kg".to_owned())
+        ]
+    );
+    // A version row written just now may be an edit in flight in another process: a
+    // different edit of that SKU is told to read it and try again.
+    versions.insert_one(half_written(now, SKU2)).await.unwrap();
+    let res = app
+        .put(
+            &format!("/v1/skus/{SKU2}"),
+            ADMIN,
+            json!({"name": "Other", "category": "sweets"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    app.finish().await;
+}
+
+#[actix_web::test]
 async fn a_retired_sku_refuses_a_hold_with_a_clear_error_and_stays_retired_after_a_restart() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 10).await;
