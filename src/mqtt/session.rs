@@ -459,8 +459,12 @@ async fn refresh(services: Arc<Services>, feed: Arc<Feed>, status: Arc<MqttStatu
     loop {
         tick.tick().await;
         if outlet == 0 && offset == 0 {
-            // Each cycle goes by the outlets as they are now (one may have been added).
-            outlets = services.shared.owners.ids();
+            // Each cycle goes by the chain's outlets as they are now (one may have been
+            // added), whoever owns them: one this process takes over during the cycle is
+            // refreshed when the cycle reaches it, not a whole cycle later.
+            outlets = (services.catalogue.now().outlets.iter())
+                .map(|o| o.id.clone())
+                .collect();
         }
         if !status.connected() || outlets.is_empty() {
             continue;
