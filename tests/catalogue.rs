@@ -514,6 +514,28 @@ async fn an_edit_passes_over_a_version_its_writer_abandoned_but_not_one_in_fligh
 }
 
 #[actix_web::test]
+async fn a_movement_over_http_for_an_outlet_added_elsewhere_lands_where_the_catalogue_was_not_read_yet(
+) {
+    // As for POS messages: node-b owns the new outlet and would read the edit only in an
+    // hour; a receipt sent to it (an outlet agent over HTTP takes a 422 as final) makes it
+    // read the edits and take the outlet, and is applied.
+    let (settings_a, mut settings_b, new) = two_nodes_and_an_outlet_for_b("rewa");
+    settings_b.catalogue.refresh_ms = 3_600_000;
+    let a = spawn_app_with(settings_a).await;
+    let b = spawn_app_with(settings_b).await;
+    let body = json!({"name": "Rewa Sirmour Chowk", "city": "Rewa", "kind": "outlet"});
+    put_outlet(&a, &new, body).await;
+
+    let res = b.movement(ADMIN, receipt("rewa-in-1", &new, SKU, 4)).await;
+    let status = res.status();
+    assert_eq!(status, StatusCode::CREATED, "{}", res.text().await.unwrap());
+    assert_eq!(b.stock(&new, SKU).await["on_hand"], 4);
+    assert!(owns(&b, &new).await);
+    b.stop().await;
+    a.finish().await;
+}
+
+#[actix_web::test]
 async fn a_retired_sku_refuses_a_hold_with_a_clear_error_and_stays_retired_after_a_restart() {
     let app = spawn_app().await;
     app.set_stock(OUTLET, SKU, 10).await;

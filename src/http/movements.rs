@@ -6,7 +6,12 @@ use serde_json::{json, Value};
 use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
 use super::error::ApiError;
+use crate::domain::OutletId;
 use crate::movements::{apply, Applied, MovementRequest};
+
+/// How long a movement naming an outlet this process has just read of waits for the process
+/// to make room for it.
+const JUST_ADDED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Records a movement at an outlet (API.md, Movements); answered once durable in the ledger.
 /// A repeat with the same `event_id` and body returns the first answer.
@@ -29,7 +34,20 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let arrived = std::time::Instant::now();
     let body: MovementRequest = json_body(&req, payload, &state).await?;
+    // A fact for an outlet added through another process, sent before this one read the
+    // edit (an outlet agent over HTTP takes a 422 as final): read the edits first, and give
+    // this process a moment to make room for the outlet.
+    for named in [&body.outlet, &body.to_outlet].into_iter().flatten() {
+        let Ok(outlet) = OutletId::parse("outlet", named) else {
+            continue;
+        };
+        let known = state.catalogue.now().outlet(&outlet).is_some();
+        if !known && state.catalogue.has_outlet_since(&outlet, arrived).await {
+            state.outlet_ready(&outlet, JUST_ADDED_WAIT).await;
+        }
+    }
     let movement = body.parse(&state.catalogue.now(), &state.settings.movements)?;
     caller.require(Action::Move(movement.kind), Some(&movement.outlet))?;
     let applied = apply(&state, &movement, caller.by()).await?;
