@@ -65,16 +65,6 @@ pub struct Zone {
     pub outlets: Vec<ZoneOutlet>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ZoneError {
-    #[error("{0}")]
-    Invalid(#[from] Invalid),
-    #[error("the zone of {0} was changed at the same moment; read it and try again")]
-    Raced(String),
-    #[error(transparent)]
-    Store(#[from] anyhow::Error),
-}
-
 pub struct Zones {
     table: RwLock<BTreeMap<Pin, Zone>>,
     /// Every edit ever made (`zone_versions`) and the edit each PIN serves now (`zones`).
@@ -217,7 +207,7 @@ impl Zones {
         pin: Pin,
         outlets: Vec<ZoneOutlet>,
         by: &str,
-    ) -> Result<Zone, ZoneError> {
+    ) -> Result<Zone, EditError> {
         let outlets = normalize(catalogue, outlets)?;
         // What the other processes edited last, so that "the same list" and the next version
         // are judged against the newest row.
@@ -231,11 +221,7 @@ impl Zones {
             pin,
             outlets,
         };
-        let zone = self.edits.write(zone, by).await.map_err(|e| match e {
-            EditError::Invalid(i) => ZoneError::Invalid(i),
-            EditError::Raced(pin) => ZoneError::Raced(pin),
-            EditError::Store(e) => ZoneError::Store(e),
-        })?;
+        let zone = self.edits.write(zone, by).await?;
         let mut table = self.table.write().expect("zones lock");
         if table
             .get(&zone.pin)

@@ -110,14 +110,9 @@ async fn a_sku_added_while_running_is_held_and_streamed_without_a_restart() {
 
 #[actix_web::test]
 async fn a_sku_edit_made_through_one_process_reaches_another_within_its_refresh() {
-    let mut settings = test_settings();
-    let client_id = settings.mqtt.client_id.clone();
-    settings.cluster.node_id = "node-a".into();
-    settings.mqtt.client_id = format!("{client_id}-a");
-    let a = spawn_app_with(settings.clone()).await;
-    settings.cluster.node_id = "node-b".into();
-    settings.mqtt.client_id = format!("{client_id}-b");
-    let b = spawn_app_with(settings).await;
+    let (settings_a, settings_b) = two_nodes();
+    let a = spawn_app_with(settings_a).await;
+    let b = spawn_app_with(settings_b).await;
     let new = "gajak-box-500g";
     let body = json!({"name": "Gajak Box 500 g", "category": "sweets", "shelf_life_days": 30});
     put_sku(&a, new, body).await;
@@ -360,23 +355,17 @@ async fn owns(app: &TestApp, outlet: &str) -> bool {
         .any(|o| o == outlet)
 }
 
-/// Settings of two processes, node-a and node-b, over the same stores, and an outlet id
-/// starting with `stem` that rendezvous gives to node-b.
+/// `two_nodes()`, and an outlet id starting with `stem` that rendezvous gives to node-b.
 fn two_nodes_and_an_outlet_for_b(stem: &str) -> (shelfsync::Settings, shelfsync::Settings, String) {
-    let settings = test_settings();
-    let nodes = ["node-a".to_owned(), "node-b".to_owned()];
+    let (a, b) = two_nodes();
+    let nodes = [a.cluster.node_id.clone(), b.cluster.node_id.clone()];
     let outlet = (0..)
         .map(|i| format!("{stem}-{i}"))
         .find(|o| {
             let id = OutletId::parse("o", o).unwrap();
-            shelfsync::actors::ownership::owner_of(&nodes, &id) == Some("node-b")
+            shelfsync::actors::ownership::owner_of(&nodes, &id) == Some(nodes[1].as_str())
         })
         .unwrap();
-    let (mut a, mut b) = (settings.clone(), settings.clone());
-    for (node, s) in [(&nodes[0], &mut a), (&nodes[1], &mut b)] {
-        s.cluster.node_id = node.clone();
-        s.mqtt.client_id = format!("{}-{node}", settings.mqtt.client_id);
-    }
     (a, b, outlet)
 }
 

@@ -479,12 +479,7 @@ async fn the_service_s_own_key_prefixes_are_refused_and_change_nothing() {
 
 #[actix_web::test]
 async fn a_zone_edit_through_one_process_routes_through_the_others_within_their_refresh() {
-    let settings = test_settings();
-    let (mut settings_a, mut settings_b) = (settings.clone(), settings.clone());
-    for (node, s) in [("node-a", &mut settings_a), ("node-b", &mut settings_b)] {
-        s.cluster.node_id = node.into();
-        s.mqtt.client_id = format!("{}-{node}", settings.mqtt.client_id);
-    }
+    let (settings_a, settings_b) = two_nodes();
     let a = spawn_app_with(settings_a).await;
     let b = spawn_app_with(settings_b).await;
     a.set_stock(OTHER_OUTLET, SKU, 5).await;

@@ -25,6 +25,7 @@
 
 use clap::Parser;
 use shelfsync::forecast::{Profile, HOURS_PER_WEEK};
+use shelfsync_load::mix;
 
 #[derive(Parser)]
 #[command(about = "Sell-out model vs same-hour-last-week on simulated weekly sales")]
@@ -38,14 +39,6 @@ struct Args {
     weeks: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-/// splitmix64.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 struct Draws(u64);

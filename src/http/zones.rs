@@ -7,8 +7,9 @@ use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::openapi::{Error, Zone as ZoneDoc};
+use super::skus::edit_error;
 use crate::domain::{Invalid, OutletId};
-use crate::zones::{Pin, ZoneError, ZoneOutlet, COST_MAX};
+use crate::zones::{Pin, ZoneOutlet, COST_MAX};
 
 /// Zones per page of `GET /v1/zones` is not bounded: the table is one row per PIN the chain
 /// delivers to (hundreds), and it lives in memory.
@@ -121,10 +122,6 @@ pub async fn put(
         .zones
         .set(&state.catalogue.now(), pin, outlets, &caller.0.label)
         .await
-        .map_err(|e| match e {
-            ZoneError::Invalid(i) => i.into(),
-            ZoneError::Raced(_) => ApiError::conflict(e.to_string()),
-            ZoneError::Store(e) => crate::error::Error::store(e).into(),
-        })?;
+        .map_err(edit_error)?;
     Ok(HttpResponse::Ok().json(zone))
 }

@@ -73,6 +73,18 @@ pub fn test_settings() -> Settings {
     s
 }
 
+/// Settings of two processes of one service, `node-a` and `node-b`: the same stores, each its
+/// own node id and MQTT client id (one client id would make them take each other's session).
+pub fn two_nodes() -> (Settings, Settings) {
+    let settings = test_settings();
+    let (mut a, mut b) = (settings.clone(), settings.clone());
+    for (node, s) in [("node-a", &mut a), ("node-b", &mut b)] {
+        s.cluster.node_id = node.into();
+        s.mqtt.client_id = format!("{}-{node}", settings.mqtt.client_id);
+    }
+    (a, b)
+}
+
 /// Polls `check` every 50 ms until it holds or `secs` pass.
 pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where

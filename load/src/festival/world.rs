@@ -9,13 +9,7 @@ use serde_json::Value;
 
 use crate::args::Args;
 
-/// splitmix64: the simulator's deterministic choices.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+pub use shelfsync_load::mix;
 
 /// A uniform draw in [0, 1) for the `n`th choice of kind `k`.
 pub(crate) fn draw(seed: u64, k: u64, n: u64) -> f64 {
