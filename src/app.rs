@@ -76,7 +76,10 @@ impl Core {
         let shared = Shared {
             store,
             ledger,
-            stock: Arc::new(StockView::new(ids.iter().cloned())),
+            stock: Arc::new(StockView::new(
+                ids.iter().cloned(),
+                settings.catalogue.expiring_soon_mins,
+            )),
             durable: Arc::new(Durability::new(start)),
             signal: Arc::new(signal),
             ledger_gate: Arc::new(tokio::sync::Mutex::new(())),

@@ -193,7 +193,7 @@ async fn check_outlet(
         .iter()
         .map(|(s, c)| (s.clone(), c.reserved))
         .collect();
-    check.drift = compare(&at_redis, &on_hand, &reserved);
+    check.drift = compare(&at_redis, &on_hand, &reserved, &snapshot.lots);
     let mut redis_holds: Vec<_> = snapshot.held.iter().map(|r| r.id.clone()).collect();
     let mut ledger_holds: Vec<_> = at_redis.live_holds().map(|r| r.id.clone()).collect();
     redis_holds.sort();

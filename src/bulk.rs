@@ -93,6 +93,7 @@ pub async fn apply(services: &Services, movements: &[Movement], by: By) -> BulkR
             ledger_kind(m.kind),
             m.event_id.to_string(),
             m.to_outlet.clone(),
+            None,
             &by,
         );
         sending.entry(m.outlet.clone()).or_default().push((i, msg));
@@ -123,6 +124,7 @@ pub async fn apply(services: &Services, movements: &[Movement], by: By) -> BulkR
                         LedgerKind::TransferIn,
                         key,
                         Some(m.outlet.clone()),
+                        Some(&r.lots),
                         &by,
                     );
                     receiving.entry(to.clone()).or_default().push((i, msg));

@@ -288,6 +288,8 @@ pub enum LedgerKind {
     Count,
     TransferOut,
     TransferIn,
+    /// What was left of a lot at its expiry, written off (issued by the outlet itself).
+    Expiry,
 }
 
 impl LedgerKind {
@@ -304,6 +306,7 @@ impl LedgerKind {
             Self::Count => "count",
             Self::TransferOut => "transfer_out",
             Self::TransferIn => "transfer_in",
+            Self::Expiry => "expiry",
         }
     }
 }
@@ -320,6 +323,20 @@ pub struct Movement {
     pub at: chrono::DateTime<chrono::Utc>,
     pub note: Option<String>,
     pub to_outlet: Option<OutletId>,
+    /// The lot units go out of, or come into (with its times); none: the outlet picks
+    /// (earliest expiry first) or the units are loose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lot: Option<LotSpec>,
+}
+
+/// A movement's lot: `id` alone for units going out; with its times for units coming in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LotSpec {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl Movement {
@@ -349,6 +366,44 @@ impl Counters {
     pub fn available(&self) -> i64 {
         self.on_hand - self.reserved
     }
+}
+
+/// One lot of a SKU at an outlet, as Redis keeps it (`lots` of keys.rs): units made together
+/// that expire together. `qty` is on hand, `held` of them by live holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    pub lot: String,
+    pub made_at: i64,
+    pub expires_at: i64,
+    pub qty: i64,
+    pub held: i64,
+}
+
+/// A lot's change in a ledger line (and in a movement's answer): units in or out (`d_qty`),
+/// held or let go (`d_held`). It names the lot's times so that the ledger alone explains it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotDelta {
+    pub lot: String,
+    pub made_at: i64,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub d_qty: i64,
+    #[serde(default)]
+    pub d_held: i64,
+}
+
+/// Units of one lot a live hold holds (`ResRecord::lots`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLot {
+    pub sku: Sku,
+    pub lot: String,
+    pub qty: i64,
+}
+
+/// A lot id as a client names it: `[A-Za-z0-9_-]{1,64}`, like every id.
+pub fn parse_lot_id(field: &str, value: &str) -> Result<String, Invalid> {
+    check_id(field, value)?;
+    Ok(value.to_owned())
 }
 
 /// Status of a reservation.

@@ -59,6 +59,8 @@ async fn import(core: &Core, force: bool) -> anyhow::Result<ImportReport> {
                 event_at_ms: at,
                 note: Some("opening stock".into()),
                 counterpart: None,
+                lot: None,
+                lots: Vec::new(),
                 by: "import".into(),
             };
             let addr = services.outlet(&row.outlet);

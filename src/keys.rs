@@ -26,6 +26,8 @@ pub struct OutletKeys {
     pub outbox: String,
     /// sorted set of what to forget and when (ms): `r:{id}`, `i:{key}`, `e:{key}`
     pub forget: String,
+    /// hash sku → JSON array of its lots, earliest expiry first (`domain::Lot`)
+    pub lots: String,
     /// string `"{node} {epoch}"` with an expiry: which process owns the outlet (the lease)
     pub lease: String,
     /// string: the outlet's fencing token, raised by every acquisition of the lease and never
@@ -46,6 +48,7 @@ impl OutletKeys {
             events: key("events"),
             outbox: key("outbox"),
             forget: key("forget"),
+            lots: key("lots"),
             lease: key("lease"),
             epoch: key("epoch"),
         }
@@ -53,7 +56,7 @@ impl OutletKeys {
 
     /// The keys as the scripts take them (the lease and the epoch are not part of the
     /// outlet's state: a restore leaves them alone).
-    pub fn all(&self) -> [&str; 9] {
+    pub fn all(&self) -> [&str; 10] {
         [
             &self.on_hand,
             &self.reserved,
@@ -64,6 +67,7 @@ impl OutletKeys {
             &self.events,
             &self.outbox,
             &self.forget,
+            &self.lots,
         ]
     }
 }

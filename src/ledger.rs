@@ -17,8 +17,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    rfc3339_ms, Channel, Counters, IdempotencyKey, LedgerKind, Line, OutletId, Qty, ReservationId,
-    ReservationStatus, Sku, TRANSFER_IN_PREFIX,
+    rfc3339_ms, Channel, Counters, HeldLot, IdempotencyKey, LedgerKind, Line, Lot, LotDelta,
+    OutletId, Qty, ReservationId, ReservationStatus, Sku, TRANSFER_IN_PREFIX,
 };
 use crate::keys::ClaimKind;
 use crate::settings::MongoSettings;
@@ -63,6 +63,9 @@ pub struct LedgerLine {
     pub sku: Sku,
     pub d_on_hand: i64,
     pub d_reserved: i64,
+    /// The line's lot changes (documents from before lots have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotDelta>,
 }
 
 /// One ledger document. `lines` carries the exact deltas, so the ledger alone explains every
@@ -165,6 +168,9 @@ pub struct Projection {
     pub counters: BTreeMap<Sku, Counters>,
     pub reservations: BTreeMap<ReservationId, ResRecord>,
     events: BTreeMap<String, EventRecord>,
+    /// Each SKU's lots by lot id (a checkpoint from before lots has none).
+    #[serde(default)]
+    pub lots: BTreeMap<Sku, BTreeMap<String, Lot>>,
 }
 
 impl Projection {
@@ -184,6 +190,7 @@ impl Projection {
             c.on_hand += line.d_on_hand;
             c.reserved += line.d_reserved;
             c.seq = seq;
+            self.fold_lots(line);
         }
         match e.kind {
             LedgerKind::ReservationHeld => {
@@ -222,6 +229,17 @@ impl Projection {
                     ended_at: None,
                     pin: e.pin.clone(),
                     rerouted_to: None,
+                    lots: e
+                        .lines
+                        .iter()
+                        .flat_map(|l| {
+                            l.lots.iter().map(|d| HeldLot {
+                                sku: l.sku.clone(),
+                                lot: d.lot.clone(),
+                                qty: d.d_held,
+                            })
+                        })
+                        .collect(),
                 };
                 self.reservations.insert(id, record);
             }
@@ -255,6 +273,7 @@ impl Projection {
                         reserved: c.reserved,
                         available: c.available(),
                         shortfall: e.shortfall,
+                        lots: line.lots.clone(),
                     };
                     let record = EventRecord {
                         hash: hash.clone(),
@@ -266,6 +285,42 @@ impl Projection {
             }
         }
         Ok(())
+    }
+
+    /// Folds a line's lot changes in; a lot with nothing on hand and nothing held is gone.
+    fn fold_lots(&mut self, line: &LedgerLine) {
+        if line.lots.is_empty() {
+            return;
+        }
+        let lots = self.lots.entry(line.sku.clone()).or_default();
+        for d in &line.lots {
+            let lot = lots.entry(d.lot.clone()).or_insert_with(|| Lot {
+                lot: d.lot.clone(),
+                made_at: d.made_at,
+                expires_at: d.expires_at,
+                qty: 0,
+                held: 0,
+            });
+            lot.qty += d.d_qty;
+            lot.held += d.d_held;
+            if lot.qty == 0 && lot.held == 0 {
+                lots.remove(&d.lot);
+            }
+        }
+        if lots.is_empty() {
+            self.lots.remove(&line.sku);
+        }
+    }
+
+    /// A SKU's lots as Redis keeps them: earliest expiry first, then by lot id.
+    pub fn lots_of(&self, sku: &Sku) -> Vec<Lot> {
+        let mut lots: Vec<Lot> = self
+            .lots
+            .get(sku)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        lots.sort_by(|a, b| (a.expires_at, &a.lot).cmp(&(b.expires_at, &b.lot)));
+        lots
     }
 
     /// Reservations still held.
@@ -301,6 +356,11 @@ impl Projection {
                 .iter()
                 .map(|(sku, c)| (sku.clone(), c.on_hand, c.reserved, c.seq))
                 .collect(),
+            lots: self
+                .lots
+                .keys()
+                .map(|sku| Ok((sku.clone(), serde_json::to_string(&self.lots_of(sku))?)))
+                .collect::<anyhow::Result<_>>()?,
             ..RestorePlan::default()
         };
         for r in self.reservations.values() {

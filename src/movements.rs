@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::actors::outlet::{ApplyMovement, Committed};
 use crate::actors::OutletActor;
 use crate::catalogue::Catalogue;
+use crate::catalogue::SHELF_LIFE_DAYS_MAX;
 use crate::checkout::reroute::{relieve, Relief};
 use crate::domain::{
-    EventId, Invalid, LedgerKind, Movement, MovementKind, OutletId, TRANSFER_IN_PREFIX,
+    parse_lot_id, EventId, Invalid, LedgerKind, LotDelta, LotSpec, Movement, MovementKind,
+    OutletId, Sku, TRANSFER_IN_PREFIX,
 };
 use crate::error::Error;
 use crate::keys::ClaimKind;
 use crate::services::Services;
 use crate::settings::MovementSettings;
-use crate::store::{By, MovementResult, Outcome};
+use crate::store::{By, LotIn, MovementResult, Outcome};
 
 /// A movement as the client sends it (also the MQTT payload, with `outlet` from the topic;
 /// the outlet agent writes its POS messages with it).
@@ -33,6 +35,22 @@ pub struct MovementRequest {
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_outlet: Option<String>,
+    /// The lot the units come from (sale, wastage, transfer, a negative adjustment) or go into
+    /// (receipt, return, a positive adjustment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    /// When the lot coming in was made (RFC 3339; default `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<String>,
+    /// When the lot coming in expires (RFC 3339; default `made_at` plus the SKU's shelf life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+fn rfc3339(field: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, Invalid> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| Invalid::new(field, "must be an RFC 3339 time, e.g. 2025-08-09T09:42:00Z"))
 }
 
 impl MovementRequest {
@@ -43,10 +61,9 @@ impl MovementRequest {
         limits: &MovementSettings,
     ) -> Result<Movement, Invalid> {
         let event_id = EventId::parse("event_id", &self.event_id)?;
-        let outlet = self
-            .outlet
-            .ok_or_else(|| Invalid::new("outlet", "is required"))?;
-        let outlet = catalogue.known_outlet("outlet", &outlet)?;
+        let outlet =
+            (self.outlet.as_deref()).ok_or_else(|| Invalid::new("outlet", "is required"))?;
+        let outlet = catalogue.known_outlet("outlet", outlet)?;
         let kind = MovementKind::parse("kind", &self.kind)?;
         // A retired SKU takes no new stock; what is left of it still moves out.
         let sku = match kind {
@@ -69,9 +86,7 @@ impl MovementRequest {
             };
             return Err(Invalid::new("qty", rule));
         }
-        let at = chrono::DateTime::parse_from_rfc3339(&self.at)
-            .map_err(|_| Invalid::new("at", "must be an RFC 3339 time, e.g. 2025-08-09T09:42:00Z"))?
-            .with_timezone(&chrono::Utc);
+        let at = rfc3339("at", &self.at)?;
         // A POS may send late (offline queues), but not older than the `event_id`s are
         // remembered (a replay would apply again), and never from the future: a clock that is
         // far ahead is a broken device. The bounds also keep times inside the ledger's
@@ -105,6 +120,7 @@ impl MovementRequest {
                 ));
             }
         }
+        let lot = self.lot_spec(catalogue, &event_id, &sku, kind, at)?;
         let to_outlet = match (kind, self.to_outlet) {
             (MovementKind::Transfer, Some(to)) => {
                 let to = catalogue.known_outlet("to_outlet", &to)?;
@@ -128,7 +144,97 @@ impl MovementRequest {
             at,
             note: self.note,
             to_outlet,
+            lot,
         })
+    }
+
+    /// The movement's lot. Units coming in go into the lot named, or into a lot of their own
+    /// (its id the `event_id`) when times are given or a receipt's SKU has a shelf life; its
+    /// `made_at` defaults to `at`, its `expires_at` to `made_at` plus the shelf life. Units
+    /// going out may name the lot they come from. A count names none.
+    fn lot_spec(
+        &self,
+        catalogue: &Catalogue,
+        event_id: &EventId,
+        sku: &Sku,
+        kind: MovementKind,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<LotSpec>, Invalid> {
+        let id = (self.lot.as_deref())
+            .map(|id| parse_lot_id("lot", id))
+            .transpose()?;
+        let times = self.made_at.is_some() || self.expires_at.is_some();
+        let incoming = match kind {
+            MovementKind::Receipt | MovementKind::Return => true,
+            MovementKind::Adjustment => self.qty > 0,
+            MovementKind::Count => {
+                if id.is_some() || times {
+                    return Err(Invalid::new(
+                        if id.is_some() { "lot" } else { "made_at" },
+                        "a count sets on_hand whole and names no lot: receive, waste or adjust a lot instead",
+                    ));
+                }
+                return Ok(None);
+            }
+            _ => false,
+        };
+        if !incoming {
+            if times {
+                let field = if self.made_at.is_some() {
+                    "made_at"
+                } else {
+                    "expires_at"
+                };
+                return Err(Invalid::new(field, "is only for units coming in"));
+            }
+            return Ok(id.map(|id| LotSpec {
+                id,
+                made_at: None,
+                expires_at: None,
+            }));
+        }
+        let shelf_life_days = catalogue.sku(sku).and_then(|s| s.shelf_life_days);
+        let own_lot = times || (kind == MovementKind::Receipt && shelf_life_days.is_some());
+        let Some(id) = id.or_else(|| own_lot.then(|| event_id.to_string())) else {
+            return Ok(None);
+        };
+        let made_at = match &self.made_at {
+            Some(t) => rfc3339("made_at", t)?,
+            None => at,
+        };
+        let expires_at = match (&self.expires_at, shelf_life_days) {
+            (Some(t), _) => rfc3339("expires_at", t)?,
+            (None, Some(days)) => made_at + chrono::Duration::days(i64::from(days)),
+            (None, None) => {
+                return Err(Invalid::new(
+                    "expires_at",
+                    format!("is required: {sku} has no shelf life to count it from"),
+                ))
+            }
+        };
+        if made_at > chrono::Utc::now() + chrono::Duration::minutes(5) {
+            return Err(Invalid::new("made_at", "is in the future"));
+        }
+        if expires_at <= made_at {
+            return Err(Invalid::new("expires_at", "must be after made_at"));
+        }
+        if expires_at <= chrono::Utc::now() {
+            return Err(Invalid::new(
+                "expires_at",
+                "is past: an expired lot is not taken in (record it as wastage where it is)",
+            ));
+        }
+        if expires_at > made_at + chrono::Duration::days(i64::from(SHELF_LIFE_DAYS_MAX)) {
+            return Err(Invalid::new(
+                "expires_at",
+                format!("is more than {SHELF_LIFE_DAYS_MAX} days after made_at"),
+            ));
+        }
+        Ok(Some(LotSpec {
+            id,
+            made_at: Some(made_at.timestamp_millis()),
+            expires_at: Some(expires_at.timestamp_millis()),
+        }))
     }
 }
 
@@ -226,16 +332,53 @@ pub async fn applied_durably(services: &Services, m: &Movement) -> Result<bool, 
 }
 
 /// One half of movement `m` for its outlet's actor (the whole of it but for a transfer):
-/// `kind` and `key` tell the halves apart, `counterpart` names the other outlet.
+/// `kind` and `key` tell the halves apart, `counterpart` names the other outlet. The units
+/// of a transfer's receiving half go into the lots its sending half took them from
+/// (`from_lots`, the sending half's lot deltas).
 pub(crate) fn half(
     m: &Movement,
     hash: &str,
     kind: LedgerKind,
     key: String,
     counterpart: Option<OutletId>,
+    from_lots: Option<&[LotDelta]>,
     by: &By,
 ) -> ApplyMovement {
+    let (lot, lots) = match (from_lots, &m.lot) {
+        (Some(deltas), _) => {
+            let lots = (deltas.iter())
+                .filter(|d| d.d_qty < 0)
+                .map(|d| LotIn {
+                    lot: d.lot.clone(),
+                    made_at: d.made_at,
+                    expires_at: d.expires_at,
+                    qty: -d.d_qty,
+                })
+                .collect();
+            (None, lots)
+        }
+        (
+            None,
+            Some(LotSpec {
+                id,
+                made_at: Some(made_at),
+                expires_at: Some(expires_at),
+            }),
+        ) => {
+            let lot = LotIn {
+                lot: id.clone(),
+                made_at: *made_at,
+                expires_at: *expires_at,
+                qty: m.qty.abs(),
+            };
+            (None, vec![lot])
+        }
+        (None, Some(spec)) => (Some(spec.id.clone()), Vec::new()),
+        (None, None) => (None, Vec::new()),
+    };
     ApplyMovement {
+        lot,
+        lots,
         key,
         hash: hash.to_owned(),
         kind,
@@ -267,8 +410,11 @@ pub async fn apply(services: &Services, m: &Movement, by: By) -> Result<Applied,
     services
         .claim_key(ClaimKind::Event, m.event_id.as_str(), &m.outlet, retain)
         .await?;
-    let half = |kind: LedgerKind, key: String, counterpart: Option<OutletId>| {
-        half(m, &hash, kind, key, counterpart, &by)
+    let half = |kind: LedgerKind,
+                key: String,
+                counterpart: Option<OutletId>,
+                from_lots: Option<&[LotDelta]>| {
+        half(m, &hash, kind, key, counterpart, from_lots, &by)
     };
     let source = services.outlet(&m.outlet)?;
     // Both halves' outlets before either is applied: a transfer to an outlet this process
@@ -283,6 +429,7 @@ pub async fn apply(services: &Services, m: &Movement, by: By) -> Result<Applied,
         ledger_kind(m.kind),
         m.event_id.to_string(),
         m.to_outlet.clone(),
+        None,
     );
     // The sweep leaves the outlet to this movement's own pass, so the answer lists the moves.
     let in_flight = services.reroute.movement_in_flight(&m.outlet);
@@ -297,7 +444,12 @@ pub async fn apply(services: &Services, m: &Movement, by: By) -> Result<Applied,
     let to = match &m.to_outlet {
         Some(to) => {
             let key = format!("{TRANSFER_IN_PREFIX}{}", m.event_id);
-            let msg = half(LedgerKind::TransferIn, key, Some(m.outlet.clone()));
+            let msg = half(
+                LedgerKind::TransferIn,
+                key,
+                Some(m.outlet.clone()),
+                Some(&result.lots),
+            );
             let dest = dest.as_ref().expect("resolved with the source");
             let (incoming, _) = apply_half(services, dest, to, msg).await?;
             Some((to.clone(), incoming))

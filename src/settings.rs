@@ -446,6 +446,14 @@ pub struct CatalogueSettings {
     /// process.
     #[serde(default = "default_outlets_max")]
     pub outlets_max: usize,
+    /// Stock answers count a SKU's units of lots expiring within this many minutes as
+    /// `expiring_soon`.
+    #[serde(default = "default_expiring_soon_mins")]
+    pub expiring_soon_mins: u64,
+}
+
+fn default_expiring_soon_mins() -> u64 {
+    240
 }
 
 fn default_refresh_ms() -> u64 {

@@ -15,7 +15,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Channel, Counters, IdempotencyKey, LedgerKind, Line, ReservationId, ReservationStatus, Sku,
+    Channel, Counters, HeldLot, IdempotencyKey, LedgerKind, Line, Lot, LotDelta, ReservationId,
+    ReservationStatus, Sku,
 };
 use crate::keys::{ClaimKind, OutletKeys};
 use crate::settings::RedisSettings;
@@ -86,8 +87,16 @@ pub enum Op {
         note: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         counterpart: Option<String>,
+        /// The lot units going out come from (else the lots good now, earliest expiry first).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lot: Option<String>,
+        /// The lots units coming in go into (the rest are loose).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        lots: Vec<LotIn>,
         by: By,
     },
+    /// Writes off what is left of a lot at its expiry (the outlet's own operation).
+    ExpireLot { sku: Sku, lot: String },
     /// The reconciler's read of every counter at one seq.
     Audit,
     /// The reconciler's correction of drifted counters, as deltas.
@@ -119,10 +128,20 @@ impl Op {
                 ..
             } => "reroute_release",
             Op::Movement { .. } => "movement",
+            Op::ExpireLot { .. } => "lot_expiry",
             Op::Audit => "audit",
             Op::Heal { .. } => "heal",
         }
     }
+}
+
+/// Units coming into one lot (`Op::Movement::lots`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LotIn {
+    pub lot: String,
+    pub made_at: i64,
+    pub expires_at: i64,
+    pub qty: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +149,9 @@ pub struct HealLine {
     pub sku: Sku,
     pub d_on_hand: i64,
     pub d_reserved: i64,
+    /// The SKU's lots' corrections (each with the ledger's times).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotDelta>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +188,9 @@ pub struct ResRecord {
     /// The hold at another outlet that took over this cart (status `rerouted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerouted_to: Option<ReservationId>,
+    /// The lot units the hold holds (its lines' units beyond them are loose ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<HeldLot>,
 }
 
 /// The answer to a movement, kept so that a replay returns it unchanged.
@@ -177,6 +202,9 @@ pub struct MovementResult {
     pub available: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall: Option<i64>,
+    /// The lots the movement moved, and by how much (none: only loose units moved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotDelta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,9 +221,17 @@ pub struct StockRow {
     pub on_hand: i64,
     pub reserved: i64,
     pub seq: u64,
+    /// The SKU's lots after the change, earliest expiry first (none: it has no lots).
+    #[serde(default)]
+    pub lots: Vec<Lot>,
 }
 
 impl StockRow {
+    /// The row's lots as the stock view keeps them.
+    pub fn lots(&self) -> crate::stock_view::Lots {
+        self.lots.clone().into()
+    }
+
     pub fn counters(&self) -> Counters {
         Counters {
             on_hand: self.on_hand,
@@ -246,6 +282,10 @@ pub enum Outcome {
         field: String,
         message: String,
     },
+    /// A lot expiry that had nothing to do (`gone`, `not_due`) or must wait (`held`).
+    Skipped {
+        reason: String,
+    },
     /// An invariant did not hold in Redis: a bug or a second writer.
     Broken {
         message: String,
@@ -254,6 +294,8 @@ pub enum Outcome {
         seq: u64,
         on_hand: BTreeMap<Sku, i64>,
         reserved: BTreeMap<Sku, i64>,
+        #[serde(default)]
+        lots: BTreeMap<Sku, Vec<Lot>>,
     },
     Healed {
         stock: Vec<StockRow>,
@@ -324,6 +366,17 @@ pub struct Snapshot {
     pub seq: u64,
     pub counters: BTreeMap<Sku, Counters>,
     pub held: Vec<ResRecord>,
+    /// Every SKU's lots, earliest expiry first (SKUs without lots are not here).
+    pub lots: BTreeMap<Sku, Vec<Lot>>,
+}
+
+/// An outlet's counters and lots as read at one seq (`RedisStore::counters`).
+#[derive(Debug, Clone, Default)]
+pub struct OutletCounters {
+    pub seq: u64,
+    pub counters: BTreeMap<Sku, Counters>,
+    /// Every SKU's lots, earliest expiry first (SKUs without lots are not here).
+    pub lots: BTreeMap<Sku, Vec<Lot>>,
 }
 
 /// What `restore.lua` writes: an outlet rebuilt from the ledger.
@@ -340,6 +393,8 @@ pub struct RestorePlan {
     pub events: Vec<(String, String)>,
     /// `[forget at (ms), member]`
     pub forget: Vec<(i64, String)>,
+    /// `[sku, its lots JSON]`
+    pub lots: Vec<(Sku, String)>,
     /// Chain-wide claims of the restored client keys, with their remaining lifetime (s);
     /// written after the script (they are not outlet keys).
     #[serde(skip)]
@@ -862,26 +917,30 @@ impl RedisStore {
     /// The outlet's seq and every SKU's numbers, read in one MULTI (they belong to one seq);
     /// `None` when Redis has no state for the outlet. Lighter than `snapshot`: no
     /// reservations.
-    pub async fn counters(
-        &self,
-        keys: &OutletKeys,
-    ) -> anyhow::Result<Option<(u64, BTreeMap<Sku, Counters>)>> {
+    pub async fn counters(&self, keys: &OutletKeys) -> anyhow::Result<Option<OutletCounters>> {
         type Numbers = BTreeMap<String, i64>;
         let mut conn = self.conn.clone();
-        let (seq, on_hand, reserved, sku_seq): (Option<u64>, Numbers, Numbers, Numbers) =
-            redis::pipe()
-                .atomic()
-                .cmd("GET")
-                .arg(&keys.seq)
-                .cmd("HGETALL")
-                .arg(&keys.on_hand)
-                .cmd("HGETALL")
-                .arg(&keys.reserved)
-                .cmd("HGETALL")
-                .arg(&keys.sku_seq)
-                .query_async(&mut conn)
-                .await
-                .context("reading an outlet's counters")?;
+        let (seq, on_hand, reserved, sku_seq, lots): (
+            Option<u64>,
+            Numbers,
+            Numbers,
+            Numbers,
+            BTreeMap<String, String>,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(&keys.seq)
+            .cmd("HGETALL")
+            .arg(&keys.on_hand)
+            .cmd("HGETALL")
+            .arg(&keys.reserved)
+            .cmd("HGETALL")
+            .arg(&keys.sku_seq)
+            .cmd("HGETALL")
+            .arg(&keys.lots)
+            .query_async(&mut conn)
+            .await
+            .context("reading an outlet's counters")?;
         let Some(seq) = seq else {
             return Ok(None);
         };
@@ -895,7 +954,17 @@ impl RedisStore {
             .map(|(sku, n)| (sku, n.max(0) as u64))
             .collect();
         let counters = join_counters(skus(on_hand)?, &skus(reserved)?, &sku_seq);
-        Ok(Some((seq, counters)))
+        let lots = (lots.into_iter())
+            .map(|(sku, json)| {
+                let lots = serde_json::from_str(&json).context("decoding a SKU's lots")?;
+                Ok((Sku::parse("sku", &sku)?, lots))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(OutletCounters {
+            seq,
+            counters,
+            lots,
+        }))
     }
 
     /// The outlet's seq now (`None` when Redis has no state for it).
@@ -915,11 +984,11 @@ impl RedisStore {
             invocation.key(key);
         }
         let mut conn = self.conn.clone();
-        let raw: Option<(u64, String, String, String, Vec<String>)> = invocation
+        let raw: Option<(u64, String, String, String, Vec<String>, String)> = invocation
             .invoke_async(&mut conn)
             .await
             .context("reading an outlet snapshot")?;
-        let Some((seq, on_hand, reserved, sku_seq, held)) = raw else {
+        let Some((seq, on_hand, reserved, sku_seq, held, lots)) = raw else {
             return Ok(None);
         };
         let on_hand: BTreeMap<Sku, i64> = serde_json::from_str(&on_hand)?;
@@ -930,10 +999,12 @@ impl RedisStore {
             .iter()
             .map(|json| serde_json::from_str(json).context("decoding a held reservation"))
             .collect::<anyhow::Result<_>>()?;
+        let lots = serde_json::from_str(&lots).context("decoding an outlet's lots")?;
         Ok(Some(Snapshot {
             seq,
             counters,
             held,
+            lots,
         }))
     }
 

@@ -517,12 +517,18 @@ fn bound_to_catalogue(doc: &Value) -> Value {
     let times = ["2025-08-09T09:42:00Z", "2026-01-15T12:00:00.5+05:30"]
         .map(Value::from)
         .to_vec();
+    // Lots: a few names, made when a movement may be, expiring well ahead.
+    let lots = ["K-1", "K-2"].map(Value::from).to_vec();
+    let expiries = ["2030-01-01T00:00:00Z"].map(Value::from).to_vec();
     let values = BTreeMap::from([
         ("outlet", outlets.clone()),
         ("to_outlet", outlets),
         ("sku", skus),
         ("pin", pins),
+        ("made_at", times.clone()),
         ("at", times),
+        ("lot", lots),
+        ("expires_at", expiries),
     ]);
     let mut doc = doc.clone();
     // Parameters, and the request bodies' schemas (not the answers').

@@ -201,6 +201,8 @@ async fn new_holds_fill_at_most_half_of_an_outlets_queue_and_a_fact_finds_the_re
         event_at_ms: 1_795_000_000_000,
         note: None,
         counterpart: None,
+        lot: None,
+        lots: Vec::new(),
         by: "test".into(),
     };
     addr.send(movement(LedgerKind::Count, 1000, "count-1"))

@@ -175,6 +175,9 @@ impl Sale {
                     at: at.clone(),
                     note: Some(note.clone()),
                     to_outlet: None,
+                    lot: None,
+                    made_at: None,
+                    expires_at: None,
                 })
                 .expect("a movement serializes");
                 NewEvent {

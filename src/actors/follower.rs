@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::domain::OutletId;
 use crate::hub::LiveEvent;
-use crate::store::{ResRecord, StockRow};
+use crate::store::{OutletCounters, ResRecord, StockRow};
 
 /// How often the followed outlets' seqs are read, and the subscription is pinged.
 const POLL: Duration = Duration::from_secs(1);
@@ -173,7 +173,9 @@ impl Follower {
 
     fn publish(&self, outlet: &OutletId, row: StockRow) {
         let counters = row.counters();
-        self.shared.stock.record(outlet, &row.sku, counters);
+        self.shared
+            .stock
+            .record(outlet, &row.sku, counters, row.lots());
         self.shared.hub.publish(LiveEvent::Stock {
             outlet: outlet.clone(),
             sku: row.sku,
@@ -217,7 +219,11 @@ impl Follower {
     async fn resync(&mut self, outlet: &OutletId, reason: &str) {
         self.behind.remove(outlet);
         let keys = self.shared.store.keys(outlet);
-        let (seq, counters) = match self.shared.store.counters(&keys).await {
+        let OutletCounters {
+            seq,
+            counters,
+            mut lots,
+        } = match self.shared.store.counters(&keys).await {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(e) => {
@@ -237,18 +243,29 @@ impl Follower {
         // A first read, or a state that went back (rebuilt from the ledger), replaces the
         // view; otherwise a SKU's numbers only move forward.
         let back = self.seen.get(outlet).is_none_or(|&seen| seq < seen);
-        let changed: Vec<StockRow> = counters
+        let rows: Vec<StockRow> = counters
             .iter()
-            .filter(|(sku, c)| self.shared.stock.get(outlet, sku).as_ref() != Some(*c))
             .map(|(sku, c)| StockRow {
                 sku: sku.clone(),
                 on_hand: c.on_hand,
                 reserved: c.reserved,
                 seq: c.seq,
+                lots: lots.remove(sku).unwrap_or_default(),
             })
             .collect();
+        let stock = &self.shared.stock;
+        let changed: Vec<StockRow> = (rows.iter())
+            .filter(|r| {
+                stock.get(outlet, &r.sku) != Some(r.counters())
+                    || *stock.lots(outlet, &r.sku) != r.lots[..]
+            })
+            .cloned()
+            .collect();
         if back {
-            self.shared.stock.replace(outlet, counters);
+            stock.replace(
+                outlet,
+                (rows.iter()).map(|r| (r.sku.clone(), r.counters(), r.lots())),
+            );
         }
         for row in changed {
             self.publish(outlet, row);

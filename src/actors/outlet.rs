@@ -21,13 +21,13 @@ use tracing::{error, info, warn};
 
 use super::Shared;
 use crate::domain::{
-    now_ms, Channel, IdempotencyKey, LedgerKind, Line, OutletId, ReservationId, ReservationStatus,
-    Sku,
+    now_ms, Channel, IdempotencyKey, LedgerKind, Line, Lot, OutletId, ReservationId,
+    ReservationStatus, Sku,
 };
 use crate::hub::LiveEvent;
 use crate::keys::OutletKeys;
 use crate::store::{
-    BatchArgs, BatchReply, By, Fenced, HealLine, Op, Outcome, ReleaseReason, ResRecord,
+    BatchArgs, BatchReply, By, Fenced, HealLine, LotIn, Op, Outcome, ReleaseReason, ResRecord,
     RestoreMode, Snapshot,
 };
 
@@ -84,6 +84,10 @@ pub struct ApplyMovement {
     pub event_at_ms: i64,
     pub note: Option<String>,
     pub counterpart: Option<OutletId>,
+    /// The lot units going out come from (see `Op::Movement`).
+    pub lot: Option<String>,
+    /// The lots units coming in go into.
+    pub lots: Vec<LotIn>,
     pub by: By,
 }
 
@@ -203,6 +207,10 @@ pub struct OutletActor {
     held: HashMap<ReservationId, i64>,
     /// Deadlines not yet handed to a release, earliest first.
     expiry: BTreeSet<(i64, ReservationId)>,
+    /// Lot expiries not yet handed to an `expire_lot`, earliest first, and each SKU's of them
+    /// (to replace a SKU's when its lots change).
+    lot_expiry: BTreeSet<(i64, Sku, String)>,
+    lots_due: HashMap<Sku, Vec<(i64, String)>>,
     wake: Option<(i64, SpawnHandle)>,
     pending: VecDeque<Pending>,
     /// A batch or a reload is in flight.
@@ -213,8 +221,9 @@ pub struct OutletActor {
     /// The in-memory state may differ from Redis (an error, a refused invariant, lost keys).
     needs_reload: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
-    /// Expiry releases waiting for the ledger to catch up.
-    deferred_releases: Vec<ReservationId>,
+    /// The actor's own operations (expiry releases, lot expiries) waiting for the ledger to
+    /// catch up, or for a hold on the lot to be released.
+    deferred: Vec<Op>,
     /// Holds whose Redis record broke an invariant: not expired automatically again (that
     /// would loop); logged loudly and left for an operator and the reconciler.
     quarantined: HashSet<ReservationId>,
@@ -233,13 +242,15 @@ impl OutletActor {
             loads: 0,
             held: HashMap::new(),
             expiry: BTreeSet::new(),
+            lot_expiry: BTreeSet::new(),
+            lots_due: HashMap::new(),
             wake: None,
             pending: VecDeque::new(),
             busy: false,
             reloading: false,
             needs_reload: true,
             drain_waiters: Vec::new(),
-            deferred_releases: Vec::new(),
+            deferred: Vec::new(),
             quarantined: HashSet::new(),
         }
     }
@@ -445,26 +456,11 @@ impl OutletActor {
             for p in &batch {
                 self.shed(p.op.name(), "outbox_full");
             }
-            let retry_was_scheduled = !self.deferred_releases.is_empty();
-            for p in &batch {
-                if let (None, Op::Release { id, .. }) = (&p.reply, &p.op) {
-                    self.deferred_releases.push(id.clone());
-                }
-            }
-            if !retry_was_scheduled && !self.deferred_releases.is_empty() {
-                ctx.run_later(RELEASE_RETRY, |act, ctx| {
-                    for id in std::mem::take(&mut act.deferred_releases) {
-                        let op = Op::Release {
-                            id,
-                            reason: ReleaseReason::Expired,
-                            rerouted_to: None,
-                            by: "expiry".into(),
-                        };
-                        act.pending.push_back(Pending { op, reply: None });
-                    }
-                    act.flush(ctx);
-                });
-            }
+            let own: Vec<Op> = (batch.iter())
+                .filter(|p| p.reply.is_none())
+                .map(|p| p.op.clone())
+                .collect();
+            self.defer(own, ctx);
             reply_all(batch, "the ledger is behind; try again shortly");
             return;
         }
@@ -477,7 +473,7 @@ impl OutletActor {
         let generation = self.shared.durable.generation(&self.outlet);
         let load = self.loads;
         for (p, outcome) in batch.into_iter().zip(reply.results) {
-            wrote |= self.absorb(&p.op, &outcome);
+            wrote |= self.absorb(&p.op, &outcome, ctx);
             let answer = match outcome {
                 Outcome::Broken { .. } => Err(OutletError::Unavailable(
                     "the outlet found an inconsistency and is reloading; try again".into(),
@@ -499,12 +495,49 @@ impl OutletActor {
         self.reschedule(ctx);
     }
 
+    /// Tries the actor's own operations again after `RELEASE_RETRY` (one timer for all).
+    fn defer(&mut self, ops: Vec<Op>, ctx: &mut Context<Self>) {
+        let retry_was_scheduled = !self.deferred.is_empty();
+        self.deferred.extend(ops);
+        if !retry_was_scheduled && !self.deferred.is_empty() {
+            ctx.run_later(RELEASE_RETRY, |act, ctx| {
+                for op in std::mem::take(&mut act.deferred) {
+                    act.pending.push_back(Pending { op, reply: None });
+                }
+                act.flush(ctx);
+            });
+        }
+    }
+
+    /// Keeps a SKU's lot expiries in the queue in step with its lots.
+    fn track_lots(&mut self, sku: &Sku, lots: &[Lot]) {
+        for (at, lot) in self.lots_due.remove(sku).unwrap_or_default() {
+            self.lot_expiry.remove(&(at, sku.clone(), lot));
+        }
+        if lots.is_empty() {
+            return;
+        }
+        let due: Vec<(i64, String)> = lots.iter().map(|l| (l.expires_at, l.lot.clone())).collect();
+        for (at, lot) in &due {
+            self.lot_expiry.insert((*at, sku.clone(), lot.clone()));
+        }
+        self.lots_due.insert(sku.clone(), due);
+    }
+
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
-    fn absorb(&mut self, op: &Op, outcome: &Outcome) -> bool {
+    fn absorb(&mut self, op: &Op, outcome: &Outcome, ctx: &mut Context<Self>) -> bool {
         self.check_invariants(op, outcome);
+        if let (Op::ExpireLot { .. }, Outcome::Skipped { reason }) = (op, outcome) {
+            if reason == "held" {
+                // Its hold is due for release too (a hold never takes a lot that expires
+                // before the hold does): the expiry comes again after the release.
+                self.defer(vec![op.clone()], ctx);
+            }
+        }
         for row in outcome.stock() {
             let after = row.counters();
-            self.shared.stock.record(&self.outlet, &row.sku, after);
+            self.track_lots(&row.sku, &row.lots);
+            (self.shared.stock).record(&self.outlet, &row.sku, after, row.lots());
             self.shared
                 .feed
                 .stock_changed(&self.outlet, &row.sku, after);
@@ -583,9 +616,24 @@ impl OutletActor {
         self.seq = snapshot.seq;
         self.shared.durable.loaded(&self.outlet, snapshot.seq);
         self.loads += 1;
-        self.shared.stock.replace(&self.outlet, snapshot.counters);
+        let mut lots = snapshot.lots;
+        let rows: Vec<_> = (snapshot.counters.into_iter())
+            .map(|(sku, c)| {
+                let lots = lots.remove(&sku).unwrap_or_default();
+                (sku, c, lots)
+            })
+            .collect();
         self.held.clear();
         self.expiry.clear();
+        self.lot_expiry.clear();
+        self.lots_due.clear();
+        for (sku, _, lots) in &rows {
+            self.track_lots(sku, lots);
+        }
+        (self.shared.stock).replace(
+            &self.outlet,
+            (rows.into_iter()).map(|(sku, c, lots)| (sku, c, lots.into())),
+        );
         for res in &snapshot.held {
             self.track(res);
         }
@@ -593,9 +641,11 @@ impl OutletActor {
         self.reschedule(ctx);
     }
 
-    /// Keeps one timer, for the earliest deadline.
+    /// Keeps one timer, for the earliest deadline of a hold or a lot.
     fn reschedule(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(at, _)) = self.expiry.first() else {
+        let hold = self.expiry.first().map(|(at, _)| *at);
+        let lot = self.lot_expiry.first().map(|(at, ..)| *at);
+        let Some(at) = hold.into_iter().chain(lot).min() else {
             if let Some((_, handle)) = self.wake.take() {
                 ctx.cancel_future(handle);
             }
@@ -630,6 +680,15 @@ impl OutletActor {
                 rerouted_to: None,
                 by: "expiry".into(),
             };
+            self.pending.push_back(Pending { op, reply: None });
+        }
+        // After the releases: a hold due now lets go of its lots' units before they expire.
+        while self.lot_expiry.first().is_some_and(|(at, ..)| *at <= now) {
+            let (at, sku, lot) = self.lot_expiry.pop_first().expect("checked first");
+            if let Some(due) = self.lots_due.get_mut(&sku) {
+                due.retain(|d| *d != (at, lot.clone()));
+            }
+            let op = Op::ExpireLot { sku, lot };
             self.pending.push_back(Pending { op, reply: None });
         }
         self.flush(ctx);
@@ -933,6 +992,8 @@ impl ApplyMovement {
             event_at: self.event_at_ms,
             note: self.note,
             counterpart: self.counterpart.map(|o| o.to_string()),
+            lot: self.lot,
+            lots: self.lots,
             by: self.by,
         }
     }
@@ -1159,6 +1220,7 @@ mod tests {
             ended_at: ended_seq.map(|_| 900),
             pin: None,
             rerouted_to: None,
+            lots: Vec::new(),
         }
     }
 
@@ -1195,6 +1257,7 @@ mod tests {
                 on_hand: 10,
                 reserved: 10 - available,
                 seq,
+                lots: Vec::new(),
             }],
         }
     }
@@ -1246,6 +1309,8 @@ mod tests {
             event_at: 0,
             note: None,
             counterpart: None,
+            lot: None,
+            lots: Vec::new(),
             by: "test".into(),
         };
         let sold = Outcome::Ok {
@@ -1257,6 +1322,7 @@ mod tests {
                 on_hand: -1,
                 reserved: 0,
                 seq: 6,
+                lots: Vec::new(),
             }],
         };
         assert_eq!(broken_invariant(5, |_| false, &sale, &sold), None);

@@ -28,7 +28,7 @@ use super::outlet::{Audit, Committed, Heal};
 use super::{OutletActor, Shared};
 use crate::checkpoint::Checkpoints;
 
-use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
+use crate::domain::{now_ms, rfc3339_ms, Lot, LotDelta, OutletId, Sku};
 use crate::ledger::{Pace, Projection};
 use crate::settings::Settings;
 use crate::store::{HealLine, Outcome};
@@ -45,7 +45,7 @@ pub struct RunPass;
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// One SKU whose Redis counters differ from the ledger's.
+/// One SKU whose Redis counters or lots differ from the ledger's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkuDrift {
     pub sku: Sku,
@@ -53,6 +53,50 @@ pub struct SkuDrift {
     pub redis_reserved: i64,
     pub ledger_on_hand: i64,
     pub ledger_reserved: i64,
+    /// Both sides' lots, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lots: Option<LotDrift>,
+}
+
+/// A SKU's lots in Redis and in the ledger, earliest expiry first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LotDrift {
+    pub redis: Vec<Lot>,
+    pub ledger: Vec<Lot>,
+}
+
+impl LotDrift {
+    /// The changes that take Redis's lots to the ledger's (each with the ledger's times).
+    pub fn deltas(&self) -> Vec<LotDelta> {
+        let mut deltas: Vec<LotDelta> = Vec::new();
+        for l in &self.ledger {
+            let r = self.redis.iter().find(|r| r.lot == l.lot);
+            let (qty, held) = r.map_or((0, 0), |r| (r.qty, r.held));
+            let times_differ =
+                r.is_some_and(|r| (r.made_at, r.expires_at) != (l.made_at, l.expires_at));
+            if (qty, held) != (l.qty, l.held) || times_differ {
+                deltas.push(LotDelta {
+                    lot: l.lot.clone(),
+                    made_at: l.made_at,
+                    expires_at: l.expires_at,
+                    d_qty: l.qty - qty,
+                    d_held: l.held - held,
+                });
+            }
+        }
+        for r in &self.redis {
+            if !self.ledger.iter().any(|l| l.lot == r.lot) {
+                deltas.push(LotDelta {
+                    lot: r.lot.clone(),
+                    made_at: r.made_at,
+                    expires_at: r.expires_at,
+                    d_qty: -r.qty,
+                    d_held: -r.held,
+                });
+            }
+        }
+        deltas
+    }
 }
 
 /// What a pass found at one outlet.
@@ -269,6 +313,7 @@ impl Pass {
             seq,
             on_hand,
             reserved,
+            lots,
         } = outcome
         else {
             anyhow::bail!("unexpected audit outcome {outcome:?}");
@@ -300,7 +345,7 @@ impl Pass {
         ledger
             .fold_paced(outlet, &mut projection, Some(seq), Pace::BACKGROUND, |_| {})
             .await?;
-        let drift = compare(&projection, &on_hand, &reserved);
+        let drift = compare(&projection, &on_hand, &reserved, &lots);
         let metrics = &self.shared.metrics;
         metrics
             .reconciler_drift_skus
@@ -356,6 +401,7 @@ impl Pass {
                 sku: d.sku.clone(),
                 d_on_hand: d.ledger_on_hand - d.redis_on_hand,
                 d_reserved: d.ledger_reserved - d.redis_reserved,
+                lots: d.lots.as_ref().map(LotDrift::deltas).unwrap_or_default(),
             })
             .collect();
         match addr.send(Heal { load, lines }).await {
@@ -392,13 +438,18 @@ impl Pass {
         let skus: Vec<_> = drift
             .iter()
             .map(|d| {
-                doc! {
+                let mut sku = doc! {
                     "sku": d.sku.as_str(),
                     "redis": {"on_hand": d.redis_on_hand, "reserved": d.redis_reserved},
                     "ledger": {"on_hand": d.ledger_on_hand, "reserved": d.ledger_reserved},
+                };
+                if let Some(lots) = &d.lots {
+                    let lots = mongodb::bson::to_bson(lots).context("drifted lots")?;
+                    sku.insert("lots", lots);
                 }
+                Ok(sku)
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let id = format!("{outlet}:{seq}");
         let record = doc! {
             "_id": &id,
@@ -421,16 +472,20 @@ impl Pass {
     }
 }
 
-/// Every SKU either side knows, compared exactly; a SKU missing on one side counts as 0.
+/// Every SKU either side knows, its counters and its lots compared exactly; a SKU missing on
+/// one side counts as 0, with no lots.
 pub(crate) fn compare(
     p: &Projection,
     on_hand: &BTreeMap<Sku, i64>,
     reserved: &BTreeMap<Sku, i64>,
+    lots: &BTreeMap<Sku, Vec<Lot>>,
 ) -> Vec<SkuDrift> {
     let skus: BTreeSet<&Sku> = on_hand
         .keys()
         .chain(reserved.keys())
         .chain(p.counters.keys())
+        .chain(lots.keys())
+        .chain(p.lots.keys())
         .collect();
     skus.into_iter()
         .filter_map(|sku| {
@@ -441,8 +496,19 @@ pub(crate) fn compare(
                 redis_reserved: reserved.get(sku).copied().unwrap_or(0),
                 ledger_on_hand: ledger.on_hand,
                 ledger_reserved: ledger.reserved,
+                lots: None,
             };
-            let same = d.redis_on_hand == d.ledger_on_hand && d.redis_reserved == d.ledger_reserved;
+            let lots = LotDrift {
+                redis: lots.get(sku).cloned().unwrap_or_default(),
+                ledger: p.lots_of(sku),
+            };
+            let d = SkuDrift {
+                lots: (lots.redis != lots.ledger).then_some(lots),
+                ..d
+            };
+            let same = d.redis_on_hand == d.ledger_on_hand
+                && d.redis_reserved == d.ledger_reserved
+                && d.lots.is_none();
             (!same).then_some(d)
         })
         .collect()
@@ -471,7 +537,7 @@ mod tests {
         let on_hand = BTreeMap::from([(sku("A"), 5), (sku("B"), 4), (sku("D"), 1)]);
         let reserved = BTreeMap::from([(sku("A"), 1), (sku("B"), 0), (sku("D"), 0)]);
 
-        let drift = compare(&p, &on_hand, &reserved);
+        let drift = compare(&p, &on_hand, &reserved, &BTreeMap::new());
 
         let names: Vec<&str> = drift.iter().map(|d| d.sku.as_str()).collect();
         assert_eq!(names, ["B", "C", "D"]);

@@ -79,7 +79,7 @@ fn fix_links(v: &mut Value) {
 
 /// The rules between fields of a request body that the derived schemas cannot say: a hold
 /// names exactly one of `outlet` and `pin`; availability at most one of `pin` and `outlets`;
-/// a movement's `qty` and `to_outlet` depend on its `kind`.
+/// a movement's `qty`, `to_outlet` and lot fields depend on its `kind`.
 fn add_body_rules(doc: &mut Value) {
     let mut rule = |schema: &str, keyword: &str, value: Value| {
         doc["components"]["schemas"]
@@ -116,7 +116,9 @@ fn add_body_rules(doc: &mut Value) {
             },
             {
                 "properties": {"kind": {"const": "count"}, "qty": {"minimum": 0}},
-                "allOf": [no_transfer],
+                "allOf": [no_transfer, {"not": {"anyOf": [
+                    {"required": ["lot"]}, {"required": ["made_at"]}, {"required": ["expires_at"]},
+                ]}}],
             },
             {
                 "properties": {"kind": {"const": "transfer"}, "qty": {"minimum": 1}},
@@ -294,6 +296,33 @@ pub struct OutletInfo {
     pub version: u64,
 }
 
+/// One lot of a SKU at an outlet: units made together that expire together.
+#[derive(ToSchema)]
+pub struct StockLot {
+    #[schema(example = "K-2026-12-06-A")]
+    pub lot: String,
+    #[schema(format = DateTime)]
+    pub made_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Units of the lot on hand.
+    pub qty: i64,
+    /// Of them, units live holds hold.
+    pub held: i64,
+}
+
+/// A lot's change in a ledger line or a movement's answer (times in ms since the epoch).
+#[derive(ToSchema)]
+pub struct LotChange {
+    pub lot: String,
+    pub made_at: i64,
+    pub expires_at: i64,
+    /// Units in (positive) or out (negative).
+    pub d_qty: i64,
+    /// Units held (positive) or let go (negative).
+    pub d_held: i64,
+}
+
 /// One SKU's counters at an outlet.
 #[derive(ToSchema)]
 pub struct StockRow {
@@ -305,6 +334,10 @@ pub struct StockRow {
     /// The outlet's sequence number of the last change this value reflects.
     #[schema(minimum = 0)]
     pub seq: u64,
+    /// Units of lots that expire within `catalogue.expiring_soon_mins` (4 h) from now.
+    pub expiring_soon: i64,
+    /// The SKU's lots, earliest expiry first; absent when it has none (loose units only).
+    pub lots: Option<Vec<StockLot>>,
 }
 
 /// One SKU's counters at the named outlet.
@@ -317,6 +350,10 @@ pub struct SkuStock {
     pub available: i64,
     #[schema(minimum = 0)]
     pub seq: u64,
+    /// Units of lots that expire within `catalogue.expiring_soon_mins` (4 h) from now.
+    pub expiring_soon: i64,
+    /// The SKU's lots, earliest expiry first; absent when it has none (loose units only).
+    pub lots: Option<Vec<StockLot>>,
 }
 
 #[derive(ToSchema)]
@@ -424,6 +461,21 @@ pub struct MovementBody {
     /// Required for a `transfer`, refused otherwise.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub to_outlet: Option<String>,
+    /// Units going out (`sale_counter`, `wastage`, `transfer`, a negative `adjustment`): the
+    /// lot they come from (default: the lots good now, earliest expiry first, then loose
+    /// units). Units coming in (`receipt`, `return`, a positive `adjustment`): the lot they
+    /// go into (default for a `receipt` of a SKU with a shelf life, or with times given: a
+    /// lot named by the `event_id`; otherwise the units are loose and never expire). Not
+    /// for a `count`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "K-2026-12-06-A")]
+    pub lot: Option<String>,
+    /// Units coming in: when the lot was made (default `at`).
+    #[schema(format = DateTime)]
+    pub made_at: Option<String>,
+    /// Units coming in: when the lot expires (default `made_at` plus the SKU's
+    /// `shelf_life_days`; required when the SKU has none). Must be in the future.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
 }
 
 /// The receiving half of a transfer.
@@ -445,6 +497,8 @@ pub struct MovementAnswer {
     pub available: i64,
     /// Units the movement left uncovered (`-available`), when it took `available` below 0.
     pub shortfall: Option<i64>,
+    /// The lots the movement moved, and by how much (absent: loose units only).
+    pub lots: Option<Vec<LotChange>>,
     /// A transfer's receiving outlet.
     pub to: Option<TransferIn>,
     /// With a shortfall: the holds this movement's pass moved to other outlets.
@@ -468,6 +522,8 @@ pub struct LedgerLine {
     pub sku: String,
     pub d_on_hand: i64,
     pub d_reserved: i64,
+    /// The line's lot changes (absent: none, as in documents from before lots).
+    pub lots: Option<Vec<LotChange>>,
 }
 
 /// One ledger document (the stored milliseconds, with RFC 3339 copies).
@@ -476,7 +532,8 @@ pub struct LedgerEntry {
     pub outlet: String,
     pub seq: i64,
     /// `reservation_held`, `reservation_released`, `sale_web`, `sale_counter`, `receipt`,
-    /// `wastage`, `return`, `adjustment`, `count`, `transfer_out`, `transfer_in`.
+    /// `wastage`, `return`, `adjustment`, `count`, `transfer_out`, `transfer_in`, `expiry`
+    /// (what was left of a lot at its `event_at`, written off by the outlet).
     pub kind: String,
     pub at_ms: i64,
     pub at: String,

@@ -9,7 +9,6 @@ use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::openapi::{Availability, Error, OutletInfo, SkuStock, StockRow};
 use crate::domain::{Invalid, Line, OutletId, Qty};
-use crate::stock_view::counters_json;
 
 fn path_outlet(state: &AppState, raw: &str) -> Result<OutletId, ApiError> {
     state
@@ -60,7 +59,7 @@ pub async fn outlet_stock(
         .stock
         .outlet(&outlet)
         .into_iter()
-        .map(|(sku, c)| counters_json(None, &sku, &c))
+        .map(|(sku, c)| state.shared.stock.json(&outlet, false, &sku, &c))
         .collect();
     Ok(HttpResponse::Ok().json(rows))
 }
@@ -95,7 +94,7 @@ pub async fn sku_stock(
         .known_sku("sku", &sku)
         .map_err(|_| ApiError::not_found(format!("no sku '{sku}'")))?;
     let c = state.shared.stock.get(&outlet, &sku).unwrap_or_default();
-    Ok(HttpResponse::Ok().json(counters_json(Some(&outlet), &sku, &c)))
+    Ok(HttpResponse::Ok().json(state.shared.stock.json(&outlet, true, &sku, &c)))
 }
 
 /// One cart line: a known SKU, listed once per cart, and its quantity.

@@ -13,7 +13,6 @@ use super::context::AppState;
 use super::error::ApiError;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership, Numbered, Start};
-use crate::stock_view::counters_json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +110,7 @@ pub async fn stream(
                 .collect();
             let rows: Vec<_> = snapshot
                 .iter()
-                .map(|(o, s, c)| counters_json(Some(o), s, c))
+                .map(|(o, s, c)| state.shared.stock.json(o, true, s, c))
                 .collect();
             let frame = sse("snapshot", &at, &serde_json::Value::from(rows));
             tx.try_send(frame).expect("a fresh buffer has room");
@@ -137,6 +136,7 @@ pub async fn stream(
             filter,
             seen,
             tx,
+            stock: state.shared.stock.clone(),
         },
         missed,
         state.into_inner(),
@@ -158,6 +158,7 @@ struct Client {
     filter: Filter,
     seen: HashMap<(OutletId, Sku), u64>,
     tx: mpsc::Sender<Bytes>,
+    stock: std::sync::Arc<crate::stock_view::StockView>,
 }
 
 impl Client {
@@ -180,7 +181,7 @@ impl Client {
                 Some(sse(
                     "stock",
                     id,
-                    &counters_json(Some(&outlet), &sku, &counters),
+                    &self.stock.json(&outlet, true, &sku, &counters),
                 ))
             }
             LiveEvent::Reservation {

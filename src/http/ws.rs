@@ -21,7 +21,6 @@ use super::context::AppState;
 use super::error::ApiError;
 use crate::domain::{OutletId, Sku};
 use crate::hub::{Filter, LiveEvent, Membership};
-use crate::stock_view::counters_json;
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,7 +134,7 @@ impl WsSession {
             .collect();
         let stock: Vec<_> = rows
             .iter()
-            .map(|(o, s, c)| counters_json(Some(o), s, c))
+            .map(|(o, s, c)| self.state.shared.stock.json(o, true, s, c))
             .collect();
         ctx.text(json!({"type": "snapshot", "stock": stock}).to_string());
     }
@@ -224,7 +223,7 @@ impl StreamHandler<FromHub> for WsSession {
                     return;
                 }
                 *last = counters.seq;
-                let mut frame = counters_json(Some(&outlet), &sku, &counters);
+                let mut frame = (self.state.shared.stock).json(&outlet, true, &sku, &counters);
                 frame["type"] = "stock".into();
                 ctx.text(frame.to_string());
             }

@@ -1,7 +1,7 @@
 -- apply_batch.lua: applies a batch of one outlet's operations in arrival order, atomically,
 -- in one round trip (the outlet actor's group commit).
 -- KEYS: 1 on_hand  2 reserved  3 sku_seq  4 seq  5 res  6 idem  7 events  8 outbox  9 forget
---       10 epoch  11 lease (all of one outlet, sharing its hash tag; see keys.rs)
+--       10 lots  11 epoch  12 lease (all of one outlet, sharing its hash tag; see keys.rs)
 -- ARGV: 1 outlet id   2 now (ms)   3 ops (JSON array)   4 the seq the actor last saw
 --       5 reservation retention (ms)   6 event retention (ms)   7 outbox bound (entries)
 --       8 most forgotten records per call   9 the caller's fencing token (its lease's epoch)
@@ -19,8 +19,8 @@
 -- invariant: the outlet's seq never goes backwards and never skips; nothing is applied to an
 -- outlet whose state is missing, nor by a process whose lease was taken over (fencing).
 
-if tonumber(redis.call('GET', KEYS[10]) or '0') ~= tonumber(ARGV[9])
-    or redis.call('GET', KEYS[11]) ~= ARGV[10] .. ' ' .. ARGV[9] then
+if tonumber(redis.call('GET', KEYS[11]) or '0') ~= tonumber(ARGV[9])
+    or redis.call('GET', KEYS[12]) ~= ARGV[10] .. ' ' .. ARGV[9] then
   return cjson.encode({fenced = true})
 end
 local seen_seq = tonumber(ARGV[4])
@@ -49,7 +49,7 @@ if #due > 0 then redis.call('ZREM', K_FORGET, unpack(due)) end
 
 local handlers = {
   reserve = reserve, confirm = confirm, release = release, movement = movement,
-  audit = audit, heal = heal,
+  expire_lot = expire_lot, audit = audit, heal = heal,
 }
 local ops, results = cjson.decode(ARGV[3]), {}
 for i, op in ipairs(ops) do

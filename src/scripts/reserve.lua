@@ -5,7 +5,8 @@
 --   {r="replay", res}              the Idempotency-Key was seen with the same body
 --   {r="conflict", message}        the Idempotency-Key was seen with another body
 --   {r="out_of_stock", lines=[{sku, requested, available}]}
--- invariant: a hold never takes a SKU's available (on_hand - reserved) below zero.
+-- invariant: a hold never takes a SKU's available (on_hand - reserved) below zero, nor a unit
+-- of a lot that expires before the hold does (its lots' units are named in `res.lots`).
 local function reserve(op)
   local prior = redis.call('HGET', K_IDEM, op.idem)
   if prior then
@@ -20,7 +21,7 @@ local function reserve(op)
   local short, n = {}, 0
   for _, line in ipairs(op.lines) do
     local c = counters(line.sku)
-    local available = c.on_hand - c.reserved
+    local available = c.on_hand - c.reserved - spoiling(c.lots or {}, op.expires_at)
     if available < line.qty then
       n = n + 1
       short[n] = {sku = line.sku, requested = line.qty, available = math.max(available, 0)}
@@ -29,10 +30,17 @@ local function reserve(op)
   if n > 0 then return {r = 'out_of_stock', lines = short} end
 
   local seq = next_seq()
-  local doc_lines, stock = {}, {}
+  local doc_lines, stock, held = {}, {}, {}
   for i, line in ipairs(op.lines) do
     change(line.sku, 0, line.qty, seq)
     doc_lines[i] = {sku = line.sku, d_on_hand = 0, d_reserved = line.qty}
+    local lots = lots_of(line.sku)
+    local moved = take_lots(lots, line.qty, op.expires_at, true)
+    if #moved > 0 then
+      save_lots(line.sku, lots)
+      doc_lines[i].lots = moved
+      for _, m in ipairs(moved) do held[#held + 1] = {sku = line.sku, lot = m.lot, qty = m.d_held} end
+    end
     stock[i] = counters(line.sku)
   end
   local res = {
@@ -40,6 +48,7 @@ local function reserve(op)
     channel = op.channel, customer_ref = op.customer_ref, idem = op.idem, hash = op.hash,
     created_at = NOW, held_seq = seq, pin = op.pin,
   }
+  if #held > 0 then res.lots = held end
   redis.call('HSET', K_RES, op.id, cjson.encode(res))
   redis.call('HSET', K_IDEM, op.idem, cjson.encode({id = op.id, hash = op.hash}))
   redis.call('ZADD', K_FORGET, NOW + RES_RETAIN_MS, 'i:' .. op.idem)

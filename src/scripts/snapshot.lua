@@ -1,8 +1,9 @@
 -- snapshot.lua: reads one outlet's live state atomically (start-up, reload, reconciler).
--- KEYS: the nine keys of one outlet (see apply_batch.lua).
+-- KEYS: the ten keys of one outlet (see apply_batch.lua).
 -- ARGV: none.
 -- returns false when the outlet has no state in Redis, else an array
---   {seq, on_hand JSON {sku: n}, reserved JSON, sku_seq JSON, {held reservation JSON...}}
+--   {seq, on_hand JSON {sku: n}, reserved JSON, sku_seq JSON, {held reservation JSON...},
+--    lots JSON {sku: [lot...]}}
 -- invariant: read-only; every number belongs to the same seq.
 if redis.call('EXISTS', KEYS[4]) == 0 then return false end
 
@@ -26,4 +27,13 @@ for i = 2, #all, 2 do
     held[n] = all[i]
   end
 end
-return {redis.call('GET', KEYS[4]), numbers(KEYS[1]), numbers(KEYS[2]), numbers(KEYS[3]), held}
+local lots, any = {}, false
+local flat = redis.call('HGETALL', KEYS[10])
+for i = 1, #flat, 2 do
+  lots[flat[i]] = cjson.decode(flat[i + 1])
+  any = true
+end
+local lots_json = '{}'
+if any then lots_json = cjson.encode(lots) end
+return {redis.call('GET', KEYS[4]), numbers(KEYS[1]), numbers(KEYS[2]), numbers(KEYS[3]), held,
+  lots_json}
