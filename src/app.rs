@@ -306,6 +306,9 @@ impl Application {
             let (services, status) = (services.clone(), mqtt_status.clone());
             Supervisor::start(move |_| MqttSession::new(services, status))
         };
+        let prices = Arc::new(crate::end_of_day::Prices::load(
+            &services.settings.reports.prices_file,
+        )?);
         let state = web::Data::new(AppState {
             services: services.clone(),
             health: Health::new(shared.store.clone(), shared.ledger.clone(), mqtt_status),
@@ -316,6 +319,7 @@ impl Application {
             )?),
             whatsapp: crate::whatsapp::start(services.clone()),
             exports: Arc::new(tokio::sync::Semaphore::new(crate::http::EXPORTS_MAX)),
+            prices,
         });
         let write_deadline = Duration::from_secs(http.write_deadline_secs);
         let mut server = HttpServer::new(move || crate::http::app(state.clone()))

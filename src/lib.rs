@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod domain;
 pub mod durable;
+pub mod end_of_day;
 pub mod error;
 pub mod export;
 pub mod feed;

@@ -48,7 +48,39 @@ pub struct Settings {
     #[serde(default)]
     pub cluster: ClusterSettings,
     #[serde(default)]
+    pub reports: ReportSettings,
+    #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+}
+
+/// The end-of-day report (end_of_day.rs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportSettings {
+    /// The chain's local time, minutes east of UTC (India: 330): a report's day is a local
+    /// calendar day.
+    #[serde(default = "default_utc_offset_minutes")]
+    pub utc_offset_minutes: i32,
+    /// `sku,price`: the price of one unit in rupees (up to 2 decimals), for the report's
+    /// values; a SKU not in it has no value.
+    #[serde(default = "default_prices_file")]
+    pub prices_file: PathBuf,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            utc_offset_minutes: default_utc_offset_minutes(),
+            prices_file: default_prices_file(),
+        }
+    }
+}
+
+fn default_utc_offset_minutes() -> i32 {
+    330
+}
+
+fn default_prices_file() -> PathBuf {
+    PathBuf::from("catalogue/prices.csv")
 }
 
 /// The WhatsApp Cloud API webhook.

@@ -62,6 +62,19 @@ impl StockView {
             .unwrap_or_else(|| Arc::new([]))
     }
 
+    /// Units of the SKU's lots at the outlet that expire within the configured horizon.
+    pub fn expiring_soon(&self, outlet: &OutletId, sku: &Sku) -> i64 {
+        self.expiring_soon_of(&self.lots(outlet, sku))
+    }
+
+    fn expiring_soon_of(&self, lots: &[Lot]) -> i64 {
+        let soon = now_ms().saturating_add(self.expiring_soon_ms);
+        (lots.iter())
+            .filter(|l| l.expires_at <= soon)
+            .map(|l| l.qty)
+            .sum()
+    }
+
     /// A SKU's numbers as the API and the streams show them, with its lots (when it has any)
     /// and `expiring_soon`: its units in lots that expire within the configured horizon
     /// (`catalogue.expiring_soon_mins`) from now. `outlet` is left out of the object where
@@ -69,12 +82,7 @@ impl StockView {
     pub fn json(&self, outlet: &OutletId, show_outlet: bool, sku: &Sku, c: &Counters) -> Value {
         let lots = self.lots(outlet, sku);
         let mut v = counters_json(show_outlet.then_some(outlet), sku, c);
-        let soon = now_ms().saturating_add(self.expiring_soon_ms);
-        let expiring: i64 = (lots.iter())
-            .filter(|l| l.expires_at <= soon)
-            .map(|l| l.qty)
-            .sum();
-        v["expiring_soon"] = json!(expiring);
+        v["expiring_soon"] = json!(self.expiring_soon_of(&lots));
         if !lots.is_empty() {
             v["lots"] = lots
                 .iter()

@@ -96,7 +96,7 @@ pub enum Op {
         by: By,
     },
     /// Writes off what is left of a lot at its expiry (the outlet's own operation).
-    ExpireLot { sku: Sku, lot: String },
+    ExpireLot { sku: Sku, lot: String, by: By },
     /// The reconciler's read of every counter at one seq.
     Audit,
     /// The reconciler's correction of drifted counters, as deltas.

@@ -12,10 +12,6 @@ use serde_json::{json, Value};
 use shelfsync::domain::{LedgerKind, OutletId, Sku};
 use shelfsync::ledger::LedgerEntry;
 
-fn at(offset: chrono::Duration) -> String {
-    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn ms(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .unwrap()
@@ -37,15 +33,6 @@ async fn receive(
     let res = app.movement(ADMIN, body).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     res.json().await.unwrap()
-}
-
-/// A movement of `kind` that should be applied; its answer.
-async fn moved(app: &TestApp, body: Value) -> Value {
-    let res = app.movement(ADMIN, body).await;
-    let status = res.status();
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
 }
 
 /// `(lot, qty, held)` of every lot of the SKU's stock answer, in the order given.
@@ -71,8 +58,8 @@ async fn ledger_docs(app: &TestApp, outlet: &str) -> Vec<LedgerEntry> {
 #[actix_web::test]
 async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_lots() {
     let app = spawn_app().await;
-    let late = at(chrono::Duration::days(2));
-    let early = at(chrono::Duration::hours(2));
+    let late = from_now(chrono::Duration::days(2));
+    let early = from_now(chrono::Duration::hours(2));
     // The later lot arrives first: the order of expiry decides, not the order of arrival.
     receive(&app, OUTLET, SKU, "late", 5, &late).await;
     receive(&app, OUTLET, SKU, "early", 5, &early).await;
@@ -86,12 +73,10 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
     assert_eq!(stock["expiring_soon"], 5);
 
     // A counter sale of 3 takes them from the earlier-expiring lot.
-    let sale = moved(
-        &app,
-        json!({"event_id": "sale-1", "outlet": OUTLET, "sku": SKU,
-        "kind": "sale_counter", "qty": 3, "at": recent_at()}),
-    )
-    .await;
+    let sale = app
+        .moved(json!({"event_id": "sale-1", "outlet": OUTLET, "sku": SKU,
+        "kind": "sale_counter", "qty": 3, "at": recent_at()}))
+        .await;
     assert_eq!(sale["on_hand"], 7);
     assert_eq!(sale["lots"][0]["lot"], "early");
     assert_eq!(sale["lots"][0]["d_qty"], -3);
@@ -110,12 +95,9 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
         [("early".into(), 2, 2), ("late".into(), 5, 2)]
     );
     // A counter sale meanwhile takes the unheld units of the late lot, not the held ones.
-    moved(
-        &app,
-        json!({"event_id": "sale-2", "outlet": OUTLET, "sku": SKU,
-        "kind": "sale_counter", "qty": 1, "at": recent_at()}),
-    )
-    .await;
+    app.moved(json!({"event_id": "sale-2", "outlet": OUTLET, "sku": SKU,
+        "kind": "sale_counter", "qty": 1, "at": recent_at()}))
+        .await;
     let id = hold["id"].as_str().unwrap();
     let confirmed = app
         .post(
@@ -157,8 +139,7 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
     assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 2);
 
     // A transfer carries its lots, times and all, to the other outlet.
-    moved(
-        &app,
+    app.moved(
         json!({"event_id": "move-1", "outlet": OUTLET, "sku": SKU, "kind": "transfer",
         "qty": 2, "at": recent_at(), "to_outlet": OTHER_OUTLET}),
     )
@@ -178,7 +159,7 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
             "lot",
         ),
         (
-            json!({"kind": "receipt", "lot": "past", "expires_at": at(chrono::Duration::minutes(-1))}),
+            json!({"kind": "receipt", "lot": "past", "expires_at": from_now(chrono::Duration::minutes(-1))}),
             "expires_at",
         ),
         // The SKU has no shelf life to count an expiry from.
@@ -217,7 +198,7 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
 async fn an_expired_lot_is_never_held_or_sold_and_its_expiry_is_in_the_ledger_once() {
     let app = spawn_app().await;
     // Lot "soon" expires in 4 s; lot "later" in a day, after a 2 s hold.
-    let soon = at(chrono::Duration::seconds(4));
+    let soon = from_now(chrono::Duration::seconds(4));
     receive(&app, OUTLET, SKU, "soon", 3, &soon).await;
     // A hold of 60 s would outlive the lot: no unit of it can be held.
     let res = app
@@ -255,12 +236,12 @@ async fn an_expired_lot_is_never_held_or_sold_and_its_expiry_is_in_the_ledger_on
         )
         .await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    let sale = moved(
-        &app,
-        json!({"event_id": "late-sale", "outlet": OUTLET, "sku": SKU,
+    let sale = app
+        .moved(
+            json!({"event_id": "late-sale", "outlet": OUTLET, "sku": SKU,
         "kind": "sale_counter", "qty": 1, "at": recent_at()}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         (sale["on_hand"].clone(), sale["shortfall"].clone()),
         (json!(-1), json!(1))
@@ -280,6 +261,7 @@ async fn an_expired_lot_is_never_held_or_sold_and_its_expiry_is_in_the_ledger_on
     let e = expiries[0];
     assert_eq!((e.lines[0].d_on_hand, e.qty), (-3, Some(3)));
     assert_eq!(e.lines[0].lots[0].lot, "soon");
+    assert_eq!(e.by.as_deref(), Some("expiry"));
     assert_eq!(e.event_at_ms, Some(ms(&soon)));
     assert!(
         e.at_ms >= ms(&soon),
@@ -307,8 +289,24 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
     // A ledger from before lots (loose units) with lots on top: holds live and ended, sales,
     // wastage and a transfer; the SKU with a shelf life makes a lot of each receipt.
     app.set_stock(OUTLET, SKU, 4).await;
-    receive(&app, OUTLET, SKU, "a", 6, &at(chrono::Duration::hours(30))).await;
-    receive(&app, OUTLET, SKU, "b", 6, &at(chrono::Duration::hours(10))).await;
+    receive(
+        &app,
+        OUTLET,
+        SKU,
+        "a",
+        6,
+        &from_now(chrono::Duration::hours(30)),
+    )
+    .await;
+    receive(
+        &app,
+        OUTLET,
+        SKU,
+        "b",
+        6,
+        &from_now(chrono::Duration::hours(10)),
+    )
+    .await;
     let edit = app
         .put(
             &format!("/v1/skus/{SKU2}"),
@@ -323,27 +321,22 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
         "{}",
         edit.text().await.unwrap()
     );
-    let by_shelf_life = moved(
-        &app,
-        json!({"event_id": "shelf-1", "outlet": OUTLET, "sku": SKU2,
-        "kind": "receipt", "qty": 8, "at": recent_at()}),
-    )
-    .await;
+    let by_shelf_life = app
+        .moved(json!({"event_id": "shelf-1", "outlet": OUTLET, "sku": SKU2,
+        "kind": "receipt", "qty": 8, "at": recent_at()}))
+        .await;
     assert_eq!(by_shelf_life["lots"][0]["lot"], "shelf-1");
-    moved(
-        &app,
+    app.moved(
         json!({"event_id": "r-1", "outlet": OUTLET, "sku": SKU, "kind": "sale_counter",
         "qty": 7, "at": recent_at()}),
     )
     .await;
-    moved(
-        &app,
+    app.moved(
         json!({"event_id": "w-1", "outlet": OUTLET, "sku": SKU, "kind": "wastage",
         "qty": 1, "at": recent_at(), "lot": "a"}),
     )
     .await;
-    moved(
-        &app,
+    app.moved(
         json!({"event_id": "t-1", "outlet": OUTLET, "sku": SKU2, "kind": "transfer",
         "qty": 3, "at": recent_at(), "to_outlet": OTHER_OUTLET}),
     )
@@ -444,9 +437,17 @@ async fn raw_hash(
 #[actix_web::test]
 async fn the_reconciler_finds_drifted_lots_and_sets_them_to_the_ledgers() {
     let app = spawn_app().await;
-    let later = at(chrono::Duration::hours(20));
+    let later = from_now(chrono::Duration::hours(20));
     receive(&app, OUTLET, SKU, "k1", 5, &later).await;
-    receive(&app, OUTLET, SKU, "k2", 4, &at(chrono::Duration::hours(30))).await;
+    receive(
+        &app,
+        OUTLET,
+        SKU,
+        "k2",
+        4,
+        &from_now(chrono::Duration::hours(30)),
+    )
+    .await;
     app.hold(OUTLET, SKU, 2, 600).await;
     let clean = app.reconcile().await;
     let clean = clean

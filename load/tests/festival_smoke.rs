@@ -28,6 +28,8 @@ async fn a_short_festival_run_passes_its_audit() {
             "--whatsapp-rate",
             "2",
             "--movement-rate",
+            "4",
+            "--lot-secs",
             "2",
             "--sse-clients",
             "20",
@@ -85,6 +87,14 @@ async fn a_short_festival_run_passes_its_audit() {
         "{service:#}"
     );
     assert!(plotted.starts_with(b"\x89PNG"), "no plot was written");
+    // Deliveries came in lots: some expired within the run, each written off once, and no
+    // unit of an expired lot was held or sold.
+    let lots = &audit["lots"];
+    assert_eq!(lots["no_expired_unit_held_or_sold"], true, "{lots:#}");
+    assert!(lots["lot_expiries"].as_u64().unwrap_or(0) > 0, "{lots:#}");
+    let taken =
+        lots["lot_units_held"].as_i64().unwrap_or(0) + lots["lot_units_out"].as_i64().unwrap_or(0);
+    assert!(taken > 0, "no hold or sale took a lot's units: {lots:#}");
     // Holds left to expire did expire within the run.
     let kinds = &audit["run_documents_by_kind"];
     for kind in [
@@ -92,6 +102,7 @@ async fn a_short_festival_run_passes_its_audit() {
         "reservation_released",
         "sale_web",
         "sale_counter",
+        "expiry",
     ] {
         assert!(kinds[kind].as_u64().unwrap_or(0) > 0, "no {kind}: {kinds}");
     }

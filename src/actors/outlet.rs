@@ -688,7 +688,11 @@ impl OutletActor {
             if let Some(due) = self.lots_due.get_mut(&sku) {
                 due.retain(|d| *d != (at, lot.clone()));
             }
-            let op = Op::ExpireLot { sku, lot };
+            let op = Op::ExpireLot {
+                sku,
+                lot,
+                by: "expiry".into(),
+            };
             self.pending.push_back(Pending { op, reply: None });
         }
         self.flush(ctx);

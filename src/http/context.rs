@@ -22,6 +22,8 @@ pub struct AppState {
     pub whatsapp: crate::whatsapp::Inbox,
     /// Ledger exports streaming now (at most `export::EXPORTS_MAX`).
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// Unit prices for the end-of-day report (`reports.prices_file`, read at start).
+    pub prices: Arc<crate::end_of_day::Prices>,
 }
 
 impl std::ops::Deref for AppState {

@@ -15,6 +15,7 @@ mod movements;
 pub mod openapi;
 mod ops;
 mod outlets;
+mod reports;
 mod reservations;
 mod skus;
 mod stock;
@@ -106,6 +107,7 @@ route_table! {
     GET "/v1/export/stock" => export::stock,
     GET "/v1/export/drift" => export::drift,
     GET "/v1/export/reservations" => export::reservations,
+    GET "/v1/reports/end-of-day" => reports::end_of_day,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }

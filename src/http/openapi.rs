@@ -616,3 +616,70 @@ pub struct Health {
     /// `ok`.
     pub status: String,
 }
+
+/// What was wasted of one lot on the day.
+#[derive(ToSchema)]
+pub struct LotLoss {
+    pub lot: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Written off by hand.
+    pub wasted: i64,
+    /// Written off at its expiry.
+    pub expired: i64,
+}
+
+/// One SKU's day: `opening + received + returned - transferred_out - sold - wasted - expired +
+/// adjusted = left`. Values in paise at the configured price (absent without one).
+#[derive(ToSchema)]
+pub struct EndOfDayRow {
+    pub sku: String,
+    pub name: String,
+    pub opening: i64,
+    /// Receipts and transfers in.
+    pub received: i64,
+    pub returned: i64,
+    pub transferred_out: i64,
+    /// Counter and web sales.
+    pub sold: i64,
+    pub wasted: i64,
+    pub expired: i64,
+    /// Net of adjustments and counts.
+    pub adjusted: i64,
+    pub left: i64,
+    pub price_paise: Option<i64>,
+    pub sold_value_paise: Option<i64>,
+    pub waste_value_paise: Option<i64>,
+    pub left_value_paise: Option<i64>,
+    pub lots: Vec<LotLoss>,
+}
+
+/// The outlet's totals (values count only priced SKUs).
+#[derive(ToSchema)]
+pub struct EndOfDayTotals {
+    pub sold: i64,
+    pub wasted: i64,
+    pub expired: i64,
+    pub left: i64,
+    pub sold_value_paise: i64,
+    pub waste_value_paise: i64,
+    pub left_value_paise: i64,
+}
+
+/// An outlet's end of day.
+#[derive(ToSchema)]
+pub struct EndOfDay {
+    pub outlet: String,
+    #[schema(example = "2026-12-06")]
+    pub date: String,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// False while the day runs: `left` is then what is left now.
+    pub complete: bool,
+    pub rows: Vec<EndOfDayRow>,
+    pub totals: EndOfDayTotals,
+    /// SKUs of the report with no price.
+    pub unpriced: Vec<String>,
+}

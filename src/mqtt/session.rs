@@ -377,8 +377,9 @@ async fn publish(
     loop {
         let batch = feed.take().await;
         for (outlet, sku, c) in batch.stock {
+            let expiring_soon = services.shared.stock.expiring_soon(&outlet, &sku);
             let payload = json!({"on_hand": c.on_hand, "reserved": c.reserved, "available": c.available(),
-                "seq": c.seq, "at": rfc3339_ms(crate::domain::now_ms())});
+                "expiring_soon": expiring_soon, "seq": c.seq, "at": rfc3339_ms(crate::domain::now_ms())});
             let sent = outbound
                 .publish(
                     topics.stock(&outlet, &sku),

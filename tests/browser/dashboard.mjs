@@ -1,6 +1,6 @@
 // Drives the dashboard in Debian's headless Chromium: the page shows a SKU's number, a hold
 // made over HTTP appears on the page, the manager form records a wastage, the ledger lag
-// panel lists the outlet, rows show the SKU's name, and the keys are out of the address and only in the session.
+// panel lists the outlet, the end of day shows the wastage, rows show the SKU's name, and the keys are out of the address and only in the session.
 // Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
 import { chromium } from "playwright-core";
 
@@ -50,6 +50,14 @@ try {
   await page.locator("#form-result.good").waitFor({ timeout: 5000 }).catch(() => fail("the form did not report success"));
   await page.locator("#feed li", { hasText: "wastage" }).first().waitFor({ timeout: 5000 })
     .catch(() => fail("the recent movements do not show the wastage"));
+  // The end of day shows the wastage (the hold is not sold, so nothing is).
+  await page.selectOption("#eod-outlet", outlet);
+  await page.click("#eod-show");
+  const eodWasted = `#eod-rows tr[data-sku="${sku}"] td:nth-child(3)`;
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "1", eodWasted, { timeout: 5000 })
+    .catch(() => fail("the end of day does not show the wastage"));
+  await page.locator("#eod-totals", { hasText: "wasted 1" }).waitFor({ timeout: 5000 })
+    .catch(() => fail("the end of day totals do not show the wastage"));
   await page.locator(`#lag-rows tr[data-outlet="${outlet}"]`).waitFor({ timeout: 5000 })
     .catch(() => fail("the ledger lag panel does not show the outlet"));
   // The keys were taken from the address and left it, and they live in this tab's session,

@@ -144,6 +144,15 @@ impl TestApp {
         self.post("/v1/movements", key, body).await
     }
 
+    /// A movement (admin key) that must be applied: its `201` answer.
+    pub async fn moved(&self, body: Value) -> Value {
+        let res = self.movement(ADMIN, body).await;
+        let status = res.status();
+        let answer: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer
+    }
+
     /// Sets on_hand by a `count` movement (admin) and waits for its durable answer.
     pub async fn set_stock(&self, outlet: &str, sku: &str, qty: i64) -> Value {
         let body = json!({"event_id": format!("count-{}", uuid::Uuid::new_v4().simple()), "outlet": outlet,

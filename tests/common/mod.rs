@@ -67,6 +67,7 @@ pub fn test_settings() -> Settings {
         &mut s.catalogue.skus_file,
         &mut s.catalogue.stock_file,
         &mut s.catalogue.zones_file,
+        &mut s.reports.prices_file,
     ] {
         *f = std::path::Path::new(root).join(&*f);
     }
@@ -157,6 +158,11 @@ pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("running shelfsync")
+}
+
+/// RFC 3339 (ms) of now plus `offset`.
+pub fn from_now(offset: chrono::Duration) -> String {
+    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A movement's `at` within the shipped `movements.at_age_max_secs`, the same for the whole

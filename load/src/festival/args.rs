@@ -58,6 +58,13 @@ pub struct Args {
     /// Hold time of the holds that are confirmed or cancelled.
     #[arg(long, default_value_t = 60)]
     pub ttl_secs: u64,
+    /// Kitchen deliveries come in lots: a share of them (`--short-lot-share`) expires this
+    /// many seconds after delivery, within the run, the rest two days after; 0 sends loose
+    /// units (no lot).
+    #[arg(long, default_value_t = 8)]
+    pub lot_secs: u64,
+    #[arg(long, default_value_t = 0.5)]
+    pub short_lot_share: f64,
     /// Requests in flight at once (HTTP requests and unacknowledged POS publishes).
     #[arg(long, default_value_t = 512)]
     pub inflight_max: usize,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::args::Args;
+use crate::lots::LotAudit;
 use crate::world::{get_json, World};
 
 /// The figures the audit reads from `/metrics`.
@@ -246,6 +247,8 @@ struct Pass {
     /// Each acknowledged POS sale's `at` (when the simulator sent it, ms since the epoch) and
     /// how long after it the service committed it (ms): the POS apply latency.
     pos_apply: Vec<(i64, i64)>,
+    /// No expired unit held or sold, each lot's expiry once.
+    lots: LotAudit,
 }
 
 /// `sku`'s fold as of `seq`: `folded` (to the last of `entries`) less the deltas of the
@@ -285,6 +288,7 @@ async fn pass(
         by_kind: BTreeMap::new(),
         commits: HashMap::new(),
         pos_apply: Vec::new(),
+        lots: LotAudit::default(),
     };
     let mut pos_seen: HashMap<String, u32> = HashMap::new();
     for outlet in &world.outlets {
@@ -348,6 +352,7 @@ async fn pass(
         }
         let empty = HashMap::new();
         let start_stock = world.start_stock.get(outlet).unwrap_or(&empty);
+        p.lots.outlet(&entries, start);
         let (folded, oversells, shortfalls, touched) = replay(&entries, start_stock, start);
         p.oversells.extend(oversells);
         p.shortfall_facts += shortfalls;
@@ -421,7 +426,8 @@ pub async fn run(
     let zero_oversells = metric_ok && p.oversells.is_empty();
     let ledger_eq_redis = p.mismatches.is_empty() && p.compared > 0;
     let pos_once = p.pos_missing.is_empty() && p.pos_duplicated.is_empty();
-    let passed = drained && zero_oversells && ledger_eq_redis && pos_once;
+    let lots_ok = p.lots.passed();
+    let passed = drained && zero_oversells && ledger_eq_redis && pos_once && lots_ok;
     let few = |v: &[Value]| v.iter().take(20).cloned().collect::<Vec<_>>();
     let report = json!({
         "passed": passed,
@@ -444,6 +450,7 @@ pub async fn run(
         "ledger_documents_read": p.ledger_documents,
         "run_documents": p.run_documents,
         "run_documents_by_kind": p.by_kind,
+        "lots": p.lots.report(),
     });
     let found = Found {
         commits: p.commits,

@@ -18,10 +18,11 @@
 //! audit, report); the parts, by responsibility: `args.rs`, `world.rs` (what the run reads
 //! first), `schedule.rs` (open-loop sending), `ops.rs` and `mqtt.rs` (the generators),
 //! `push.rs` (SSE browsers, the MQTT display), `stats.rs`, `resources.rs` (/proc and
-//! /metrics), `audit.rs`, `report.rs` and `plot.rs`.
+//! /metrics), `audit.rs` (with `lots.rs`), `report.rs` and `plot.rs`.
 
 mod args;
 mod audit;
+mod lots;
 mod mqtt;
 mod ops;
 mod plot;

@@ -186,7 +186,8 @@ pub(crate) async fn whatsapp_op(
     drop(permit);
 }
 
-/// A kitchen delivery: a `receipt` of 1 to 3 units of a web SKU at its outlet.
+/// A kitchen delivery: a `receipt` of 1 to 3 units of a web SKU at its outlet, as a lot
+/// (`--lot-secs`).
 pub(crate) async fn movement_op(
     ctx: Arc<Ctx>,
     i: u64,
@@ -196,10 +197,24 @@ pub(crate) async fn movement_op(
     let a = &ctx.args;
     let w = &ctx.world;
     let (outlet, sku) = &w.web[(mix(a.seed ^ 12 ^ mix(i)) % w.web.len() as u64) as usize];
-    let body = json!({"event_id": format!("fest-{}-mv-{i}", ctx.run), "outlet": outlet,
+    let now = chrono::Utc::now();
+    let mut body = json!({"event_id": format!("fest-{}-mv-{i}", ctx.run), "outlet": outlet,
         "sku": sku, "kind": "receipt", "qty": 1 + mix(a.seed ^ 13 ^ mix(i)) % 3,
-        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "note": "festival kitchen delivery"});
+    if a.lot_secs > 0 {
+        // A tray made now: a short-lived one expires within the run, so the run sees lots
+        // written off and holds that may not take them.
+        let short = (mix(a.seed ^ 14 ^ mix(i)) % 1000) as f64 / 1000.0 < a.short_lot_share;
+        let life = if short {
+            chrono::Duration::seconds(a.lot_secs as i64)
+        } else {
+            chrono::Duration::days(2)
+        };
+        body["lot"] = json!(format!("fest-{}-lot-{i}", ctx.run));
+        body["expires_at"] =
+            json!((now + life).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
     let res = ctx
         .http
         .post(format!("{}/v1/movements", a.url))
