@@ -15,6 +15,8 @@ pub struct Metrics {
     pub at_risk_holds: IntGaugeVec,
     pub at_risk_units: IntGaugeVec,
     pub expirations: IntCounter,
+    /// Units of lots written off at their expiry, by outlet.
+    pub lot_expired_units: IntCounterVec,
     pub outlet_batch_ops: HistogramVec,
     pub outlet_unavailable: IntCounterVec,
     pub owned_outlets: IntGaugeVec,
@@ -119,6 +121,14 @@ impl Metrics {
         let expirations =
             IntCounter::new("expirations_total", "Holds released by their expiry timer")
                 .expect("metric");
+        let lot_expired_units = IntCounterVec::new(
+            Opts::new(
+                "lot_expired_units_total",
+                "Units of lots written off at their expiry (one `expiry` ledger document a lot)",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
         let outlet_batch_ops = HistogramVec::new(
             HistogramOpts::new(
                 "outlet_batch_ops",
@@ -403,6 +413,7 @@ impl Metrics {
             Box::new(at_risk_holds.clone()),
             Box::new(at_risk_units.clone()),
             Box::new(expirations.clone()),
+            Box::new(lot_expired_units.clone()),
             Box::new(outlet_batch_ops.clone()),
             Box::new(outlet_unavailable.clone()),
             Box::new(owned_outlets.clone()),
@@ -464,6 +475,7 @@ impl Metrics {
             at_risk_holds,
             at_risk_units,
             expirations,
+            lot_expired_units,
             outlet_batch_ops,
             outlet_unavailable,
             owned_outlets,

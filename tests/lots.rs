@@ -226,6 +226,8 @@ async fn an_expired_lot_is_never_held_or_sold_and_its_expiry_is_in_the_ledger_on
         app.reservation(short_hold["id"].as_str().unwrap()).await["status"],
         "expired"
     );
+    let expired_units = format!("shelfsync_lot_expired_units_total{{outlet=\"{OUTLET}\"}}");
+    assert_eq!(metric(&app, &expired_units).await, 3.0);
 
     // Nothing of it can be held or sold now: a hold is out of stock, and a counter sale (a
     // fact) is recorded short, taking no lot.
@@ -262,6 +264,11 @@ async fn an_expired_lot_is_never_held_or_sold_and_its_expiry_is_in_the_ledger_on
     assert_eq!((e.lines[0].d_on_hand, e.qty), (-3, Some(3)));
     assert_eq!(e.lines[0].lots[0].lot, "soon");
     assert_eq!(e.by.as_deref(), Some("expiry"));
+    assert_eq!(
+        metric(&app, &expired_units).await,
+        0.0,
+        "a restart writes nothing off again"
+    );
     assert_eq!(e.event_at_ms, Some(ms(&soon)));
     assert!(
         e.at_ms >= ms(&soon),

@@ -534,6 +534,18 @@ impl OutletActor {
                 self.defer(vec![op.clone()], ctx);
             }
         }
+        if let (
+            Op::ExpireLot { .. },
+            Outcome::Ok {
+                result: Some(r), ..
+            },
+        ) = (op, outcome)
+        {
+            let written_off: i64 = r.lots.iter().map(|d| -d.d_qty).sum();
+            (self.shared.metrics.lot_expired_units)
+                .with_label_values(&[self.outlet.as_str()])
+                .inc_by(written_off.max(0) as u64);
+        }
         for row in outcome.stock() {
             let after = row.counters();
             self.track_lots(&row.sku, &row.lots);

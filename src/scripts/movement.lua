@@ -114,7 +114,8 @@ end
 
 -- expire_lot: writes off what is left of a lot at its expiry (the `expiry` ledger document).
 -- op: {op="expire_lot", sku, lot}
--- returns {r="ok", seq, stock}, or {r="skipped", reason} when the lot is gone ("gone"), not due
+-- returns {r="ok", seq, result (as a movement's, with the lot's delta), stock}, or
+--   {r="skipped", reason} when the lot is gone ("gone"), not due
 --   yet ("not_due"), or has held units ("held": a hold never takes a lot that expires before
 --   the hold does, so its hold is due for release too, and the expiry comes again after it).
 -- invariant: a lot's expiry is written once: the lot is gone after it.
@@ -135,5 +136,7 @@ local function expire_lot(op)
     qty = n, event_at_ms = l.expires_at, on_hand_after = after.on_hand,
     reserved_after = after.reserved,
   })
-  return {r = 'ok', seq = seq, stock = {after}}
+  local result = {seq = seq, on_hand = after.on_hand, reserved = after.reserved,
+    available = after.on_hand - after.reserved, lots = moved}
+  return {r = 'ok', seq = seq, result = result, stock = {after}}
 end
