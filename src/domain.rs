@@ -323,10 +323,32 @@ pub struct Movement {
     pub at: chrono::DateTime<chrono::Utc>,
     pub note: Option<String>,
     pub to_outlet: Option<OutletId>,
+    /// The lot fields as the client sent them. The body hash covers these, not the defaults
+    /// the service fills in (`lot`), so that a retry is told apart from another movement by
+    /// what was sent, whatever the catalogue's shelf life says by then.
+    #[serde(skip_serializing_if = "SentLot::is_empty")]
+    pub sent_lot: SentLot,
     /// The lot units go out of, or come into (with its times); none: the outlet picks
     /// (earliest expiry first) or the units are loose.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     pub lot: Option<LotSpec>,
+}
+
+/// A movement's `lot`, `made_at` and `expires_at` as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SentLot {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl SentLot {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A movement's lot: `id` alone for units going out; with its times for units coming in.

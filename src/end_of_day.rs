@@ -200,11 +200,17 @@ pub async fn build(
         let page = ledger
             .page(outlet, None, after_seq, PAGE_DOCS as i64)
             .await?;
-        for e in &page {
+        // Only the run of seqs without a gap: the writer inserts a batch unordered, so a seq
+        // may be in before the one below it. Read on from the gap.
+        let run = (page.iter())
+            .zip(after_seq + 1..)
+            .take_while(|(e, seq)| e.seq as u64 == *seq)
+            .count();
+        for e in &page[..run] {
             add(&mut sums, e, (from_ms, to_ms), &now);
         }
-        after_seq = page.last().map_or(after_seq, |e| e.seq as u64);
-        if page.len() as u64 == PAGE_DOCS {
+        after_seq += run as u64;
+        if run as u64 == PAGE_DOCS {
             continue;
         }
         // The stock view may be a moment ahead of the ledger (the outbox): wait for it.
@@ -283,8 +289,9 @@ pub async fn build(
     })
 }
 
-/// Adds one document: to the day's sums when it is of the day, to `after` when it is later
-/// and the view's counters of the SKU already count it.
+/// Adds one document: to the day's sums when it is of the day, to `after` when it is later;
+/// a SKU's documents only up to the view's seq of it, the numbers `left` is taken from (a
+/// change after those is in the next report).
 fn add(
     sums: &mut BTreeMap<Sku, Sums>,
     e: &LedgerEntry,
@@ -293,11 +300,12 @@ fn add(
 ) {
     let seq = e.seq as u64;
     for line in &e.lines {
+        if now.get(&line.sku).is_none_or(|c| seq > c.seq) {
+            continue;
+        }
         let s = sums.entry(line.sku.clone()).or_default();
         if e.at_ms >= to_ms {
-            if now.get(&line.sku).is_some_and(|c| seq <= c.seq) {
-                s.after += line.d_on_hand;
-            }
+            s.after += line.d_on_hand;
             continue;
         }
         if e.at_ms < from_ms {

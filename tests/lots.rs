@@ -125,12 +125,13 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
         .collect();
     assert_eq!(taken, [("early".into(), -2, -2), ("late".into(), -2, -2)]);
 
-    // Wastage may name its lot; one that has fewer units is refused, nothing changed.
+    // A request (a negative adjustment) naming a lot that has fewer units is refused, nothing
+    // changed; a fact naming it is recorded (below).
     let short = app
         .movement(
             ADMIN,
-            json!({"event_id": "waste-1", "outlet": OUTLET, "sku": SKU,
-            "kind": "wastage", "qty": 3, "at": recent_at(), "lot": "late"}),
+            json!({"event_id": "adjust-1", "outlet": OUTLET, "sku": SKU,
+            "kind": "adjustment", "qty": -1, "at": recent_at(), "lot": "nope"}),
         )
         .await;
     assert_eq!(short.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -529,4 +530,126 @@ async fn set_hash(
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+#[actix_web::test]
+async fn a_lot_past_its_expiry_not_yet_written_off_is_never_held_or_moved_but_a_fact_takes_it() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 2).await;
+    // Behind the actor's back (so no write-off is scheduled): 3 units of a lot that expired a
+    // second ago, as if its write-off had not run yet.
+    tamper(&app.settings, OUTLET, SKU, 3).await;
+    let stale = json!([{"lot": "stale", "made_at": 0, "expires_at": chrono::Utc::now().timestamp_millis() - 1000,
+        "qty": 3, "held": 0}]);
+    set_hash(&app.settings, OUTLET, "lots", SKU, &stale.to_string()).await;
+
+    // Requests see only the 2 good (loose) units.
+    let transfer = |qty: i64, lot: Option<&str>| {
+        let mut body = json!({"event_id": format!("t-{}", uuid::Uuid::new_v4().simple()),
+            "outlet": OUTLET, "sku": SKU, "kind": "transfer", "qty": qty, "at": recent_at(),
+            "to_outlet": OTHER_OUTLET});
+        if let Some(lot) = lot {
+            body["lot"] = json!(lot);
+        }
+        body
+    };
+    let res = app.movement(ADMIN, transfer(3, None)).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["lines"][0]["available"], 2, "{body}");
+    let res = app.movement(ADMIN, transfer(1, Some("stale"))).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let res = app
+        .movement(
+            ADMIN,
+            json!({"event_id": "adj-stale", "outlet": OUTLET, "sku": SKU,
+            "kind": "adjustment", "qty": -3, "at": recent_at()}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = app
+        .reserve(
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 3}], "ttl_secs": 60}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+
+    // A counter sale of 4 happened: the 2 loose units, then 2 of the stale lot, so that its
+    // write-off does not count them again; nothing is short.
+    let sale = app
+        .moved(
+            json!({"event_id": "sale-stale", "outlet": OUTLET, "sku": SKU,
+            "kind": "sale_counter", "qty": 4, "at": recent_at()}),
+        )
+        .await;
+    assert_eq!(
+        (sale["on_hand"].clone(), sale["shortfall"].clone()),
+        (json!(1), Value::Null)
+    );
+    assert_eq!(
+        (
+            sale["lots"][0]["lot"].clone(),
+            sale["lots"][0]["d_qty"].clone()
+        ),
+        (json!("stale"), json!(-2))
+    );
+    // The sale's row told the actor of the lot: it writes off the unit left, once.
+    let written_off = eventually(10, || async {
+        app.stock(OUTLET, SKU).await["lots"].is_null()
+    })
+    .await;
+    assert!(written_off, "{}", app.stock(OUTLET, SKU).await);
+    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 0);
+    // Wastage naming a lot that is gone is a fact all the same: recorded, and short.
+    let waste = app
+        .moved(
+            json!({"event_id": "waste-stale", "outlet": OUTLET, "sku": SKU,
+            "kind": "wastage", "qty": 2, "at": recent_at(), "lot": "stale"}),
+        )
+        .await;
+    assert_eq!(
+        (waste["on_hand"].clone(), waste["shortfall"].clone()),
+        (json!(-2), json!(2))
+    );
+    app.finish().await;
+}
+
+#[actix_web::test]
+async fn a_retried_receipt_answers_as_the_first_time_after_a_shelf_life_edit_or_its_lots_expiry() {
+    let app = spawn_app().await;
+    let shelf_life = |days: u32| json!({"name": "Soan Papdi 500 g", "category": "sweets", "shelf_life_days": days});
+    let edit = app
+        .put(&format!("/v1/skus/{SKU2}"), ADMIN, shelf_life(2))
+        .await;
+    assert_eq!(edit.status(), StatusCode::OK);
+    // A lot of its own, from the shelf life; then the shelf life changes and the POS retries.
+    let receipt = json!({"event_id": "shelf-retry", "outlet": OUTLET, "sku": SKU2,
+        "kind": "receipt", "qty": 4, "at": recent_at()});
+    let first = app.moved(receipt.clone()).await;
+    let edit = app
+        .put(&format!("/v1/skus/{SKU2}"), ADMIN, shelf_life(3))
+        .await;
+    assert_eq!(edit.status(), StatusCode::OK);
+    assert_eq!(app.moved(receipt).await, first);
+
+    // A lot that expires 2 s after it came in; retried after it expired, the same answer.
+    let short = json!({"event_id": "short-retry", "outlet": OUTLET, "sku": SKU,
+        "kind": "receipt", "qty": 2, "at": recent_at(), "lot": "brief",
+        "expires_at": from_now(chrono::Duration::seconds(2))});
+    let first = app.moved(short.clone()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.moved(short).await, first);
+    // A new receipt of a lot already past is refused, nothing taken in.
+    let late = app
+        .movement(
+            ADMIN,
+            json!({"event_id": "too-late", "outlet": OUTLET, "sku": SKU,
+            "kind": "receipt", "qty": 2, "at": recent_at(), "lot": "gone",
+            "expires_at": from_now(chrono::Duration::seconds(-1))}),
+        )
+        .await;
+    assert_eq!(late.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(late.json::<Value>().await.unwrap()["field"], "expires_at");
+    app.finish().await;
 }

@@ -211,6 +211,9 @@ pub struct OutletActor {
     /// (to replace a SKU's when its lots change).
     lot_expiry: BTreeSet<(i64, Sku, String)>,
     lots_due: HashMap<Sku, Vec<(i64, String)>>,
+    /// Lot expiries handed to an `expire_lot` (queued, in a batch or deferred) and not yet
+    /// done: a SKU's later rows still show the lot, which must not queue it again.
+    expiring: HashSet<(Sku, String)>,
     wake: Option<(i64, SpawnHandle)>,
     pending: VecDeque<Pending>,
     /// A batch or a reload is in flight.
@@ -244,6 +247,7 @@ impl OutletActor {
             expiry: BTreeSet::new(),
             lot_expiry: BTreeSet::new(),
             lots_due: HashMap::new(),
+            expiring: HashSet::new(),
             wake: None,
             pending: VecDeque::new(),
             busy: false,
@@ -517,7 +521,10 @@ impl OutletActor {
         if lots.is_empty() {
             return;
         }
-        let due: Vec<(i64, String)> = lots.iter().map(|l| (l.expires_at, l.lot.clone())).collect();
+        let due: Vec<(i64, String)> = (lots.iter())
+            .filter(|l| !self.expiring.contains(&(sku.clone(), l.lot.clone())))
+            .map(|l| (l.expires_at, l.lot.clone()))
+            .collect();
         for (at, lot) in &due {
             self.lot_expiry.insert((*at, sku.clone(), lot.clone()));
         }
@@ -527,11 +534,22 @@ impl OutletActor {
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome, ctx: &mut Context<Self>) -> bool {
         self.check_invariants(op, outcome);
-        if let (Op::ExpireLot { .. }, Outcome::Skipped { reason }) = (op, outcome) {
-            if reason == "held" {
+        if let Op::ExpireLot { sku, lot, due, .. } = op {
+            match outcome {
                 // Its hold is due for release too (a hold never takes a lot that expires
                 // before the hold does): the expiry comes again after the release.
-                self.defer(vec![op.clone()], ctx);
+                Outcome::Skipped { reason } if reason == "held" => {
+                    self.defer(vec![op.clone()], ctx)
+                }
+                // The clock went back since it was queued: back in the queue.
+                Outcome::Skipped { reason } if reason == "not_due" => {
+                    self.expiring.remove(&(sku.clone(), lot.clone()));
+                    self.lot_expiry.insert((*due, sku.clone(), lot.clone()));
+                    (self.lots_due.entry(sku.clone()).or_default()).push((*due, lot.clone()));
+                }
+                _ => {
+                    self.expiring.remove(&(sku.clone(), lot.clone()));
+                }
             }
         }
         if let (
@@ -639,6 +657,13 @@ impl OutletActor {
         self.expiry.clear();
         self.lot_expiry.clear();
         self.lots_due.clear();
+        // What is queued or deferred still runs (a lot gone by then is skipped as `gone`).
+        self.expiring.clear();
+        for p in self.pending.iter().map(|p| &p.op).chain(&self.deferred) {
+            if let Op::ExpireLot { sku, lot, .. } = p {
+                self.expiring.insert((sku.clone(), lot.clone()));
+            }
+        }
         for (sku, _, lots) in &rows {
             self.track_lots(sku, lots);
         }
@@ -700,9 +725,11 @@ impl OutletActor {
             if let Some(due) = self.lots_due.get_mut(&sku) {
                 due.retain(|d| *d != (at, lot.clone()));
             }
+            self.expiring.insert((sku.clone(), lot.clone()));
             let op = Op::ExpireLot {
                 sku,
                 lot,
+                due: at,
                 by: "expiry".into(),
             };
             self.pending.push_back(Pending { op, reply: None });

@@ -498,8 +498,12 @@ pub(crate) fn compare(
                 ledger_reserved: ledger.reserved,
                 lots: None,
             };
+            // In the ledger's order: Redis's script breaks a tie of expiry by its own string
+            // order, which is not Rust's under every locale.
+            let mut redis = lots.get(sku).cloned().unwrap_or_default();
+            redis.sort_by(|a, b| (a.expires_at, &a.lot).cmp(&(b.expires_at, &b.lot)));
             let lots = LotDrift {
-                redis: lots.get(sku).cloned().unwrap_or_default(),
+                redis,
                 ledger: p.lots_of(sku),
             };
             let d = SkuDrift {

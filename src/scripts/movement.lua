@@ -6,7 +6,10 @@
 --   Units coming in go into the lots of `lots` ({lot, made_at, expires_at, qty}, at most qty
 --   in all; a lot already here must have the same times), the rest are loose. Units going out
 --   come from lot `lot` when it is named, else from the lots good now, earliest expiry first,
---   then from the loose units. A count below on_hand takes the difference as units going out.
+--   then from the loose units; a fact (a counter sale, wastage, a count below on_hand) that
+--   finds no more takes units of lots past their expiry not yet written off, and past those
+--   it leaves a shortfall. A request (transfer_out, a negative adjustment) takes only good
+--   units, and a named lot only when it is good and has the units.
 -- returns one of
 --   {r="ok", seq, result={seq, on_hand, reserved, available, shortfall?}, stock}
 --   {r="replay", result}       this event key was applied before with the same body
@@ -37,47 +40,82 @@ local function movement(op)
   else
     d = op.qty
   end
-  if op.kind == 'transfer_out' and c.on_hand - c.reserved < op.qty then
+  -- A request may take only what is available in good units: a lot past its expiry whose
+  -- write-off has not run yet is not available.
+  local lots = lots_of(op.sku)
+  local good = c.on_hand - c.reserved - spoiling(lots, NOW)
+  if op.kind == 'transfer_out' and good < op.qty then
     return {r = 'out_of_stock', lines = {{sku = op.sku, requested = op.qty,
-      available = math.max(c.on_hand - c.reserved, 0)}}}
+      available = math.max(good, 0)}}}
   end
-  if op.kind == 'adjustment' and d < 0 and c.on_hand + d - c.reserved < 0 then
+  if op.kind == 'adjustment' and d < 0 and good + d < 0 then
     return {r = 'invalid', field = 'qty', message = 'the adjustment would take available below zero (on_hand ' ..
       c.on_hand .. ', reserved ' .. c.reserved .. ')'}
   end
+  local request = op.kind == 'transfer_out' or op.kind == 'adjustment'
 
-  local lots, moved = lots_of(op.sku), {}
-  if d < 0 and op.lot then
-    local l = find_lot(lots, op.lot)
-    local free = 0
-    if l then free = l.qty - l.held end
-    if free < -d then
-      if op.kind == 'transfer_out' then
-        return {r = 'out_of_stock', lines = {{sku = op.sku, requested = -d, available = math.max(free, 0)}}}
+  -- Loose units not held: on_hand and reserved beyond the lots' (may be below zero).
+  local loose_free = c.on_hand - c.reserved
+  for _, l in ipairs(lots) do loose_free = loose_free - (l.qty - l.held) end
+
+  local moved = {}
+  if d < 0 then
+    local n = -d
+    if op.lot then
+      local l = find_lot(lots, op.lot)
+      local free = 0
+      if l then free = l.qty - l.held end
+      if request and (free < n or l.expires_at <= NOW) then
+        local why = ' has ' .. math.max(free, 0) .. ' units not held'
+        if l and l.expires_at <= NOW then why = ' has expired' end
+        if op.kind == 'transfer_out' then
+          return {r = 'out_of_stock', lines = {{sku = op.sku, requested = n, available = 0}}}
+        end
+        return {r = 'invalid', field = 'lot', message = 'lot ' .. op.lot .. ' of ' .. op.sku .. why}
       end
-      return {r = 'invalid', field = 'lot', message = 'lot ' .. op.lot .. ' of ' .. op.sku ..
-        ' has ' .. math.max(free, 0) .. ' units not held'}
+      -- A fact names the lot it took; what the lot has not got comes the usual way.
+      local k = math.min(math.max(free, 0), n)
+      if k > 0 then
+        l.qty = l.qty - k
+        moved[1] = lot_delta(l, -k, 0)
+        n = n - k
+      end
     end
-    l.qty = l.qty + d
-    moved[1] = lot_delta(l, d, 0)
-  elseif d < 0 then
-    moved = take_lots(lots, -d, NOW, false)
+    if n > 0 then
+      -- Lots good now, earliest expiry first; then loose units; then (a fact only: a sale or
+      -- a write-off that happened) units of lots past their expiry whose write-off has not run
+      -- yet, so that it does not write them off again.
+      local from_good, rest = take_lots(lots, n, NOW, false)
+      for _, m in ipairs(from_good) do moved[#moved + 1] = m end
+      rest = rest - math.max(math.min(loose_free, rest), 0)
+      if rest > 0 and not request then
+        local from_expired = take_lots(lots, rest, -math.huge, false)
+        for _, m in ipairs(from_expired) do moved[#moved + 1] = m end
+      end
+    end
   elseif d > 0 then
     local left = d
     for _, given in ipairs(op.lots or {}) do
       local id = given.lot
       local l = find_lot(lots, id)
-      local clash = l and (l.expires_at ~= given.expires_at or l.made_at ~= given.made_at)
-      if clash and op.kind == 'transfer_in' then
+      local function clash() return l and (l.expires_at ~= given.expires_at or l.made_at ~= given.made_at) end
+      if clash() and op.kind == 'transfer_in' then
         -- Units on their way are never refused: a lot of the same name made at other times
-        -- here keeps its name, the arriving one is told apart by where it came from.
-        id = id .. '@' .. op.counterpart
-        l = find_lot(lots, id)
-        clash = l and (l.expires_at ~= given.expires_at or l.made_at ~= given.made_at)
+        -- here keeps its name, the arriving one takes the first free `{lot}_{n}`.
+        local n = 2
+        repeat
+          id = given.lot .. '_' .. n
+          l = find_lot(lots, id)
+          n = n + 1
+        until not clash()
       end
-      if clash then
+      if clash() then
         return {r = 'invalid', field = 'lot', message = 'lot ' .. id .. ' of ' .. op.sku ..
           ' is here with other made_at and expires_at times'}
+      end
+      if op.kind ~= 'transfer_in' and given.expires_at <= NOW then
+        return {r = 'invalid', field = 'expires_at',
+          message = 'is past: an expired lot is not taken in (record it as wastage where it is)'}
       end
       if not l then
         l = {lot = id, made_at = given.made_at, expires_at = given.expires_at, qty = 0, held = 0}
