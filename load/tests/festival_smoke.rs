@@ -92,6 +92,11 @@ async fn a_short_festival_run_passes_its_audit() {
     let lots = &audit["lots"];
     assert_eq!(lots["no_expired_unit_held_or_sold"], true, "{lots:#}");
     assert!(lots["lot_expiries"].as_u64().unwrap_or(0) > 0, "{lots:#}");
+    // The long-lived ones came in as lots by the SKUs' shelf lives (set by the simulator).
+    assert!(
+        lots["shelf_life_lots"].as_u64().unwrap_or(0) > 0,
+        "{lots:#}"
+    );
     let taken =
         lots["lot_units_held"].as_i64().unwrap_or(0) + lots["lot_units_out"].as_i64().unwrap_or(0);
     assert!(taken > 0, "no hold or sale took a lot's units: {lots:#}");

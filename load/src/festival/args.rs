@@ -65,6 +65,12 @@ pub struct Args {
     pub lot_secs: u64,
     #[arg(long, default_value_t = 0.5)]
     pub short_lot_share: f64,
+    /// The web SKUs get this shelf life (`PUT /v1/skus`, where they have none) before the run,
+    /// and the long-lived deliveries name no lot: the service makes each a lot expiring this
+    /// many days after it came in. 0 leaves the catalogue alone (the deliveries then say their
+    /// expiry, two days ahead).
+    #[arg(long, default_value_t = 2)]
+    pub shelf_life_days: u32,
     /// Requests in flight at once (HTTP requests and unacknowledged POS publishes).
     #[arg(long, default_value_t = 512)]
     pub inflight_max: usize,

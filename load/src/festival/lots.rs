@@ -17,6 +17,9 @@ pub struct LotAudit {
     pub units_held: i64,
     /// Units of lots sold or sent away, by the run's documents.
     pub units_out: i64,
+    /// Receipts of the run the service made a lot of by the SKU's shelf life (the lot is
+    /// named by the receipt's `event_id`).
+    pub shelf_life_lots: u64,
     /// `expiry` documents of the run, and the units they wrote off.
     pub expiries: u64,
     pub units_expired: i64,
@@ -44,6 +47,7 @@ impl LotAudit {
             "no_expired_unit_held_or_sold": self.passed(),
             "lot_units_held": self.units_held,
             "lot_units_out": self.units_out,
+            "shelf_life_lots": self.shelf_life_lots,
             "lot_expiries": self.expiries,
             "lot_units_expired": self.units_expired,
             "expired_held": few(&self.expired_held),
@@ -75,6 +79,9 @@ impl LotAudit {
                         d["d_held"].as_i64().unwrap_or(0),
                     );
                     let key = (sku.to_owned(), lot.clone());
+                    if in_run && kind == "receipt" && e["event_id"].as_str() == Some(&lot) {
+                        self.shelf_life_lots += 1;
+                    }
                     let what = || {
                         json!({"outlet": e["outlet"], "seq": seq, "kind": kind, "sku": sku,
                             "lot": lot, "expires_at_ms": expires_at, "at_ms": at_ms,

@@ -82,6 +82,9 @@ async fn run() -> anyhow::Result<bool> {
         .pool_max_idle_per_host(args.inflight_max)
         .build()?;
     let world = discover(&args, &http).await?;
+    if args.shelf_life_days > 0 {
+        world::give_shelf_lives(&args, &http, &world).await?;
+    }
     let metrics_before = audit::metrics(&http, &args).await?;
     let oversell_before = metrics_before.oversell_units;
     let run = format!("{}-{}", chrono::Utc::now().timestamp(), std::process::id());

@@ -205,15 +205,18 @@ pub(crate) async fn movement_op(
     if a.lot_secs > 0 {
         // A tray made now: a short-lived one expires within the run, so the run sees lots
         // written off and holds that may not take them.
+        // A long-lived one: by the SKU's shelf life, the service names and dates the lot.
         let short = (mix(a.seed ^ 14 ^ mix(i)) % 1000) as f64 / 1000.0 < a.short_lot_share;
-        let life = if short {
-            chrono::Duration::seconds(a.lot_secs as i64)
-        } else {
-            chrono::Duration::days(2)
-        };
-        body["lot"] = json!(format!("fest-{}-lot-{i}", ctx.run));
-        body["expires_at"] =
-            json!((now + life).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        if short || a.shelf_life_days == 0 {
+            let life = if short {
+                chrono::Duration::seconds(a.lot_secs as i64)
+            } else {
+                chrono::Duration::days(2)
+            };
+            body["lot"] = json!(format!("fest-{}-lot-{i}", ctx.run));
+            body["expires_at"] =
+                json!((now + life).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
     }
     let res = ctx
         .http

@@ -149,3 +149,33 @@ pub(crate) async fn discover(args: &Args, http: &reqwest::Client) -> anyhow::Res
         start_stock,
     })
 }
+
+/// Gives every web SKU without a shelf life `--shelf-life-days` (`PUT /v1/skus/{sku}`, admin
+/// key), so that the run's long-lived deliveries become lots by the SKU's shelf life.
+pub(crate) async fn give_shelf_lives(
+    args: &Args,
+    http: &reqwest::Client,
+    world: &World,
+) -> anyhow::Result<()> {
+    for sku in &world.web_skus {
+        let info = get_json(http, format!("{}/v1/skus/{sku}", args.url), &args.admin_key).await?;
+        if info["shelf_life_days"].is_u64() {
+            continue;
+        }
+        let body = serde_json::json!({"name": info["name"], "category": info["category"],
+            "shelf_life_days": args.shelf_life_days});
+        let res = http
+            .put(format!("{}/v1/skus/{sku}", args.url))
+            .bearer_auth(&args.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PUT /v1/skus/{sku}"))?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "PUT /v1/skus/{sku} answered {}",
+            res.status()
+        );
+    }
+    Ok(())
+}
