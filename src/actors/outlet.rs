@@ -534,18 +534,19 @@ impl OutletActor {
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome, ctx: &mut Context<Self>) -> bool {
         self.check_invariants(op, outcome);
-        if let Op::ExpireLot { sku, lot, due, .. } = op {
+        if let Op::ExpireLot { sku, lot, .. } = op {
             match outcome {
                 // Its hold is due for release too (a hold never takes a lot that expires
                 // before the hold does): the expiry comes again after the release.
                 Outcome::Skipped { reason } if reason == "held" => {
                     self.defer(vec![op.clone()], ctx)
                 }
-                // The clock went back since it was queued: back in the queue.
+                // The clock went back since it was queued, or the lot of that name is another
+                // one now (emptied, then received again): back in the queue at its time now.
                 Outcome::Skipped { reason } if reason == "not_due" => {
                     self.expiring.remove(&(sku.clone(), lot.clone()));
-                    self.lot_expiry.insert((*due, sku.clone(), lot.clone()));
-                    (self.lots_due.entry(sku.clone()).or_default()).push((*due, lot.clone()));
+                    let lots = self.shared.stock.lots(&self.outlet, sku);
+                    self.track_lots(sku, &lots);
                 }
                 _ => {
                     self.expiring.remove(&(sku.clone(), lot.clone()));
@@ -729,7 +730,6 @@ impl OutletActor {
             let op = Op::ExpireLot {
                 sku,
                 lot,
-                due: at,
                 by: "expiry".into(),
             };
             self.pending.push_back(Pending { op, reply: None });

@@ -69,7 +69,9 @@ local function movement(op)
         local why = ' has ' .. math.max(free, 0) .. ' units not held'
         if l and l.expires_at <= NOW then why = ' has expired' end
         if op.kind == 'transfer_out' then
-          return {r = 'out_of_stock', lines = {{sku = op.sku, requested = n, available = 0}}}
+          local good_units = 0
+          if l and l.expires_at > NOW then good_units = math.max(free, 0) end
+          return {r = 'out_of_stock', lines = {{sku = op.sku, requested = n, available = good_units}}}
         end
         return {r = 'invalid', field = 'lot', message = 'lot ' .. op.lot .. ' of ' .. op.sku .. why}
       end
