@@ -401,6 +401,13 @@ pub struct Lot {
     pub held: i64,
 }
 
+impl Lot {
+    /// Sorts lots as Redis keeps them: earliest expiry first, then by lot id (bytewise).
+    pub fn sort(lots: &mut [Lot]) {
+        lots.sort_by(|a, b| (a.expires_at, &a.lot).cmp(&(b.expires_at, &b.lot)));
+    }
+}
+
 /// A lot's change in a ledger line (and in a movement's answer): units in or out (`d_qty`),
 /// held or let go (`d_held`). It names the lot's times so that the ledger alone explains it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

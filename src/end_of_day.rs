@@ -17,7 +17,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
-use crate::domain::{rfc3339_ms, Invalid, LedgerKind, OutletId, Sku};
+use crate::domain::{rfc3339_ms, Counters, Invalid, LedgerKind, OutletId, Sku};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::stock_view::StockView;
 
@@ -26,6 +26,16 @@ const DAY_MS: i64 = 86_400_000;
 const PAGE_DOCS: u64 = 1000;
 /// How long the report waits for the ledger to hold the changes the stock view shows.
 const LEDGER_WAIT: Duration = Duration::from_secs(3);
+
+/// The ledger did not reach the seq the stock view shows within `LEDGER_WAIT` (its writer
+/// is behind): the report would not balance, so none is made.
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger of {outlet} is behind its stock (seq {ledger_seq} of {view_seq}); try again shortly")]
+pub struct LedgerBehind {
+    pub outlet: OutletId,
+    pub ledger_seq: u64,
+    pub view_seq: u64,
+}
 
 /// Unit prices in paise (`reports.prices_file`, rupees there).
 #[derive(Debug, Clone, Default)]
@@ -190,8 +200,8 @@ pub async fn build(
     (from_ms, to_ms): (i64, i64),
     now_ms: i64,
 ) -> anyhow::Result<Report> {
-    let now: BTreeMap<Sku, crate::domain::Counters> = stock.outlet(outlet).into_iter().collect();
-    let view_seq = now.values().map(|c| c.seq).max().unwrap_or(0);
+    let view: BTreeMap<Sku, Counters> = stock.outlet(outlet).into_iter().collect();
+    let view_seq = view.values().map(|c| c.seq).max().unwrap_or(0);
     let first = ledger.first_seq_at(outlet, from_ms).await?;
     let mut sums: BTreeMap<Sku, Sums> = BTreeMap::new();
     let mut after_seq = first.saturating_sub(1);
@@ -207,7 +217,7 @@ pub async fn build(
             .take_while(|(e, seq)| e.seq as u64 == *seq)
             .count();
         for e in &page[..run] {
-            add(&mut sums, e, (from_ms, to_ms), &now);
+            add(&mut sums, e, (from_ms, to_ms), &view);
         }
         after_seq += run as u64;
         if run as u64 == PAGE_DOCS {
@@ -219,11 +229,15 @@ pub async fn build(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::ensure!(
-        after_seq >= view_seq,
-        "the ledger of {outlet} is behind its stock (seq {after_seq} of {view_seq}); try again shortly"
-    );
-    for (sku, c) in &now {
+    if after_seq < view_seq {
+        return Err(LedgerBehind {
+            outlet: outlet.clone(),
+            ledger_seq: after_seq,
+            view_seq,
+        }
+        .into());
+    }
+    for (sku, c) in &view {
         sums.entry(sku.clone()).or_default().units.left = c.on_hand;
     }
     let mut totals = Totals::default();
@@ -296,11 +310,11 @@ fn add(
     sums: &mut BTreeMap<Sku, Sums>,
     e: &LedgerEntry,
     (from_ms, to_ms): (i64, i64),
-    now: &BTreeMap<Sku, crate::domain::Counters>,
+    view: &BTreeMap<Sku, Counters>,
 ) {
     let seq = e.seq as u64;
     for line in &e.lines {
-        if now.get(&line.sku).is_none_or(|c| seq > c.seq) {
+        if view.get(&line.sku).is_none_or(|c| seq > c.seq) {
             continue;
         }
         let s = sums.entry(line.sku.clone()).or_default();

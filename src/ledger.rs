@@ -319,7 +319,7 @@ impl Projection {
             .get(sku)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        lots.sort_by(|a, b| (a.expires_at, &a.lot).cmp(&(b.expires_at, &b.lot)));
+        Lot::sort(&mut lots);
         lots
     }
 

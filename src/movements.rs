@@ -120,7 +120,7 @@ impl MovementRequest {
                 ));
             }
         }
-        let lot = self.lot_spec(catalogue, &event_id, &sku, kind, at)?;
+        let lot = self.lot_spec(catalogue, limits, &event_id, &sku, kind, at)?;
         let to_outlet = match (kind, self.to_outlet) {
             (MovementKind::Transfer, Some(to)) => {
                 let to = catalogue.known_outlet("to_outlet", &to)?;
@@ -162,6 +162,7 @@ impl MovementRequest {
     fn lot_spec(
         &self,
         catalogue: &Catalogue,
+        limits: &MovementSettings,
         event_id: &EventId,
         sku: &Sku,
         kind: MovementKind,
@@ -219,8 +220,13 @@ impl MovementRequest {
                 ))
             }
         };
-        if made_at > chrono::Utc::now() + chrono::Duration::minutes(5) {
-            return Err(Invalid::new("made_at", "is in the future"));
+        // As `at`: a device clock far ahead is broken.
+        let ahead_max = i64::try_from(limits.at_ahead_max_secs).unwrap_or(i64::MAX);
+        if made_at > chrono::Utc::now() + chrono::Duration::seconds(ahead_max) {
+            return Err(Invalid::new(
+                "made_at",
+                format!("is more than {ahead_max} s ahead of the service's clock (movements.at_ahead_max_secs)"),
+            ));
         }
         if expires_at <= made_at {
             return Err(Invalid::new("expires_at", "must be after made_at"));

@@ -63,13 +63,7 @@ async fn the_day_is_summed_by_kind_and_lot_and_valued_at_the_prices() {
         .await;
     let hold = app.hold(OUTLET, SKU, 2, 60).await;
     let id = hold["id"].as_str().unwrap();
-    let paid = app
-        .post(
-            &format!("/v1/reservations/{id}/confirm"),
-            STOREFRONT,
-            json!({"payment_ref": "p-eod"}),
-        )
-        .await;
+    let paid = app.confirm(id, "p-eod").await;
     assert_eq!(paid.status(), StatusCode::OK);
     app.moved(
         json!({"event_id": "waste-1", "outlet": OUTLET, "sku": SKU, "kind": "wastage",

@@ -99,13 +99,7 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
         "kind": "sale_counter", "qty": 1, "at": recent_at()}))
         .await;
     let id = hold["id"].as_str().unwrap();
-    let confirmed = app
-        .post(
-            &format!("/v1/reservations/{id}/confirm"),
-            STOREFRONT,
-            json!({"payment_ref": "pay-lots"}),
-        )
-        .await;
+    let confirmed = app.confirm(id, "pay-lots").await;
     assert_eq!(confirmed.status(), StatusCode::OK);
     let stock = app.stock(OUTLET, SKU).await;
     assert_eq!(
@@ -165,6 +159,12 @@ async fn two_lots_a_sale_takes_the_earlier_expiring_and_a_transfer_carries_its_l
         ),
         // The SKU has no shelf life to count an expiry from.
         (json!({"kind": "receipt", "lot": "no-expiry"}), "expires_at"),
+        // Made past movements.at_ahead_max_secs (300 s) from now: a clock far ahead.
+        (
+            json!({"kind": "receipt", "lot": "ahead",
+                "made_at": from_now(chrono::Duration::hours(1)), "expires_at": late}),
+            "made_at",
+        ),
         (json!({"kind": "count", "lot": "late"}), "lot"),
         (
             json!({"kind": "sale_counter", "expires_at": late}),
@@ -352,13 +352,7 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
     let live = app.hold(OUTLET, SKU, 3, 600).await;
     let cancelled = app.hold(OUTLET, SKU2, 2, 600).await;
     let id = cancelled["id"].as_str().unwrap();
-    let res = app
-        .post(
-            &format!("/v1/reservations/{id}/cancel"),
-            STOREFRONT,
-            json!({}),
-        )
-        .await;
+    let res = app.cancel(id).await;
     assert_eq!(res.status(), StatusCode::OK);
     let settings = app.stop().await;
 
@@ -384,7 +378,7 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].id.as_str(), live["id"].as_str().unwrap());
     assert!(!held[0].lots.is_empty(), "{held:?}");
-    let events_before = raw_hash(&settings, OUTLET, "events").await;
+    let events_before = redis_hash(&settings, OUTLET, |k| &k.events).await;
 
     wipe_redis(&settings).await;
     let out = cli(&settings, &["rebuild"]);
@@ -401,19 +395,16 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
         assert_eq!(after.held, before[i].held, "{outlet}");
     }
     // The movements' remembered answers (a replay's, a transfer's receiving half's lots) too.
-    assert_eq!(raw_hash(&settings, OUTLET, "events").await, events_before);
+    assert_eq!(
+        redis_hash(&settings, OUTLET, |k| &k.events).await,
+        events_before
+    );
     assert!(!before[0].lots[&sku].is_empty() && !before[1].lots[&sku2].is_empty());
 
     // The rebuilt outlet goes on: the live hold sells the lot units it held.
     let app = spawn_app_with(settings).await;
     let id = live["id"].as_str().unwrap();
-    let res = app
-        .post(
-            &format!("/v1/reservations/{id}/confirm"),
-            STOREFRONT,
-            json!({"payment_ref": "p-1"}),
-        )
-        .await;
+    let res = app.confirm(id, "p-1").await;
     assert_eq!(res.status(), StatusCode::OK);
     let stock = app.stock(OUTLET, SKU).await;
     assert_eq!(
@@ -421,25 +412,6 @@ async fn a_rebuild_of_a_ledger_with_lots_equals_redis() {
         (json!(5), json!(0))
     );
     app.finish().await;
-}
-
-/// A hash of the outlet's Redis state, each value as JSON.
-async fn raw_hash(
-    settings: &shelfsync::Settings,
-    outlet: &str,
-    name: &str,
-) -> std::collections::BTreeMap<String, Value> {
-    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:{{{outlet}}}:{name}", settings.redis.key_prefix);
-    let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    raw.into_iter()
-        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
-        .collect()
 }
 
 #[actix_web::test]
@@ -472,7 +444,14 @@ async fn the_reconciler_finds_drifted_lots_and_sets_them_to_the_ledgers() {
         {"lot": "ghost", "made_at": 0, "expires_at": ms(&later) + 1, "qty": 1, "held": 0},
         {"lot": "k2", "made_at": 0, "expires_at": ms(&later) + 2, "qty": 4, "held": 0},
     ]);
-    set_hash(&app.settings, OUTLET, "lots", SKU, &tampered.to_string()).await;
+    tamper_field(
+        &app.settings,
+        OUTLET,
+        |k| &k.lots,
+        SKU,
+        &tampered.to_string(),
+    )
+    .await;
     let report = app.reconcile().await;
     let found = report
         .outlets
@@ -512,26 +491,6 @@ async fn the_reconciler_finds_drifted_lots_and_sets_them_to_the_ledgers() {
     app.finish().await;
 }
 
-/// Sets one field of a hash of the outlet's Redis state, behind shelfsync's back.
-async fn set_hash(
-    settings: &shelfsync::Settings,
-    outlet: &str,
-    name: &str,
-    field: &str,
-    value: &str,
-) {
-    let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:{{{outlet}}}:{name}", settings.redis.key_prefix);
-    let _: i64 = redis::cmd("HSET")
-        .arg(&key)
-        .arg(field)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[actix_web::test]
 async fn a_lot_past_its_expiry_not_yet_written_off_is_never_held_or_moved_but_a_fact_takes_it() {
     let app = spawn_app().await;
@@ -541,7 +500,7 @@ async fn a_lot_past_its_expiry_not_yet_written_off_is_never_held_or_moved_but_a_
     tamper(&app.settings, OUTLET, SKU, 3).await;
     let stale = json!([{"lot": "stale", "made_at": 0, "expires_at": chrono::Utc::now().timestamp_millis() - 1000,
         "qty": 3, "held": 0}]);
-    set_hash(&app.settings, OUTLET, "lots", SKU, &stale.to_string()).await;
+    tamper_field(&app.settings, OUTLET, |k| &k.lots, SKU, &stale.to_string()).await;
 
     // Requests see only the 2 good (loose) units.
     let transfer = |qty: i64, lot: Option<&str>| {

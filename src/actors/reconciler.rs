@@ -490,25 +490,21 @@ pub(crate) fn compare(
     skus.into_iter()
         .filter_map(|sku| {
             let ledger = p.counters.get(sku).copied().unwrap_or_default();
+            // In the ledger's order: Redis's script breaks a tie of expiry by its own string
+            // order, which is not Rust's under every locale.
+            let mut redis = lots.get(sku).cloned().unwrap_or_default();
+            Lot::sort(&mut redis);
+            let ledger_lots = p.lots_of(sku);
             let d = SkuDrift {
                 sku: sku.clone(),
                 redis_on_hand: on_hand.get(sku).copied().unwrap_or(0),
                 redis_reserved: reserved.get(sku).copied().unwrap_or(0),
                 ledger_on_hand: ledger.on_hand,
                 ledger_reserved: ledger.reserved,
-                lots: None,
-            };
-            // In the ledger's order: Redis's script breaks a tie of expiry by its own string
-            // order, which is not Rust's under every locale.
-            let mut redis = lots.get(sku).cloned().unwrap_or_default();
-            redis.sort_by(|a, b| (a.expires_at, &a.lot).cmp(&(b.expires_at, &b.lot)));
-            let lots = LotDrift {
-                redis,
-                ledger: p.lots_of(sku),
-            };
-            let d = SkuDrift {
-                lots: (lots.redis != lots.ledger).then_some(lots),
-                ..d
+                lots: (redis != ledger_lots).then_some(LotDrift {
+                    redis,
+                    ledger: ledger_lots,
+                }),
             };
             let same = d.redis_on_hand == d.ledger_on_hand
                 && d.redis_reserved == d.ledger_reserved

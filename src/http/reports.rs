@@ -72,9 +72,13 @@ pub async fn end_of_day(
         now,
     )
     .await
-    .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+    .map_err(|e| match e.downcast::<end_of_day::LedgerBehind>() {
+        Ok(behind) => ApiError::unavailable(behind.to_string()),
+        // MongoDB failed: logged with its cause, the caller told to retry.
+        Err(e) => crate::error::Error::store(e).into(),
+    })?;
     if csv {
-        let body = end_of_day::csv(&report).map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+        let body = end_of_day::csv(&report)?;
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header((

@@ -18,10 +18,12 @@ local function reserve(op)
     return {r = 'replay', res = res}
   end
 
-  local short, n = {}, 0
-  for _, line in ipairs(op.lines) do
+  -- Each line's lots as read for the check (a cart names each SKU once), taken from below.
+  local short, n, line_lots = {}, 0, {}
+  for i, line in ipairs(op.lines) do
     local c = counters(line.sku)
-    local available = c.on_hand - c.reserved - spoiling(c.lots or {}, op.expires_at)
+    line_lots[i] = c.lots or {}
+    local available = c.on_hand - c.reserved - spoiling(line_lots[i], op.expires_at)
     if available < line.qty then
       n = n + 1
       short[n] = {sku = line.sku, requested = line.qty, available = math.max(available, 0)}
@@ -34,7 +36,7 @@ local function reserve(op)
   for i, line in ipairs(op.lines) do
     change(line.sku, 0, line.qty, seq)
     doc_lines[i] = {sku = line.sku, d_on_hand = 0, d_reserved = line.qty}
-    local lots = lots_of(line.sku)
+    local lots = line_lots[i]
     local moved = take_lots(lots, line.qty, op.expires_at, true)
     if #moved > 0 then
       save_lots(line.sku, lots)

@@ -144,6 +144,19 @@ impl TestApp {
         self.post("/v1/movements", key, body).await
     }
 
+    /// Confirms a reservation (storefront key).
+    pub async fn confirm(&self, id: &str, payment_ref: &str) -> Response {
+        let path = format!("/v1/reservations/{id}/confirm");
+        self.post(&path, STOREFRONT, json!({"payment_ref": payment_ref}))
+            .await
+    }
+
+    /// Cancels a reservation (storefront key).
+    pub async fn cancel(&self, id: &str) -> Response {
+        let path = format!("/v1/reservations/{id}/cancel");
+        self.post(&path, STOREFRONT, json!({})).await
+    }
+
     /// A movement (admin key) that must be applied: its `201` answer.
     pub async fn moved(&self, body: Value) -> Value {
         let res = self.movement(ADMIN, body).await;

@@ -1,6 +1,8 @@
 //! Peeks into the real Redis and MongoDB, and the clean-up of what a test leaves there.
 
+use redis::aio::MultiplexedConnection;
 use shelfsync::domain::OutletId;
+use shelfsync::keys::OutletKeys;
 use shelfsync::ledger::{Ledger, Projection};
 use shelfsync::store::{RedisStore, Snapshot};
 use shelfsync::Settings;
@@ -9,12 +11,21 @@ pub async fn redis_store(settings: &Settings) -> RedisStore {
     RedisStore::connect(&settings.redis).await.unwrap()
 }
 
-/// Adds `by` to the outlet's on_hand of `sku` behind shelfsync's back.
-pub async fn tamper(settings: &Settings, outlet: &str, sku: &str, by: i64) {
+/// The outlet's keys (keys.rs) and a connection of the test's own, to look behind
+/// shelfsync's back.
+async fn outlet_keys(settings: &Settings, outlet: &str) -> (OutletKeys, MultiplexedConnection) {
     let store = redis_store(settings).await;
     let keys = store.keys(&OutletId::parse("outlet", outlet).unwrap());
     let client = redis::Client::open(settings.redis.url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    (
+        keys,
+        client.get_multiplexed_async_connection().await.unwrap(),
+    )
+}
+
+/// Adds `by` to the outlet's on_hand of `sku` behind shelfsync's back.
+pub async fn tamper(settings: &Settings, outlet: &str, sku: &str, by: i64) {
+    let (keys, mut conn) = outlet_keys(settings, outlet).await;
     let _: i64 = redis::cmd("HINCRBY")
         .arg(&keys.on_hand)
         .arg(sku)
@@ -22,6 +33,41 @@ pub async fn tamper(settings: &Settings, outlet: &str, sku: &str, by: i64) {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+/// Sets one field of one of the outlet's hashes (`which` picks it) behind shelfsync's back.
+pub async fn tamper_field(
+    settings: &Settings,
+    outlet: &str,
+    which: fn(&OutletKeys) -> &str,
+    field: &str,
+    value: &str,
+) {
+    let (keys, mut conn) = outlet_keys(settings, outlet).await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(which(&keys))
+        .arg(field)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// One of the outlet's hashes (`which` picks it) as Redis has it, each value as JSON.
+pub async fn redis_hash(
+    settings: &Settings,
+    outlet: &str,
+    which: fn(&OutletKeys) -> &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let (keys, mut conn) = outlet_keys(settings, outlet).await;
+    let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(which(&keys))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (raw.into_iter())
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
+        .collect()
 }
 
 /// The outlet's live state, read straight from Redis.
