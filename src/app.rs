@@ -16,7 +16,10 @@ use tracing::info;
 use crate::actors::ledger_writer::{self, FlushAll};
 use crate::actors::outlet::{Drain, OutletLimits};
 use crate::actors::reconciler::{self, PassReport, RunPass};
-use crate::actors::{Follower, LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler, Shared};
+use crate::actors::{
+    AlertEngine, AlertInbox, Follower, LedgerWriter, OutboxSignal, Owners, Ownership, Reconciler,
+    Shared,
+};
 use crate::domain::OutletId;
 use crate::durable::Durability;
 use crate::health::{Health, MqttStatus};
@@ -84,7 +87,10 @@ impl Core {
             signal: Arc::new(signal),
             ledger_gate: Arc::new(tokio::sync::Mutex::new(())),
             metrics: Arc::new(Metrics::new()),
-            feed: Arc::new(crate::feed::Feed::new(settings.mqtt.orders_queue_max)),
+            feed: Arc::new(crate::feed::Feed::new(
+                settings.mqtt.orders_queue_max,
+                settings.alerts.queue_max,
+            )),
             hub: Arc::new(crate::hub::Hub::new(
                 settings.streams.ring_events,
                 settings.streams.resume_events,
@@ -95,6 +101,7 @@ impl Core {
                 &settings.cluster.node_id,
                 Duration::from_millis(settings.cluster.lease_ms),
             )),
+            alerts: Arc::new(AlertInbox::new(settings.reports.utc_offset_minutes)),
         };
         let writer = {
             let shared = shared.clone();
@@ -125,6 +132,17 @@ impl Core {
         let stop_ownership = Arc::new(AtomicBool::new(false));
         ownership.clone().spawn(stop_ownership.clone());
         Follower::spawn(shared.clone(), stop_ownership.clone());
+        let webhook = crate::webhook::Webhook::new(&settings.alerts, shared.metrics.clone());
+        if let Some(webhook) = &webhook {
+            webhook.clone().spawn(stop_ownership.clone());
+        }
+        AlertEngine::spawn(
+            shared.clone(),
+            settings.alerts.clone(),
+            settings.reports.utc_offset_minutes,
+            webhook,
+            stop_ownership.clone(),
+        );
         info!(
             owned = started_actors.len(),
             outlets = ids.len(),

@@ -5,13 +5,16 @@
 //! bounded by the number of (outlet, SKU) pairs, and a publisher that was away (broker down)
 //! sends each SKU's latest value once. Orders are bounded by `orders_max`; past it the oldest
 //! is dropped and counted (the ledger keeps every sale; the orders topic is a picking aid).
+//! Alerts (alerts.rs) are bounded by `alerts_max` the same way (`GET /v1/alerts` keeps the
+//! raised ones).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::alerts::Alert;
 use crate::domain::{Counters, OutletId, Sku};
 use crate::store::ResRecord;
 
@@ -19,6 +22,7 @@ use crate::store::ResRecord;
 struct Pending {
     stock: HashMap<(OutletId, Sku), Counters>,
     orders: VecDeque<ResRecord>,
+    alerts: VecDeque<Arc<Alert>>,
 }
 
 /// What a publisher takes in one go.
@@ -26,6 +30,7 @@ struct Pending {
 pub struct Batch {
     pub stock: Vec<(OutletId, Sku, Counters)>,
     pub orders: Vec<ResRecord>,
+    pub alerts: Vec<Arc<Alert>>,
 }
 
 pub struct Feed {
@@ -34,15 +39,19 @@ pub struct Feed {
     notify: Notify,
     orders_max: usize,
     dropped_orders: AtomicU64,
+    alerts_max: usize,
+    dropped_alerts: AtomicU64,
 }
 
 impl Feed {
-    pub fn new(orders_max: usize) -> Self {
+    pub fn new(orders_max: usize, alerts_max: usize) -> Self {
         Self {
             pending: Mutex::new(Pending::default()),
             notify: Notify::new(),
             orders_max: orders_max.max(1),
             dropped_orders: AtomicU64::new(0),
+            alerts_max: alerts_max.max(1),
+            dropped_alerts: AtomicU64::new(0),
         }
     }
 
@@ -72,19 +81,36 @@ impl Feed {
         self.notify.notify_one();
     }
 
+    pub fn alert(&self, alert: Arc<Alert>) {
+        {
+            let mut p = self.pending.lock().expect("feed lock");
+            if p.alerts.len() >= self.alerts_max {
+                p.alerts.pop_front();
+                self.dropped_alerts.fetch_add(1, Ordering::Relaxed);
+            }
+            p.alerts.push_back(alert);
+        }
+        self.notify.notify_one();
+    }
+
     /// Waits until something is pending and takes all of it.
     pub async fn take(&self) -> Batch {
         loop {
             let notified = self.notify.notified();
             {
                 let mut p = self.pending.lock().expect("feed lock");
-                if !p.stock.is_empty() || !p.orders.is_empty() {
+                if !p.stock.is_empty() || !p.orders.is_empty() || !p.alerts.is_empty() {
                     let stock = std::mem::take(&mut p.stock)
                         .into_iter()
                         .map(|((o, s), c)| (o, s, c))
                         .collect();
                     let orders = std::mem::take(&mut p.orders).into();
-                    return Batch { stock, orders };
+                    let alerts = std::mem::take(&mut p.alerts).into();
+                    return Batch {
+                        stock,
+                        orders,
+                        alerts,
+                    };
                 }
             }
             notified.await;
@@ -94,11 +120,15 @@ impl Feed {
     /// Items waiting (for the publish queue depth metric).
     pub fn depth(&self) -> usize {
         let p = self.pending.lock().expect("feed lock");
-        p.stock.len() + p.orders.len()
+        p.stock.len() + p.orders.len() + p.alerts.len()
     }
 
     pub fn dropped_orders(&self) -> u64 {
         self.dropped_orders.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped_alerts(&self) -> u64 {
+        self.dropped_alerts.load(Ordering::Relaxed)
     }
 }
 
@@ -108,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_value_replaces_an_unpublished_one() {
-        let feed = Feed::new(2);
+        let feed = Feed::new(2, 2);
         let o = OutletId::parse("o", "a").unwrap();
         let s = Sku::parse("s", "b").unwrap();
         let c = |seq| Counters {

@@ -20,6 +20,8 @@ pub const HALF_LIFE_WEEKS: f64 = 4.0;
 /// Rounds of proportional fitting (the factors settle in two or three).
 const FIT_ROUNDS: usize = 4;
 
+use crate::domain::{Counters, Lot};
+
 const HOUR_MS: i64 = 3_600_000;
 
 /// The hour of the week (0 = Monday 00:00) of `at_ms` in local time `utc_offset_minutes`
@@ -107,35 +109,95 @@ impl Profile {
         units
     }
 
-    /// How long from `at_ms` until `available` units are sold at the expected rates, in ms;
-    /// `None` when that is beyond `horizon_hours` (or nothing sells).
-    pub fn sell_out_ms(
+    /// Walks the expected sales from `at_ms` to `until_ms` through `stock`, the units free to
+    /// sell: each hour's expected units take the earliest-expiring first, and what is left of
+    /// a lot at its expiry is lost. Says how many units sell, how many expire, and when
+    /// nothing is left to sell (by sales or expiry), if that is before `until_ms`.
+    pub fn sell_through(
         &self,
-        available: f64,
+        stock: &[Units],
         at_ms: i64,
         utc_offset_minutes: i32,
-        horizon_hours: u32,
-    ) -> Option<i64> {
-        if available <= 0.0 {
-            return Some(0);
-        }
-        let mut left = available;
-        let mut at = at_ms;
-        let end = at_ms + i64::from(horizon_hours) * HOUR_MS;
-        while at < end {
-            let hour_end = (at.div_euclid(HOUR_MS) + 1) * HOUR_MS;
-            let span = (hour_end.min(end) - at) as f64 / HOUR_MS as f64;
-            let rate = self.rate(hour_of_week(at, utc_offset_minutes));
-            let sold = rate * span;
-            if sold >= left {
-                let ms = (left / rate * HOUR_MS as f64).round() as i64;
-                return Some(at + ms - at_ms);
+        until_ms: i64,
+    ) -> SellThrough {
+        let mut stock: Vec<Units> = stock.iter().filter(|u| u.qty > 0.0).cloned().collect();
+        // Earliest expiry first; units that never expire (loose) last.
+        stock.sort_by_key(|u| u.expires_at.unwrap_or(i64::MAX));
+        let mut out = SellThrough::default();
+        let mut t = at_ms;
+        loop {
+            stock.retain(|u| {
+                let gone = u.expires_at.is_some_and(|e| e <= t);
+                if gone {
+                    out.expired += u.qty;
+                }
+                !gone && u.qty > 1e-9
+            });
+            if stock.is_empty() {
+                out.out_at = Some(t);
+                return out;
             }
-            left -= sold;
-            at = hour_end.min(end);
+            if t >= until_ms {
+                return out;
+            }
+            let next_hour = (t.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+            let next_expiry = stock.iter().filter_map(|u| u.expires_at).min();
+            let end = next_hour.min(until_ms).min(next_expiry.unwrap_or(i64::MAX));
+            let rate = self.rate(hour_of_week(t, utc_offset_minutes));
+            let mut demand = rate * (end - t) as f64 / HOUR_MS as f64;
+            let total: f64 = stock.iter().map(|u| u.qty).sum();
+            if demand >= total {
+                out.sold += total;
+                out.out_at = Some(t + (total / rate * HOUR_MS as f64).round() as i64);
+                return out;
+            }
+            out.sold += demand;
+            for u in stock.iter_mut() {
+                let take = u.qty.min(demand);
+                u.qty -= take;
+                demand -= take;
+                if demand <= 0.0 {
+                    break;
+                }
+            }
+            t = end;
         }
-        None
     }
+}
+
+/// Units free to sell that expire together (`None`: loose units, which never expire).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Units {
+    pub expires_at: Option<i64>,
+    pub qty: f64,
+}
+
+/// The units of `lots` and the loose ones that no hold has: what is free to sell.
+pub fn free_units(counters: &Counters, lots: &[Lot]) -> Vec<Units> {
+    let in_lots: i64 = lots.iter().map(|l| l.qty).sum();
+    let held_in_lots: i64 = lots.iter().map(|l| l.held).sum();
+    let loose_free = (counters.on_hand - in_lots) - (counters.reserved - held_in_lots);
+    (lots.iter())
+        .map(|l| Units {
+            expires_at: Some(l.expires_at),
+            qty: (l.qty - l.held).max(0) as f64,
+        })
+        .chain(std::iter::once(Units {
+            expires_at: None,
+            qty: loose_free.max(0) as f64,
+        }))
+        .collect()
+}
+
+/// What `Profile::sell_through` expects of some stock.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SellThrough {
+    /// Units sold before they expire.
+    pub sold: f64,
+    /// Units lost to expiry.
+    pub expired: f64,
+    /// When nothing is left to sell, if within the walk.
+    pub out_at: Option<i64>,
 }
 
 fn ratio(sold: f64, expected: f64) -> f64 {
@@ -194,13 +256,60 @@ mod tests {
         // Monday 09:00 UTC: 2 an hour until 21:00, so 5 units go at 11:30.
         let monday_9 = 1_796_601_600_000 + 9 * HOUR_MS;
         assert_eq!(hour_of_week(monday_9, 0), 9);
-        assert_eq!(
-            p.sell_out_ms(5.0, monday_9, 0, 48),
-            Some(2 * HOUR_MS + HOUR_MS / 2)
-        );
+        let loose = |qty: f64| {
+            [Units {
+                expires_at: None,
+                qty,
+            }]
+        };
+        let out = |stock: &[Units], hours: i64| {
+            (p.sell_through(stock, monday_9, 0, monday_9 + hours * HOUR_MS)
+                .out_at)
+                .map(|t| t - monday_9)
+        };
+        assert_eq!(out(&loose(5.0), 48), Some(2 * HOUR_MS + HOUR_MS / 2));
         // 30 units: 24 on Monday, the rest from Tuesday 09:00, gone at 12:00.
-        assert_eq!(p.sell_out_ms(30.0, monday_9, 0, 48), Some(27 * HOUR_MS));
-        assert_eq!(p.sell_out_ms(30.0, monday_9, 0, 24), None);
+        assert_eq!(out(&loose(30.0), 48), Some(27 * HOUR_MS));
+        assert_eq!(out(&loose(30.0), 24), None);
+        assert_eq!(out(&[], 24), Some(0));
         assert!((p.expected(monday_9, 0, 12.0) - 24.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn units_that_expire_before_they_sell_are_lost_and_end_the_stock() {
+        let sales: Vec<f64> = (0..HOURS_PER_WEEK).map(truth).collect();
+        let p = Profile::fit(&sales, 0);
+        let monday_9 = 1_796_601_600_000 + 9 * HOUR_MS;
+        // 10 units expiring at 11:00 and 1 loose: 4 of the lot sell by 11:00, 6 expire, the
+        // loose one sells by 11:30.
+        let stock = [
+            Units {
+                expires_at: None,
+                qty: 1.0,
+            },
+            Units {
+                expires_at: Some(monday_9 + 2 * HOUR_MS),
+                qty: 10.0,
+            },
+        ];
+        let t = p.sell_through(&stock, monday_9, 0, monday_9 + 24 * HOUR_MS);
+        assert!((t.sold - 5.0).abs() < 1e-9, "{t:?}");
+        assert!((t.expired - 6.0).abs() < 1e-9, "{t:?}");
+        assert_eq!(t.out_at, Some(monday_9 + 2 * HOUR_MS + HOUR_MS / 2));
+        // The free units of a SKU: lots less what holds have, and the loose ones no hold has.
+        let lots = [Lot {
+            lot: "a".into(),
+            made_at: 0,
+            expires_at: 5,
+            qty: 4,
+            held: 1,
+        }];
+        let c = Counters {
+            on_hand: 10,
+            reserved: 3,
+            seq: 1,
+        };
+        let free = free_units(&c, &lots);
+        assert_eq!((free[0].qty, free[1].qty), (3.0, 4.0));
     }
 }

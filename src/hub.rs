@@ -29,6 +29,8 @@ pub enum LiveEvent {
         counters: Counters,
     },
     Order(Arc<ResRecord>),
+    /// A sell-out or low-stock alert raised or cleared (alerts.rs).
+    Alert(Arc<crate::alerts::Alert>),
     /// What became of a hold a counter sale left short: `rerouted` or `at_risk`, for the
     /// outlets it concerns.
     Reservation {
@@ -349,6 +351,12 @@ impl Filter {
     /// A reservation event concerning `outlets`: one the client asked for and may read.
     pub fn wants_reservation(&self, outlets: &[OutletId]) -> bool {
         (outlets.iter()).any(|o| self.wants_outlet(o) && self.reservations.allows(o))
+    }
+
+    /// An alert of `sku` at `outlet`: one the client asked for, and its key may read the
+    /// outlet's reservations (alerts are for the chain's staff, not for public browsers).
+    pub fn wants_alert(&self, outlet: &OutletId, sku: &Sku) -> bool {
+        self.wants(outlet, sku) && self.reservations.allows(outlet)
     }
 
     pub fn wants_outlet(&self, outlet: &OutletId) -> bool {

@@ -33,6 +33,8 @@ pub struct OutletKeys {
     /// string: the outlet's fencing token, raised by every acquisition of the lease and never
     /// lowered; every script that writes the outlet checks it (see ownership.rs)
     pub epoch: String,
+    /// hash `{kind}:{sku}` → the raised alert's JSON (alerts.rs): present while it is raised
+    pub alerts: String,
 }
 
 impl OutletKeys {
@@ -51,6 +53,7 @@ impl OutletKeys {
             lots: key("lots"),
             lease: key("lease"),
             epoch: key("epoch"),
+            alerts: key("alerts"),
         }
     }
 
@@ -76,6 +79,12 @@ impl OutletKeys {
 /// (apply_batch.lua); the processes that do not own the outlet follow it (follower.rs).
 pub fn commits(prefix: &str) -> String {
     format!("{prefix}:commits")
+}
+
+/// The Pub/Sub channel an outlet's owner publishes each raised or cleared alert to; the
+/// other processes pass it to their stream clients (follower.rs).
+pub fn alerts(prefix: &str) -> String {
+    format!("{prefix}:alerts")
 }
 
 /// The hash node id → the URL of its HTTP API, for requests forwarded to an outlet's owner.

@@ -682,6 +682,61 @@ impl Ledger {
         Ok(lo)
     }
 
+    /// Every unit `outlet` sold (counter and web sales) from `since_ms` on, as (SKU, when, units):
+    /// when is the sale's own time (`event_at`, a till's clock) where it has one. Read in
+    /// bounded seq ranges, sales only.
+    pub async fn sales_since(
+        &self,
+        outlet: &OutletId,
+        since_ms: i64,
+    ) -> anyhow::Result<Vec<(Sku, i64, i64)>> {
+        const SPAN: u64 = 5000;
+        #[derive(Deserialize)]
+        struct Sale {
+            at_ms: i64,
+            #[serde(default)]
+            event_at_ms: Option<i64>,
+            lines: Vec<LedgerLine>,
+        }
+        let (mut from, last) = (
+            self.first_seq_at(outlet, since_ms).await?,
+            self.max_seq(outlet).await?,
+        );
+        let kinds = [
+            LedgerKind::SaleCounter.as_str(),
+            LedgerKind::SaleWeb.as_str(),
+        ];
+        let mut sales = Vec::new();
+        while from <= last {
+            let filter = doc! {
+                "outlet": outlet.as_str(),
+                "seq": {"$gte": from as i64, "$lt": (from + SPAN) as i64},
+                "kind": {"$in": kinds.to_vec()},
+            };
+            let mut found = self
+                .db
+                .collection::<Sale>(ENTRIES)
+                .find(filter)
+                .projection(doc! {"at_ms": 1, "event_at_ms": 1, "lines": 1})
+                .await
+                .context("querying the ledger's sales")?;
+            while let Some(sale) = found
+                .try_next()
+                .await
+                .context("reading the ledger's sales")?
+            {
+                let at = sale.event_at_ms.unwrap_or(sale.at_ms);
+                for line in sale.lines {
+                    if line.d_on_hand < 0 {
+                        sales.push((line.sku, at, -line.d_on_hand));
+                    }
+                }
+            }
+            from += SPAN;
+        }
+        Ok(sales)
+    }
+
     /// The outlet's documents with seq in `(after_seq, after_seq + span]` and `at_ms` in
     /// `[from_ms, to_ms)`, in seq order: one page of an export. The seq range is the query (the
     /// shape `page` uses, fast on any server); the times are filtered here, since a second

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod actors;
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod bulk;
@@ -33,6 +34,7 @@ pub mod services;
 pub mod settings;
 pub mod stock_view;
 pub mod store;
+pub mod webhook;
 pub mod whatsapp;
 pub mod wire;
 pub mod zones;

@@ -17,6 +17,15 @@ pub struct Metrics {
     pub expirations: IntCounter,
     /// Units of lots written off at their expiry, by outlet.
     pub lot_expired_units: IntCounterVec,
+    /// Alerts raised and cleared (alerts.rs), by kind and state.
+    pub alerts: IntCounterVec,
+    /// Alerts raised now, by outlet and kind.
+    pub alerts_raised: IntGaugeVec,
+    /// Alert deliveries by channel (`webhook`, `mqtt`) and outcome.
+    pub alert_deliveries: IntCounterVec,
+    pub alert_webhook_queue: IntGauge,
+    /// Forecasts the alert engine holds (one per outlet and SKU sold in its history).
+    pub alert_forecasts: IntGauge,
     pub outlet_batch_ops: HistogramVec,
     pub outlet_unavailable: IntCounterVec,
     pub owned_outlets: IntGaugeVec,
@@ -127,6 +136,41 @@ impl Metrics {
                 "Units of lots written off at their expiry (one `expiry` ledger document a lot)",
             ),
             &["outlet"],
+        )
+        .expect("metric");
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "alerts_total",
+                "Sell-out and low-stock alerts raised and cleared (each crossing once)",
+            ),
+            &["kind", "state"],
+        )
+        .expect("metric");
+        let alerts_raised = IntGaugeVec::new(
+            Opts::new(
+                "alerts_raised",
+                "Alerts raised now, of the outlets this process owns",
+            ),
+            &["outlet", "kind"],
+        )
+        .expect("metric");
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "alert_deliveries_total",
+                "Alert deliveries by channel (webhook, mqtt) and outcome (delivered; dropped \
+                 from a full queue; failed after every try)",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("metric");
+        let alert_webhook_queue = IntGauge::new(
+            "alert_webhook_queue",
+            "Alerts waiting for the webhook (at most alerts.queue_max)",
+        )
+        .expect("metric");
+        let alert_forecasts = IntGauge::new(
+            "alert_forecasts",
+            "Sales histories the alert engine keeps (outlet and SKU pairs that sold)",
         )
         .expect("metric");
         let outlet_batch_ops = HistogramVec::new(
@@ -414,6 +458,11 @@ impl Metrics {
             Box::new(at_risk_units.clone()),
             Box::new(expirations.clone()),
             Box::new(lot_expired_units.clone()),
+            Box::new(alerts.clone()),
+            Box::new(alerts_raised.clone()),
+            Box::new(alert_deliveries.clone()),
+            Box::new(alert_webhook_queue.clone()),
+            Box::new(alert_forecasts.clone()),
             Box::new(outlet_batch_ops.clone()),
             Box::new(outlet_unavailable.clone()),
             Box::new(owned_outlets.clone()),
@@ -476,6 +525,11 @@ impl Metrics {
             at_risk_units,
             expirations,
             lot_expired_units,
+            alerts,
+            alerts_raised,
+            alert_deliveries,
+            alert_webhook_queue,
+            alert_forecasts,
             outlet_batch_ops,
             outlet_unavailable,
             owned_outlets,

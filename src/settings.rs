@@ -50,6 +50,10 @@ pub struct Settings {
     #[serde(default)]
     pub reports: ReportSettings,
     #[serde(default)]
+    pub alerts: AlertSettings,
+    #[serde(default)]
+    pub kitchen: KitchenSettings,
+    #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
 }
 
@@ -71,6 +75,70 @@ impl Default for ReportSettings {
         Self {
             utc_offset_minutes: default_utc_offset_minutes(),
             prices_file: default_prices_file(),
+        }
+    }
+}
+
+/// Sell-out and low-stock alerts (alerts.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AlertSettings {
+    /// A SKU whose forecast sell-out is this close (minutes) raises `sell_out`.
+    pub horizon_mins: u32,
+    /// A SKU with this many units available or fewer raises `low_stock`.
+    pub low_stock: i64,
+    /// Weeks of the ledger's sales each outlet's forecasts are fitted to.
+    pub history_weeks: u32,
+    /// How often every owned SKU with sales is looked at again (a forecast moves with the
+    /// clock, not only with commits).
+    pub sweep_secs: u64,
+    /// Where alerts are POSTed (empty: none), signed with `webhook_secret`.
+    pub webhook_url: String,
+    /// The HMAC-SHA256 key of `X-Shelfsync-Signature`.
+    pub webhook_secret: Secret,
+    /// Alerts waiting for the webhook (and for MQTT); past it the oldest is dropped and
+    /// counted.
+    pub queue_max: usize,
+    /// Tries of one webhook delivery before it is given up and counted.
+    pub webhook_attempts: u32,
+    /// Per try.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            horizon_mins: 120,
+            low_stock: 3,
+            history_weeks: 4,
+            sweep_secs: 60,
+            webhook_url: String::new(),
+            webhook_secret: Secret::new(""),
+            queue_max: 1000,
+            webhook_attempts: 5,
+            webhook_timeout_ms: 5000,
+        }
+    }
+}
+
+/// The kitchen plan (kitchen.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KitchenSettings {
+    /// The window a plan covers, in hours from now.
+    pub window_hours: u32,
+    /// Safety stock, as a share of the window's expected sales.
+    pub safety_share: f64,
+    /// Safety stock at least, in units, for a SKU that sells at all.
+    pub safety_min: i64,
+}
+
+impl Default for KitchenSettings {
+    fn default() -> Self {
+        Self {
+            window_hours: 24,
+            safety_share: 0.2,
+            safety_min: 1,
         }
     }
 }
@@ -574,6 +642,35 @@ impl Settings {
 
     /// The per-sender caps of WhatsApp holds: each at least 1, an unknown sender's no
     /// larger than a mapped one's.
+    fn check_alerts(&self) -> anyhow::Result<()> {
+        let a = &self.alerts;
+        if a.horizon_mins == 0 || a.horizon_mins > 7 * 24 * 60 {
+            bail!("alerts.horizon_mins must be 1 to 10080 (a week)");
+        }
+        if !(1..=52).contains(&a.history_weeks) {
+            bail!("alerts.history_weeks must be 1 to 52");
+        }
+        if a.sweep_secs == 0 || a.queue_max == 0 || a.webhook_attempts == 0 {
+            bail!("alerts.sweep_secs, alerts.queue_max and alerts.webhook_attempts must be at least 1");
+        }
+        if !a.webhook_url.is_empty() {
+            if !(a.webhook_url.starts_with("https://") || a.webhook_url.starts_with("http://")) {
+                bail!("alerts.webhook_url must be an http:// or https:// URL (or empty: none)");
+            }
+            if a.webhook_secret.expose().len() < 16 {
+                bail!("alerts.webhook_secret must be at least 16 characters: it signs every alert");
+            }
+        }
+        let k = &self.kitchen;
+        if !(1..=168).contains(&k.window_hours) {
+            bail!("kitchen.window_hours must be 1 to 168");
+        }
+        if !(0.0..=5.0).contains(&k.safety_share) || k.safety_min < 0 {
+            bail!("kitchen.safety_share must be 0 to 5 and kitchen.safety_min at least 0");
+        }
+        Ok(())
+    }
+
     fn check_whatsapp(&self) -> anyhow::Result<()> {
         let w = &self.whatsapp;
         if !(1..=SENDER_OPEN_HOLDS_MAX).contains(&w.sender_open_holds_max) || w.sender_units_max < 1
@@ -598,6 +695,7 @@ impl Settings {
 
     fn check(&self) -> anyhow::Result<()> {
         self.check_secrets()?;
+        self.check_alerts()?;
         if self.redis.key_prefix.contains(['{', '}']) {
             bail!("redis.key_prefix must not contain braces: they would move the hash tag");
         }

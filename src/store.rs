@@ -622,6 +622,11 @@ impl RedisStore {
         OutletKeys::new(&self.prefix, outlet)
     }
 
+    /// The channel of alerts' changes (`follow_commits` subscribes to it too).
+    pub fn alerts_channel(&self) -> String {
+        crate::keys::alerts(&self.prefix)
+    }
+
     /// Claims a client key (`Idempotency-Key`, `event_id`) for `outlet` chain-wide for
     /// `ttl_secs`, and returns the outlet that holds the claim: `outlet` itself, or the one
     /// that claimed it first. Outlet scripts remember keys per outlet; this makes the same key
@@ -906,9 +911,12 @@ impl RedisStore {
                 }
             };
             pubsub
-                .subscribe(crate::keys::commits(&self.prefix))
+                .subscribe(&[
+                    crate::keys::commits(&self.prefix),
+                    crate::keys::alerts(&self.prefix),
+                ])
                 .await
-                .context("subscribing to the commits")?;
+                .context("subscribing to the commits and alerts")?;
             return Ok(pubsub);
         }
         anyhow::bail!("connecting to redis for commits: {}", failed.join("; "))
@@ -965,6 +973,55 @@ impl RedisStore {
             counters,
             lots,
         }))
+    }
+
+    /// Raises and clears an outlet's alerts (keys.rs `alerts`): each raise an HSETNX of its
+    /// field, each clear an HDEL, in one round trip. Says which of them changed something:
+    /// only those are announced, so no crossing is announced twice, whoever looks.
+    pub async fn alert_changes(
+        &self,
+        keys: &OutletKeys,
+        raise: &[(String, String)],
+        clear: &[String],
+    ) -> anyhow::Result<(Vec<bool>, Vec<bool>)> {
+        if raise.is_empty() && clear.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for (field, json) in raise {
+            pipe.cmd("HSETNX").arg(&keys.alerts).arg(field).arg(json);
+        }
+        for field in clear {
+            pipe.cmd("HDEL").arg(&keys.alerts).arg(field);
+        }
+        let mut conn = self.conn.clone();
+        let done: Vec<i64> = (pipe.query_async(&mut conn).await).context("changing alerts")?;
+        let (raised, cleared) = done.split_at(raise.len());
+        Ok((
+            raised.iter().map(|&n| n == 1).collect(),
+            cleared.iter().map(|&n| n == 1).collect(),
+        ))
+    }
+
+    /// The raised alerts of an outlet, as stored (JSON).
+    pub async fn raised_alerts(&self, keys: &OutletKeys) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HVALS")
+            .arg(&keys.alerts)
+            .query_async(&mut conn)
+            .await
+            .context("reading an outlet's alerts")
+    }
+
+    /// Tells the other processes of an alert's change (keys.rs `alerts`).
+    pub async fn publish_alert(&self, json: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(crate::keys::alerts(&self.prefix))
+            .arg(json)
+            .query_async::<()>(&mut conn)
+            .await
+            .context("publishing an alert")
     }
 
     /// The outlet's seq now (`None` when Redis has no state for it).

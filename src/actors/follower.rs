@@ -20,6 +20,9 @@
 //! commit is lost the view is behind for at most two seconds. A resync reads the outlet's
 //! counters only (one MULTI), not its reservations. The outlets this process owns are left
 //! to their actors, which write the same view as they commit.
+//!
+//! The same subscription carries the alerts other processes raise and clear (alerts.rs): each
+//! goes to this process's stream clients.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::Shared;
+use crate::alerts::Alert;
 use crate::domain::OutletId;
 use crate::hub::LiveEvent;
 use crate::store::{OutletCounters, ResRecord, StockRow};
@@ -91,6 +95,7 @@ impl Follower {
     /// Takes commits until the subscription fails or `stop` is set.
     async fn follow(&mut self, pubsub: redis::aio::PubSub, stop: &AtomicBool) {
         let (mut sink, mut stream) = pubsub.split();
+        let alerts = self.shared.store.alerts_channel();
         self.poll().await;
         info!("following the commits of outlets owned elsewhere");
         let mut tick = tokio::time::interval(POLL);
@@ -98,6 +103,7 @@ impl Follower {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
+                    Some(msg) if msg.get_channel_name() == alerts => self.alert(msg.get_payload_bytes()),
                     Some(msg) => self.take(msg.get_payload_bytes()).await,
                     None => {
                         warn!("the commits subscription ended; subscribing again");
@@ -157,6 +163,21 @@ impl Follower {
                 self.resync(&outlet, "gap").await;
             }
             None => self.resync(&outlet, "start").await,
+        }
+    }
+
+    /// An alert raised or cleared by the owner of an outlet elsewhere: to this process's
+    /// stream clients (the owner's own clients had it from its engine).
+    fn alert(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Alert>(payload) {
+            Ok(alert) => {
+                if self.shared.signal.knows(&alert.outlet)
+                    && !self.shared.owners.owns(&alert.outlet)
+                {
+                    self.shared.hub.publish(LiveEvent::Alert(Arc::new(alert)));
+                }
+            }
+            Err(e) => warn!(error = %e, "an undecodable alert on the channel; ignored"),
         }
     }
 

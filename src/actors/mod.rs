@@ -1,5 +1,7 @@
-//! The actors: one `OutletActor` per outlet, the `LedgerWriter` and the `Reconciler`.
+//! The actors: one `OutletActor` per outlet, the `LedgerWriter`, the `Reconciler`, and the
+//! tasks that follow other processes' commits and judge alerts.
 
+pub mod alerts;
 pub mod follower;
 pub mod ledger_writer;
 pub mod outlet;
@@ -14,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;
 
+pub use alerts::{AlertEngine, AlertInbox};
 pub use follower::Follower;
 pub use ledger_writer::{LedgerWriter, OutboxSignal};
 pub use outlet::OutletActor;
@@ -38,4 +41,6 @@ pub struct Shared {
     pub hub: Arc<crate::hub::Hub>,
     /// The outlets this process owns (their leases and actors).
     pub owners: Arc<Owners>,
+    /// What outlet actors commit and sell, for the alert engine.
+    pub alerts: Arc<AlertInbox>,
 }

@@ -531,6 +531,34 @@ impl OutletActor {
         self.lots_due.insert(sku.clone(), due);
     }
 
+    /// Tells the alert engine which SKUs changed and what sold (a counter sale's units, a
+    /// confirmed hold's lines).
+    fn tell_alerts(&self, op: &Op, outcome: &Outcome) {
+        let inbox = &self.shared.alerts;
+        for row in outcome.stock() {
+            inbox.changed(&self.outlet, &row.sku);
+        }
+        match (op, outcome) {
+            (
+                Op::Movement {
+                    kind: LedgerKind::SaleCounter,
+                    sku,
+                    qty,
+                    event_at,
+                    ..
+                },
+                Outcome::Ok { .. },
+            ) => inbox.sold(&self.outlet, sku, *event_at, *qty),
+            (Op::Confirm { .. }, Outcome::Ok { res: Some(res), .. }) => {
+                let at = res.ended_at.unwrap_or_else(crate::domain::now_ms);
+                for line in &res.lines {
+                    inbox.sold(&self.outlet, &line.sku, at, line.qty.get());
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Takes a committed outcome into the mirror; true when it wrote to the outbox.
     fn absorb(&mut self, op: &Op, outcome: &Outcome, ctx: &mut Context<Self>) -> bool {
         self.check_invariants(op, outcome);
@@ -565,6 +593,7 @@ impl OutletActor {
                 .with_label_values(&[self.outlet.as_str()])
                 .inc_by(written_off.max(0) as u64);
         }
+        self.tell_alerts(op, outcome);
         for row in outcome.stock() {
             let after = row.counters();
             self.track_lots(&row.sku, &row.lots);

@@ -2,6 +2,7 @@
 //! call the core (`checkout`, `movements`, `zones`, the WhatsApp inbox) and render its answer;
 //! they never message an outlet actor or touch Redis or MongoDB.
 
+mod alerts;
 pub mod auth;
 mod bulk;
 mod context;
@@ -108,6 +109,7 @@ route_table! {
     GET "/v1/export/drift" => export::drift,
     GET "/v1/export/reservations" => export::reservations,
     GET "/v1/reports/end-of-day" => reports::end_of_day,
+    GET "/v1/alerts" => alerts::list,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }

@@ -683,3 +683,37 @@ pub struct EndOfDay {
     /// SKUs of the report with no price.
     pub unpriced: Vec<String>,
 }
+
+/// A sell-out or low-stock alert (README, Alerts).
+#[derive(ToSchema)]
+pub struct AlertBody {
+    /// `{outlet}:{sku}:{kind}:{raised at, ms}`: one crossing; its clearing carries the same id.
+    pub id: String,
+    /// `raised` or `cleared` (the list holds raised ones only).
+    #[schema(example = "raised")]
+    pub state: String,
+    /// `sell_out` (the forecast has the free units gone within `horizon_mins`) or `low_stock`
+    /// (free units at or below `low_stock`).
+    #[schema(example = "sell_out")]
+    pub kind: String,
+    pub outlet: String,
+    pub sku: String,
+    /// Free units (on hand less held) when judged.
+    pub available: i64,
+    /// When the forecast has the free units gone (sell_out).
+    #[schema(format = DateTime)]
+    pub sell_out_at: Option<String>,
+    pub low_stock: i64,
+    pub horizon_mins: u32,
+    #[schema(format = DateTime)]
+    pub raised_at: String,
+    /// When this state was judged.
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// The alerts raised now.
+#[derive(ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<AlertBody>,
+}

@@ -189,6 +189,8 @@ impl Client {
                 outlets,
                 body,
             } => (self.filter.wants_reservation(&outlets)).then(|| sse(event, id, &body)),
+            LiveEvent::Alert(alert) => (self.filter.wants_alert(&alert.outlet, &alert.sku))
+                .then(|| sse("alert", id, &serde_json::json!(*alert))),
             LiveEvent::Order(_) => None,
         }
     }

@@ -234,6 +234,14 @@ impl StreamHandler<FromHub> for WsSession {
                     ctx.text(json!({"type": "order", "reservation": reservation}).to_string());
                 }
             }
+            FromHub::Event(LiveEvent::Alert(alert)) => {
+                if self.orders.allows(&alert.outlet) && self.filter.wants(&alert.outlet, &alert.sku)
+                {
+                    let mut frame = serde_json::json!(*alert);
+                    frame["type"] = "alert".into();
+                    ctx.text(frame.to_string());
+                }
+            }
             FromHub::Event(LiveEvent::Reservation {
                 event,
                 outlets,

@@ -411,10 +411,32 @@ async fn publish(
                 .with_label_values(&["order"])
                 .inc();
         }
+        for alert in batch.alerts {
+            let payload = serde_json::json!(*alert).to_string();
+            if outbound
+                .publish(topics.alerts(&alert.outlet), false, payload, None)
+                .await
+                == Err(NotSent::Closed)
+            {
+                return;
+            }
+            metrics
+                .mqtt_messages_out
+                .with_label_values(&["alert"])
+                .inc();
+            (metrics.alert_deliveries)
+                .with_label_values(&["mqtt", "delivered"])
+                .inc();
+        }
         metrics.mqtt_publish_queue.set(feed.depth() as i64);
         metrics
             .mqtt_orders_dropped
             .set(feed.dropped_orders() as i64);
+        let dropped = feed.dropped_alerts();
+        let mqtt_dropped = metrics
+            .alert_deliveries
+            .with_label_values(&["mqtt", "dropped"]);
+        mqtt_dropped.inc_by(dropped.saturating_sub(mqtt_dropped.get()));
     }
 }
 

@@ -36,6 +36,11 @@ impl Topics {
         format!("{}orders/{outlet}", self.prefix)
     }
 
+    /// Sell-out and low-stock alerts of an outlet as they are raised and cleared.
+    pub fn alerts(&self, outlet: &OutletId) -> String {
+        format!("{}alerts/{outlet}", self.prefix)
+    }
+
     /// `online` / `offline` (retained; the last will says `offline`).
     pub fn status(&self) -> String {
         format!("{}shelfsync/status", self.prefix)

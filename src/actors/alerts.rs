@@ -1,0 +1,302 @@
+//! The alert engine: one task per process that judges the SKUs of the outlets this process
+//! owns after their commits, and all of them with sales once every `alerts.sweep_secs` (a
+//! forecast moves with the clock too), and announces each alert raised or cleared (alerts.rs).
+//!
+//! - Outlet actors tell it what changed and what sold through the `AlertInbox`, without ever
+//!   waiting: the inbox keeps a set of changed (outlet, SKU) pairs and a sum of units sold
+//!   per (outlet, SKU, hour), so it is bounded by the pairs that changed between two looks,
+//!   however fast they commit.
+//! - When this process comes to own an outlet, the engine reads its sales of the last
+//!   `alerts.history_weeks` from the ledger; the outlet's commits keep them current after
+//!   that, and its forecasts are refitted once an hour. An outlet it no longer owns is
+//!   forgotten (its new owner reads it).
+//! - A change is announced only when Redis says it changed something (HSETNX of a raise,
+//!   HDEL of a clear, `RedisStore::alert_changes`), then: to this process's stream clients;
+//!   on the `alerts` channel to the other processes' clients (follower.rs); to MQTT
+//!   `alerts/{outlet}` (the feed, bounded); to the webhook (webhook.rs, bounded).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::alerts::{judge, local_hour, Alert, AlertKind, AlertState, History};
+use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
+use crate::hub::LiveEvent;
+use crate::settings::AlertSettings;
+use crate::webhook::Webhook;
+
+#[derive(Default)]
+struct Pending {
+    changed: HashSet<(OutletId, Sku)>,
+    /// Units sold per (outlet, SKU, local hour).
+    sold: HashMap<(OutletId, Sku, i64), f64>,
+}
+
+/// What outlet actors tell the engine (see the module comment).
+pub struct AlertInbox {
+    pending: Mutex<Pending>,
+    notify: Notify,
+    utc_offset_minutes: i32,
+}
+
+impl AlertInbox {
+    pub fn new(utc_offset_minutes: i32) -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            notify: Notify::new(),
+            utc_offset_minutes,
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().expect("alert inbox")
+    }
+
+    /// A commit changed `sku` at `outlet`.
+    pub fn changed(&self, outlet: &OutletId, sku: &Sku) {
+        self.pending().changed.insert((outlet.clone(), sku.clone()));
+        self.notify.notify_one();
+    }
+
+    /// `qty` units of `sku` sold at `outlet` at `at_ms`.
+    pub fn sold(&self, outlet: &OutletId, sku: &Sku, at_ms: i64, qty: i64) {
+        let hour = local_hour(at_ms, self.utc_offset_minutes);
+        *(self.pending().sold)
+            .entry((outlet.clone(), sku.clone(), hour))
+            .or_default() += qty as f64;
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending())
+    }
+}
+
+pub struct AlertEngine {
+    shared: Shared,
+    settings: AlertSettings,
+    utc_offset_minutes: i32,
+    /// The sales histories of the outlets this process owns, read from the ledger.
+    histories: HashMap<OutletId, HashMap<Sku, History>>,
+    webhook: Option<Arc<Webhook>>,
+}
+
+impl AlertEngine {
+    pub fn spawn(
+        shared: Shared,
+        settings: AlertSettings,
+        utc_offset_minutes: i32,
+        webhook: Option<Arc<Webhook>>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let mut engine = Self {
+            shared,
+            settings,
+            utc_offset_minutes,
+            histories: HashMap::new(),
+            webhook,
+        };
+        actix::spawn(async move {
+            let inbox = engine.shared.alerts.clone();
+            let mut sweep = tokio::time::interval(Duration::from_secs(engine.settings.sweep_secs));
+            while !stop.load(Ordering::Acquire) {
+                let swept = tokio::select! {
+                    _ = inbox.notify.notified() => false,
+                    _ = sweep.tick() => true,
+                    // Looks at the stop flag now and then.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                };
+                engine.follow_owners().await;
+                let pending = inbox.take();
+                engine.take_sales(pending.sold);
+                let mut look: HashSet<(OutletId, Sku)> = pending.changed;
+                if swept {
+                    for (outlet, skus) in &engine.histories {
+                        look.extend((skus.keys()).map(|sku| (outlet.clone(), sku.clone())));
+                    }
+                }
+                engine.look(look).await;
+            }
+        });
+    }
+
+    /// Reads the histories of outlets this process came to own; forgets those it lost.
+    async fn follow_owners(&mut self) {
+        let owned: HashSet<OutletId> = self.shared.owners.ids().into_iter().collect();
+        self.histories.retain(|o, _| owned.contains(o));
+        for outlet in owned {
+            if self.histories.contains_key(&outlet) {
+                continue;
+            }
+            let now = now_ms();
+            let since = now - i64::from(self.settings.history_weeks) * 7 * 86_400_000;
+            match self.shared.ledger.sales_since(&outlet, since).await {
+                Ok(sales) => {
+                    let now_hour = local_hour(now, self.utc_offset_minutes);
+                    let mut skus: HashMap<Sku, History> = HashMap::new();
+                    for (sku, at, qty) in &sales {
+                        (skus.entry(sku.clone()))
+                            .or_insert_with(|| History::new(self.settings.history_weeks, now_hour))
+                            .add(local_hour(*at, self.utc_offset_minutes), *qty as f64);
+                    }
+                    info!(%outlet, sales = sales.len(), skus = skus.len(), "sales history read for alerts");
+                    self.histories.insert(outlet, skus);
+                }
+                // Tried again at the next look.
+                Err(e) => {
+                    warn!(%outlet, error = %format!("{e:#}"), "reading sales for alerts failed")
+                }
+            }
+        }
+        let forecasts: usize = self.histories.values().map(HashMap::len).sum();
+        self.shared.metrics.alert_forecasts.set(forecasts as i64);
+    }
+
+    fn take_sales(&mut self, sold: HashMap<(OutletId, Sku, i64), f64>) {
+        let weeks = self.settings.history_weeks;
+        for ((outlet, sku, hour), qty) in sold {
+            if let Some(skus) = self.histories.get_mut(&outlet) {
+                (skus.entry(sku))
+                    .or_insert_with(|| History::new(weeks, hour))
+                    .add(hour, qty);
+            }
+        }
+    }
+
+    /// Judges each pair of an outlet this process owns, and announces what changed.
+    async fn look(&mut self, pairs: HashSet<(OutletId, Sku)>) {
+        let now = now_ms();
+        let now_hour = local_hour(now, self.utc_offset_minutes);
+        let mut by_outlet: HashMap<OutletId, Vec<Sku>> = HashMap::new();
+        for (outlet, sku) in pairs {
+            if self.histories.contains_key(&outlet) {
+                by_outlet.entry(outlet).or_default().push(sku);
+            }
+        }
+        for (outlet, skus) in by_outlet {
+            let mut raise = Vec::new();
+            let mut clear = Vec::new();
+            for sku in skus {
+                let Some(counters) = self.shared.stock.get(&outlet, &sku) else {
+                    continue;
+                };
+                let lots = self.shared.stock.lots(&outlet, &sku);
+                let profile = (self.histories.get_mut(&outlet))
+                    .and_then(|skus| skus.get_mut(&sku))
+                    .map(|h| h.profile(now_hour).clone());
+                let j = judge(
+                    profile.as_ref(),
+                    &counters,
+                    &lots,
+                    now,
+                    &self.settings,
+                    self.utc_offset_minutes,
+                );
+                for (i, kind) in AlertKind::ALL.into_iter().enumerate() {
+                    let field = Alert::field(kind, &sku);
+                    if j.holds[i] {
+                        raise.push((field, j.alert(kind, &outlet, &sku, now, &self.settings)));
+                    } else {
+                        clear.push((field, kind, sku.clone(), j.available));
+                    }
+                }
+            }
+            self.announce(&outlet, raise, clear, now).await;
+        }
+    }
+
+    async fn announce(
+        &self,
+        outlet: &OutletId,
+        raise: Vec<(String, Alert)>,
+        clear: Vec<(String, AlertKind, Sku, i64)>,
+        now: i64,
+    ) {
+        let keys = self.shared.store.keys(outlet);
+        let raise_json: Vec<(String, String)> = (raise.iter())
+            .map(|(f, a)| (f.clone(), serde_json::json!(a).to_string()))
+            .collect();
+        let clear_fields: Vec<String> = clear.iter().map(|c| c.0.clone()).collect();
+        // A clear needs the raise it ends (its id): read before the HDEL.
+        let raised: HashMap<String, Alert> = match self.shared.store.raised_alerts(&keys).await {
+            Ok(all) => (all.iter())
+                .filter_map(|j| serde_json::from_str::<Alert>(j).ok())
+                .map(|a| (Alert::field(a.kind, &a.sku), a))
+                .collect(),
+            Err(e) => {
+                warn!(%outlet, error = %format!("{e:#}"), "reading alerts failed");
+                return;
+            }
+        };
+        let mut count: HashMap<AlertKind, i64> = HashMap::new();
+        for a in raised.values() {
+            *count.entry(a.kind).or_default() += 1;
+        }
+        let clear_fields: Vec<String> = (clear_fields.into_iter())
+            .filter(|f| raised.contains_key(f))
+            .collect();
+        let (raised_now, cleared_now) = match (self.shared.store)
+            .alert_changes(&keys, &raise_json, &clear_fields)
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                // Looked at again with the next commit or sweep.
+                warn!(%outlet, error = %format!("{e:#}"), "changing alerts failed");
+                return;
+            }
+        };
+        let mut changes = Vec::new();
+        for ((_, alert), new) in raise.into_iter().zip(raised_now) {
+            if new {
+                changes.push(alert);
+            }
+        }
+        let clears = clear.into_iter().filter(|c| raised.contains_key(&c.0));
+        for ((field, _, _, available), gone) in clears.zip(cleared_now) {
+            if let (true, Some(was)) = (gone, raised.get(&field)) {
+                changes.push(Alert {
+                    state: AlertState::Cleared,
+                    available,
+                    sell_out_at: None,
+                    at: rfc3339_ms(now),
+                    ..was.clone()
+                });
+            }
+        }
+        let m = &self.shared.metrics;
+        for alert in changes {
+            let state = match alert.state {
+                AlertState::Raised => "raised",
+                AlertState::Cleared => "cleared",
+            };
+            info!(%outlet, sku = %alert.sku, kind = alert.kind.as_str(), state, available = alert.available, "alert");
+            (m.alerts)
+                .with_label_values(&[alert.kind.as_str(), state])
+                .inc();
+            *count.entry(alert.kind).or_default() += match alert.state {
+                AlertState::Raised => 1,
+                AlertState::Cleared => -1,
+            };
+            let alert = Arc::new(alert);
+            self.shared.hub.publish(LiveEvent::Alert(alert.clone()));
+            let json = serde_json::json!(*alert).to_string();
+            if let Err(e) = self.shared.store.publish_alert(&json).await {
+                warn!(%outlet, error = %format!("{e:#}"), "publishing an alert to the other processes failed");
+            }
+            self.shared.feed.alert(alert.clone());
+            if let Some(webhook) = &self.webhook {
+                webhook.push(alert);
+            }
+        }
+        for kind in AlertKind::ALL {
+            (m.alerts_raised)
+                .with_label_values(&[outlet.as_str(), kind.as_str()])
+                .set(count.get(&kind).copied().unwrap_or(0));
+        }
+    }
+}
