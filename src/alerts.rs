@@ -148,6 +148,23 @@ impl Judgement {
     }
 }
 
+/// The histories of the SKUs in `sales` (SKU, when, units), each of `weeks` weeks up to now.
+pub fn histories(
+    sales: &[(Sku, i64, i64)],
+    weeks: u32,
+    now_ms: i64,
+    utc_offset_minutes: i32,
+) -> std::collections::HashMap<Sku, History> {
+    let now_hour = local_hour(now_ms, utc_offset_minutes);
+    let mut skus = std::collections::HashMap::new();
+    for (sku, at, qty) in sales {
+        (skus.entry(sku.clone()))
+            .or_insert_with(|| History::new(weeks, now_hour))
+            .add(local_hour(*at, utc_offset_minutes), *qty as f64);
+    }
+    skus
+}
+
 /// The units one outlet sold of one SKU in each local hour of the last `hours` hours.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -201,15 +218,19 @@ impl History {
     }
 
     /// The forecast as of local hour `now_hour`: fitted to the window ending the hour before
-    /// (the current hour is still filling), once per hour.
+    /// (the current hour is still filling), from the first hour the SKU sold in it (the
+    /// hours before it was on sale say nothing of how it sells), once per hour.
     pub fn profile(&mut self, now_hour: i64) -> &Profile {
         self.advance(now_hour);
         if self.fitted.as_ref().is_none_or(|(at, _)| *at != now_hour) {
-            let sales: Vec<f64> = (self.sold.iter().take(self.hours - 1))
-                .map(|&x| f64::from(x))
-                .collect();
+            let past = self.sold.iter().take(self.hours - 1);
+            let start = past
+                .clone()
+                .position(|&x| x > 0.0)
+                .unwrap_or(self.hours - 1);
+            let sales: Vec<f64> = past.skip(start).map(|&x| f64::from(x)).collect();
             // Local hour 0 was a Thursday 00:00, hour 72 of its week.
-            let first = (self.first + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize;
+            let first = (self.first + start as i64 + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize;
             self.fitted = Some((now_hour, Profile::fit(&sales, first)));
         }
         &self.fitted.as_ref().expect("fitted above").1
@@ -252,6 +273,25 @@ mod tests {
         assert_eq!(h.total(), total);
         h.add(now_hour + 10_000, 1.0);
         assert_eq!(h.total(), 1.0);
+    }
+
+    #[test]
+    fn a_history_shorter_than_the_window_is_fitted_from_its_first_sale() {
+        let now_hour = 500_000;
+        let mut h = History::new(4, now_hour);
+        // Sold 6 an hour for the last 3 days only, of a 4-week window.
+        for hour in (now_hour - 72)..now_hour {
+            h.add(hour, 6.0);
+        }
+        let p = h.profile(now_hour).clone();
+        // 6 every hour: the four days of the week it has not been on sale yet keep the rate.
+        for slot in 0..HOURS_PER_WEEK {
+            assert!(
+                (p.rate(slot) - 6.0).abs() < 1e-9,
+                "slot {slot}: {}",
+                p.rate(slot)
+            );
+        }
     }
 
     #[test]

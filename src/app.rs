@@ -171,6 +171,7 @@ impl Core {
             growing: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::default(),
             grown: tokio::sync::watch::Sender::new(0),
+            pos_links: Arc::default(),
         });
         spawn_catalogue_refresh(services.clone(), stop_ownership.clone());
         Ok(Self {
@@ -338,6 +339,7 @@ impl Application {
             whatsapp: crate::whatsapp::start(services.clone()),
             exports: Arc::new(tokio::sync::Semaphore::new(crate::http::EXPORTS_MAX)),
             prices,
+            forecasts: Arc::new(crate::kitchen::Forecasts::default()),
         });
         let write_deadline = Duration::from_secs(http.write_deadline_secs);
         let mut server = HttpServer::new(move || crate::http::app(state.clone()))

@@ -200,11 +200,13 @@ pub struct SellThrough {
     pub out_at: Option<i64>,
 }
 
+/// A factor: what sold over what the others expected. A day or hour the history never saw
+/// (a SKU on sale for a few days) keeps 1, the level's own rate, rather than none.
 fn ratio(sold: f64, expected: f64) -> f64 {
     if expected > 0.0 {
         sold / expected
     } else {
-        0.0
+        1.0
     }
 }
 

@@ -87,6 +87,17 @@ pub fn alerts(prefix: &str) -> String {
     format!("{prefix}:alerts")
 }
 
+/// The hash outlet → units sold in one minute (since the epoch), kept two hours
+/// (war_room.rs).
+pub fn sales_minute(prefix: &str, minute: i64) -> String {
+    format!("{prefix}:sales_min:{minute}")
+}
+
+/// The hash `{outlet}/{sku}` → the head cook's number for the next window (kitchen.rs).
+pub fn kitchen_cook(prefix: &str) -> String {
+    format!("{prefix}:kitchen:cook")
+}
+
 /// The hash node id → the URL of its HTTP API, for requests forwarded to an outlet's owner.
 pub fn addresses(prefix: &str) -> String {
     format!("{prefix}:addresses")

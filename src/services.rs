@@ -35,6 +35,8 @@ pub struct Services {
     pub pending: std::sync::Mutex<std::collections::HashSet<OutletId>>,
     /// Counts the `grow` passes that ran through, for `outlet_ready`.
     pub grown: tokio::sync::watch::Sender<u64>,
+    /// The last POS message received per outlet (war_room.rs).
+    pub pos_links: Arc<crate::war_room::PosLinks>,
 }
 
 impl Services {

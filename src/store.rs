@@ -4,7 +4,7 @@
 //! trims outboxes; only the WhatsApp worker counts a sender's holds (`sender_holds` and the
 //! rest, for whatsapp/caps.rs). Nothing else talks to Redis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1022,6 +1022,84 @@ impl RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .context("publishing an alert")
+    }
+
+    /// Sets (`Some`) or clears the head cook's number of one outlet and SKU (kitchen.rs).
+    pub async fn set_cook(&self, field: &str, json: Option<&str>) -> anyhow::Result<()> {
+        let key = crate::keys::kitchen_cook(&self.prefix);
+        let mut conn = self.conn.clone();
+        let cmd = match json {
+            Some(json) => {
+                let mut c = redis::cmd("HSET");
+                c.arg(&key).arg(field).arg(json);
+                c
+            }
+            None => {
+                let mut c = redis::cmd("HDEL");
+                c.arg(&key).arg(field);
+                c
+            }
+        };
+        cmd.query_async::<()>(&mut conn)
+            .await
+            .context("writing the head cook's number")
+    }
+
+    /// Every number the head cook entered, by `{outlet}/{sku}`.
+    pub async fn cook_numbers(&self) -> anyhow::Result<HashMap<String, String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGETALL")
+            .arg(crate::keys::kitchen_cook(&self.prefix))
+            .query_async(&mut conn)
+            .await
+            .context("reading the head cook's numbers")
+    }
+
+    /// Adds units sold per (outlet, minute) to the war room's counts (kept two hours).
+    pub async fn count_sales(
+        &self,
+        sold: &[(crate::domain::OutletId, i64, i64)],
+    ) -> anyhow::Result<()> {
+        if sold.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (outlet, minute, qty) in sold {
+            let key = crate::keys::sales_minute(&self.prefix, *minute);
+            pipe.cmd("HINCRBY")
+                .arg(&key)
+                .arg(outlet.as_str())
+                .arg(qty)
+                .ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(7200).ignore();
+        }
+        let mut conn = self.conn.clone();
+        (pipe.query_async::<()>(&mut conn).await).context("counting sales by minute")
+    }
+
+    /// Units sold per (outlet, minute) over the minutes `from..=to`.
+    pub async fn sales_by_minute(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<HashMap<(crate::domain::OutletId, i64), i64>> {
+        let mut pipe = redis::pipe();
+        for minute in from..=to {
+            pipe.cmd("HGETALL")
+                .arg(crate::keys::sales_minute(&self.prefix, minute));
+        }
+        let mut conn = self.conn.clone();
+        let all: Vec<HashMap<String, i64>> =
+            (pipe.query_async(&mut conn).await).context("reading sales by minute")?;
+        let mut out = HashMap::new();
+        for (minute, counts) in (from..=to).zip(all) {
+            for (outlet, qty) in counts {
+                if let Ok(outlet) = crate::domain::OutletId::parse("outlet", &outlet) {
+                    out.insert((outlet, minute), qty);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The outlet's seq now (`None` when Redis has no state for it).

@@ -14,6 +14,7 @@
 //!   HDEL of a clear, `RedisStore::alert_changes`), then: to this process's stream clients;
 //!   on the `alerts` channel to the other processes' clients (follower.rs); to MQTT
 //!   `alerts/{outlet}` (the feed, bounded); to the webhook (webhook.rs, bounded).
+//! - It also counts each minute's sales per outlet in Redis for the war room (war_room.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::Shared;
-use crate::alerts::{judge, local_hour, Alert, AlertKind, AlertState, History};
+use crate::alerts::{histories, judge, local_hour, Alert, AlertKind, AlertState, History};
 use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
 use crate::hub::LiveEvent;
 use crate::settings::AlertSettings;
@@ -35,6 +36,8 @@ struct Pending {
     changed: HashSet<(OutletId, Sku)>,
     /// Units sold per (outlet, SKU, local hour).
     sold: HashMap<(OutletId, Sku, i64), f64>,
+    /// Units sold per (outlet, minute committed), for the war room.
+    per_minute: HashMap<(OutletId, i64), i64>,
 }
 
 /// What outlet actors tell the engine (see the module comment).
@@ -66,9 +69,13 @@ impl AlertInbox {
     /// `qty` units of `sku` sold at `outlet` at `at_ms`.
     pub fn sold(&self, outlet: &OutletId, sku: &Sku, at_ms: i64, qty: i64) {
         let hour = local_hour(at_ms, self.utc_offset_minutes);
-        *(self.pending().sold)
+        let mut p = self.pending();
+        *(p.sold)
             .entry((outlet.clone(), sku.clone(), hour))
             .or_default() += qty as f64;
+        *(p.per_minute)
+            .entry((outlet.clone(), crate::war_room::minute(now_ms())))
+            .or_default() += qty;
     }
 
     fn take(&self) -> Pending {
@@ -113,6 +120,12 @@ impl AlertEngine {
                 engine.follow_owners().await;
                 let pending = inbox.take();
                 engine.take_sales(pending.sold);
+                let per_minute: Vec<(OutletId, i64, i64)> = (pending.per_minute.into_iter())
+                    .map(|((o, m), q)| (o, m, q))
+                    .collect();
+                if let Err(e) = engine.shared.store.count_sales(&per_minute).await {
+                    warn!(error = %format!("{e:#}"), "counting sales by minute failed");
+                }
                 let mut look: HashSet<(OutletId, Sku)> = pending.changed;
                 if swept {
                     for (outlet, skus) in &engine.histories {
@@ -136,13 +149,8 @@ impl AlertEngine {
             let since = now - i64::from(self.settings.history_weeks) * 7 * 86_400_000;
             match self.shared.ledger.sales_since(&outlet, since).await {
                 Ok(sales) => {
-                    let now_hour = local_hour(now, self.utc_offset_minutes);
-                    let mut skus: HashMap<Sku, History> = HashMap::new();
-                    for (sku, at, qty) in &sales {
-                        (skus.entry(sku.clone()))
-                            .or_insert_with(|| History::new(self.settings.history_weeks, now_hour))
-                            .add(local_hour(*at, self.utc_offset_minutes), *qty as f64);
-                    }
+                    let weeks = self.settings.history_weeks;
+                    let skus = histories(&sales, weeks, now, self.utc_offset_minutes);
                     info!(%outlet, sales = sales.len(), skus = skus.len(), "sales history read for alerts");
                     self.histories.insert(outlet, skus);
                 }

@@ -23,6 +23,9 @@ pub enum Action {
     ManageZones,
     /// Add, rename and retire SKUs (admin only).
     ManageCatalogue,
+    /// Enter the head cook's numbers of the kitchen plan (admin, or a manager for its
+    /// outlets).
+    PlanKitchen,
 }
 
 #[derive(Debug)]
@@ -231,7 +234,7 @@ impl Grant {
             ),
             Role::Manager => matches!(
                 action,
-                ReadStock | ReadReservation | ReadLedger | ReadMetrics | Move(_)
+                ReadStock | ReadReservation | ReadLedger | ReadMetrics | Move(_) | PlanKitchen
             ),
         }
     }

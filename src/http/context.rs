@@ -24,6 +24,8 @@ pub struct AppState {
     pub exports: Arc<tokio::sync::Semaphore>,
     /// Unit prices for the end-of-day report (`reports.prices_file`, read at start).
     pub prices: Arc<crate::end_of_day::Prices>,
+    /// The kitchen plan's forecasts, per outlet for a few minutes (kitchen.rs).
+    pub forecasts: Arc<crate::kitchen::Forecasts>,
 }
 
 impl std::ops::Deref for AppState {

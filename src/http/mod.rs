@@ -8,6 +8,7 @@ mod bulk;
 mod context;
 mod dashboard;
 mod export;
+mod kitchen;
 pub use export::EXPORTS_MAX;
 pub mod error;
 pub mod forward;
@@ -21,6 +22,7 @@ mod reservations;
 mod skus;
 mod stock;
 mod stream;
+mod war_room;
 pub mod whatsapp;
 mod ws;
 mod zones;
@@ -78,6 +80,8 @@ macro_rules! route_table {
 
 route_table! {
     GET "/" => dashboard::page,
+    GET "/kitchen" => dashboard::kitchen,
+    GET "/war-room" => dashboard::war_room,
     GET "/healthz" => ops::healthz,
     GET "/readyz" => ops::readyz,
     GET "/metrics" => ops::metrics,
@@ -110,6 +114,9 @@ route_table! {
     GET "/v1/export/reservations" => export::reservations,
     GET "/v1/reports/end-of-day" => reports::end_of_day,
     GET "/v1/alerts" => alerts::list,
+    GET "/v1/kitchen/plan" => kitchen::plan,
+    PUT "/v1/kitchen/plan/{outlet}/{sku}" => kitchen::put_cook,
+    GET "/v1/war-room" => war_room::get,
     GET "/v1/stream" => stream::stream,
     GET "/v1/ws" => ws::ws,
 }

@@ -717,3 +717,92 @@ pub struct AlertBody {
 pub struct AlertList {
     pub alerts: Vec<AlertBody>,
 }
+
+/// The head cook's number for one shop and SKU.
+#[derive(ToSchema)]
+pub struct CookNumberBody {
+    /// Units (0 to 1,000,000); `null` clears it.
+    pub qty: Option<i64>,
+    /// When it was entered (answers only).
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
+    /// The label of the key that entered it (answers only).
+    pub by: Option<String>,
+}
+
+/// One shop and SKU of the kitchen plan.
+#[derive(ToSchema)]
+pub struct KitchenPlanRow {
+    pub outlet: String,
+    pub sku: String,
+    pub name: String,
+    /// Units the forecast sells in the window.
+    pub expected: f64,
+    /// Free units that sell before their lot expires.
+    pub sellable: f64,
+    /// Free units of lots that expire before they sell.
+    pub will_expire: f64,
+    /// Units live holds have.
+    pub held: i64,
+    pub on_hand: i64,
+    pub safety: i64,
+    /// max(0, ceil(expected - sellable - held + safety)).
+    pub suggested: i64,
+    pub cook: Option<CookNumberBody>,
+}
+
+/// What to send each shop for the next window.
+#[derive(ToSchema)]
+pub struct KitchenPlan {
+    #[schema(format = DateTime)]
+    pub at: String,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    pub window_hours: u32,
+    pub rows: Vec<KitchenPlanRow>,
+    pub suggested_total: i64,
+    pub cook_total: i64,
+}
+
+/// An outlet's POS link: the last POS message this process received.
+#[derive(ToSchema)]
+pub struct PosLinkBody {
+    #[schema(format = DateTime)]
+    pub last_seen: String,
+    pub silent_secs: f64,
+    /// How long after the sale's own time (the till's clock) it arrived.
+    pub lag_ms: i64,
+}
+
+/// One outlet on the war-room screen.
+#[derive(ToSchema)]
+pub struct WarRoomOutlet {
+    pub outlet: String,
+    pub name: String,
+    /// None: no POS message received since this process started.
+    pub pos: Option<PosLinkBody>,
+    /// Units sold per minute over the last 30, oldest first (the last is the minute now).
+    pub sales_per_min: Vec<i64>,
+    /// Changes committed and not yet in the ledger, and the age of the oldest.
+    pub ledger_entries: u64,
+    pub ledger_age_secs: f64,
+    /// SKUs drifted at the reconciler's last pass.
+    pub drift_skus: i64,
+    pub at_risk_holds: i64,
+    /// Alerts raised now.
+    pub alerts: u64,
+}
+
+/// The war-room screen's figures.
+#[derive(ToSchema)]
+pub struct WarRoomBody {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub ledger_budget_secs: u64,
+    pub outlets: Vec<WarRoomOutlet>,
+    /// Raised sell-out alerts, the soonest first.
+    pub sell_out: Vec<AlertBody>,
+    pub low_stock: Vec<AlertBody>,
+}

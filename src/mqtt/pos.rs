@@ -162,6 +162,7 @@ impl Intake {
             Ok(m) => m,
             Err(rejection) => return self.reject(&topic, &publish.payload, rejection).await,
         };
+        (self.services.pos_links).seen(&movement.outlet, now_ms(), movement.at.timestamp_millis());
         let mut delay = RETRY_DELAY_MIN;
         loop {
             match apply(&self.services, &movement, "mqtt".into()).await {

@@ -1,0 +1,61 @@
+//! `GET /v1/war-room`: what the war-room screen shows (war_room.rs).
+
+use actix_web::{web, HttpResponse};
+
+use super::auth::{Action, Caller};
+use super::context::AppState;
+use super::error::ApiError;
+use super::openapi::{Error, WarRoomBody};
+use crate::domain::now_ms;
+use crate::war_room::{self, Figures, SALES_MINUTES};
+
+/// Per outlet: its POS link (last message received, how late), sales per minute over the last
+/// half hour, ledger lag, drift and holds at risk; and the raised sell-out and low-stock
+/// alerts (README, War room).
+#[utoipa::path(get, path = "/v1/war-room", tag = "operations",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The war room's figures", body = WarRoomBody),
+        (status = 401, description = "No key or an unknown key", body = Error),
+        (status = 403, description = "The key may not read metrics", body = Error),
+        (status = 429, description = "Past the key's rate limit (`Retry-After`)", body = Error),
+        (status = 503, description = "Redis did not answer (`Retry-After`)", body = Error),
+    ))]
+pub async fn get(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadMetrics, None)?;
+    let now = now_ms();
+    let catalogue = state.catalogue.now();
+    let outlets: Vec<_> = (catalogue.outlets.iter())
+        .filter(|o| caller.require(Action::ReadMetrics, Some(&o.id)).is_ok())
+        .collect();
+    let ids: Vec<_> = outlets.iter().map(|o| o.id.clone()).collect();
+    let store = &state.shared.store;
+    let to = war_room::minute(now);
+    let sales = (store.sales_by_minute(to - SALES_MINUTES + 1, to).await)
+        .map_err(crate::error::Error::store)?;
+    let alerts = (crate::alerts::raised(store, &ids).await).map_err(crate::error::Error::store)?;
+    let m = &state.shared.metrics;
+    let figures = (outlets.iter())
+        .map(|o| {
+            let lag = state.shared.durable.lag(&o.id, now);
+            let label = [o.id.as_str()];
+            let f = Figures {
+                name: o.name.clone(),
+                ledger_entries: lag.entries,
+                ledger_age_ms: lag.age_ms,
+                drift_skus: m.reconciler_drift_skus.with_label_values(&label).get(),
+                at_risk_holds: m.at_risk_holds.with_label_values(&label).get(),
+            };
+            (o.id.clone(), f)
+        })
+        .collect();
+    let budget = state.settings.ledger.lag_max_secs;
+    Ok(HttpResponse::Ok().json(war_room::build(
+        now,
+        budget,
+        figures,
+        &state.pos_links,
+        &sales,
+        alerts,
+    )))
+}
