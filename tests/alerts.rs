@@ -14,7 +14,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const SECRET: &str = "webhook-secret-of-the-test";
-const HOUR_MS: i64 = 3_600_000;
 
 /// A webhook receiver: every request it got (delivery id, signature header, body); it
 /// answers the first one 500, so that the service must try that delivery again.
@@ -157,17 +156,7 @@ async fn run() {
 
     // Two weeks of history: 6 units in every hour but this one, sold at the counter with
     // their own times, on top of 90 units left.
-    let now = shelfsync::domain::now_ms();
-    let hours = 330;
-    app.set_stock(OUTLET, SKU, 6 * hours + 90).await;
-    let lines: Vec<Value> = (1..=hours)
-        .map(|k| json!({"event_id": format!("past-{k}"), "outlet": OUTLET, "sku": SKU,
-            "kind": "sale_counter", "qty": 6, "at": shelfsync::domain::rfc3339_ms(now - k * HOUR_MS)}))
-        .collect();
-    let res = app
-        .post("/v1/movements/bulk", ADMIN, json!({ "lines": lines }))
-        .await;
-    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    app.six_an_hour(OUTLET, SKU, 90).await;
     assert_eq!(app.stock(OUTLET, SKU).await["available"], 90);
     let mut sse = SseClient::connect(&app, &format!("outlets={OUTLET}"), VIEWER)
         .await

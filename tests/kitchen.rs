@@ -9,36 +9,6 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// Two weeks of counter sales of `sku` at `outlet`, 6 in every hour but this one, with their
-/// own times, leaving `left` units loose.
-pub async fn six_an_hour(app: &TestApp, outlet: &str, sku: &str, left: i64) {
-    let now = shelfsync::domain::now_ms();
-    let hours = 330;
-    app.set_stock(outlet, sku, 6 * hours + left).await;
-    let lines: Vec<Value> = (1..=hours)
-        .map(|k| json!({"event_id": format!("past-{outlet}-{sku}-{k}"), "outlet": outlet, "sku": sku,
-            "kind": "sale_counter", "qty": 6, "at": shelfsync::domain::rfc3339_ms(now - k * HOUR_MS)}))
-        .collect();
-    let res = app
-        .post("/v1/movements/bulk", ADMIN, json!({ "lines": lines }))
-        .await;
-    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-    // In the ledger before anything reads the forecast (a plan keeps it a few minutes).
-    let durable = eventually(30, || async {
-        let lag: Value = app
-            .get("/v1/ledger/lag", VIEWER)
-            .await
-            .json()
-            .await
-            .unwrap();
-        (lag["outlets"].as_array().unwrap().iter()).all(|o| o["entries"] == 0)
-    })
-    .await;
-    assert!(durable, "the sales did not reach the ledger");
-}
-
 async fn plan(app: &TestApp, query: &str) -> Value {
     let res = app.get(&format!("/v1/kitchen/plan?{query}"), VIEWER).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -58,7 +28,7 @@ async fn the_plan_sends_expected_sales_less_sellable_stock_and_holds_plus_safety
         settings.kitchen.safety_share = 0.2;
         settings.kitchen.safety_min = 1;
         let app = spawn_app_with(settings).await;
-        six_an_hour(&app, OUTLET, SKU, 10).await;
+        app.six_an_hour(OUTLET, SKU, 10).await;
         // A 15-minute hold of 2 (loose units: there is no lot yet), then 5 units of a tray
         // that expires in 10 minutes.
         app.hold(OUTLET, SKU, 2, 900).await;

@@ -6,7 +6,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use shelfsync::{Application, Settings};
 
-use super::{cleanup, test_settings, ADMIN, STOREFRONT, VIEWER};
+use super::{cleanup, eventually, test_settings, ADMIN, STOREFRONT, VIEWER};
 
 pub struct TestApp {
     pub url: String,
@@ -164,6 +164,34 @@ impl TestApp {
         let answer: Value = res.json().await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{answer}");
         answer
+    }
+
+    /// Two weeks of counter sales of `sku` at `outlet`, 6 in every hour but this one, with their
+    /// own times, leaving `left` units loose.
+    pub async fn six_an_hour(&self, outlet: &str, sku: &str, left: i64) {
+        let now = shelfsync::domain::now_ms();
+        let hours = 330;
+        self.set_stock(outlet, sku, 6 * hours + left).await;
+        let lines: Vec<Value> = (1..=hours)
+            .map(|k| json!({"event_id": format!("past-{outlet}-{sku}-{k}"), "outlet": outlet, "sku": sku,
+                "kind": "sale_counter", "qty": 6, "at": shelfsync::domain::rfc3339_ms(now - k * 3_600_000)}))
+            .collect();
+        let res = self
+            .post("/v1/movements/bulk", ADMIN, json!({ "lines": lines }))
+            .await;
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        // In the ledger before anything reads the forecast (a plan keeps it a few minutes).
+        let durable = eventually(30, || async {
+            let lag: Value = self
+                .get("/v1/ledger/lag", VIEWER)
+                .await
+                .json()
+                .await
+                .unwrap();
+            (lag["outlets"].as_array().unwrap().iter()).all(|o| o["entries"] == 0)
+        })
+        .await;
+        assert!(durable, "the sales did not reach the ledger");
     }
 
     /// Sets on_hand by a `count` movement (admin) and waits for its durable answer.
