@@ -22,6 +22,8 @@ use crate::domain::{rfc3339_ms, Counters, Lot, OutletId, Sku};
 use crate::forecast::{free_units, Profile, HOURS_PER_WEEK};
 
 const HOUR_MS: i64 = 3_600_000;
+/// Hours from a SKU's first sale before it is forecast (one sale an hour ago is no rate).
+pub const MIN_HISTORY_HOURS: usize = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +48,15 @@ impl AlertKind {
 pub enum AlertState {
     Raised,
     Cleared,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Cleared => "cleared",
+        }
+    }
 }
 
 /// One alert's change, as every channel carries it (SSE `alert`, WebSocket `type: alert`,
@@ -228,7 +239,11 @@ impl History {
                 .clone()
                 .position(|&x| x > 0.0)
                 .unwrap_or(self.hours - 1);
-            let sales: Vec<f64> = past.skip(start).map(|&x| f64::from(x)).collect();
+            let mut sales: Vec<f64> = past.skip(start).map(|&x| f64::from(x)).collect();
+            if sales.len() < MIN_HISTORY_HOURS {
+                // Too little to tell an hour's rate from chance: no forecast yet.
+                sales.clear();
+            }
             // Local hour 0 was a Thursday 00:00, hour 72 of its week.
             let first = (self.first + start as i64 + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize;
             self.fitted = Some((now_hour, Profile::fit(&sales, first)));

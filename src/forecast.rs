@@ -32,6 +32,12 @@ pub fn hour_of_week(at_ms: i64, utc_offset_minutes: i32) -> usize {
     (local_hours + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize
 }
 
+/// The start of the local hour after the one `at_ms` is in (India's hours start at :30 UTC).
+fn next_local_hour(at_ms: i64, utc_offset_minutes: i32) -> i64 {
+    let offset = i64::from(utc_offset_minutes) * 60_000;
+    ((at_ms + offset).div_euclid(HOUR_MS) + 1) * HOUR_MS - offset
+}
+
 /// How one outlet sells one SKU over the week.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -100,8 +106,8 @@ impl Profile {
         let mut units = 0.0;
         let mut at = at_ms;
         while left > 0.0 {
-            let into_hour = at.rem_euclid(HOUR_MS) as f64 / HOUR_MS as f64;
-            let step = (1.0 - into_hour).min(left);
+            let to_next = (next_local_hour(at, utc_offset_minutes) - at) as f64 / HOUR_MS as f64;
+            let step = to_next.min(left);
             units += self.rate(hour_of_week(at, utc_offset_minutes)) * step;
             left -= step;
             at += (step * HOUR_MS as f64).round() as i64;
@@ -140,7 +146,7 @@ impl Profile {
             if t >= until_ms {
                 return out;
             }
-            let next_hour = (t.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+            let next_hour = next_local_hour(t, utc_offset_minutes);
             let next_expiry = stock.iter().filter_map(|u| u.expires_at).min();
             let end = next_hour.min(until_ms).min(next_expiry.unwrap_or(i64::MAX));
             let rate = self.rate(hour_of_week(t, utc_offset_minutes));
@@ -275,6 +281,23 @@ mod tests {
         assert_eq!(out(&loose(30.0), 24), None);
         assert_eq!(out(&[], 24), Some(0));
         assert!((p.expected(monday_9, 0, 12.0) - 24.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_walk_steps_on_local_hours() {
+        // Open 9 to 21 local time, 2 an hour. In India (+05:30) the shop opens at 03:30 UTC:
+        // from 03:00 UTC, the first half hour sells nothing.
+        let sales: Vec<f64> = (0..HOURS_PER_WEEK).map(truth).collect();
+        let p = Profile::fit(&sales, 0);
+        let monday_0300_utc = 1_796_614_200_000 - HOUR_MS / 2;
+        assert!((p.expected(monday_0300_utc, 330, 1.0) - 1.0).abs() < 1e-9);
+        let two = [Units {
+            expires_at: None,
+            qty: 2.0,
+        }];
+        let t = p.sell_through(&two, monday_0300_utc, 330, monday_0300_utc + 4 * HOUR_MS);
+        // Nothing until 03:30 UTC, then 2 an hour: gone at 04:30 UTC.
+        assert_eq!(t.out_at, Some(monday_0300_utc + 3 * HOUR_MS / 2));
     }
 
     #[test]

@@ -295,6 +295,8 @@ pub struct Filter {
     skus: Option<HashSet<Sku>>,
     /// The outlets whose `rerouted` and `at_risk` events the client may get.
     reservations: ReservationScope,
+    /// The outlets whose alerts the client may get.
+    alerts: ReservationScope,
 }
 
 impl Filter {
@@ -339,6 +341,7 @@ impl Filter {
             outlets,
             skus,
             reservations: ReservationScope::Nothing,
+            alerts: ReservationScope::Nothing,
         })
     }
 
@@ -353,10 +356,16 @@ impl Filter {
         (outlets.iter()).any(|o| self.wants_outlet(o) && self.reservations.allows(o))
     }
 
+    /// Lets the alerts of `scope`'s outlets through (the key's).
+    pub fn with_alerts(mut self, scope: ReservationScope) -> Self {
+        self.alerts = scope;
+        self
+    }
+
     /// An alert of `sku` at `outlet`: one the client asked for, and its key may read the
-    /// outlet's reservations (alerts are for the chain's staff, not for public browsers).
+    /// outlet's ledger (alerts are for the chain's staff, not for public browsers).
     pub fn wants_alert(&self, outlet: &OutletId, sku: &Sku) -> bool {
-        self.wants(outlet, sku) && self.reservations.allows(outlet)
+        self.wants(outlet, sku) && self.alerts.allows(outlet)
     }
 
     pub fn wants_outlet(&self, outlet: &OutletId) -> bool {

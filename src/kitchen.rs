@@ -107,6 +107,26 @@ pub fn cook_field(outlet: &OutletId, sku: &Sku) -> String {
     format!("{outlet}/{sku}")
 }
 
+/// Enters (`Some`) or clears the head cook's number of `sku` at `outlet`; the number as kept.
+pub async fn set_cook(
+    store: &RedisStore,
+    outlet: &OutletId,
+    sku: &Sku,
+    qty: Option<i64>,
+    by: &str,
+    now_ms: i64,
+) -> anyhow::Result<Option<CookNumber>> {
+    let field = cook_field(outlet, sku);
+    let number = qty.map(|qty| CookNumber {
+        qty,
+        at: rfc3339_ms(now_ms),
+        by: by.to_owned(),
+    });
+    let json = number.as_ref().map(|n| serde_json::json!(n).to_string());
+    store.set_cook(&field, json.as_deref()).await?;
+    Ok(number)
+}
+
 /// Everything a plan reads.
 pub struct PlanInputs<'a> {
     pub forecasts: &'a Forecasts,
@@ -167,7 +187,8 @@ pub async fn plan(
             .filter_map(|f| f.strip_prefix(&prefix))
             .filter_map(|sku| Sku::parse("sku", sku).ok())
             .collect();
-        skus.extend(entered.iter().filter(|sku| !forecasts.contains_key(*sku)));
+        let entered: Vec<&Sku> = (entered.iter()).filter(|s| !skus.contains(s)).collect();
+        skus.extend(entered);
         for sku in skus {
             let counters = inputs.stock.get(outlet, sku).unwrap_or_default();
             let lots = inputs.stock.lots(outlet, sku);

@@ -640,8 +640,7 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The per-sender caps of WhatsApp holds: each at least 1, an unknown sender's no
-    /// larger than a mapped one's.
+    /// The alerts' and the kitchen plan's bounds, and a webhook's URL and secret.
     fn check_alerts(&self) -> anyhow::Result<()> {
         let a = &self.alerts;
         if a.horizon_mins == 0 || a.horizon_mins > 7 * 24 * 60 {
@@ -671,6 +670,8 @@ impl Settings {
         Ok(())
     }
 
+    /// The per-sender caps of WhatsApp holds: each at least 1, an unknown sender's no
+    /// larger than a mapped one's.
     fn check_whatsapp(&self) -> anyhow::Result<()> {
         let w = &self.whatsapp;
         if !(1..=SENDER_OPEN_HOLDS_MAX).contains(&w.sender_open_holds_max) || w.sender_units_max < 1

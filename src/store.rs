@@ -562,6 +562,7 @@ pub struct RedisStore {
     snapshot: Arc<Script>,
     restore: Arc<Script>,
     lease: Arc<Script>,
+    alerts: Arc<Script>,
 }
 
 impl RedisStore {
@@ -614,6 +615,7 @@ impl RedisStore {
             apply_batch: Arc::new(Script::new(APPLY_BATCH)),
             snapshot: Arc::new(Script::new(include_str!("scripts/snapshot.lua"))),
             restore: Arc::new(Script::new(include_str!("scripts/restore.lua"))),
+            alerts: Arc::new(Script::new(include_str!("scripts/alerts.lua"))),
             lease: Arc::new(Script::new(include_str!("scripts/lease.lua"))),
         })
     }
@@ -975,32 +977,52 @@ impl RedisStore {
         }))
     }
 
-    /// Raises and clears an outlet's alerts (keys.rs `alerts`): each raise an HSETNX of its
-    /// field, each clear an HDEL, in one round trip. Says which of them changed something:
-    /// only those are announced, so no crossing is announced twice, whoever looks.
+    /// Raises and clears an outlet's alerts (keys.rs `alerts`, scripts/alerts.lua), fenced by
+    /// the caller's lease token: per raise whether it created the field, per clear the alert
+    /// it removed. Only those are announced, so no crossing is announced twice, whoever
+    /// looks; `None` when the caller no longer owns the outlet.
     pub async fn alert_changes(
         &self,
         keys: &OutletKeys,
+        token: u64,
+        node: &str,
         raise: &[(String, String)],
         clear: &[String],
-    ) -> anyhow::Result<(Vec<bool>, Vec<bool>)> {
+    ) -> anyhow::Result<Option<(Vec<bool>, Vec<Option<String>>)>> {
         if raise.is_empty() && clear.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Some((Vec::new(), Vec::new())));
         }
-        let mut pipe = redis::pipe();
-        for (field, json) in raise {
-            pipe.cmd("HSETNX").arg(&keys.alerts).arg(field).arg(json);
+        #[derive(Deserialize)]
+        struct Done {
+            #[serde(default)]
+            fenced: bool,
+            #[serde(default)]
+            raised: serde_json::Value,
+            #[serde(default)]
+            cleared: serde_json::Value,
         }
-        for field in clear {
-            pipe.cmd("HDEL").arg(&keys.alerts).arg(field);
-        }
+        let asked = serde_json::json!({"raise": raise, "clear": clear}).to_string();
+        let mut invocation = self.alerts.prepare_invoke();
+        invocation
+            .key(&keys.alerts)
+            .key(&keys.epoch)
+            .key(&keys.lease)
+            .arg(token)
+            .arg(node)
+            .arg(asked);
         let mut conn = self.conn.clone();
-        let done: Vec<i64> = (pipe.query_async(&mut conn).await).context("changing alerts")?;
-        let (raised, cleared) = done.split_at(raise.len());
-        Ok((
-            raised.iter().map(|&n| n == 1).collect(),
-            cleared.iter().map(|&n| n == 1).collect(),
-        ))
+        let raw: String = (invocation.invoke_async(&mut conn).await).context("changing alerts")?;
+        let done: Done = serde_json::from_str(&raw).context("the alerts script's answer")?;
+        if done.fenced {
+            return Ok(None);
+        }
+        // cjson encodes an empty table as {}: no raises or no clears.
+        let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+        let raised = list(&done.raised).iter().map(|v| v.as_bool() == Some(true)).collect();
+        let cleared = (list(&done.cleared).iter())
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        Ok(Some((raised, cleared)))
     }
 
     /// The raised alerts of an outlet, as stored (JSON).

@@ -87,6 +87,29 @@ pub struct Figures {
     pub at_risk_holds: i64,
 }
 
+/// Reads what the screen shows of `outlets` (with the figures this process knows of each)
+/// and puts it together.
+pub async fn gather(
+    store: &crate::store::RedisStore,
+    pos: &PosLinks,
+    figures: Vec<(OutletId, Figures)>,
+    now_ms: i64,
+    ledger_budget_secs: u64,
+) -> anyhow::Result<WarRoom> {
+    let to = minute(now_ms);
+    let sales = store.sales_by_minute(to - SALES_MINUTES + 1, to).await?;
+    let ids: Vec<OutletId> = figures.iter().map(|(o, _)| o.clone()).collect();
+    let alerts = crate::alerts::raised(store, &ids).await?;
+    Ok(build(
+        now_ms,
+        ledger_budget_secs,
+        figures,
+        pos,
+        &sales,
+        alerts,
+    ))
+}
+
 /// Puts the screen together from what was read.
 pub fn build(
     now_ms: i64,

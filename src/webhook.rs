@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::alerts::{Alert, AlertState};
+use crate::alerts::Alert;
 use crate::metrics::Metrics;
 use crate::settings::AlertSettings;
 
@@ -84,7 +84,8 @@ impl Webhook {
             .expect("an HTTP client");
         actix::spawn(async move {
             while !stop.load(Ordering::Acquire) {
-                let next = self.queue().front().cloned();
+                // Out of the queue while it is tried: a full queue drops the oldest waiting.
+                let next = self.queue().pop_front();
                 let Some(alert) = next else {
                     let _ =
                         tokio::time::timeout(Duration::from_secs(1), self.notify.notified()).await;
@@ -94,12 +95,9 @@ impl Webhook {
                 (self.metrics.alert_deliveries)
                     .with_label_values(&["webhook", outcome])
                     .inc();
-                let mut q = self.queue();
-                // Unless it was dropped from a full queue meanwhile.
-                if q.front().is_some_and(|a| Arc::ptr_eq(a, &alert)) {
-                    q.pop_front();
-                }
-                self.metrics.alert_webhook_queue.set(q.len() as i64);
+                self.metrics
+                    .alert_webhook_queue
+                    .set(self.queue().len() as i64);
             }
         });
     }
@@ -111,11 +109,7 @@ impl Webhook {
         stop: &AtomicBool,
     ) -> &'static str {
         let body = serde_json::json!(alert).to_string();
-        let state = match alert.state {
-            AlertState::Raised => "raised",
-            AlertState::Cleared => "cleared",
-        };
-        let delivery = format!("{}:{state}", alert.id);
+        let delivery = format!("{}:{}", alert.id, alert.state.as_str());
         let mut pause = Duration::from_millis(500);
         for attempt in 1..=self.settings.webhook_attempts.max(1) {
             let t = chrono::Utc::now().timestamp();

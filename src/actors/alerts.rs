@@ -89,8 +89,13 @@ pub struct AlertEngine {
     utc_offset_minutes: i32,
     /// The sales histories of the outlets this process owns, read from the ledger.
     histories: HashMap<OutletId, HashMap<Sku, History>>,
+    /// When reading an outlet's history last failed: tried again after `READ_RETRY`.
+    failed: HashMap<OutletId, std::time::Instant>,
     webhook: Option<Arc<Webhook>>,
 }
+
+/// How long after a failed read of an outlet's sales it is tried again.
+const READ_RETRY: Duration = Duration::from_secs(5);
 
 impl AlertEngine {
     pub fn spawn(
@@ -105,11 +110,13 @@ impl AlertEngine {
             settings,
             utc_offset_minutes,
             histories: HashMap::new(),
+            failed: HashMap::new(),
             webhook,
         };
         actix::spawn(async move {
             let inbox = engine.shared.alerts.clone();
             let mut sweep = tokio::time::interval(Duration::from_secs(engine.settings.sweep_secs));
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(Ordering::Acquire) {
                 let swept = tokio::select! {
                     _ = inbox.notify.notified() => false,
@@ -130,6 +137,7 @@ impl AlertEngine {
                 if swept {
                     for (outlet, skus) in &engine.histories {
                         look.extend((skus.keys()).map(|sku| (outlet.clone(), sku.clone())));
+                        engine.recount(outlet).await;
                     }
                 }
                 engine.look(look).await;
@@ -140,9 +148,26 @@ impl AlertEngine {
     /// Reads the histories of outlets this process came to own; forgets those it lost.
     async fn follow_owners(&mut self) {
         let owned: HashSet<OutletId> = self.shared.owners.ids().into_iter().collect();
-        self.histories.retain(|o, _| owned.contains(o));
+        let lost: Vec<OutletId> = (self.histories.keys())
+            .filter(|o| !owned.contains(*o))
+            .cloned()
+            .collect();
+        for outlet in lost {
+            self.histories.remove(&outlet);
+            // Its new owner counts its alerts.
+            for kind in AlertKind::ALL {
+                let labels = [outlet.as_str(), kind.as_str()];
+                let _ = self
+                    .shared
+                    .metrics
+                    .alerts_raised
+                    .remove_label_values(&labels);
+            }
+        }
         for outlet in owned {
-            if self.histories.contains_key(&outlet) {
+            let retry_later =
+                (self.failed.get(&outlet)).is_some_and(|at| at.elapsed() < READ_RETRY);
+            if self.histories.contains_key(&outlet) || retry_later {
                 continue;
             }
             let now = now_ms();
@@ -152,11 +177,13 @@ impl AlertEngine {
                     let weeks = self.settings.history_weeks;
                     let skus = histories(&sales, weeks, now, self.utc_offset_minutes);
                     info!(%outlet, sales = sales.len(), skus = skus.len(), "sales history read for alerts");
+                    self.failed.remove(&outlet);
                     self.histories.insert(outlet, skus);
                 }
-                // Tried again at the next look.
+                // Tried again at a look after READ_RETRY.
                 Err(e) => {
-                    warn!(%outlet, error = %format!("{e:#}"), "reading sales for alerts failed")
+                    warn!(%outlet, error = %format!("{e:#}"), "reading sales for alerts failed");
+                    self.failed.insert(outlet, std::time::Instant::now());
                 }
             }
         }
@@ -229,29 +256,17 @@ impl AlertEngine {
             .map(|(f, a)| (f.clone(), serde_json::json!(a).to_string()))
             .collect();
         let clear_fields: Vec<String> = clear.iter().map(|c| c.0.clone()).collect();
-        // A clear needs the raise it ends (its id): read before the HDEL.
-        let raised: HashMap<String, Alert> = match self.shared.store.raised_alerts(&keys).await {
-            Ok(all) => (all.iter())
-                .filter_map(|j| serde_json::from_str::<Alert>(j).ok())
-                .map(|a| (Alert::field(a.kind, &a.sku), a))
-                .collect(),
-            Err(e) => {
-                warn!(%outlet, error = %format!("{e:#}"), "reading alerts failed");
-                return;
-            }
+        let Some(token) = self.shared.owners.token(outlet) else {
+            return;
         };
-        let mut count: HashMap<AlertKind, i64> = HashMap::new();
-        for a in raised.values() {
-            *count.entry(a.kind).or_default() += 1;
-        }
-        let clear_fields: Vec<String> = (clear_fields.into_iter())
-            .filter(|f| raised.contains_key(f))
-            .collect();
-        let (raised_now, cleared_now) = match (self.shared.store)
-            .alert_changes(&keys, &raise_json, &clear_fields)
-            .await
-        {
-            Ok(done) => done,
+        let owners = &self.shared.owners;
+        let done = (self.shared.store)
+            .alert_changes(&keys, token, &owners.node, &raise_json, &clear_fields)
+            .await;
+        let (raised_now, cleared_now) = match done {
+            Ok(Some(done)) => done,
+            // Another process owns the outlet now: it judges it.
+            Ok(None) => return,
             Err(e) => {
                 // Looked at again with the next commit or sweep.
                 warn!(%outlet, error = %format!("{e:#}"), "changing alerts failed");
@@ -264,32 +279,33 @@ impl AlertEngine {
                 changes.push(alert);
             }
         }
-        let clears = clear.into_iter().filter(|c| raised.contains_key(&c.0));
-        for ((field, _, _, available), gone) in clears.zip(cleared_now) {
-            if let (true, Some(was)) = (gone, raised.get(&field)) {
+        for ((_, _, _, available), was) in clear.into_iter().zip(cleared_now) {
+            // The alert this call removed: its clearing carries its id.
+            if let Some(was) = was.and_then(|j| serde_json::from_str::<Alert>(&j).ok()) {
                 changes.push(Alert {
                     state: AlertState::Cleared,
                     available,
                     sell_out_at: None,
                     at: rfc3339_ms(now),
-                    ..was.clone()
+                    ..was
                 });
             }
         }
         let m = &self.shared.metrics;
+        for alert in &changes {
+            let gauge =
+                (m.alerts_raised).with_label_values(&[outlet.as_str(), alert.kind.as_str()]);
+            match alert.state {
+                AlertState::Raised => gauge.inc(),
+                AlertState::Cleared => gauge.set((gauge.get() - 1).max(0)),
+            }
+        }
         for alert in changes {
-            let state = match alert.state {
-                AlertState::Raised => "raised",
-                AlertState::Cleared => "cleared",
-            };
+            let state = alert.state.as_str();
             info!(%outlet, sku = %alert.sku, kind = alert.kind.as_str(), state, available = alert.available, "alert");
             (m.alerts)
                 .with_label_values(&[alert.kind.as_str(), state])
                 .inc();
-            *count.entry(alert.kind).or_default() += match alert.state {
-                AlertState::Raised => 1,
-                AlertState::Cleared => -1,
-            };
             let alert = Arc::new(alert);
             self.shared.hub.publish(LiveEvent::Alert(alert.clone()));
             let json = serde_json::json!(*alert).to_string();
@@ -301,8 +317,24 @@ impl AlertEngine {
                 webhook.push(alert);
             }
         }
+    }
+
+    /// Sets the raised-alerts gauges of `outlet` from Redis (at each sweep: the engine's
+    /// running count starts at 0 and another process may have changed the hash).
+    async fn recount(&self, outlet: &OutletId) {
+        let keys = self.shared.store.keys(outlet);
+        let Ok(all) = self.shared.store.raised_alerts(&keys).await else {
+            return;
+        };
+        let mut count: HashMap<AlertKind, i64> = HashMap::new();
+        for a in all
+            .iter()
+            .filter_map(|j| serde_json::from_str::<Alert>(j).ok())
+        {
+            *count.entry(a.kind).or_default() += 1;
+        }
         for kind in AlertKind::ALL {
-            (m.alerts_raised)
+            (self.shared.metrics.alerts_raised)
                 .with_label_values(&[outlet.as_str(), kind.as_str()])
                 .set(count.get(&kind).copied().unwrap_or(0));
         }

@@ -593,7 +593,6 @@ impl OutletActor {
                 .with_label_values(&[self.outlet.as_str()])
                 .inc_by(written_off.max(0) as u64);
         }
-        self.tell_alerts(op, outcome);
         for row in outcome.stock() {
             let after = row.counters();
             self.track_lots(&row.sku, &row.lots);
@@ -608,6 +607,8 @@ impl OutletActor {
             };
             self.shared.hub.publish(event);
         }
+        // After the stock view has the change: the engine judges from it.
+        self.tell_alerts(op, outcome);
         if let (Op::Confirm { .. }, Outcome::Ok { res: Some(res), .. }) = (op, outcome) {
             self.shared.feed.order_confirmed(res.clone());
             self.shared

@@ -70,6 +70,11 @@ impl Owners {
         self.read().get(outlet).map(|o| o.addr.clone())
     }
 
+    /// The fencing token of an outlet this process owns.
+    pub fn token(&self, outlet: &OutletId) -> Option<u64> {
+        self.read().get(outlet).map(|o| o.token)
+    }
+
     pub fn owns(&self, outlet: &OutletId) -> bool {
         self.read().contains_key(outlet)
     }

@@ -255,9 +255,19 @@ impl Caller {
 
     /// Whose reservation events this key may get on a stream.
     pub fn reservation_scope(&self) -> crate::hub::ReservationScope {
+        self.scope(Action::ReadReservation)
+    }
+
+    /// Whose alerts this key may get on a stream: the outlets whose ledger it may read, as
+    /// for `GET /v1/alerts`.
+    pub fn alert_scope(&self) -> crate::hub::ReservationScope {
+        self.scope(Action::ReadLedger)
+    }
+
+    fn scope(&self, action: Action) -> crate::hub::ReservationScope {
         use crate::hub::ReservationScope;
         let grant = &self.0;
-        if !grant.role_allows(Action::ReadReservation) {
+        if !grant.role_allows(action) {
             ReservationScope::Nothing
         } else if grant.scoped() {
             ReservationScope::Only(grant.outlets.clone())

@@ -8,8 +8,8 @@ use super::auth::{Action, Caller};
 use super::context::{json_body, AppState};
 use super::error::ApiError;
 use super::openapi::{CookNumberBody, Error, KitchenPlan};
-use crate::domain::{now_ms, rfc3339_ms, Invalid};
-use crate::kitchen::{self, CookNumber, PlanInputs};
+use crate::domain::{now_ms, Invalid};
+use crate::kitchen::{self, PlanInputs};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,25 +108,23 @@ pub async fn put_cook(
     let sku = catalogue.known_sku("sku", &sku)?;
     caller.require(Action::PlanKitchen, Some(&outlet))?;
     let body: CookRequest = json_body(&req, payload, &state).await?;
-    let field = kitchen::cook_field(&outlet, &sku);
-    let store = &state.shared.store;
-    match body.qty {
-        Some(qty) if !(0..=1_000_000).contains(&qty) => {
-            Err(Invalid::new("qty", "must be 0 to 1000000 units, or null to clear").into())
-        }
-        Some(qty) => {
-            let number = CookNumber {
-                qty,
-                at: rfc3339_ms(now_ms()),
-                by: caller.0.label.clone(),
-            };
-            let json = serde_json::json!(number).to_string();
-            (store.set_cook(&field, Some(&json)).await).map_err(crate::error::Error::store)?;
-            Ok(HttpResponse::Ok().json(number))
-        }
-        None => {
-            (store.set_cook(&field, None).await).map_err(crate::error::Error::store)?;
-            Ok(HttpResponse::Ok().json(serde_json::json!({})))
+    if let Some(qty) = body.qty {
+        if !(0..=1_000_000).contains(&qty) {
+            return Err(Invalid::new("qty", "must be 0 to 1000000 units, or null to clear").into());
         }
     }
+    let kept = kitchen::set_cook(
+        &state.shared.store,
+        &outlet,
+        &sku,
+        body.qty,
+        &caller.0.label,
+        now_ms(),
+    )
+    .await
+    .map_err(crate::error::Error::store)?;
+    Ok(match kept {
+        Some(number) => HttpResponse::Ok().json(number),
+        None => HttpResponse::Ok().json(serde_json::json!({})),
+    })
 }

@@ -71,7 +71,8 @@ pub async fn stream(
         q.outlets.as_deref(),
         q.skus.as_deref(),
     )?
-    .with_reservations(caller.reservation_scope());
+    .with_reservations(caller.reservation_scope())
+    .with_alerts(caller.alert_scope());
     let last_event_id = req
         .headers()
         .get("last-event-id")

@@ -7,7 +7,7 @@ use super::context::AppState;
 use super::error::ApiError;
 use super::openapi::{Error, WarRoomBody};
 use crate::domain::now_ms;
-use crate::war_room::{self, Figures, SALES_MINUTES};
+use crate::war_room::{self, Figures};
 
 /// Per outlet: its POS link (last message received, how late), sales per minute over the last
 /// half hour, ledger lag, drift and holds at risk; and the raised sell-out and low-stock
@@ -28,12 +28,6 @@ pub async fn get(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
     let outlets: Vec<_> = (catalogue.outlets.iter())
         .filter(|o| caller.require(Action::ReadMetrics, Some(&o.id)).is_ok())
         .collect();
-    let ids: Vec<_> = outlets.iter().map(|o| o.id.clone()).collect();
-    let store = &state.shared.store;
-    let to = war_room::minute(now);
-    let sales = (store.sales_by_minute(to - SALES_MINUTES + 1, to).await)
-        .map_err(crate::error::Error::store)?;
-    let alerts = (crate::alerts::raised(store, &ids).await).map_err(crate::error::Error::store)?;
     let m = &state.shared.metrics;
     let figures = (outlets.iter())
         .map(|o| {
@@ -50,12 +44,8 @@ pub async fn get(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
         })
         .collect();
     let budget = state.settings.ledger.lag_max_secs;
-    Ok(HttpResponse::Ok().json(war_room::build(
-        now,
-        budget,
-        figures,
-        &state.pos_links,
-        &sales,
-        alerts,
-    )))
+    let room = war_room::gather(&state.shared.store, &state.pos_links, figures, now, budget)
+        .await
+        .map_err(crate::error::Error::store)?;
+    Ok(HttpResponse::Ok().json(room))
 }

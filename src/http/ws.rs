@@ -94,6 +94,7 @@ pub async fn ws(
     let session = WsSession {
         subscribes,
         orders: caller.reservation_scope(),
+        alerts: caller.alert_scope(),
         state: state.clone(),
         filter,
         seen: HashMap::new(),
@@ -108,6 +109,8 @@ struct WsSession {
     subscribes: governor::DefaultDirectRateLimiter,
     /// Whether this client may see `order` frames.
     orders: crate::hub::ReservationScope,
+    /// Whose `alert` frames this client may see.
+    alerts: crate::hub::ReservationScope,
     state: web::Data<AppState>,
     filter: Filter,
     seen: HashMap<(OutletId, Sku), u64>,
@@ -235,7 +238,7 @@ impl StreamHandler<FromHub> for WsSession {
                 }
             }
             FromHub::Event(LiveEvent::Alert(alert)) => {
-                if self.orders.allows(&alert.outlet) && self.filter.wants(&alert.outlet, &alert.sku)
+                if self.alerts.allows(&alert.outlet) && self.filter.wants(&alert.outlet, &alert.sku)
                 {
                     let mut frame = serde_json::json!(*alert);
                     frame["type"] = "alert".into();
