@@ -1018,7 +1018,10 @@ impl RedisStore {
         }
         // cjson encodes an empty table as {}: no raises or no clears.
         let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
-        let raised = list(&done.raised).iter().map(|v| v.as_bool() == Some(true)).collect();
+        let raised = list(&done.raised)
+            .iter()
+            .map(|v| v.as_bool() == Some(true))
+            .collect();
         let cleared = (list(&done.cleared).iter())
             .map(|v| v.as_str().map(str::to_owned))
             .collect();

@@ -7,9 +7,10 @@
 //!   per (outlet, SKU, hour), so it is bounded by the pairs that changed between two looks,
 //!   however fast they commit.
 //! - When this process comes to own an outlet, the engine reads its sales of the last
-//!   `alerts.history_weeks` from the ledger; the outlet's commits keep them current after
-//!   that, and its forecasts are refitted once an hour. An outlet it no longer owns is
-//!   forgotten (its new owner reads it).
+//!   `alerts.history_weeks` from the ledger (3 s later, one outlet a second at most, so that
+//!   a takeover's many outlets do not crowd the ledger it needs), then judges all its SKUs;
+//!   the outlet's commits keep them current after that, and its forecasts are refitted once
+//!   an hour. An outlet it no longer owns is forgotten (its new owner reads it).
 //! - A change is announced only when Redis says it changed something (HSETNX of a raise,
 //!   HDEL of a clear, `RedisStore::alert_changes`), then: to this process's stream clients;
 //!   on the `alerts` channel to the other processes' clients (follower.rs); to MQTT
@@ -91,11 +92,15 @@ pub struct AlertEngine {
     histories: HashMap<OutletId, HashMap<Sku, History>>,
     /// When reading an outlet's history last failed: tried again after `READ_RETRY`.
     failed: HashMap<OutletId, std::time::Instant>,
+    /// When this process was first seen owning each outlet it owns.
+    owned_since: HashMap<OutletId, std::time::Instant>,
     webhook: Option<Arc<Webhook>>,
 }
 
 /// How long after a failed read of an outlet's sales it is tried again.
 const READ_RETRY: Duration = Duration::from_secs(5);
+/// How long an outlet is owned before its history is read (a takeover settles first).
+const SETTLE: Duration = Duration::from_secs(3);
 
 impl AlertEngine {
     pub fn spawn(
@@ -111,6 +116,7 @@ impl AlertEngine {
             utc_offset_minutes,
             histories: HashMap::new(),
             failed: HashMap::new(),
+            owned_since: HashMap::new(),
             webhook,
         };
         actix::spawn(async move {
@@ -121,10 +127,10 @@ impl AlertEngine {
                 let swept = tokio::select! {
                     _ = inbox.notify.notified() => false,
                     _ = sweep.tick() => true,
-                    // Looks at the stop flag now and then.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    // The stop flag, and the next history to read, now and then.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => false,
                 };
-                engine.follow_owners().await;
+                let loaded = engine.follow_owners().await;
                 let pending = inbox.take();
                 engine.take_sales(pending.sold);
                 let per_minute: Vec<(OutletId, i64, i64)> = (pending.per_minute.into_iter())
@@ -134,6 +140,10 @@ impl AlertEngine {
                     warn!(error = %format!("{e:#}"), "counting sales by minute failed");
                 }
                 let mut look: HashSet<(OutletId, Sku)> = pending.changed;
+                // An outlet whose history was just read is judged whole.
+                if let Some(skus) = loaded.and_then(|o| engine.histories.get_key_value(&o)) {
+                    look.extend((skus.1.keys()).map(|sku| (skus.0.clone(), sku.clone())));
+                }
                 if swept {
                     for (outlet, skus) in &engine.histories {
                         look.extend((skus.keys()).map(|sku| (outlet.clone(), sku.clone())));
@@ -146,8 +156,12 @@ impl AlertEngine {
     }
 
     /// Reads the histories of outlets this process came to own; forgets those it lost.
-    async fn follow_owners(&mut self) {
+    /// Forgets the outlets this process lost, and reads the history of at most one it came
+    /// to own (`SETTLE` after it did): a takeover moves many outlets at once, and their
+    /// ledger reads must not crowd the ledger the takeover itself needs. The one read, if any.
+    async fn follow_owners(&mut self) -> Option<OutletId> {
         let owned: HashSet<OutletId> = self.shared.owners.ids().into_iter().collect();
+        self.owned_since.retain(|o, _| owned.contains(o));
         let lost: Vec<OutletId> = (self.histories.keys())
             .filter(|o| !owned.contains(*o))
             .cloned()
@@ -164,12 +178,20 @@ impl AlertEngine {
                     .remove_label_values(&labels);
             }
         }
+        let mut read = None;
         for outlet in owned {
+            let since =
+                *(self.owned_since.entry(outlet.clone())).or_insert_with(std::time::Instant::now);
             let retry_later =
                 (self.failed.get(&outlet)).is_some_and(|at| at.elapsed() < READ_RETRY);
-            if self.histories.contains_key(&outlet) || retry_later {
+            if self.histories.contains_key(&outlet)
+                || retry_later
+                || since.elapsed() < SETTLE
+                || read.is_some()
+            {
                 continue;
             }
+            read = Some(outlet.clone());
             let now = now_ms();
             let since = now - i64::from(self.settings.history_weeks) * 7 * 86_400_000;
             match self.shared.ledger.sales_since(&outlet, since).await {
@@ -189,6 +211,7 @@ impl AlertEngine {
         }
         let forecasts: usize = self.histories.values().map(HashMap::len).sum();
         self.shared.metrics.alert_forecasts.set(forecasts as i64);
+        read.filter(|o| self.histories.contains_key(o))
     }
 
     fn take_sales(&mut self, sold: HashMap<(OutletId, Sku, i64), f64>) {
@@ -208,11 +231,14 @@ impl AlertEngine {
         let now_hour = local_hour(now, self.utc_offset_minutes);
         let mut by_outlet: HashMap<OutletId, Vec<Sku>> = HashMap::new();
         for (outlet, sku) in pairs {
-            if self.histories.contains_key(&outlet) {
+            if self.shared.owners.owns(&outlet) {
                 by_outlet.entry(outlet).or_default().push(sku);
             }
         }
         for (outlet, skus) in by_outlet {
+            // Until its history is read, an outlet is judged for low stock only: without a
+            // forecast a raised sell-out would look recovered.
+            let forecast = self.histories.contains_key(&outlet);
             let mut raise = Vec::new();
             let mut clear = Vec::new();
             for sku in skus {
@@ -232,6 +258,9 @@ impl AlertEngine {
                     self.utc_offset_minutes,
                 );
                 for (i, kind) in AlertKind::ALL.into_iter().enumerate() {
+                    if kind == AlertKind::SellOut && !forecast {
+                        continue;
+                    }
                     let field = Alert::field(kind, &sku);
                     if j.holds[i] {
                         raise.push((field, j.alert(kind, &outlet, &sku, now, &self.settings)));
