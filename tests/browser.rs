@@ -75,7 +75,8 @@ async fn the_war_room_and_the_kitchen_view_show_the_chain_in_a_real_browser() {
             })
             .await
         );
-        let alerts = eventually(15, || async {
+        // The engine reads each outlet's history a few seconds after it owns it, one a second.
+        let alerts = eventually(45, || async {
             let body: serde_json::Value = app.get("/v1/alerts", VIEWER).await.json().await.unwrap();
             let kinds: Vec<(String, String)> = (body["alerts"].as_array().unwrap().iter())
                 .map(|a| {
