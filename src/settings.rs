@@ -92,6 +92,9 @@ pub struct AlertSettings {
     /// How often every owned SKU with sales is looked at again (a forecast moves with the
     /// clock, not only with commits).
     pub sweep_secs: u64,
+    /// How long an outlet is owned before its sales history is read from the ledger (a
+    /// takeover's own ledger work goes first); until then it is judged for low stock only.
+    pub read_after_secs: u64,
     /// Where alerts are POSTed (empty: none), signed with `webhook_secret`.
     pub webhook_url: String,
     /// The HMAC-SHA256 key of `X-Shelfsync-Signature`.
@@ -112,6 +115,7 @@ impl Default for AlertSettings {
             low_stock: 3,
             history_weeks: 4,
             sweep_secs: 60,
+            read_after_secs: 30,
             webhook_url: String::new(),
             webhook_secret: Secret::new(""),
             queue_max: 1000,

@@ -7,7 +7,8 @@
 //!   per (outlet, SKU, hour), so it is bounded by the pairs that changed between two looks,
 //!   however fast they commit.
 //! - When this process comes to own an outlet, the engine reads its sales of the last
-//!   `alerts.history_weeks` from the ledger (3 s later, one outlet a second at most, so that
+//!   `alerts.history_weeks` from the ledger (`alerts.read_after_secs` later, one outlet a
+//!   second at most, so that
 //!   a takeover's many outlets do not crowd the ledger it needs), then judges all its SKUs;
 //!   the outlet's commits keep them current after that, and its forecasts are refitted once
 //!   an hour. An outlet it no longer owns is forgotten (its new owner reads it).
@@ -99,8 +100,6 @@ pub struct AlertEngine {
 
 /// How long after a failed read of an outlet's sales it is tried again.
 const READ_RETRY: Duration = Duration::from_secs(5);
-/// How long an outlet is owned before its history is read (a takeover settles first).
-const SETTLE: Duration = Duration::from_secs(3);
 
 impl AlertEngine {
     pub fn spawn(
@@ -186,7 +185,7 @@ impl AlertEngine {
                 (self.failed.get(&outlet)).is_some_and(|at| at.elapsed() < READ_RETRY);
             if self.histories.contains_key(&outlet)
                 || retry_later
-                || since.elapsed() < SETTLE
+                || since.elapsed() < Duration::from_secs(self.settings.read_after_secs)
                 || read.is_some()
             {
                 continue;

@@ -60,6 +60,8 @@ pub fn test_settings() -> Settings {
     // deployment may not be (settings check), and harmless here: no test replays an event
     // after it is forgotten. The tests of the bound set config.toml's value back.
     s.movements.at_age_max_secs = 10 * 365 * 86_400;
+    // The alert engine reads a sales history 1 s after it owns the outlet, not 30.
+    s.alerts.read_after_secs = 1;
     // A checkpoint on every pass that finds new documents, so tests see them.
     s.reconciler.checkpoint_every_docs = 1;
     for f in [
