@@ -132,7 +132,7 @@ impl Core {
         let stop_ownership = Arc::new(AtomicBool::new(false));
         ownership.clone().spawn(stop_ownership.clone());
         Follower::spawn(shared.clone(), stop_ownership.clone());
-        let webhook = crate::webhook::Webhook::new(&settings.alerts, shared.metrics.clone());
+        let webhook = crate::webhook::Webhook::new(&settings.alerts, shared.metrics.clone())?;
         if let Some(webhook) = &webhook {
             webhook.clone().spawn(stop_ownership.clone());
         }

@@ -18,6 +18,17 @@ use crate::alerts::Alert;
 use crate::domain::{Counters, OutletId, Sku};
 use crate::store::ResRecord;
 
+/// Appends `item` to a queue of at most `max` (at least 1), dropping the oldest when it is
+/// full; whether it dropped one.
+pub fn push_dropping_oldest<T>(queue: &mut VecDeque<T>, item: T, max: usize) -> bool {
+    let full = queue.len() >= max.max(1);
+    if full {
+        queue.pop_front();
+    }
+    queue.push_back(item);
+    full
+}
+
 #[derive(Default)]
 struct Pending {
     stock: HashMap<(OutletId, Sku), Counters>,
@@ -72,11 +83,9 @@ impl Feed {
     pub fn order_confirmed(&self, order: ResRecord) {
         {
             let mut p = self.pending.lock().expect("feed lock");
-            if p.orders.len() >= self.orders_max {
-                p.orders.pop_front();
+            if push_dropping_oldest(&mut p.orders, order, self.orders_max) {
                 self.dropped_orders.fetch_add(1, Ordering::Relaxed);
             }
-            p.orders.push_back(order);
         }
         self.notify.notify_one();
     }
@@ -84,11 +93,9 @@ impl Feed {
     pub fn alert(&self, alert: Arc<Alert>) {
         {
             let mut p = self.pending.lock().expect("feed lock");
-            if p.alerts.len() >= self.alerts_max {
-                p.alerts.pop_front();
+            if push_dropping_oldest(&mut p.alerts, alert, self.alerts_max) {
                 self.dropped_alerts.fetch_add(1, Ordering::Relaxed);
             }
-            p.alerts.push_back(alert);
         }
         self.notify.notify_one();
     }

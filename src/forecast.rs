@@ -24,18 +24,27 @@ use crate::domain::{Counters, Lot};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// The local hour (hours since the epoch, in local time `utc_offset_minutes` east of UTC)
+/// of `at_ms`.
+pub fn local_hour(at_ms: i64, utc_offset_minutes: i32) -> i64 {
+    (at_ms + i64::from(utc_offset_minutes) * 60_000).div_euclid(HOUR_MS)
+}
+
+/// The hour of the week (0 = Monday 00:00) of a local hour.
+pub fn week_slot(local_hour: i64) -> usize {
+    // 1970-01-01 was a Thursday: the Unix epoch is hour 72 of its week.
+    (local_hour + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize
+}
+
 /// The hour of the week (0 = Monday 00:00) of `at_ms` in local time `utc_offset_minutes`
 /// east of UTC.
 pub fn hour_of_week(at_ms: i64, utc_offset_minutes: i32) -> usize {
-    let local_hours = (at_ms + i64::from(utc_offset_minutes) * 60_000).div_euclid(HOUR_MS);
-    // 1970-01-01 was a Thursday: the Unix epoch is hour 72 of its week.
-    (local_hours + 72).rem_euclid(HOURS_PER_WEEK as i64) as usize
+    week_slot(local_hour(at_ms, utc_offset_minutes))
 }
 
 /// The start of the local hour after the one `at_ms` is in (India's hours start at :30 UTC).
 fn next_local_hour(at_ms: i64, utc_offset_minutes: i32) -> i64 {
-    let offset = i64::from(utc_offset_minutes) * 60_000;
-    ((at_ms + offset).div_euclid(HOUR_MS) + 1) * HOUR_MS - offset
+    (local_hour(at_ms, utc_offset_minutes) + 1) * HOUR_MS - i64::from(utc_offset_minutes) * 60_000
 }
 
 /// How one outlet sells one SKU over the week.

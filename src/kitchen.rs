@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::{histories, local_hour};
+use crate::alerts::histories;
 use crate::catalogue::{Catalogue, OutletKind};
 use crate::domain::{rfc3339_ms, Invalid, OutletId, Sku};
-use crate::forecast::{free_units, Profile};
+use crate::forecast::{free_units, local_hour, Profile};
 use crate::ledger::Ledger;
 use crate::stock_view::StockView;
 use crate::store::RedisStore;

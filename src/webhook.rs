@@ -20,18 +20,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::alerts::Alert;
+use crate::feed::push_dropping_oldest;
 use crate::metrics::Metrics;
 use crate::settings::AlertSettings;
 
 pub struct Webhook {
     queue: Mutex<VecDeque<Arc<Alert>>>,
     notify: Notify,
+    client: reqwest::Client,
     settings: AlertSettings,
     metrics: Arc<Metrics>,
 }
@@ -45,15 +48,24 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
 
 impl Webhook {
     /// None when no webhook is configured.
-    pub fn new(settings: &AlertSettings, metrics: Arc<Metrics>) -> Option<Arc<Self>> {
-        (!settings.webhook_url.is_empty()).then(|| {
-            Arc::new(Self {
-                queue: Mutex::new(VecDeque::new()),
-                notify: Notify::new(),
-                settings: settings.clone(),
-                metrics,
-            })
-        })
+    pub fn new(
+        settings: &AlertSettings,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        if settings.webhook_url.is_empty() {
+            return Ok(None);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.webhook_timeout_ms))
+            .build()
+            .context("building the alert webhook's HTTP client")?;
+        Ok(Some(Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            client,
+            settings: settings.clone(),
+            metrics,
+        })))
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Alert>>> {
@@ -64,13 +76,11 @@ impl Webhook {
     pub fn push(&self, alert: Arc<Alert>) {
         {
             let mut q = self.queue();
-            if q.len() >= self.settings.queue_max.max(1) {
-                q.pop_front();
+            if push_dropping_oldest(&mut q, alert, self.settings.queue_max) {
                 (self.metrics.alert_deliveries)
                     .with_label_values(&["webhook", "dropped"])
                     .inc();
             }
-            q.push_back(alert);
             self.metrics.alert_webhook_queue.set(q.len() as i64);
         }
         self.notify.notify_one();
@@ -78,10 +88,6 @@ impl Webhook {
 
     /// Delivers the queue, one alert at a time in order, until `stop` is set.
     pub fn spawn(self: Arc<Self>, stop: Arc<AtomicBool>) {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(self.settings.webhook_timeout_ms))
-            .build()
-            .expect("an HTTP client");
         actix::spawn(async move {
             while !stop.load(Ordering::Acquire) {
                 // Out of the queue while it is tried: a full queue drops the oldest waiting.
@@ -91,7 +97,7 @@ impl Webhook {
                         tokio::time::timeout(Duration::from_secs(1), self.notify.notified()).await;
                     continue;
                 };
-                let outcome = self.deliver(&client, &alert, &stop).await;
+                let outcome = self.deliver(&alert, &stop).await;
                 (self.metrics.alert_deliveries)
                     .with_label_values(&["webhook", outcome])
                     .inc();
@@ -102,18 +108,13 @@ impl Webhook {
         });
     }
 
-    async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        alert: &Alert,
-        stop: &AtomicBool,
-    ) -> &'static str {
+    async fn deliver(&self, alert: &Alert, stop: &AtomicBool) -> &'static str {
         let body = serde_json::json!(alert).to_string();
         let delivery = format!("{}:{}", alert.id, alert.state.as_str());
         let mut pause = Duration::from_millis(500);
         for attempt in 1..=self.settings.webhook_attempts.max(1) {
             let t = chrono::Utc::now().timestamp();
-            let sent = client
+            let sent = (self.client)
                 .post(&self.settings.webhook_url)
                 .header("content-type", "application/json")
                 .header(

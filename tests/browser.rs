@@ -4,24 +4,24 @@ mod common;
 
 use common::*;
 
-#[actix_web::test]
-async fn the_dashboard_shows_holds_and_records_wastage_in_a_real_browser() {
-    let app = spawn_app().await;
-    app.set_stock(OUTLET, SKU, 20).await;
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::path::Path::new(root).join("target/test-output");
+/// Where the screenshots `names` go (target/test-output).
+fn screenshots<const N: usize>(names: [&str; N]) -> [std::path::PathBuf; N] {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
     std::fs::create_dir_all(&out).unwrap();
-    let shot = out.join("dashboard.png");
+    names.map(|n| out.join(n))
+}
 
+/// Runs the Playwright script `script` of tests/browser/ with `args` and then the screenshot
+/// paths `shots`; asserts it succeeded and saved each screenshot.
+async fn drive(script: &str, args: &[&str], shots: &[&std::path::PathBuf]) {
     let run = tokio::process::Command::new("node")
-        .current_dir(format!("{root}/tests/browser"))
-        .arg("dashboard.mjs")
-        .args([&app.url, VIEWER, MANAGER_INDORE, STOREFRONT, OUTLET, SKU])
-        .arg(&shot)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .arg(script)
+        .args(args)
+        .args(shots)
         .output()
         .await
         .expect("node runs (make test installs node_modules and chromium)");
-
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -29,15 +29,27 @@ async fn the_dashboard_shows_holds_and_records_wastage_in_a_real_browser() {
         String::from_utf8_lossy(&run.stderr)
     );
     println!("{stdout}");
+    for shot in shots {
+        assert!(
+            std::fs::metadata(shot).unwrap().len() > 10_000,
+            "{shot:?} was saved"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn the_dashboard_shows_holds_and_records_wastage_in_a_real_browser() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 20).await;
+    let [shot] = screenshots(["dashboard.png"]);
+    let url = app.url.as_str();
+    let args = [url, VIEWER, MANAGER_INDORE, STOREFRONT, OUTLET, SKU];
+    drive("dashboard.mjs", &args, &[&shot]).await;
     let stock = app.stock(OUTLET, SKU).await;
     assert_eq!(
         (stock["on_hand"].as_i64(), stock["available"].as_i64()),
         (Some(19), Some(17)),
         "the form's wastage is real"
-    );
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "a screenshot was saved"
     );
     app.finish().await;
 }
@@ -92,39 +104,18 @@ async fn the_war_room_and_the_kitchen_view_show_the_chain_in_a_real_browser() {
         .await;
         assert!(alerts, "the alerts were not raised");
 
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = std::path::Path::new(root).join("target/test-output");
-        std::fs::create_dir_all(&out).unwrap();
-        let (war, kitchen) = (out.join("war-room.png"), out.join("kitchen.png"));
-        let run = tokio::process::Command::new("node")
-            .current_dir(format!("{root}/tests/browser"))
-            .arg("war_room.mjs")
-            .args([
-                &app.url,
-                VIEWER,
-                MANAGER_INDORE,
-                OUTLET,
-                SKU,
-                SKU2,
-                &sold.to_string(),
-            ])
-            .args([&war, &kitchen])
-            .output()
-            .await
-            .expect("node runs (make test installs node_modules and chromium)");
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        println!("{stdout}");
-        for shot in [&war, &kitchen] {
-            assert!(
-                std::fs::metadata(shot).unwrap().len() > 10_000,
-                "{shot:?} was saved"
-            );
-        }
+        let [war, kitchen] = screenshots(["war-room.png", "kitchen.png"]);
+        let sold = sold.to_string();
+        let args = [
+            app.url.as_str(),
+            VIEWER,
+            MANAGER_INDORE,
+            OUTLET,
+            SKU,
+            SKU2,
+            &sold,
+        ];
+        drive("war_room.mjs", &args, &[&war, &kitchen]).await;
         // The number typed into the kitchen view is the plan's.
         let plan: serde_json::Value = (app
             .get(&format!("/v1/kitchen/plan?outlet={OUTLET}"), VIEWER)

@@ -115,6 +115,7 @@ async fn the_plan_sends_expected_sales_less_sellable_stock_and_holds_plus_safety
                 Some("qty"),
             ),
             (MANAGER_INDORE, path.clone(), json!({"units": 9}), 422, None),
+            (MANAGER_INDORE, path.clone(), json!({}), 422, Some("qty")),
             (
                 MANAGER_INDORE,
                 format!("/v1/kitchen/plan/{OUTLET}/no-such-sku"),

@@ -27,8 +27,9 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::Shared;
-use crate::alerts::{histories, judge, local_hour, Alert, AlertKind, AlertState, History};
+use crate::alerts::{histories, judge, Alert, AlertKind, AlertState, History};
 use crate::domain::{now_ms, rfc3339_ms, OutletId, Sku};
+use crate::forecast::local_hour;
 use crate::hub::LiveEvent;
 use crate::settings::AlertSettings;
 use crate::webhook::Webhook;
@@ -264,7 +265,7 @@ impl AlertEngine {
                     if j.holds[i] {
                         raise.push((field, j.alert(kind, &outlet, &sku, now, &self.settings)));
                     } else {
-                        clear.push((field, kind, sku.clone(), j.available));
+                        clear.push((field, j.available));
                     }
                 }
             }
@@ -276,7 +277,7 @@ impl AlertEngine {
         &self,
         outlet: &OutletId,
         raise: Vec<(String, Alert)>,
-        clear: Vec<(String, AlertKind, Sku, i64)>,
+        clear: Vec<(String, i64)>,
         now: i64,
     ) {
         let keys = self.shared.store.keys(outlet);
@@ -307,7 +308,7 @@ impl AlertEngine {
                 changes.push(alert);
             }
         }
-        for ((_, _, _, available), was) in clear.into_iter().zip(cleared_now) {
+        for ((_, available), was) in clear.into_iter().zip(cleared_now) {
             // The alert this call removed: its clearing carries its id.
             if let Some(was) = was.and_then(|j| serde_json::from_str::<Alert>(&j).ok()) {
                 changes.push(Alert {
@@ -351,8 +352,12 @@ impl AlertEngine {
     /// running count starts at 0 and another process may have changed the hash).
     async fn recount(&self, outlet: &OutletId) {
         let keys = self.shared.store.keys(outlet);
-        let Ok(all) = self.shared.store.raised_alerts(&keys).await else {
-            return;
+        let all = match self.shared.store.raised_alerts(&keys).await {
+            Ok(all) => all,
+            Err(e) => {
+                warn!(%outlet, error = %format!("{e:#}"), "counting raised alerts failed");
+                return;
+            }
         };
         let mut count: HashMap<AlertKind, i64> = HashMap::new();
         for a in all

@@ -39,20 +39,9 @@ pub async fn list(
     query: web::Query<AlertsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let catalogue = state.catalogue.now();
-    let outlets = match query.into_inner().outlet {
-        Some(outlet) => {
-            let outlet = catalogue.known_outlet("outlet", &outlet)?;
-            caller.require(Action::ReadLedger, Some(&outlet))?;
-            vec![outlet]
-        }
-        None => {
-            caller.require(Action::ReadLedger, None)?;
-            (catalogue.outlets.iter())
-                .filter(|o| caller.require(Action::ReadLedger, Some(&o.id)).is_ok())
-                .map(|o| o.id.clone())
-                .collect()
-        }
-    };
+    let all = catalogue.outlets.iter().map(|o| o.id.clone());
+    let named = query.into_inner().outlet;
+    let outlets = caller.outlets_for(Action::ReadLedger, &catalogue, named.as_deref(), all)?;
     let alerts = (crate::alerts::raised(&state.shared.store, &outlets).await)
         .map_err(crate::error::Error::store)?;
     Ok(HttpResponse::Ok().json(json!({ "alerts": alerts })))

@@ -276,6 +276,27 @@ impl Caller {
         }
     }
 
+    /// The outlets a request covers: the one it `named` (known, and `action` allowed there:
+    /// else 422 or 403), or, naming none, those of `all` where the key may do `action` (403
+    /// when its role may not do it at all).
+    pub fn outlets_for(
+        &self,
+        action: Action,
+        catalogue: &crate::catalogue::Catalogue,
+        named: Option<&str>,
+        all: impl IntoIterator<Item = OutletId>,
+    ) -> Result<Vec<OutletId>, ApiError> {
+        if let Some(named) = named {
+            let outlet = catalogue.known_outlet("outlet", named)?;
+            self.require(action, Some(&outlet))?;
+            return Ok(vec![outlet]);
+        }
+        self.require(action, None)?;
+        Ok((all.into_iter())
+            .filter(|o| self.require(action, Some(o)).is_ok())
+            .collect())
+    }
+
     /// Refuses with 403 unless the key's role allows `action` on `outlet`.
     pub fn require(&self, action: Action, outlet: Option<&OutletId>) -> Result<(), ApiError> {
         let grant = &self.0;

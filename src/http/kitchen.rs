@@ -44,19 +44,8 @@ pub async fn plan(
     let q = query.into_inner();
     let catalogue = state.catalogue.now();
     let window = kitchen::window(q.window_hours, state.settings.kitchen.window_hours)?;
-    let outlets = match q.outlet {
-        Some(outlet) => {
-            let outlet = catalogue.known_outlet("outlet", &outlet)?;
-            caller.require(Action::ReadLedger, Some(&outlet))?;
-            vec![outlet]
-        }
-        None => {
-            caller.require(Action::ReadLedger, None)?;
-            (kitchen::shops(&catalogue).into_iter())
-                .filter(|o| caller.require(Action::ReadLedger, Some(o)).is_ok())
-                .collect()
-        }
-    };
+    let shops = kitchen::shops(&catalogue);
+    let outlets = caller.outlets_for(Action::ReadLedger, &catalogue, q.outlet.as_deref(), shops)?;
     let inputs = PlanInputs {
         forecasts: &state.forecasts,
         ledger: &state.shared.ledger,
@@ -73,8 +62,14 @@ pub async fn plan(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CookRequest {
-    /// Units; `null` clears the number.
-    qty: Option<i64>,
+    /// Units; `null` clears the number. Required: an empty body clears nothing.
+    #[serde(default, deserialize_with = "present")]
+    qty: Option<Option<i64>>,
+}
+
+/// A field that is there, `null` or not (absent: `None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// Enters (or with `qty: null` clears) the head cook's number for one shop and SKU; the plan
@@ -108,16 +103,17 @@ pub async fn put_cook(
     let sku = catalogue.known_sku("sku", &sku)?;
     caller.require(Action::PlanKitchen, Some(&outlet))?;
     let body: CookRequest = json_body(&req, payload, &state).await?;
-    if let Some(qty) = body.qty {
-        if !(0..=1_000_000).contains(&qty) {
-            return Err(Invalid::new("qty", "must be 0 to 1000000 units, or null to clear").into());
-        }
+    let qty = body
+        .qty
+        .ok_or_else(|| Invalid::new("qty", "is required: units, or null to clear"))?;
+    if qty.is_some_and(|qty| !(0..=1_000_000).contains(&qty)) {
+        return Err(Invalid::new("qty", "must be 0 to 1000000 units, or null to clear").into());
     }
     let kept = kitchen::set_cook(
         &state.shared.store,
         &outlet,
         &sku,
-        body.qty,
+        qty,
         &caller.0.label,
         now_ms(),
     )

@@ -380,50 +380,35 @@ async fn publish(
             let expiring_soon = services.shared.stock.expiring_soon(&outlet, &sku);
             let payload = json!({"on_hand": c.on_hand, "reserved": c.reserved, "available": c.available(),
                 "expiring_soon": expiring_soon, "seq": c.seq, "at": rfc3339_ms(crate::domain::now_ms())});
-            let sent = outbound
-                .publish(
-                    topics.stock(&outlet, &sku),
-                    true,
-                    payload.to_string(),
-                    Some(expiry.clone()),
-                )
-                .await;
-            if sent == Err(NotSent::Closed) {
+            let topic = topics.stock(&outlet, &sku);
+            let expiry = Some(expiry.clone());
+            if !send(
+                &outbound,
+                metrics,
+                "stock",
+                topic,
+                true,
+                payload.to_string(),
+                expiry,
+            )
+            .await
+            {
                 return;
             }
-            metrics
-                .mqtt_messages_out
-                .with_label_values(&["stock"])
-                .inc();
         }
         for order in batch.orders {
-            let outlet = order.id.outlet();
+            let topic = topics.orders(&order.id.outlet());
             let payload = crate::wire::reservation_json(&order).to_string();
-            if outbound
-                .publish(topics.orders(&outlet), false, payload, None)
-                .await
-                == Err(NotSent::Closed)
-            {
+            if !send(&outbound, metrics, "order", topic, false, payload, None).await {
                 return;
             }
-            metrics
-                .mqtt_messages_out
-                .with_label_values(&["order"])
-                .inc();
         }
         for alert in batch.alerts {
+            let topic = topics.alerts(&alert.outlet);
             let payload = serde_json::json!(*alert).to_string();
-            if outbound
-                .publish(topics.alerts(&alert.outlet), false, payload, None)
-                .await
-                == Err(NotSent::Closed)
-            {
+            if !send(&outbound, metrics, "alert", topic, false, payload, None).await {
                 return;
             }
-            metrics
-                .mqtt_messages_out
-                .with_label_values(&["alert"])
-                .inc();
             (metrics.alert_deliveries)
                 .with_label_values(&["mqtt", "delivered"])
                 .inc();
@@ -438,6 +423,24 @@ async fn publish(
             .with_label_values(&["mqtt", "dropped"]);
         mqtt_dropped.inc_by(dropped.saturating_sub(mqtt_dropped.get()));
     }
+}
+
+/// Publishes one committed change and counts it by `kind`; false when the session is gone.
+async fn send(
+    outbound: &Outbound,
+    metrics: &crate::metrics::Metrics,
+    kind: &str,
+    topic: String,
+    retain: bool,
+    payload: String,
+    properties: Option<PublishProperties>,
+) -> bool {
+    let sent = outbound.publish(topic, retain, payload, properties).await;
+    if sent == Err(NotSent::Closed) {
+        return false;
+    }
+    metrics.mqtt_messages_out.with_label_values(&[kind]).inc();
+    true
 }
 
 /// Subscribes to POS movements and publishes `online`, from a task of its own: these wait for

@@ -2,15 +2,10 @@
 // made over HTTP appears on the page, the manager form records a wastage, the ledger lag
 // panel lists the outlet, the end of day shows the wastage, rows show the SKU's name, and the keys are out of the address and only in the session.
 // Usage: node dashboard.mjs URL VIEWER_KEY MANAGER_KEY STOREFRONT_KEY OUTLET SKU SCREENSHOT
-import { chromium } from "playwright-core";
+import { fail, launch } from "./launch.mjs";
 
 const [url, viewer, manager, storefront, outlet, sku, screenshot] = process.argv.slice(2);
-const fail = (msg) => { console.error("FAIL: " + msg); process.exit(1); };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1024, height: 768 } }); // a tablet
   page.on("pageerror", (e) => fail("page error: " + e.message));

@@ -5,15 +5,10 @@
 // them). Kitchen: the plan lists the SKU, and the cook's number typed in is saved and set
 // beside the suggestion.
 // Usage: node war_room.mjs URL VIEWER_KEY MANAGER_KEY OUTLET SELLING_OUT_SKU LOW_SKU SOLD WAR_SHOT KITCHEN_SHOT
-import { chromium } from "playwright-core";
+import { fail, launch } from "./launch.mjs";
 
 const [url, viewer, manager, outlet, sku, lowSku, sold, warShot, kitchenShot] = process.argv.slice(2);
-const fail = (msg) => { console.error("FAIL: " + msg); process.exit(1); };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } }); // a war-room screen
   page.on("pageerror", (e) => fail("page error: " + e.message));
