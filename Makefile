@@ -5,13 +5,13 @@
 CARGO ?= cargo
 BIN := target/release/shelfsync
 
-.PHONY: run test services browser-deps fuzz-deps net-deps agent build import serve load-quick festival chaos bench bench-rebuild bench-catalogue bench-forecast soak secantus-probe lint fmt cluster
+.PHONY: run test services browser-deps fuzz-deps net-deps ops-deps agent build import serve load-quick festival chaos bench bench-rebuild bench-catalogue bench-forecast soak secantus-probe lint fmt cluster
 
 run: services build import serve
 
 # The binaries first: tests/agent.rs and tests/flaky.rs run target/release/shelfsync-agent,
 # which `cargo test` does not build for another package's tests.
-test: services browser-deps fuzz-deps net-deps
+test: services browser-deps fuzz-deps net-deps ops-deps
 	$(CARGO) build --release --workspace --locked --bins
 	$(CARGO) test --release --workspace --locked -- --test-threads=4
 
@@ -28,6 +28,10 @@ fuzz-deps:
 # iproute2 and nftables for the flaky-link tests (tests/flaky.rs).
 net-deps:
 	bash scripts/net-deps.sh
+
+# promtool for the checks of deploy/prometheus (tests/ops_kit.rs).
+ops-deps:
+	bash scripts/ops-deps.sh
 
 build:
 	$(CARGO) build --release --workspace --locked

@@ -48,16 +48,21 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn down(&self) -> Vec<&'static str> {
+    /// Each dependency and its status (`ok`, or `down: …`).
+    pub fn each(&self) -> [(&'static str, &str); 3] {
         [
-            ("redis", &self.redis),
-            ("mongo", &self.mongo),
-            ("mqtt", &self.mqtt),
+            ("redis", self.redis.as_str()),
+            ("mongo", self.mongo.as_str()),
+            ("mqtt", self.mqtt.as_str()),
         ]
-        .into_iter()
-        .filter(|(_, s)| *s != "ok")
-        .map(|(name, _)| name)
-        .collect()
+    }
+
+    pub fn down(&self) -> Vec<&'static str> {
+        self.each()
+            .into_iter()
+            .filter(|(_, s)| *s != "ok")
+            .map(|(name, _)| name)
+            .collect()
     }
 
     pub fn ready(&self) -> bool {

@@ -1,9 +1,14 @@
 //! Prometheus metrics, one registry per application (tests run several side by side).
 
+use crate::domain::OutletId;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Why a hold may be shed (`shelfsync_shed_total{operation="hold"}`): the outlet's queue was
+/// full, its ledger outbox was full, or its ledger lag was past its budget.
+pub const SHED_HOLD_REASONS: [&str; 3] = ["outlet_queue", "outbox_full", "ledger_lag"];
 
 pub struct Metrics {
     registry: Registry,
@@ -68,6 +73,16 @@ pub struct Metrics {
     pub reconciler_healed: IntCounterVec,
     pub reconciler_skipped: IntCounterVec,
     pub reconciler_pass_seconds: Histogram,
+    /// 1 when `/readyz` would answer ready, as of the scrape.
+    pub ready: IntGauge,
+    /// Each dependency (redis, mongo, mqtt) reachable (1) or not, as of the scrape.
+    pub dependency_up: IntGaugeVec,
+    /// 1 for each outlet of the catalogue, so that an outlet no process owns can be named.
+    pub catalogue_outlet: IntGaugeVec,
+    /// When this process last received a POS message of each outlet (Unix seconds), or when
+    /// it started if none since.
+    pub pos_last_message: GaugeVec,
+    started_at_secs: f64,
 }
 
 impl Metrics {
@@ -448,8 +463,49 @@ impl Metrics {
                 .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
         .expect("metric");
+        let ready = IntGauge::new(
+            "ready",
+            "1 when this process is ready (/readyz): Redis, MongoDB and the MQTT session reachable, \
+             as of the scrape",
+        )
+        .expect("metric");
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "dependency_up",
+                "Each dependency (redis, mongo, mqtt) reachable from this process (1) or not, \
+                 as of the scrape",
+            ),
+            &["dependency"],
+        )
+        .expect("metric");
+        let catalogue_outlet = IntGaugeVec::new(
+            Opts::new(
+                "catalogue_outlet",
+                "1 for each outlet of the catalogue (an outlet that no process's \
+                 shelfsync_owned_outlets shows as 1 has no owner)",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
+        // Zero clients is a reading: the dashboard charts both kinds from the start.
+        for kind in ["sse", "ws"] {
+            stream_clients.with_label_values(&[kind]);
+        }
+        let pos_last_message = GaugeVec::new(
+            Opts::new(
+                "pos_last_message_timestamp_seconds",
+                "When this process last received a POS message of the outlet (Unix seconds), or \
+                 when it started if none since",
+            ),
+            &["outlet"],
+        )
+        .expect("metric");
         for c in [
             Box::new(http_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pos_last_message.clone()),
+            Box::new(ready.clone()),
+            Box::new(dependency_up.clone()),
+            Box::new(catalogue_outlet.clone()),
             Box::new(reservations.clone()),
             Box::new(movements.clone()),
             Box::new(oversells.clone()),
@@ -570,6 +626,42 @@ impl Metrics {
             reconciler_healed,
             reconciler_skipped,
             reconciler_pass_seconds,
+            ready,
+            dependency_up,
+            catalogue_outlet,
+            pos_last_message,
+            started_at_secs: crate::domain::now_ms() as f64 / 1000.0,
+        }
+    }
+
+    /// Lays down every outlet's series that the alert rules (deploy/prometheus) read, at zero
+    /// where they have not counted yet: Prometheus's `increase()` sees a counter's first count
+    /// only if the series existed before it, and an outlet with no owner is one whose
+    /// `catalogue_outlet` has no `owned_outlets` of 1 beside it.
+    /// `pos_seen` gives when this process last received a POS message of an outlet (Unix ms).
+    pub fn observe_outlets<'a>(
+        &self,
+        outlets: impl IntoIterator<Item = &'a OutletId>,
+        pos_seen: impl Fn(&OutletId) -> Option<i64>,
+    ) {
+        for outlet in outlets {
+            let o = outlet.as_str();
+            self.catalogue_outlet.with_label_values(&[o]).set(1);
+            let pos = pos_seen(outlet).map_or(self.started_at_secs, |ms| ms as f64 / 1000.0);
+            self.pos_last_message.with_label_values(&[o]).set(pos);
+            for counter in [
+                &self.reconciler_drift,
+                &self.reconciler_healed,
+                &self.reconciler_skipped,
+                &self.fenced_writes,
+            ] {
+                counter.with_label_values(&[o]);
+            }
+            for reason in SHED_HOLD_REASONS {
+                self.shed.with_label_values(&[o, "hold", reason]);
+            }
+            self.at_risk_holds.with_label_values(&[o]);
+            self.at_risk_units.with_label_values(&[o]);
         }
     }
 

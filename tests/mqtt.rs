@@ -728,8 +728,10 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
     // session over.
     drop(intruder);
     let mut pos = MqttClient::connect_as(broker.port, OUTLET, "pos-pw").await;
-    // The outlet agent's subscription: what became of its sales.
+    // The outlet agent's subscription: what became of its sales; and the outlet's alerts.
     pos.subscribe(&Topics::new("").acks(OUTLET)).await;
+    let outlet_id = shelfsync::domain::OutletId::parse("outlet", OUTLET).unwrap();
+    pos.subscribe(&Topics::new("").alerts(&outlet_id)).await;
     pos.publish(&Topics::new("").pos(OUTLET), sale("acl-own", 1))
         .await;
 
@@ -746,6 +748,14 @@ async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
     assert_eq!(
         ack.expect("the POS user reads its outlet's acks").payload["result"],
         "applied"
+    );
+    // 9 on hand, 6 held: 3 free, the low-stock mark. shelfsync's user may publish the alert
+    // and the outlet's user may read it.
+    app.hold(OUTLET, SKU, 6, 300).await;
+    let alert = pos.wait_for(10, |r| r.payload["kind"] == "low_stock").await;
+    assert_eq!(
+        alert.expect("the outlet's user reads its alerts").payload["state"],
+        "raised"
     );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(app.stock(OTHER_OUTLET, SKU).await["on_hand"], 10);

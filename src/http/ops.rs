@@ -82,7 +82,18 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
             .with_label_values(&[outlet.as_str()])
             .set(lag.entries as i64);
     }
+    // Readiness as of the scrape (the health check's pings are reused for a second), and
+    // every outlet's series the alert rules read.
+    let report = state.health.report().await;
+    let m = &state.shared.metrics;
+    m.ready.set(i64::from(report.ready()));
+    for (dependency, status) in report.each() {
+        (m.dependency_up.with_label_values(&[dependency])).set(i64::from(status == "ok"));
+    }
+    m.observe_outlets(state.catalogue.now().outlets.iter().map(|o| &o.id), |o| {
+        state.pos_links.get(o).map(|(seen_ms, _)| seen_ms)
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.shared.metrics.render()))
+        .body(m.render()))
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the operations kit's checks (tests/ops_kit.rs) use: promtool, from Debian's
+# prometheus package, for `promtool check config`, `check rules` and `test rules` on
+# deploy/prometheus/. The package's Prometheus server is not started.
+set -euo pipefail
+say() { printf '[ops-deps] %s\n' "$*"; }
+if ! command -v promtool >/dev/null; then
+  say "installing prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Debian's package starts its server where it can; the checks need only promtool.
+  pkill -x prometheus 2>/dev/null || true
+fi
+say "$(promtool --version 2>&1 | head -1)"
