@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the operations kit's checks (tests/ops_kit.rs) use: promtool, from Debian's
 # prometheus package, for `promtool check config`, `check rules` and `test rules` on
-# deploy/prometheus/. The package's Prometheus server is not started.
+# deploy/prometheus/ (the package's Prometheus server is not started); systemd-analyze for
+# `verify` of deploy/production/systemd/.
 set -euo pipefail
 say() { printf '[ops-deps] %s\n' "$*"; }
 if ! command -v promtool >/dev/null; then
@@ -11,4 +12,9 @@ if ! command -v promtool >/dev/null; then
   # Debian's package starts its server where it can; the checks need only promtool.
   pkill -x prometheus 2>/dev/null || true
 fi
-say "$(promtool --version 2>&1 | head -1)"
+if ! command -v systemd-analyze >/dev/null; then
+  say "installing systemd (for systemd-analyze)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+say "$(promtool --version 2>&1 | head -1); $(systemd-analyze --version | head -1)"

@@ -70,6 +70,10 @@ enum Command {
     /// Read-only audit: per outlet, the ledger against Redis and any gap in the seqs. Exits
     /// 0 only when everything is clean.
     Check,
+    /// Print the settings this command line runs with (the file, then the SHELFSYNC__…
+    /// overrides) once they pass their checks, secrets hidden; a setting that fails its
+    /// check exits non-zero naming it.
+    Settings,
 }
 
 /// Where the running service is, and the key to use.
@@ -171,6 +175,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = shelfsync::Settings::load(&cli.config)?;
     match cli.command {
+        Command::Settings => {
+            println!("{settings:#?}");
+            Ok(())
+        }
         Command::Serve => {
             shelfsync::Application::build(settings)
                 .await?

@@ -21,6 +21,15 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// What a command printed, stdout then stderr.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs promtool in `dir`; its output, or a failure with it.
 fn promtool(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("promtool")
@@ -28,11 +37,7 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
         .current_dir(dir)
         .output()
         .expect("promtool (make ops-deps installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = said(&out);
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }
@@ -269,4 +274,176 @@ async fn every_metric_the_rules_and_the_dashboard_read_is_in_a_scrape_of_the_ser
         "{silent:?}"
     );
     app.finish().await;
+}
+
+/// A fresh directory of this test's own.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shelfsync-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The variables of an environment file (`KEY=value` lines; `#` comments).
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    (read(path).lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// `shelfsync --config deploy/production/shelfsync.toml settings` with `env` (and none of
+/// this process's own SHELFSYNC__ variables): (succeeded, stdout, stderr).
+fn production_settings(env: &[(String, String)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shelfsync"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SHELFSYNC")) {
+        command.env_remove(k);
+    }
+    let out = (command.envs(env.iter().map(|(k, v)| (k, v))))
+        .env("RUST_BACKTRACE", "0")
+        .arg("--config")
+        .arg(deploy().join("production/shelfsync.toml"))
+        .arg("settings")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The production settings with the example environment: refused while its placeholders
+/// stand (naming them), taken once they are replaced, and what the process then runs with
+/// is the production layout, printed without a secret.
+#[test]
+fn the_production_settings_refuse_the_placeholders_and_run_with_real_secrets() {
+    let dir = scratch("production");
+    let ca = dir.join("ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=broker-ca", "-keyout"])
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mut env = env_file(&deploy().join("production/shelfsync.env.example"));
+    // The broker's CA of production is not on this machine: a throwaway one stands in.
+    env.push(("SHELFSYNC__MQTT__CA_FILE".into(), ca.display().to_string()));
+
+    let (ok, _, err) = production_settings(&env);
+    assert!(!ok, "placeholders taken");
+    for named in [
+        "cluster.secret",
+        "whatsapp.app_secret",
+        "api key 'head office'",
+    ] {
+        assert!(err.contains(named), "{named}: {err}");
+    }
+
+    let mut secrets = Vec::new();
+    for (_, value) in env.iter_mut() {
+        while let Some(at) = value.find("change-me-") {
+            let end = (at..value.len())
+                .find(|&i| {
+                    !(value.as_bytes()[i].is_ascii_alphanumeric() || value.as_bytes()[i] == b'-')
+                })
+                .unwrap_or(value.len());
+            let secret = uuid::Uuid::new_v4().simple().to_string();
+            value.replace_range(at..end, &secret);
+            secrets.push(secret);
+        }
+    }
+    assert!(secrets.len() >= 9, "{secrets:?}");
+    let (ok, out, err) = production_settings(&env);
+    assert!(ok, "{err}");
+    for shown in [
+        "host: \"0.0.0.0\"",
+        "node_id: \"shelfsync-1\"",
+        "advertise_url: \"http://10.0.0.11:8080\"",
+        "host: \"broker\"",
+        "port: 8883",
+        "tls: true",
+        "username: Some(\n            \"shelfsync-1\"",
+        "outlets_file: \"/etc/shelfsync/catalogue/outlets.csv\"",
+    ] {
+        assert!(out.contains(shown), "{shown} not in\n{out}");
+    }
+    assert_eq!(out.matches("ApiKeySettings").count(), 5, "{out}");
+    for secret in &secrets {
+        assert!(!out.contains(secret.as_str()), "a secret printed");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// deploy/production/redis.conf on a redis-server of the test's own (its port and directory
+/// given on the command line): every write appended and synced each second, never evicted.
+#[actix_web::test]
+async fn the_production_redis_keeps_every_write_and_never_evicts() {
+    let dir = scratch("redis");
+    let port = free_port();
+    let conf = deploy().join("production/redis.conf");
+    let data = dir.clone();
+    let server = procs::Proc::start("redis-server", port, move || {
+        let mut c = Command::new("redis-server");
+        c.arg(&conf)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&data);
+        c
+    })
+    .await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (name, want) in [
+        ("appendonly", "yes"),
+        ("appendfsync", "everysec"),
+        ("maxmemory-policy", "noeviction"),
+        ("protected-mode", "yes"),
+    ] {
+        let got: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(got, [name, want]);
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The systemd units pass `systemd-analyze verify` without a word (it prints what it
+/// ignores), with the service's binary where the unit expects it.
+#[test]
+fn the_systemd_units_verify() {
+    let dir = scratch("systemd");
+    let units = deploy().join("production/systemd");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = read(&path).replace("/usr/local/bin/shelfsync", env!("CARGO_BIN_EXE_shelfsync"));
+        std::fs::write(dir.join(&name), text).unwrap();
+        names.push(name);
+    }
+    names.sort();
+    assert!(names.len() >= 4, "{names:?}");
+    for name in &names {
+        let out = Command::new("systemd-analyze")
+            .args(["verify", &format!("./{name}")])
+            .current_dir(&dir)
+            .output()
+            .expect("systemd-analyze (make ops-deps installs it)");
+        let said = said(&out);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{name}: {said}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
