@@ -137,7 +137,7 @@ impl Metrics {
         let at_risk_units = IntGaugeVec::new(
             Opts::new(
                 "oversell_risk_units",
-                "Units of the holds in shelfsync_oversell_risk_holds, now",
+                "Units the holds in shelfsync_oversell_risk_holds are short (not covered), now",
             ),
             &["outlet"],
         )

@@ -1,0 +1,340 @@
+//! Runbook drills: each drill makes a runbook's failure happen to a test instance (a real
+//! service on the test's own Redis prefix and MongoDB database), then runs the runbook's own
+//! commands, section by section, through bash, exactly as written in deploy/runbooks/, and
+//! checks that they say what the runbook says they will.
+//!
+//! In a runbook, a ```` ```sh setup ```` block exports the variables the commands read (the
+//! drill sets them to the test instance instead: the same names), and a
+//! ```` ```sh production ```` block is for a production host (systemd, mongosh, mongodump):
+//! the drill does its part itself (stopping and starting the service). Every other
+//! ```` ```sh ```` block runs, and must exit 0.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use shelfsync::Settings;
+
+/// One fenced `sh` block of a runbook: its kind (`setup`, `production` or empty) and text.
+struct Block {
+    kind: String,
+    text: String,
+}
+
+/// A runbook's `sh` blocks by section (`## Check`, `## Fix`, …; the title's are under "").
+struct Runbook {
+    name: &'static str,
+    sections: Vec<(String, Vec<Block>)>,
+}
+
+impl Runbook {
+    fn read(name: &'static str) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("deploy/runbooks/{name}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut sections: Vec<(String, Vec<Block>)> = vec![(String::new(), Vec::new())];
+        let mut open: Option<(String, String)> = None;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if let Some((kind, body)) = &mut open {
+                if trimmed == "```" {
+                    let block = Block {
+                        kind: std::mem::take(kind),
+                        text: std::mem::take(body),
+                    };
+                    sections.last_mut().unwrap().1.push(block);
+                    open = None;
+                } else {
+                    body.push_str(trimmed);
+                    body.push('\n');
+                }
+            } else if let Some(title) = line.strip_prefix("## ") {
+                sections.push((title.to_owned(), Vec::new()));
+            } else if let Some(info) = trimmed.strip_prefix("```sh") {
+                open = Some((info.trim().to_owned(), String::new()));
+            }
+        }
+        assert!(open.is_none(), "{name}: a block is not closed");
+        Self { name, sections }
+    }
+
+    /// The variables the runbook's setup block exports.
+    fn variables(&self) -> Vec<String> {
+        let setup = (self.sections.iter().flat_map(|(_, b)| b))
+            .find(|b| b.kind == "setup")
+            .unwrap_or_else(|| panic!("{}: no setup block", self.name));
+        (setup.text.lines())
+            .filter_map(|l| l.strip_prefix("export "))
+            .map(|l| l.split('=').next().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A drill: the test instance and the environment the runbook's commands run in.
+struct Drill {
+    runbook: Runbook,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    /// Every command block run, for the check that none was left out.
+    ran: usize,
+}
+
+impl Drill {
+    fn new(name: &'static str, app: &TestApp) -> Self {
+        let s = &app.settings;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let bin = Path::new(env!("CARGO_BIN_EXE_shelfsync")).parent().unwrap();
+        let dir = std::env::temp_dir().join(format!("shelfsync-drill-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            ),
+            ("SHELFSYNC_CONFIG".into(), format!("{root}/config.toml")),
+            ("SHELFSYNC_URL".into(), app.url.clone()),
+            ("SHELFSYNC_API_KEY".into(), ADMIN.into()),
+            ("REDIS_URL".into(), s.redis.url.expose().to_owned()),
+            ("PREFIX".into(), s.redis.key_prefix.clone()),
+            ("OUTLET".into(), OUTLET.into()),
+            ("KITCHEN".into(), "central-kitchen-indore".into()),
+            ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
+            ("MONGO_DB".into(), s.mongo.database.clone()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        // What `shelfsync` reads beside its settings file: the service's overrides, as the
+        // runbooks tell the operator to export them (tests/common's cli() sets the same).
+        // Catalogue files by absolute path: the commands run in a directory of their own.
+        let file = |p: &Path| Path::new(root).join(p).display().to_string();
+        for (k, v) in [
+            ("REDIS__URL", s.redis.url.expose().to_owned()),
+            ("REDIS__KEY_PREFIX", s.redis.key_prefix.clone()),
+            ("MONGO__URI", s.mongo.uri.expose().to_owned()),
+            ("MONGO__DATABASE", s.mongo.database.clone()),
+            ("CATALOGUE__OUTLETS_FILE", file(&s.catalogue.outlets_file)),
+            ("CATALOGUE__SKUS_FILE", file(&s.catalogue.skus_file)),
+            ("CATALOGUE__STOCK_FILE", file(&s.catalogue.stock_file)),
+            ("CATALOGUE__ZONES_FILE", file(&s.catalogue.zones_file)),
+        ] {
+            env.push((format!("SHELFSYNC__{k}"), v));
+        }
+        let runbook = Runbook::read(name);
+        for variable in runbook.variables() {
+            assert!(
+                env.iter().any(|(k, _)| *k == variable),
+                "{name} exports {variable}, which the drill does not set"
+            );
+        }
+        Self {
+            runbook,
+            env,
+            dir,
+            ran: 0,
+        }
+    }
+
+    /// The service moved (a restart on a new port).
+    fn serve_at(&mut self, app: &TestApp) {
+        let url = self.env.iter_mut().find(|(k, _)| k == "SHELFSYNC_URL");
+        url.unwrap().1 = app.url.clone();
+    }
+
+    /// Runs every command block of `section` in order; their output, each block's after a
+    /// `$ ` line with its first command.
+    async fn run(&mut self, section: &str) -> String {
+        let blocks: Vec<&Block> = (self.runbook.sections.iter())
+            .filter(|(title, _)| title.starts_with(section))
+            .flat_map(|(_, blocks)| blocks)
+            .filter(|b| b.kind.is_empty())
+            .collect();
+        assert!(
+            !blocks.is_empty(),
+            "{}: no commands under {section}",
+            self.runbook.name
+        );
+        let mut said = String::new();
+        for block in blocks {
+            let out = tokio::time::timeout(
+                std::time::Duration::from_secs(120),
+                tokio::process::Command::new("bash")
+                    .arg("-c")
+                    .arg(&block.text)
+                    .env_clear()
+                    .envs(self.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(&self.dir)
+                    .output(),
+            )
+            .await
+            .expect("a runbook block within 2 minutes")
+            .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "{} / {section}: failed ({}):\n{}\n---\n{text}",
+                self.runbook.name,
+                out.status,
+                block.text
+            );
+            said.push_str(&format!("$ {}\n{text}", block.text.lines().next().unwrap()));
+            self.ran += 1;
+        }
+        said
+    }
+
+    /// Every command block of the runbook was run.
+    fn done(self) {
+        let all = (self.runbook.sections.iter())
+            .flat_map(|(_, blocks)| blocks)
+            .filter(|b| b.kind.is_empty())
+            .count();
+        assert_eq!(self.ran, all, "{}: blocks left out", self.runbook.name);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until the ledger holds everything committed (so that a drill's loss is Redis's
+/// alone).
+async fn ledger_caught_up(app: &TestApp) {
+    assert!(
+        eventually(30, || async {
+            let lag: serde_json::Value =
+                app.get("/v1/ledger/lag", ADMIN).await.json().await.unwrap();
+            (lag["outlets"].as_array().unwrap().iter()).all(|o| o["entries"] == 0)
+        })
+        .await,
+        "the ledger caught up"
+    );
+}
+
+/// Redis lost every key of the prefix under a running service: the runbook's checks see
+/// it, its offline rebuild (service stopped) brings every outlet back from the ledger, and
+/// `shelfsync check` is clean.
+#[actix_web::test]
+async fn redis_lost() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    app.hold(OUTLET, SKU, 2, 600).await;
+    app.set_stock(OTHER_OUTLET, SKU2, 5).await;
+    ledger_caught_up(&app).await;
+    let mut drill = Drill::new("redis-lost.md", &app);
+
+    // Redis restarted empty.
+    wipe_redis(&app.settings).await;
+    let checked = drill.run("Check").await;
+    assert!(checked.contains("\"status\":\"ready\""), "{checked}");
+
+    // Fix, step 3: every process stopped (the production block), then the rebuild.
+    let settings: Settings = app.stop().await;
+    let fixed = drill.run("Fix").await;
+    assert!(fixed.contains("rebuilt 13 outlets"), "{fixed}");
+    assert!(!fixed.contains("Redis ahead"), "{fixed}");
+    assert!(fixed.contains("exit 0"), "{fixed}");
+
+    let app = spawn_app_with(settings).await;
+    drill.serve_at(&app);
+    // Started again, and ready once its MQTT session is up.
+    assert!(mqtt_ready(&app).await);
+    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 10);
+    assert_eq!(app.stock(OUTLET, SKU).await["reserved"], 2);
+    let seen = drill.run("What you should see").await;
+    assert!(seen.contains("shelfsync_ready 1"), "{seen}");
+    assert!(
+        seen.contains("shelfsync_dependency_up{dependency=\"redis\"} 1"),
+        "{seen}"
+    );
+    let after = drill.run("Afterwards").await;
+    assert!(after.contains("maxmemory-policy"), "{after}");
+    drill.done();
+    app.finish().await;
+}
+
+/// The reconciler found and healed drift: the runbook's checks show it in the metrics, the
+/// drift export and a clean `shelfsync check`; its rebuild of the one outlet (service
+/// stopped) leaves it clean.
+#[actix_web::test]
+async fn drift_found() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 40).await;
+    tamper(&app.settings, OUTLET, SKU, 7).await;
+    let report = app.reconcile().await;
+    assert_eq!(report.drifted_skus(), 1);
+    let mut drill = Drill::new("drift-found.md", &app);
+
+    let checked = drill.run("Check").await;
+    let total = format!("shelfsync_reconciler_drift_skus_total{{outlet=\"{OUTLET}\"}} 1");
+    assert!(checked.contains(&total), "{checked}");
+    let healed = format!("shelfsync_reconciler_healed_skus_total{{outlet=\"{OUTLET}\"}} 1");
+    assert!(checked.contains(&healed), "{checked}");
+    // The export's row: outlet, seq, at, healed, sku, Redis's numbers, the ledger's.
+    let row = (checked.lines())
+        .find(|l| l.starts_with(&format!("{OUTLET},")) && l.contains(SKU))
+        .unwrap_or_else(|| panic!("no drift row: {checked}"));
+    assert!(
+        row.contains(",true,") && row.contains(",47,") && row.contains(",40,"),
+        "{row}"
+    );
+    assert!(checked.contains("exit 0"), "healed, so clean: {checked}");
+    assert!(checked.contains(&app.settings.cluster.node_id), "{checked}");
+
+    let settings = app.stop().await;
+    let fixed = drill.run("Fix").await;
+    assert!(
+        fixed.contains("rebuilt 1 outlets") || fixed.contains("rebuilt 1 outlet"),
+        "{fixed}"
+    );
+    assert!(fixed.contains("exit 0"), "{fixed}");
+    drill.done();
+    cleanup(&settings).await;
+}
+
+/// A counter sale left a hold short that cannot move (it was made for the outlet, not a
+/// PIN): the runbook's checks show the risk and find the hold; its transfer from the
+/// kitchen covers it and the sweep clears the risk.
+#[actix_web::test]
+async fn oversell_risk() {
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 3).await;
+    app.set_stock("central-kitchen-indore", SKU, 20).await;
+    let hold = app.hold(OUTLET, SKU, 3, 600).await;
+    let id = hold["id"].as_str().unwrap().to_owned();
+    let sale = serde_json::json!({"event_id": "drill-counter-1", "outlet": OUTLET, "sku": SKU,
+        "kind": "sale_counter", "qty": 2, "at": recent_at()});
+    assert!(app.movement(ADMIN, sale).await.status().is_success());
+    let risk = format!("shelfsync_oversell_risk_holds{{outlet=\"{OUTLET}\"}}");
+    assert!(eventually(10, || async { metric(&app, &risk).await == 1.0 }).await);
+    let mut drill = Drill::new("oversell-risk.md", &app);
+
+    let checked = drill.run("Check").await;
+    assert!(checked.contains(&format!("{risk} 1")), "{checked}");
+    assert!(
+        checked.contains(&format!(
+            "shelfsync_oversell_risk_units{{outlet=\"{OUTLET}\"}} 2"
+        )),
+        "{checked}"
+    );
+    // 3 held, 1 on hand: the hold is 2 short. The loop over the held reservations prints
+    // the one at risk.
+    assert!(
+        checked.lines().any(|l| l.trim() == id),
+        "{id} not found: {checked}"
+    );
+
+    let fixed = drill.run("Fix").await;
+    // The transfer's answer: the kitchen's side, then the shop's, now covering its holds.
+    let arrived = format!("\"to\":{{\"outlet\":\"{OUTLET}\"");
+    assert!(
+        fixed.contains(&arrived) && fixed.contains("\"available\":0}"),
+        "{fixed}"
+    );
+    assert!(
+        eventually(15, || async { metric(&app, &risk).await == 0.0 }).await,
+        "the sweep clears the risk"
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 3);
+    drill.done();
+    app.finish().await;
+}
