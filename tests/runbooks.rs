@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use common::*;
 use shelfsync::Settings;
 
+/// The keys the rotation drill moves the web shop from and to.
+const OLD_KEY: &str = "drill-old-storefront-key-0123456789";
+const NEW_KEY: &str = "drill-new-storefront-key-9876543210";
+
 /// One fenced `sh` block of a runbook: its kind (`setup`, `production` or empty) and text.
 struct Block {
     kind: String,
@@ -75,8 +79,9 @@ struct Drill {
     runbook: Runbook,
     env: Vec<(String, String)>,
     dir: PathBuf,
-    /// Every command block run, for the check that none was left out.
-    ran: usize,
+    /// The command blocks run (by their place in the runbook), for the check that none was
+    /// left out.
+    ran: std::collections::BTreeSet<usize>,
 }
 
 impl Drill {
@@ -98,6 +103,8 @@ impl Drill {
             ("PREFIX".into(), s.redis.key_prefix.clone()),
             ("OUTLET".into(), OUTLET.into()),
             ("KITCHEN".into(), "central-kitchen-indore".into()),
+            ("OLD_KEY".into(), OLD_KEY.into()),
+            ("NEW_KEY".into(), NEW_KEY.into()),
             ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
             ("MONGO_DB".into(), s.mongo.database.clone()),
             ("RUST_LOG".into(), "warn".into()),
@@ -129,60 +136,90 @@ impl Drill {
             runbook,
             env,
             dir,
-            ran: 0,
+            ran: Default::default(),
         }
     }
 
     /// The service moved (a restart on a new port).
     fn serve_at(&mut self, app: &TestApp) {
-        let url = self.env.iter_mut().find(|(k, _)| k == "SHELFSYNC_URL");
-        url.unwrap().1 = app.url.clone();
+        self.set("SHELFSYNC_URL", app.url.clone());
     }
 
-    /// Runs every command block of `section` in order; their output, each block's after a
-    /// `$ ` line with its first command.
-    async fn run(&mut self, section: &str) -> String {
-        let blocks: Vec<&Block> = (self.runbook.sections.iter())
+    /// The command blocks of `section`, in order.
+    fn blocks(&self, section: &str) -> Vec<(usize, &Block)> {
+        let blocks: Vec<(usize, &Block)> = (self.runbook.sections.iter())
             .filter(|(title, _)| title.starts_with(section))
             .flat_map(|(_, blocks)| blocks)
             .filter(|b| b.kind.is_empty())
+            .map(|b| (self.index_of(b), b))
             .collect();
         assert!(
             !blocks.is_empty(),
             "{}: no commands under {section}",
             self.runbook.name
         );
+        blocks
+    }
+
+    /// A block's place among all the runbook's command blocks.
+    fn index_of(&self, block: &Block) -> usize {
+        (self.runbook.sections.iter())
+            .flat_map(|(_, blocks)| blocks)
+            .filter(|b| b.kind.is_empty())
+            .position(|b| std::ptr::eq(b, block))
+            .unwrap()
+    }
+
+    /// Runs every command block of `section` in order; their output, each block's after a
+    /// `$ ` line with its first command.
+    async fn run(&mut self, section: &str) -> String {
+        let count = self.blocks(section).len();
         let mut said = String::new();
-        for block in blocks {
-            let out = tokio::time::timeout(
-                std::time::Duration::from_secs(120),
-                tokio::process::Command::new("bash")
-                    .arg("-c")
-                    .arg(&block.text)
-                    .env_clear()
-                    .envs(self.env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(&self.dir)
-                    .output(),
-            )
-            .await
-            .expect("a runbook block within 2 minutes")
-            .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(
-                out.status.success(),
-                "{} / {section}: failed ({}):\n{}\n---\n{text}",
-                self.runbook.name,
-                out.status,
-                block.text
-            );
-            said.push_str(&format!("$ {}\n{text}", block.text.lines().next().unwrap()));
-            self.ran += 1;
+        for i in 0..count {
+            said.push_str(&self.run_one(section, i).await);
         }
         said
+    }
+
+    /// Runs the `i`th command block of `section`, which must exit 0; its output.
+    async fn run_one(&mut self, section: &str, i: usize) -> String {
+        let (index, text) = {
+            let blocks = self.blocks(section);
+            let (index, block) = blocks[i];
+            (index, block.text.clone())
+        };
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            tokio::process::Command::new("bash")
+                .arg("-c")
+                .arg(&text)
+                .env_clear()
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&self.dir)
+                .output(),
+        )
+        .await
+        .expect("a runbook block within 2 minutes")
+        .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{} / {section}: failed ({}):\n{text}\n---\n{said}",
+            self.runbook.name,
+            out.status,
+        );
+        self.ran.insert(index);
+        format!("$ {}\n{said}", text.lines().next().unwrap())
+    }
+
+    /// Sets (or replaces) a variable of the commands' environment.
+    fn set(&mut self, name: &str, value: String) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value));
     }
 
     /// Every command block of the runbook was run.
@@ -191,7 +228,12 @@ impl Drill {
             .flat_map(|(_, blocks)| blocks)
             .filter(|b| b.kind.is_empty())
             .count();
-        assert_eq!(self.ran, all, "{}: blocks left out", self.runbook.name);
+        assert_eq!(
+            self.ran.len(),
+            all,
+            "{}: blocks left out",
+            self.runbook.name
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -335,6 +377,121 @@ async fn oversell_risk() {
         "the sweep clears the risk"
     );
     assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 3);
+    drill.done();
+    app.finish().await;
+}
+
+/// The broker went away: the runbook's checks name MQTT as what is down, on the process and
+/// on every process listed in Redis.
+#[actix_web::test]
+async fn not_ready() {
+    let mut broker = TestBroker::start().await;
+    let mut settings = test_settings();
+    settings.mqtt.port = broker.port;
+    let app = spawn_app_with(settings).await;
+    assert!(mqtt_ready(&app).await);
+    let mut drill = Drill::new("not-ready.md", &app);
+
+    broker.kill();
+    assert!(
+        eventually(15, || async {
+            app.get("/readyz", ADMIN).await.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "not ready without the broker"
+    );
+    let checked = drill.run("Check").await;
+    assert!(
+        checked.contains("\"message\":\"not ready: mqtt\""),
+        "{checked}"
+    );
+    assert!(checked.contains("\"redis\":\"ok\""), "{checked}");
+    assert!(checked.contains("shelfsync_ready 0"), "{checked}");
+    assert!(
+        checked.contains("shelfsync_dependency_up{dependency=\"mqtt\"} 0"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("shelfsync_dependency_up{dependency=\"mongo\"} 1"),
+        "{checked}"
+    );
+    // The loop over every process's address: this one, answering the same.
+    assert_eq!(
+        checked.matches("\"message\":\"not ready: mqtt\"").count(),
+        2,
+        "{checked}"
+    );
+    assert!(checked.contains("== http://"), "{checked}");
+
+    broker.restart().await;
+    assert!(mqtt_ready(&app).await, "ready again with the broker back");
+    drill.done();
+    app.finish().await;
+}
+
+/// The web shop's key rotated: the runbook's settings test passes with both keys listed, the
+/// new key is taken by every process after the restart, and once the old key is removed it
+/// is refused everywhere.
+#[actix_web::test]
+async fn rotate_api_keys() {
+    let key = |key: &str, label: &str| shelfsync::settings::ApiKeySettings {
+        key: shelfsync::settings::Secret::new(key),
+        role: shelfsync::settings::Role::Storefront,
+        outlets: Vec::new(),
+        label: label.into(),
+    };
+    let mut settings = test_settings();
+    settings.api_keys.push(key(OLD_KEY, "web shop (old)"));
+    let base = settings.api_keys.clone();
+    let app = spawn_app_with(settings).await;
+    let mut drill = Drill::new("rotate-api-keys.md", &app);
+    let checked = drill.run("Check").await;
+    assert!(checked.contains(&app.url), "{checked}");
+
+    // Step 1 and 2: the new key beside the old in the shell's settings, tested.
+    let listed = |keys: &[(&str, &str)]| {
+        let keys: Vec<String> = (keys.iter())
+            .map(|(k, l)| format!("{{key=\"{k}\",role=\"storefront\",label=\"{l}\"}}"))
+            .collect();
+        format!(
+            "[{{key=\"{ADMIN}\",role=\"admin\",label=\"ops\"}},{}]",
+            keys.join(",")
+        )
+    };
+    let both = [(OLD_KEY, "web shop (old)"), (NEW_KEY, "web shop (new)")];
+    drill.set("SHELFSYNC__API_KEYS", listed(&both));
+    let tested = drill.run_one("Fix", 0).await;
+    assert!(
+        tested.contains("exported ") && !tested.contains("Error"),
+        "{tested}"
+    );
+
+    // Step 3: restarted with both; step 4: the new key works.
+    let mut settings = app.stop().await;
+    settings.api_keys.push(key(NEW_KEY, "web shop (new)"));
+    let app = spawn_app_with(settings).await;
+    drill.serve_at(&app);
+    let new_works = drill.run_one("Fix", 1).await;
+    assert!(
+        new_works.contains(&format!("{} 200", app.url)),
+        "{new_works}"
+    );
+
+    // Step 6: the old key removed, tested, restarted; step 7: refused everywhere.
+    drill.set("SHELFSYNC__API_KEYS", listed(&both[1..]));
+    assert!(!drill.run_one("Fix", 0).await.contains("Error"));
+    let mut settings = app.stop().await;
+    settings.api_keys = (base.into_iter())
+        .filter(|k| k.key.expose() != OLD_KEY)
+        .chain([key(NEW_KEY, "web shop (new)")])
+        .collect();
+    let app = spawn_app_with(settings).await;
+    drill.serve_at(&app);
+    let old_refused = drill.run_one("Fix", 2).await;
+    assert!(
+        old_refused.contains("{\"error\":\"unauthorized\",\"message\":\"a valid API key is required: Authorization: Bearer <key>\"} 401"),
+        "{old_refused}"
+    );
     drill.done();
     app.finish().await;
 }
