@@ -108,6 +108,11 @@ impl Drill {
             ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
             ("MONGO_DB".into(), s.mongo.database.clone()),
             ("RUST_LOG".into(), "warn".into()),
+            // Read by production blocks only (mongorestore's backup).
+            (
+                "BACKUP_DIR".into(),
+                dir.join("backup").display().to_string(),
+            ),
         ];
         // What `shelfsync` reads beside its settings file: the service's overrides, as the
         // runbooks tell the operator to export them (tests/common's cli() sets the same).
@@ -492,6 +497,92 @@ async fn rotate_api_keys() {
         old_refused.contains("{\"error\":\"unauthorized\",\"message\":\"a valid API key is required: Authorization: Bearer <key>\"} 401"),
         "{old_refused}"
     );
+    drill.done();
+    app.finish().await;
+}
+
+/// The ledger restored from a backup older than Redis: with the service stopped, the
+/// runbook's deletion of the seq keys and its rebuild from the whole ledger bring Redis back
+/// to the backup's numbers (Redis was ahead, so a plain rebuild would leave it alone); the
+/// recount then lands. (`mongodump` and `mongorestore` are production blocks: the drill
+/// restores by cutting the ledger back to the backup's point and dropping the checkpoints.)
+#[actix_web::test]
+async fn restore_ledger() {
+    use futures_util::TryStreamExt;
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    ledger_caught_up(&app).await;
+    let db = database(&app.settings).await;
+    let ledger = db.collection::<mongodb::bson::Document>("ledger");
+    let backup_seq = (ledger
+        .find(mongodb::bson::doc! {"outlet": OUTLET})
+        .await
+        .unwrap())
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap()
+    .len() as i64;
+    assert!(backup_seq >= 1);
+    // After the backup: a sale and a delivery the restored ledger will not have.
+    let sale = serde_json::json!({"event_id": "drill-after-backup", "outlet": OUTLET, "sku": SKU,
+        "kind": "sale_counter", "qty": 4, "at": recent_at()});
+    assert!(app.movement(ADMIN, sale).await.status().is_success());
+    app.set_stock(OUTLET, SKU2, 8).await;
+    ledger_caught_up(&app).await;
+    let mut drill = Drill::new("restore-ledger.md", &app);
+
+    // Step 1: what Redis says, for the recount.
+    let saved = drill.run_one("Fix", 0).await;
+    assert!(saved.contains("exported "), "{saved}");
+    let before = std::fs::read_to_string("/var/tmp/stock-before-restore.csv").unwrap();
+    assert!(before.contains(SKU) && before.contains(SKU2), "{before}");
+
+    // Steps 2 and 3: every process stopped, the backup restored.
+    let settings = app.stop().await;
+    let cut = ledger
+        .delete_many(mongodb::bson::doc! {"outlet": OUTLET, "seq": {"$gt": backup_seq}})
+        .await
+        .unwrap();
+    assert!(cut.deleted_count >= 2, "{cut:?}");
+    for checkpoints in ["checkpoints", "checkpoint_parts"] {
+        db.collection::<mongodb::bson::Document>(checkpoints)
+            .drop()
+            .await
+            .unwrap();
+    }
+    let plain = cli(&settings, &["check"]);
+    assert!(
+        !plain.status.success(),
+        "Redis is ahead of the restored ledger"
+    );
+
+    // Steps 4 and 5.
+    let deleted = drill.run_one("Fix", 1).await;
+    assert!(!deleted.contains("ERR"), "{deleted}");
+    let rebuilt = drill.run_one("Fix", 2).await;
+    assert!(rebuilt.contains("rebuilt 13 outlets"), "{rebuilt}");
+    assert!(!rebuilt.contains("Redis ahead"), "{rebuilt}");
+    assert!(rebuilt.contains("exit 0"), "{rebuilt}");
+
+    // Step 6: started again, at the backup's numbers; step 7: the recount.
+    let app = spawn_app_with(settings).await;
+    drill.serve_at(&app);
+    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 10);
+    assert_eq!(app.stock(OUTLET, SKU2).await["on_hand"], 0);
+    std::fs::write(
+        drill.dir.join("counts.csv"),
+        format!("outlet,sku,qty\n{OUTLET},{SKU},6\n{OUTLET},{SKU2},8\n"),
+    )
+    .unwrap();
+    drill.set("SHELFSYNC_API_KEY", MANAGER_INDORE.into());
+    let counted = drill.run_one("Fix", 3).await;
+    assert!(
+        counted.contains("2 lines: 2 applied, 0 already there, 0 refused, 0 not applied"),
+        "{counted}"
+    );
+    assert_eq!(app.stock(OUTLET, SKU).await["on_hand"], 6);
+    assert_eq!(app.stock(OUTLET, SKU2).await["on_hand"], 8);
+    let _ = std::fs::remove_file("/var/tmp/stock-before-restore.csv");
     drill.done();
     app.finish().await;
 }
