@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,27 +31,12 @@ impl Node {
         let port = free_port();
         let s = settings.clone();
         let proc = Proc::start("shelfsync", port, move || {
-            let root = env!("CARGO_MANIFEST_DIR");
-            let mut c = Command::new(env!("CARGO_BIN_EXE_shelfsync"));
-            c.arg("serve")
-                .current_dir(root)
-                .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
-                .env("SHELFSYNC__HTTP__PORT", port.to_string())
-                .env("SHELFSYNC__REDIS__URL", s.redis.url.expose())
-                .env("SHELFSYNC__REDIS__KEY_PREFIX", &s.redis.key_prefix)
-                .env("SHELFSYNC__REDIS__CLUSTER", s.redis.cluster.to_string())
-                .env("SHELFSYNC__MONGO__URI", s.mongo.uri.expose())
-                .env("SHELFSYNC__MONGO__DATABASE", &s.mongo.database)
-                .env("SHELFSYNC__MQTT__PORT", s.mqtt.port.to_string())
-                .env(
-                    "SHELFSYNC__MQTT__CLIENT_ID",
-                    format!("{}-{name}", s.mqtt.client_id),
-                )
-                .env("SHELFSYNC__MQTT__TOPIC_PREFIX", &s.mqtt.topic_prefix)
-                .env("SHELFSYNC__CLUSTER__NODE_ID", name)
-                .env("SHELFSYNC__CLUSTER__LEASE_MS", LEASE_MS.to_string())
-                .env("SHELFSYNC__LEDGER__POLL_INTERVAL_MS", "200")
-                .env("RUST_LOG", "warn");
+            let mut s = s.clone();
+            s.cluster.node_id = name.into();
+            s.mqtt.client_id = format!("{}-{name}", s.mqtt.client_id);
+            let mut c = common::procs::serve_command(&s, port);
+            c.env("SHELFSYNC__CLUSTER__LEASE_MS", LEASE_MS.to_string())
+                .env("SHELFSYNC__LEDGER__POLL_INTERVAL_MS", "200");
             c
         })
         .await;

@@ -678,42 +678,7 @@ async fn a_session_takeover_is_counted_and_the_session_comes_back() {
 /// refused by the broker and never applied.
 #[actix_web::test]
 async fn with_the_shipped_acl_a_pos_user_moves_only_its_own_outlet() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let dir = std::env::temp_dir().join(format!("shelfsync-acl-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let passwords = dir.join("passwords");
-    for (i, (user, password)) in [("shelfsync", "shelfsync-pw"), (OUTLET, "pos-pw")]
-        .into_iter()
-        .enumerate()
-    {
-        let mut c = std::process::Command::new("mosquitto_passwd");
-        if i == 0 {
-            c.arg("-c");
-        }
-        let made = c.arg("-b").arg(&passwords).args([user, password]).status();
-        assert!(made.unwrap().success(), "mosquitto_passwd");
-    }
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {root}/deploy/mosquitto-acl.example\nuse_username_as_clientid true\n",
-            passwords.display()
-        ),
-    )
-    .unwrap();
-    let broker = procs::Proc::start("mosquitto", port, move || {
-        let mut c = std::process::Command::new("mosquitto");
-        c.arg("-c").arg(&conf);
-        c
-    })
-    .await;
-    let mut settings = test_settings();
-    settings.mqtt.port = broker.port;
-    settings.mqtt.topic_prefix = String::new();
-    settings.mqtt.username = Some("shelfsync".into());
-    settings.mqtt.password = Some(shelfsync::settings::Secret::new("shelfsync-pw"));
+    let (broker, dir, settings) = acl_broker(&[(OUTLET, "pos-pw")], "").await;
     let app = spawn_app_with(settings).await;
     app.set_stock(OUTLET, SKU, 10).await;
     app.set_stock(OTHER_OUTLET, SKU, 10).await;

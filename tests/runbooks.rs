@@ -105,13 +105,21 @@ impl Drill {
             ("KITCHEN".into(), "central-kitchen-indore".into()),
             ("OLD_KEY".into(), OLD_KEY.into()),
             ("NEW_KEY".into(), NEW_KEY.into()),
+            ("MQTT_HOST".into(), "127.0.0.1".into()),
+            ("MQTT_PORT".into(), s.mqtt.port.to_string()),
+            ("MQTT_USER".into(), "ops".into()),
+            ("MQTT_PASSWORD".into(), "ops-pw".into()),
             ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
             ("MONGO_DB".into(), s.mongo.database.clone()),
             ("RUST_LOG".into(), "warn".into()),
-            // Read by production blocks only (mongorestore's backup).
+            // Read by production blocks only (mongorestore's backup, the shop's agent).
             (
                 "BACKUP_DIR".into(),
                 dir.join("backup").display().to_string(),
+            ),
+            (
+                "SHELFSYNC_AGENT_CONFIG".into(),
+                format!("{root}/agent/agent.toml"),
             ),
         ];
         // What `shelfsync` reads beside its settings file: the service's overrides, as the
@@ -585,4 +593,255 @@ async fn restore_ledger() {
     let _ = std::fs::remove_file("/var/tmp/stock-before-restore.csv");
     drill.done();
     app.finish().await;
+}
+
+/// A till's sale was rejected (dlq/) and the till then fell silent: the runbook's checks
+/// show the outlet's last POS message beside the clock and the rejected count, and its
+/// fix records the sale by hand.
+#[actix_web::test]
+async fn pos_outlet_offline() {
+    use shelfsync::mqtt::topics::Topics;
+    let app = spawn_app().await;
+    app.set_stock(OUTLET, SKU, 10).await;
+    assert!(mqtt_ready(&app).await);
+    let till = MqttClient::connect(app.settings.mqtt.port).await;
+    let topic = Topics::new(&app.settings.mqtt.topic_prefix).pos(OUTLET);
+    let sold = serde_json::json!({"event_id": "drill-pos-1", "sku": SKU2, "kind": "sale_counter",
+        "qty": 1, "at": recent_at()});
+    till.publish(&topic, sold.to_string()).await;
+    let unknown = serde_json::json!({"event_id": "drill-pos-2", "sku": "no-such-sweet",
+        "kind": "sale_counter", "qty": 1, "at": recent_at()});
+    till.publish(&topic, unknown.to_string()).await;
+    assert!(
+        eventually(15, || async {
+            metric(&app, "shelfsync_mqtt_dlq_total").await == 1.0
+        })
+        .await,
+        "the unknown SKU rejected"
+    );
+    let mut drill = Drill::new("pos-outlet-offline.md", &app);
+
+    let checked = drill.run("Check").await;
+    assert!(checked.contains("shelfsync_mqtt_dlq_total 1"), "{checked}");
+    assert!(checked.contains("shelfsync_mqtt_connected 1"), "{checked}");
+    // The outlet's last message beside `date +%s`, a few seconds apart.
+    let value = |prefix: &str| -> f64 {
+        (checked.lines())
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {checked}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let heard = value(&format!(
+        "shelfsync_pos_last_message_timestamp_seconds{{outlet=\"{OUTLET}\"}} "
+    ));
+    let now: f64 = (checked.lines())
+        .rfind(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((now - heard).abs() < 60.0, "{heard} against {now}");
+
+    let fixed = drill.run("Fix").await;
+    assert!(fixed.contains("\"on_hand\":9"), "{fixed}");
+    drill.done();
+    app.finish().await;
+}
+
+/// One of two processes killed (kill -9, no hand-over): the runbook's checks show the
+/// members and their heartbeats, the dead one's address not answering, and every outlet's
+/// lease; once the leases expire the live process holds every one of them.
+#[actix_web::test]
+async fn owner_dead() {
+    let (a, mut b) = two_nodes();
+    b.cluster.lease_ms = 2000;
+    let app = spawn_app_with(b).await;
+    let port = free_port();
+    let s = a.clone();
+    let dead = procs::Proc::start("shelfsync", port, move || {
+        let mut c = procs::serve_command(&s, port);
+        c.env("SHELFSYNC__CLUSTER__LEASE_MS", "2000");
+        c
+    })
+    .await;
+    let owned = || async {
+        let ready: serde_json::Value = app.get("/readyz", ADMIN).await.json().await.unwrap();
+        ready["owns"].as_array().map_or(0, Vec::len)
+    };
+    assert!(
+        eventually(30, || async { (1..13).contains(&owned().await) }).await,
+        "the outlets spread over both"
+    );
+    let mut drill = Drill::new("owner-dead.md", &app);
+
+    dead.kill();
+    let dead_url = format!("== http://127.0.0.1:{port}");
+    let checked = drill.run("Check").await;
+    assert!(
+        checked.contains("node-a") && checked.contains("node-b"),
+        "{checked}"
+    );
+    // The readiness loop: the dead one's address answers nothing, the live one ready.
+    let after_dead = checked
+        .split(&dead_url)
+        .nth(1)
+        .expect("the dead one's address");
+    assert!(!after_dead.trim_start().starts_with('{'), "{checked}");
+    assert!(checked.contains("\"status\":\"ready\""), "{checked}");
+
+    assert!(
+        eventually(30, || async { owned().await == 13 }).await,
+        "the live process takes every outlet"
+    );
+    let again = drill.run("Check").await;
+    let leases = (again.lines())
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|v| v.contains("node-b"))
+        })
+        .count();
+    assert_eq!(leases, 13, "{again}");
+    drill.done();
+    app.finish().await;
+}
+
+/// A test instance on a SecantusDB of its own, stopped (SIGSTOP) until the outlet's ledger
+/// lag is past its 1 s budget and a new hold was shed; (the server, the service, its dir).
+async fn stalled_ledger() -> (procs::Proc, TestApp, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("shelfsync-drill-db-{}", uuid::Uuid::new_v4()));
+    let mongo = procs::start_mongo(&dir).await;
+    let mut settings = test_settings();
+    settings.mongo.uri = procs::mongo_uri(&mongo);
+    settings.ledger.lag_max_secs = 1;
+    settings.ledger.durable_wait_secs = 3;
+    let app = spawn_app_with(settings).await;
+    app.set_stock(OUTLET, SKU, 100).await;
+    mongo.pause();
+    let cart = |id: &str| {
+        let body = serde_json::json!({"outlet": OUTLET, "lines": [{"sku": SKU, "qty": 1}],
+            "ttl_secs": 300});
+        (id.to_owned(), body)
+    };
+    let (id, body) = cart("drill-stalled-1");
+    assert_eq!(
+        app.reserve(&id, body).await.status(),
+        reqwest::StatusCode::CREATED
+    );
+    // Each try a new hold (a retry of one id would get its first answer again).
+    let tries = std::sync::atomic::AtomicUsize::new(2);
+    assert!(
+        eventually(15, || async {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (id, body) = cart(&format!("drill-stalled-{n}"));
+            app.reserve(&id, body).await.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "a new hold shed past the budget"
+    );
+    (mongo, app, dir)
+}
+
+/// The ledger's database answers again: the ledger catches up, and the drill ends.
+async fn resumed(mongo: procs::Proc, app: TestApp, dir: PathBuf, drill: Drill) {
+    mongo.resume();
+    ledger_caught_up(&app).await;
+    drill.done();
+    app.finish().await;
+    drop(mongo);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ledger's database stopped answering: the runbook's checks show the lag, the outbox
+/// growing in Redis, and the insert figures.
+#[actix_web::test]
+async fn mongodb_down() {
+    let (mongo, app, dir) = stalled_ledger().await;
+    let mut drill = Drill::new("mongodb-down.md", &app);
+    let checked = drill.run("Check").await;
+    let lag: serde_json::Value = serde_json::from_str(checked.lines().nth(1).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {checked}"));
+    let row = (lag["outlets"].as_array().unwrap().iter())
+        .find(|o| o["outlet"] == OUTLET)
+        .unwrap();
+    assert_eq!(row["shedding_holds"], true, "{checked}");
+    assert!(row["entries"].as_i64().unwrap() >= 1, "{checked}");
+    assert!(
+        checked.contains(&format!(
+            "shelfsync_ledger_outbox_entries{{outlet=\"{OUTLET}\"}}"
+        )),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("shelfsync_ledger_insert_seconds_count"),
+        "{checked}"
+    );
+    // XLEN of the outlet's outbox: what waits for the ledger.
+    let waiting = (checked.lines())
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no XLEN: {checked}"));
+    assert!(waiting.parse::<i64>().unwrap() >= 1, "{checked}");
+    resumed(mongo, app, dir, drill).await;
+}
+
+/// New holds shed for the ledger's lag: the runbook's checks name the outlet and the
+/// reason, show the lag, and name the outlet's owner.
+#[actix_web::test]
+async fn holds_shed() {
+    let (mongo, app, dir) = stalled_ledger().await;
+    let mut drill = Drill::new("holds-shed.md", &app);
+    let checked = drill.run("Check").await;
+    let shed = (checked.lines())
+        .find(|l| l.starts_with("shelfsync_shed_total{"))
+        .unwrap_or_else(|| panic!("no shed line: {checked}"));
+    for label in [
+        "operation=\"hold\"",
+        &format!("outlet=\"{OUTLET}\""),
+        "reason=\"ledger_lag\"",
+    ] {
+        assert!(shed.contains(label), "{shed}");
+    }
+    assert!(!shed.ends_with(" 0"), "{shed}");
+    assert!(checked.contains("\"shedding_holds\":true"), "{checked}");
+    assert!(
+        checked.contains(&app.settings.cluster.node_id),
+        "the owner: {checked}"
+    );
+    resumed(mongo, app, dir, drill).await;
+}
+
+/// The broker restarted twice (flapping), with the shipped ACL and an operators' user: the
+/// runbook's checks show the reconnects, and its mosquitto_sub as `ops` reads shelfsync's
+/// status and the broker's uptime.
+#[actix_web::test]
+async fn broker_down() {
+    let (mut broker, dir, settings) = acl_broker(&[("ops", "ops-pw")], "sys_interval 1\n").await;
+    let app = spawn_app_with(settings).await;
+    assert!(mqtt_ready(&app).await);
+    // Restarted twice by a job on the broker's host.
+    for restarts in 1..=2 {
+        broker.restart("-TERM").await;
+        assert!(
+            eventually(30, || async {
+                metric(&app, "shelfsync_mqtt_reconnects_total").await == f64::from(restarts)
+            })
+            .await,
+            "reconnected after restart {restarts}"
+        );
+        assert!(mqtt_ready(&app).await, "back after the restart");
+    }
+    let mut drill = Drill::new("broker-down.md", &app);
+    let checked = drill.run("Check").await;
+    assert!(
+        checked.contains("shelfsync_mqtt_reconnects_total 2"),
+        "{checked}"
+    );
+    assert!(checked.contains("shelfsync_mqtt_connected 1"), "{checked}");
+    assert!(checked.contains("shelfsync/status "), "{checked}");
+    assert!(checked.contains("$SYS/broker/uptime "), "{checked}");
+    drill.done();
+    app.finish().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -158,3 +158,50 @@ impl MqttClient {
         }
     }
 }
+
+/// A Mosquitto of the test's own with the shipped ACL (`deploy/mosquitto-acl.example`), a
+/// password for each of `users` (`shelfsync`'s is `shelfsync-pw`), no anonymous clients,
+/// and `extra` lines of configuration; the broker, the directory of its files, and settings
+/// for a shelfsync that logs in as `shelfsync` with no topic prefix (the ACL's topics).
+pub async fn acl_broker(
+    users: &[(&str, &str)],
+    extra: &str,
+) -> (super::procs::Proc, std::path::PathBuf, shelfsync::Settings) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = std::env::temp_dir().join(format!("shelfsync-acl-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwords");
+    let all = [("shelfsync", "shelfsync-pw")]
+        .into_iter()
+        .chain(users.iter().copied());
+    for (i, (user, password)) in all.enumerate() {
+        let mut c = std::process::Command::new("mosquitto_passwd");
+        if i == 0 {
+            c.arg("-c");
+        }
+        let made = c.arg("-b").arg(&passwords).args([user, password]).status();
+        assert!(made.unwrap().success(), "mosquitto_passwd");
+    }
+    let port = super::free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {root}/deploy/mosquitto-acl.example\nuse_username_as_clientid true\n{extra}",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let broker = super::procs::Proc::start("mosquitto", port, move || {
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    })
+    .await;
+    let mut settings = super::test_settings();
+    settings.mqtt.port = port;
+    settings.mqtt.topic_prefix = String::new();
+    settings.mqtt.username = Some("shelfsync".into());
+    settings.mqtt.password = Some(shelfsync::settings::Secret::new("shelfsync-pw"));
+    (broker, dir, settings)
+}

@@ -235,3 +235,25 @@ fn cluster_port() -> u16 {
         }
     }
 }
+
+/// `shelfsync serve` as a process of the test's own on `port`: config.toml with the
+/// settings' stores, broker, topic prefix, node id and MQTT client id; add more with `.env`.
+pub fn serve_command(s: &shelfsync::Settings, port: u16) -> Command {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shelfsync"));
+    c.arg("serve")
+        .current_dir(root)
+        .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
+        .env("SHELFSYNC__HTTP__PORT", port.to_string())
+        .env("SHELFSYNC__REDIS__URL", s.redis.url.expose())
+        .env("SHELFSYNC__REDIS__KEY_PREFIX", &s.redis.key_prefix)
+        .env("SHELFSYNC__REDIS__CLUSTER", s.redis.cluster.to_string())
+        .env("SHELFSYNC__MONGO__URI", s.mongo.uri.expose())
+        .env("SHELFSYNC__MONGO__DATABASE", &s.mongo.database)
+        .env("SHELFSYNC__MQTT__PORT", s.mqtt.port.to_string())
+        .env("SHELFSYNC__MQTT__CLIENT_ID", &s.mqtt.client_id)
+        .env("SHELFSYNC__MQTT__TOPIC_PREFIX", &s.mqtt.topic_prefix)
+        .env("SHELFSYNC__CLUSTER__NODE_ID", &s.cluster.node_id)
+        .env("RUST_LOG", "warn");
+    c
+}
