@@ -9,8 +9,6 @@ if ! command -v promtool >/dev/null; then
   say "installing prometheus (for promtool)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # Debian's package starts its server where it can; the checks need only promtool.
-  pkill -x prometheus 2>/dev/null || true
 fi
 if ! command -v systemd-analyze >/dev/null; then
   say "installing systemd (for systemd-analyze)"

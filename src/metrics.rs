@@ -487,10 +487,13 @@ impl Metrics {
             &["outlet"],
         )
         .expect("metric");
-        // Zero clients is a reading: the dashboard charts both kinds from the start.
+        // Zero clients is a reading: the dashboard charts both kinds from the start. POS
+        // messages left to redelivery are alerted on with increase(), which sees a counter's
+        // first count only if the series was there before it.
         for kind in ["sse", "ws"] {
             stream_clients.with_label_values(&[kind]);
         }
+        mqtt_acks.with_label_values(&["left_to_redelivery"]);
         let pos_last_message = GaugeVec::new(
             Opts::new(
                 "pos_last_message_timestamp_seconds",

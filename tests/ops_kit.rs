@@ -106,7 +106,7 @@ fn the_alert_rules_pass_promtool_and_every_alert_is_fired_by_a_test_and_has_its_
 
     let rules = read(&dir.join("shelfsync-rules.yml"));
     let alerts = alert_names(&rules);
-    assert!(alerts.len() >= 15, "{alerts:?}");
+    assert_eq!(alerts.len(), 17, "{alerts:?}");
     let checked = promtool(&dir, &["check", "config", "prometheus.yml"]);
     assert!(
         checked.contains(&format!("SUCCESS: {} rules found", alerts.len())),
@@ -244,6 +244,10 @@ async fn every_metric_the_rules_and_the_dashboard_read_is_in_a_scrape_of_the_ser
             vec![&outlet[..], "operation=\"hold\"", "reason=\"ledger_lag\""],
         ),
         ("shelfsync_oversell_risk_holds", vec![&other[..]]),
+        (
+            "shelfsync_mqtt_acks_total",
+            vec!["outcome=\"left_to_redelivery\""],
+        ),
     ] {
         assert_eq!(series(&text, name, &labels), Some(0.0), "{name} {labels:?}");
     }
@@ -373,7 +377,7 @@ fn the_production_settings_refuse_the_placeholders_and_run_with_real_secrets() {
     ] {
         assert!(out.contains(shown), "{shown} not in\n{out}");
     }
-    assert_eq!(out.matches("ApiKeySettings").count(), 5, "{out}");
+    assert_eq!(out.matches("ApiKeySettings").count(), 7, "{out}");
     for secret in &secrets {
         assert!(!out.contains(secret.as_str()), "a secret printed");
     }
