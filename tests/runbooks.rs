@@ -281,6 +281,13 @@ async fn redis_lost() {
     wipe_redis(&app.settings).await;
     let checked = drill.run("Check").await;
     assert!(checked.contains("\"status\":\"ready\""), "{checked}");
+    // Fewer outlets' seq keys than outlets (`--scan … | wc -l`), the runbook's sign of a
+    // Redis that restarted empty (the service starts rebuilding them by itself at once).
+    let counted: Vec<i64> = (checked.lines())
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(matches!(counted[..], [n] if n < 13), "{checked}");
 
     // Fix, step 3: every process stopped (the production block), then the rebuild.
     let settings: Settings = app.stop().await;
