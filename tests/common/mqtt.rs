@@ -160,9 +160,10 @@ impl MqttClient {
 }
 
 /// A Mosquitto of the test's own with the shipped ACL (`deploy/mosquitto-acl.example`), a
-/// password for each of `users` (`shelfsync`'s is `shelfsync-pw`), no anonymous clients,
+/// password for each of `users` (shelfsync's is `shelfsync-pw`), no anonymous clients,
 /// and `extra` lines of configuration; the broker, the directory of its files, and settings
-/// for a shelfsync that logs in as `shelfsync` with no topic prefix (the ACL's topics).
+/// for a shelfsync that logs in as `shelfsync-1` (the production environment's first
+/// process) with no topic prefix (the ACL's topics).
 pub async fn acl_broker(
     users: &[(&str, &str)],
     extra: &str,
@@ -171,7 +172,7 @@ pub async fn acl_broker(
     let dir = std::env::temp_dir().join(format!("shelfsync-acl-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let passwords = dir.join("passwords");
-    let all = [("shelfsync", "shelfsync-pw")]
+    let all = [("shelfsync-1", "shelfsync-pw")]
         .into_iter()
         .chain(users.iter().copied());
     for (i, (user, password)) in all.enumerate() {
@@ -201,7 +202,7 @@ pub async fn acl_broker(
     let mut settings = super::test_settings();
     settings.mqtt.port = port;
     settings.mqtt.topic_prefix = String::new();
-    settings.mqtt.username = Some("shelfsync".into());
+    settings.mqtt.username = Some("shelfsync-1".into());
     settings.mqtt.password = Some(shelfsync::settings::Secret::new("shelfsync-pw"));
     (broker, dir, settings)
 }
