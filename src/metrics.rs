@@ -6,9 +6,22 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Why a hold may be shed (`shelfsync_shed_total{operation="hold"}`): the outlet's queue was
-/// full, its ledger outbox was full, or its ledger lag was past its budget.
-pub const SHED_HOLD_REASONS: [&str; 3] = ["outlet_queue", "outbox_full", "ledger_lag"];
+/// Why a request was shed (`shelfsync_shed_total{reason}`), as the call sites name it.
+pub mod shed_reason {
+    /// The outlet's queue was full.
+    pub const OUTLET_QUEUE: &str = "outlet_queue";
+    /// The outlet's ledger outbox was full.
+    pub const OUTBOX_FULL: &str = "outbox_full";
+    /// The outlet's ledger lag was past its budget.
+    pub const LEDGER_LAG: &str = "ledger_lag";
+}
+
+/// Why a hold may be shed: every series the alert rules read is laid down at zero.
+pub const SHED_HOLD_REASONS: [&str; 3] = [
+    shed_reason::OUTLET_QUEUE,
+    shed_reason::OUTBOX_FULL,
+    shed_reason::LEDGER_LAG,
+];
 
 pub struct Metrics {
     registry: Registry,

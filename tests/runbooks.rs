@@ -96,7 +96,6 @@ impl Drill {
                 "PATH".into(),
                 format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
             ),
-            ("SHELFSYNC_CONFIG".into(), format!("{root}/config.toml")),
             ("SHELFSYNC_URL".into(), app.url.clone()),
             ("SHELFSYNC_API_KEY".into(), ADMIN.into()),
             ("REDIS_URL".into(), s.redis.url.expose().to_owned()),
@@ -111,7 +110,6 @@ impl Drill {
             ("MQTT_PASSWORD".into(), "ops-pw".into()),
             ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
             ("MONGO_DB".into(), s.mongo.database.clone()),
-            ("RUST_LOG".into(), "warn".into()),
             // Read by production blocks only (mongorestore's backup, the shop's agent).
             (
                 "BACKUP_DIR".into(),
@@ -123,21 +121,8 @@ impl Drill {
             ),
         ];
         // What `shelfsync` reads beside its settings file: the service's overrides, as the
-        // runbooks tell the operator to export them (tests/common's cli() sets the same).
-        // Catalogue files by absolute path: the commands run in a directory of their own.
-        let file = |p: &Path| Path::new(root).join(p).display().to_string();
-        for (k, v) in [
-            ("REDIS__URL", s.redis.url.expose().to_owned()),
-            ("REDIS__KEY_PREFIX", s.redis.key_prefix.clone()),
-            ("MONGO__URI", s.mongo.uri.expose().to_owned()),
-            ("MONGO__DATABASE", s.mongo.database.clone()),
-            ("CATALOGUE__OUTLETS_FILE", file(&s.catalogue.outlets_file)),
-            ("CATALOGUE__SKUS_FILE", file(&s.catalogue.skus_file)),
-            ("CATALOGUE__STOCK_FILE", file(&s.catalogue.stock_file)),
-            ("CATALOGUE__ZONES_FILE", file(&s.catalogue.zones_file)),
-        ] {
-            env.push((format!("SHELFSYNC__{k}"), v));
-        }
+        // runbooks tell the operator to export them.
+        env.extend(cli_env(s));
         let runbook = Runbook::read(name);
         for variable in runbook.variables() {
             assert!(

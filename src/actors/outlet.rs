@@ -293,7 +293,7 @@ impl OutletActor {
         }
         if self.pending.len() + n > self.limits.pending_max {
             self.unavailable("queue_full");
-            self.shed(op, "outlet_queue");
+            self.shed(op, crate::metrics::shed_reason::OUTLET_QUEUE);
             return Some(OutletError::Unavailable(
                 "the outlet is overloaded; try again".into(),
             ));
@@ -307,7 +307,7 @@ impl OutletActor {
         if self.pending.len() < self.limits.pending_max / 2 {
             return None;
         }
-        self.shed("hold", "outlet_queue");
+        self.shed("hold", crate::metrics::shed_reason::OUTLET_QUEUE);
         Some(Box::pin(async {
             Err(OutletError::Overloaded(
                 "the outlet's queue is half full: new holds wait until it drains; try again shortly"
@@ -458,7 +458,7 @@ impl OutletActor {
         if reply.backlog {
             self.unavailable("ledger_backlog");
             for p in &batch {
-                self.shed(p.op.name(), "outbox_full");
+                self.shed(p.op.name(), crate::metrics::shed_reason::OUTBOX_FULL);
             }
             let own: Vec<Op> = (batch.iter())
                 .filter(|p| p.reply.is_none())

@@ -183,7 +183,7 @@ impl Hold {
                 let owner = (claims.claim_owner(ClaimKind::Reservation, key).await)
                     .map_err(Error::store)?;
                 if owner.as_deref() != Some(outlet.as_str()) {
-                    services.shed(outlet, "hold", "ledger_lag");
+                    services.shed(outlet, "hold", crate::metrics::shed_reason::LEDGER_LAG);
                     return Err(shed);
                 }
             }

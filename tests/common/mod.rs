@@ -125,39 +125,56 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs the `shelfsync` binary against the settings' Redis prefix and MongoDB database.
-pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
-    let root = env!("CARGO_MANIFEST_DIR");
-    std::process::Command::new(env!("CARGO_BIN_EXE_shelfsync"))
-        .args(args)
-        .current_dir(root)
-        .env("SHELFSYNC_CONFIG", format!("{root}/config.toml"))
-        .env("SHELFSYNC__REDIS__URL", settings.redis.url.expose())
-        .env("SHELFSYNC__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
-        .env(
+/// What the `shelfsync` command reads beside config.toml to reach the settings' Redis
+/// prefix, MongoDB database and catalogue (catalogue files by absolute path, so that it may
+/// run in any directory).
+pub fn cli_env(settings: &Settings) -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = |p: &std::path::Path| root.join(p).display().to_string();
+    let c = &settings.catalogue;
+    [
+        (
+            "SHELFSYNC_CONFIG",
+            root.join("config.toml").display().to_string(),
+        ),
+        (
+            "SHELFSYNC__REDIS__URL",
+            settings.redis.url.expose().to_owned(),
+        ),
+        (
+            "SHELFSYNC__REDIS__KEY_PREFIX",
+            settings.redis.key_prefix.clone(),
+        ),
+        (
             "SHELFSYNC__REDIS__CLUSTER",
             settings.redis.cluster.to_string(),
-        )
-        .env("SHELFSYNC__MONGO__URI", settings.mongo.uri.expose())
-        .env("SHELFSYNC__MONGO__DATABASE", &settings.mongo.database)
+        ),
+        (
+            "SHELFSYNC__MONGO__URI",
+            settings.mongo.uri.expose().to_owned(),
+        ),
+        (
+            "SHELFSYNC__MONGO__DATABASE",
+            settings.mongo.database.clone(),
+        ),
         // The settings' catalogue (a test may give one of its own).
-        .env(
-            "SHELFSYNC__CATALOGUE__OUTLETS_FILE",
-            &settings.catalogue.outlets_file,
-        )
-        .env(
-            "SHELFSYNC__CATALOGUE__SKUS_FILE",
-            &settings.catalogue.skus_file,
-        )
-        .env(
-            "SHELFSYNC__CATALOGUE__STOCK_FILE",
-            &settings.catalogue.stock_file,
-        )
-        .env(
-            "SHELFSYNC__CATALOGUE__ZONES_FILE",
-            &settings.catalogue.zones_file,
-        )
-        .env("RUST_LOG", "warn")
+        ("SHELFSYNC__CATALOGUE__OUTLETS_FILE", file(&c.outlets_file)),
+        ("SHELFSYNC__CATALOGUE__SKUS_FILE", file(&c.skus_file)),
+        ("SHELFSYNC__CATALOGUE__STOCK_FILE", file(&c.stock_file)),
+        ("SHELFSYNC__CATALOGUE__ZONES_FILE", file(&c.zones_file)),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Runs the `shelfsync` binary against the settings' Redis prefix and MongoDB database.
+pub fn cli(settings: &Settings, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shelfsync"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(cli_env(settings))
         .output()
         .expect("running shelfsync")
 }
