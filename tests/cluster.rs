@@ -19,6 +19,11 @@ const ADMIN: &str = "demo-admin-key-change-me";
 const STOREFRONT: &str = "demo-storefront-key-change-me";
 /// Short, so that the tests wait little; the service's default is 6 s.
 const LEASE_MS: u64 = 2000;
+/// How long the live processes may take to own every outlet again after one stopped, was
+/// killed or came back: a few leases when all is well, but under the whole suite a
+/// SecantusDB that has run for a while answers the new owners' ledger lookups slowly. A
+/// bound, not the figure: the tests print the gaps they saw.
+const SETTLE_SECS: u64 = 60;
 
 struct Node {
     name: &'static str,
@@ -28,15 +33,28 @@ struct Node {
 
 impl Node {
     async fn start(settings: &shelfsync::Settings, name: &'static str) -> Self {
+        Self::start_with(settings, name, &[]).await
+    }
+
+    /// `start`, with more settings as environment variables.
+    async fn start_with(
+        settings: &shelfsync::Settings,
+        name: &'static str,
+        env: &[(&'static str, &'static str)],
+    ) -> Self {
+        let env = env.to_vec();
         let port = free_port();
         let s = settings.clone();
-        let proc = Proc::start("shelfsync", port, move || {
+        // Warnings and errors, printed when the outlets do not settle (`spread`).
+        let log = format!("{}/cluster-{port}-{name}.log", env!("CARGO_TARGET_TMPDIR"));
+        let proc = Proc::start_logged("shelfsync", port, Some(log.into()), move || {
             let mut s = s.clone();
             s.cluster.node_id = name.into();
             s.mqtt.client_id = format!("{}-{name}", s.mqtt.client_id);
             let mut c = common::procs::serve_command(&s, port);
             c.env("SHELFSYNC__CLUSTER__LEASE_MS", LEASE_MS.to_string())
-                .env("SHELFSYNC__LEDGER__POLL_INTERVAL_MS", "200");
+                .env("SHELFSYNC__LEDGER__POLL_INTERVAL_MS", "200")
+                .envs(env.iter().copied());
             c
         })
         .await;
@@ -97,11 +115,19 @@ async fn spread(nodes: &[&Node], outlets: usize, secs: u64) -> BTreeMap<String, 
         if !twice && owner.len() == outlets && settled {
             return owner;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the outlets were not spread over {} nodes in {secs} s: {owner:?}",
-            nodes.len()
-        );
+        if Instant::now() >= deadline {
+            for n in nodes {
+                eprintln!(
+                    "--- the log of node {} ---\n{}",
+                    n.name,
+                    n.proc.log_tail(40)
+                );
+            }
+            panic!(
+                "the outlets were not spread over {} nodes in {secs} s: {owner:?}",
+                nodes.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -327,6 +353,85 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
             .unwrap()
             .fenced
     );
+    cleanup(&settings).await;
+}
+
+/// A process asked to stop while a client keeps one connection busy with one request after
+/// another (a load balancer's pool, another process forwarding) exits long before its
+/// `http.shutdown_timeout_secs` (600 s here): actix's graceful stop does not wait for a busy
+/// keep-alive connection to go idle (a stop that did would hold the process, and the outlets
+/// it owns, for the whole timeout). The other process then owns every outlet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_keep_alive_connection_does_not_hold_a_stopping_process() {
+    let (settings, outlets) = chain();
+    let timeout = [("SHELFSYNC__HTTP__SHUTDOWN_TIMEOUT_SECS", "600")];
+    let mut a = Node::start_with(&settings, "a", &timeout).await;
+    let b = Node::start(&settings, "b").await;
+    spread(&[&a, &b], outlets, 30).await;
+    // One connection, kept busy with one request after another: answers are counted until
+    // the process closes it.
+    let port = a.proc.port;
+    let done = AtomicBool::new(false);
+    let busy = async {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut read = tokio::io::BufReader::new(read);
+        let mut answers = 0u64;
+        while !done.load(Ordering::Relaxed) {
+            let asked = write.write_all(b"GET /healthz HTTP/1.1\r\nHost: shelfsync\r\n\r\n");
+            if asked.await.is_err() {
+                break;
+            }
+            let (mut line, mut length) = (String::new(), 0);
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return answers;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            if read.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            answers += 1;
+        }
+        answers
+    };
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = Instant::now();
+        a.proc.term();
+        let mut exited = false;
+        while asked.elapsed() < Duration::from_secs(120) {
+            if a.proc.exited() {
+                exited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        done.store(true, Ordering::Relaxed);
+        (exited, asked.elapsed())
+    };
+    let (answers, (exited, took)) = tokio::join!(busy, stop);
+    println!("{answers} answers on one connection; exited {took:?} after SIGTERM");
+    assert!(
+        exited,
+        "the process still ran 120 s after SIGTERM: the busy connection held it"
+    );
+    assert!(
+        answers > 10,
+        "the connection was not kept busy: {answers} answers"
+    );
+    spread(&[&b], outlets, SETTLE_SECS).await;
     cleanup(&settings).await;
 }
 
@@ -1108,7 +1213,7 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
             .filter(|(i, _)| *i != victim)
             .map(|(_, n)| n)
             .collect();
-        let after = spread(&survivors, outlets, 30).await;
+        let after = spread(&survivors, outlets, SETTLE_SECS).await;
         let gap = killed.elapsed();
         tokio::time::sleep(Duration::from_secs(3)).await;
         done.store(true, Ordering::Relaxed);
@@ -1321,10 +1426,10 @@ async fn a_rolling_restart_under_load_answers_no_5xx_but_503_and_loses_nothing()
                 .filter(|(k, _)| *k != i)
                 .map(|(_, n)| n)
                 .collect();
-            spread(&others, outlets, 30).await;
+            spread(&others, outlets, SETTLE_SECS).await;
             let moved_ms = stopped.elapsed().as_millis();
             nodes[i].proc.spawn().await;
-            spread(&nodes.iter().collect::<Vec<_>>(), outlets, 30).await;
+            spread(&nodes.iter().collect::<Vec<_>>(), outlets, SETTLE_SECS).await;
             println!(
                 "restart of {}: stopped in {stop_ms} ms, its outlets owned elsewhere after \
                  {moved_ms} ms, all spread again after {} ms",

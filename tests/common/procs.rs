@@ -24,6 +24,8 @@ pub struct Proc {
     pub port: u16,
     command: Box<dyn Fn() -> Command + Send>,
     child: Option<Child>,
+    /// Where its output goes (appended across restarts); none: nowhere.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Proc {
@@ -32,20 +34,59 @@ impl Proc {
         port: u16,
         command: impl Fn() -> Command + Send + 'static,
     ) -> Self {
+        Self::start_logged(name, port, None, command).await
+    }
+
+    /// `start`, with the process's output appended to `log` (a fresh file), which
+    /// `log_tail` reads back when a test fails.
+    pub async fn start_logged(
+        name: &'static str,
+        port: u16,
+        log: Option<std::path::PathBuf>,
+        command: impl Fn() -> Command + Send + 'static,
+    ) -> Self {
+        if let Some(log) = &log {
+            let _ = std::fs::remove_file(log);
+        }
         let mut p = Self {
             name,
             port,
             command: Box::new(command),
             child: None,
+            log,
         };
         p.spawn().await;
         p
     }
 
+    /// The last `lines` lines of the process's log (empty when it has none).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = (self.log.as_ref())
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn output(&self) -> (Stdio, Stdio) {
+        let file = (self.log.as_ref()).and_then(|l| {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(l);
+            f.ok()
+        });
+        match file.and_then(|f| Some((f.try_clone().ok()?, f))) {
+            Some((out, err)) => (out.into(), err.into()),
+            None => (Stdio::null(), Stdio::null()),
+        }
+    }
+
     pub async fn spawn(&mut self) {
+        let (stdout, stderr) = self.output();
         let child = (self.command)()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
         self.child = Some(child);
@@ -64,6 +105,20 @@ impl Proc {
     pub async fn restart(&mut self, sig: &str) {
         self.signal(sig);
         self.spawn().await;
+    }
+
+    /// SIGTERM without waiting for the process to exit (see `exited`).
+    pub fn term(&self) {
+        self.send("-TERM");
+    }
+
+    /// Whether the process has exited (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        let done = (self.child.as_mut()).is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        if done {
+            self.child = None;
+        }
+        done
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing until `resume`.
