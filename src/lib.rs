@@ -14,6 +14,7 @@ pub mod client;
 pub mod domain;
 pub mod durable;
 pub mod end_of_day;
+pub mod env_file;
 pub mod error;
 pub mod export;
 pub mod feed;

@@ -19,6 +19,11 @@ struct Cli {
         env = "SHELFSYNC_CONFIG"
     )]
     config: PathBuf,
+    /// The service's environment file (systemd `EnvironmentFile=` format, e.g.
+    /// /etc/shelfsync/shelfsync-1.env): its variables are set where the environment has
+    /// none, before the settings are read, so that a command reads what the service reads.
+    #[arg(long, global = true, env = "SHELFSYNC_ENV_FILE")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,6 +178,10 @@ fn urlencode(v: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     shelfsync::init_tracing();
     let cli = Cli::parse();
+    // Before the settings and before any thread of ours: it sets environment variables.
+    if let Some(file) = &cli.env_file {
+        shelfsync::env_file::apply(file)?;
+    }
     let settings = shelfsync::Settings::load(&cli.config)?;
     match cli.command {
         Command::Settings => {

@@ -287,29 +287,20 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The variables of an environment file (`KEY=value` lines; `#` comments).
-fn env_file(path: &Path) -> Vec<(String, String)> {
-    (read(path).lines())
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').expect("KEY=value");
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
-}
-
-/// `shelfsync --config deploy/production/shelfsync.toml settings` with `env` (and none of
-/// this process's own SHELFSYNC__ variables): (succeeded, stdout, stderr).
-fn production_settings(env: &[(String, String)]) -> (bool, String, String) {
+/// `shelfsync --config deploy/production/shelfsync.toml --env-file <env_file> settings`, as
+/// the service unit runs it, with `env` (and none of this process's own SHELFSYNC
+/// variables): (succeeded, stdout, stderr).
+fn production_settings(env_file: &Path, env: &[(&str, &Path)]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shelfsync"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SHELFSYNC")) {
         command.env_remove(k);
     }
-    let out = (command.envs(env.iter().map(|(k, v)| (k, v))))
+    let out = (command.envs(env.iter().copied()))
         .env("RUST_BACKTRACE", "0")
         .arg("--config")
         .arg(deploy().join("production/shelfsync.toml"))
+        .arg("--env-file")
+        .arg(env_file)
         .arg("settings")
         .output()
         .unwrap();
@@ -335,11 +326,11 @@ fn the_production_settings_refuse_the_placeholders_and_run_with_real_secrets() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let mut env = env_file(&deploy().join("production/shelfsync.env.example"));
+    let example = deploy().join("production/shelfsync.env.example");
     // The broker's CA of production is not on this machine: a throwaway one stands in.
-    env.push(("SHELFSYNC__MQTT__CA_FILE".into(), ca.display().to_string()));
+    let env = [("SHELFSYNC__MQTT__CA_FILE", ca.as_path())];
 
-    let (ok, _, err) = production_settings(&env);
+    let (ok, _, err) = production_settings(&example, &env);
     assert!(!ok, "placeholders taken");
     for named in [
         "cluster.secret",
@@ -349,21 +340,21 @@ fn the_production_settings_refuse_the_placeholders_and_run_with_real_secrets() {
         assert!(err.contains(named), "{named}: {err}");
     }
 
+    // The example with every placeholder replaced, as an operator fills it in.
+    let mut text = read(&example);
     let mut secrets = Vec::new();
-    for (_, value) in env.iter_mut() {
-        while let Some(at) = value.find("change-me-") {
-            let end = (at..value.len())
-                .find(|&i| {
-                    !(value.as_bytes()[i].is_ascii_alphanumeric() || value.as_bytes()[i] == b'-')
-                })
-                .unwrap_or(value.len());
-            let secret = uuid::Uuid::new_v4().simple().to_string();
-            value.replace_range(at..end, &secret);
-            secrets.push(secret);
-        }
+    while let Some(at) = text.find("change-me-") {
+        let end = (at..text.len())
+            .find(|&i| !(text.as_bytes()[i].is_ascii_alphanumeric() || text.as_bytes()[i] == b'-'))
+            .unwrap_or(text.len());
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        text.replace_range(at..end, &secret);
+        secrets.push(secret);
     }
     assert!(secrets.len() >= 9, "{secrets:?}");
-    let (ok, out, err) = production_settings(&env);
+    let filled = dir.join("shelfsync-1.env");
+    std::fs::write(&filled, text).unwrap();
+    let (ok, out, err) = production_settings(&filled, &env);
     assert!(ok, "{err}");
     for shown in [
         "host: \"0.0.0.0\"",
