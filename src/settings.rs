@@ -95,8 +95,10 @@ pub struct AlertSettings {
     /// How long an outlet is owned before its sales history is read from the ledger (a
     /// takeover's own ledger work goes first); until then it is judged for low stock only.
     pub read_after_secs: u64,
-    /// Where alerts are POSTed (empty: none), signed with `webhook_secret`.
-    pub webhook_url: String,
+    /// Where alerts are POSTed (empty: none), signed with `webhook_secret`. Kept like a
+    /// secret: a receiver's URL often carries its own token, and `settings` prints nothing
+    /// of it.
+    pub webhook_url: Secret,
     /// The HMAC-SHA256 key of `X-Shelfsync-Signature`.
     pub webhook_secret: Secret,
     /// Alerts waiting for the webhook (and for MQTT); past it the oldest is dropped and
@@ -116,7 +118,7 @@ impl Default for AlertSettings {
             history_weeks: 4,
             sweep_secs: 60,
             read_after_secs: 30,
-            webhook_url: String::new(),
+            webhook_url: Secret::new(""),
             webhook_secret: Secret::new(""),
             queue_max: 1000,
             webhook_attempts: 5,
@@ -656,8 +658,9 @@ impl Settings {
         if a.sweep_secs == 0 || a.queue_max == 0 || a.webhook_attempts == 0 {
             bail!("alerts.sweep_secs, alerts.queue_max and alerts.webhook_attempts must be at least 1");
         }
-        if !a.webhook_url.is_empty() {
-            if !(a.webhook_url.starts_with("https://") || a.webhook_url.starts_with("http://")) {
+        let url = a.webhook_url.expose();
+        if !url.is_empty() {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
                 bail!("alerts.webhook_url must be an http:// or https:// URL (or empty: none)");
             }
             if a.webhook_secret.expose().len() < 16 {

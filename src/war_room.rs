@@ -36,6 +36,13 @@ impl PosLinks {
             .insert(outlet.clone(), (now_ms, (now_ms - at_ms).max(0)));
     }
 
+    /// A message came that was rejected (it has no `at` to trust): the link is alive, its lag
+    /// stays what the last good message said.
+    pub fn heard(&self, outlet: &OutletId, now_ms: i64) {
+        let lag = self.seen.get(outlet).map_or(0, |e| e.1);
+        self.seen.insert(outlet.clone(), (now_ms, lag));
+    }
+
     pub fn get(&self, outlet: &OutletId) -> Option<(i64, i64)> {
         self.seen.get(outlet).map(|e| *e)
     }

@@ -52,7 +52,7 @@ impl Webhook {
         settings: &AlertSettings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
-        if settings.webhook_url.is_empty() {
+        if settings.webhook_url.expose().is_empty() {
             return Ok(None);
         }
         let client = reqwest::Client::builder()
@@ -115,7 +115,7 @@ impl Webhook {
         for attempt in 1..=self.settings.webhook_attempts.max(1) {
             let t = chrono::Utc::now().timestamp();
             let sent = (self.client)
-                .post(&self.settings.webhook_url)
+                .post(self.settings.webhook_url.expose())
                 .header("content-type", "application/json")
                 .header(
                     "x-shelfsync-signature",

@@ -147,7 +147,8 @@ async fn run() {
     settings.alerts.low_stock = 3;
     settings.alerts.history_weeks = 2;
     settings.alerts.sweep_secs = 1;
-    settings.alerts.webhook_url = format!("http://127.0.0.1:{port}/hook");
+    settings.alerts.webhook_url =
+        shelfsync::settings::Secret::new(format!("http://127.0.0.1:{port}/hook"));
     settings.alerts.webhook_secret = shelfsync::settings::Secret::new(SECRET);
     let app = spawn_app_with(settings).await;
     let mut mqtt = MqttClient::connect(app.settings.mqtt.port).await;

@@ -861,11 +861,14 @@ impl OutletActor {
             }
         }
         self.shared.durable.new_generation(&self.outlet);
-        self.shared
-            .metrics
-            .owned_outlets
+        let metrics = &self.shared.metrics;
+        (metrics.owned_outlets)
             .with_label_values(&[self.shared.owners.node.as_str(), self.outlet.as_str()])
             .set(0);
+        // Holds at risk are the owner's to report (from its next re-route pass on).
+        for gauge in [&metrics.at_risk_holds, &metrics.at_risk_units] {
+            gauge.with_label_values(&[self.outlet.as_str()]).set(0);
+        }
         info!(outlet = %self.outlet, token = self.token, "stepped down from the outlet");
         for tx in self.drain_waiters.drain(..) {
             let _ = tx.send(());

@@ -154,13 +154,24 @@ impl Intake {
             .topics
             .pos_outlet(&topic)
             .map(|o| OutletId::parse("outlet", o));
+        let mut known = None;
         if let Some(Ok(outlet)) = named {
             let catalogue = &self.services.catalogue;
-            catalogue.has_outlet_since(&outlet, arrived).await;
+            if catalogue.has_outlet_since(&outlet, arrived).await {
+                known = Some(outlet);
+            }
         }
         let movement = match self.decide(&topic, &publish.payload) {
             Ok(m) => m,
-            Err(rejection) => return self.reject(&topic, &publish.payload, rejection).await,
+            Err(rejection) => {
+                // The till is connected even if what it sent is refused: the outlet is not
+                // silent (ShelfsyncPosRejected says the rest). Only the catalogue's outlets
+                // are remembered, so a made-up topic grows nothing.
+                if let Some(outlet) = &known {
+                    (self.services.pos_links).heard(outlet, now_ms());
+                }
+                return self.reject(&topic, &publish.payload, rejection).await;
+            }
         };
         (self.services.pos_links).seen(&movement.outlet, now_ms(), movement.at.timestamp_millis());
         let mut delay = RETRY_DELAY_MIN;
