@@ -4,10 +4,15 @@
 //! checks that they say what the runbook says they will.
 //!
 //! In a runbook, a ```` ```sh setup ```` block exports the variables the commands read (the
-//! drill sets them to the test instance instead: the same names), and a
-//! ```` ```sh production ```` block is for a production host (systemd, mongosh, mongodump):
-//! the drill does its part itself (stopping and starting the service). Every other
-//! ```` ```sh ```` block runs, and must exit 0.
+//! drill sets them to the test instance instead: the same names, and the commands get those
+//! and `PATH` only), and a ```` ```sh production ```` block is for a production host
+//! (systemd, mongosh, mongodump): the drill does its part itself (stopping and starting the
+//! service). Every other ```` ```sh ```` block runs under `bash -e -o pipefail`: every
+//! command in it must succeed, not only the last.
+//!
+//! The service's own overrides (its Redis, database, catalogue) reach `shelfsync` the way
+//! they do on a production host: from the environment file `SHELFSYNC_ENV_FILE` names,
+//! which the drill writes in systemd's `EnvironmentFile=` format.
 
 mod common;
 
@@ -19,6 +24,8 @@ use shelfsync::Settings;
 /// The keys the rotation drill moves the web shop from and to.
 const OLD_KEY: &str = "drill-old-storefront-key-0123456789";
 const NEW_KEY: &str = "drill-new-storefront-key-9876543210";
+/// The shop whose till sends only a rejected sale in the POS drill.
+const REJECTED_SHOP: &str = "indore-palasia";
 
 /// One fenced `sh` block of a runbook: its kind (`setup`, `production` or empty) and text.
 struct Block {
@@ -77,7 +84,11 @@ impl Runbook {
 /// A drill: the test instance and the environment the runbook's commands run in.
 struct Drill {
     runbook: Runbook,
+    /// Every variable a runbook may export, as the drill sets it; the commands get those
+    /// their runbook exports.
     env: Vec<(String, String)>,
+    /// The service's environment file (`SHELFSYNC_ENV_FILE`), as (name, value) lines.
+    env_file: Vec<(String, String)>,
     dir: PathBuf,
     /// The command blocks run (by their place in the runbook), for the check that none was
     /// left out.
@@ -91,7 +102,7 @@ impl Drill {
         let bin = Path::new(env!("CARGO_BIN_EXE_shelfsync")).parent().unwrap();
         let dir = std::env::temp_dir().join(format!("shelfsync-drill-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut env: Vec<(String, String)> = vec![
+        let env: Vec<(String, String)> = vec![
             (
                 "PATH".into(),
                 format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
@@ -109,6 +120,11 @@ impl Drill {
             ("MQTT_USER".into(), "ops".into()),
             ("MQTT_PASSWORD".into(), "ops-pw".into()),
             ("MONGO_URI".into(), s.mongo.uri.expose().to_owned()),
+            ("SHELFSYNC_CONFIG".into(), format!("{root}/config.toml")),
+            (
+                "SHELFSYNC_ENV_FILE".into(),
+                dir.join("shelfsync.env").display().to_string(),
+            ),
             ("MONGO_DB".into(), s.mongo.database.clone()),
             // Read by production blocks only (mongorestore's backup, the shop's agent).
             (
@@ -120,9 +136,11 @@ impl Drill {
                 format!("{root}/agent/agent.toml"),
             ),
         ];
-        // What `shelfsync` reads beside its settings file: the service's overrides, as the
-        // runbooks tell the operator to export them.
-        env.extend(cli_env(s));
+        // What `shelfsync` reads beside its settings file: the service's overrides, from its
+        // environment file.
+        let env_file = (cli_env(s).into_iter())
+            .filter(|(k, _)| k.starts_with("SHELFSYNC__"))
+            .collect();
         let runbook = Runbook::read(name);
         for variable in runbook.variables() {
             assert!(
@@ -130,12 +148,32 @@ impl Drill {
                 "{name} exports {variable}, which the drill does not set"
             );
         }
-        Self {
+        let drill = Self {
             runbook,
             env,
+            env_file,
             dir,
             ran: Default::default(),
-        }
+        };
+        drill.write_env_file();
+        drill
+    }
+
+    /// Writes the service's environment file (`KEY=value` lines, as systemd reads them).
+    fn write_env_file(&self) {
+        let text: String = (self.env_file.iter())
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        let file = self.dir.join("shelfsync.env");
+        std::fs::write(file, format!("# the drill's service environment\n{text}")).unwrap();
+    }
+
+    /// Sets (or replaces) a variable of the service's environment file, as the operator
+    /// edits it.
+    fn set_in_env_file(&mut self, name: &str, value: String) {
+        self.env_file.retain(|(k, _)| k != name);
+        self.env_file.push((name.to_owned(), value));
+        self.write_env_file();
     }
 
     /// The service moved (a restart on a new port).
@@ -189,10 +227,10 @@ impl Drill {
         let out = tokio::time::timeout(
             std::time::Duration::from_secs(120),
             tokio::process::Command::new("bash")
-                .arg("-c")
+                .args(["-e", "-o", "pipefail", "-c"])
                 .arg(&text)
                 .env_clear()
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .envs(self.exported().map(|(k, v)| (k, v)))
                 .current_dir(&self.dir)
                 .output(),
         )
@@ -212,6 +250,12 @@ impl Drill {
         );
         self.ran.insert(index);
         format!("$ {}\n{said}", text.lines().next().unwrap())
+    }
+
+    /// `PATH` and the variables the runbook's setup block exports: all its commands get.
+    fn exported(&self) -> impl Iterator<Item = &(String, String)> {
+        let names = self.runbook.variables();
+        (self.env.iter()).filter(move |(k, _)| k == "PATH" || names.contains(k))
     }
 
     /// Sets (or replaces) a variable of the commands' environment.
@@ -464,10 +508,10 @@ async fn rotate_api_keys() {
         )
     };
     let both = [(OLD_KEY, "web shop (old)"), (NEW_KEY, "web shop (new)")];
-    drill.set("SHELFSYNC__API_KEYS", listed(&both));
+    drill.set_in_env_file("SHELFSYNC__API_KEYS", listed(&both));
     let tested = drill.run_one("Fix", 0).await;
     assert!(
-        tested.contains("exported ") && !tested.contains("Error"),
+        tested.contains("the settings are good") && !tested.contains("Error"),
         "{tested}"
     );
 
@@ -483,7 +527,7 @@ async fn rotate_api_keys() {
     );
 
     // Step 6: the old key removed, tested, restarted; step 7: refused everywhere.
-    drill.set("SHELFSYNC__API_KEYS", listed(&both[1..]));
+    drill.set_in_env_file("SHELFSYNC__API_KEYS", listed(&both[1..]));
     assert!(!drill.run_one("Fix", 0).await.contains("Error"));
     let mut settings = app.stop().await;
     settings.api_keys = (base.into_iter())
@@ -601,9 +645,11 @@ async fn pos_outlet_offline() {
     let sold = serde_json::json!({"event_id": "drill-pos-1", "sku": SKU2, "kind": "sale_counter",
         "qty": 1, "at": recent_at()});
     till.publish(&topic, sold.to_string()).await;
+    // Another shop's till sends only a sale that is rejected: it is heard all the same.
     let unknown = serde_json::json!({"event_id": "drill-pos-2", "sku": "no-such-sweet",
         "kind": "sale_counter", "qty": 1, "at": recent_at()});
-    till.publish(&topic, unknown.to_string()).await;
+    let rejected_at = Topics::new(&app.settings.mqtt.topic_prefix).pos(REJECTED_SHOP);
+    till.publish(&rejected_at, unknown.to_string()).await;
     assert!(
         eventually(15, || async {
             metric(&app, "shelfsync_mqtt_dlq_total").await == 1.0
@@ -625,15 +671,26 @@ async fn pos_outlet_offline() {
             .parse()
             .unwrap()
     };
-    let heard = value(&format!(
-        "shelfsync_pos_last_message_timestamp_seconds{{outlet=\"{OUTLET}\"}} "
-    ));
+    let heard = |outlet: &str| {
+        value(&format!(
+            "shelfsync_pos_last_message_timestamp_seconds{{outlet=\"{outlet}\"}} "
+        ))
+    };
     let now: f64 = (checked.lines())
         .rfind(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
         .unwrap()
         .parse()
         .unwrap();
-    assert!((now - heard).abs() < 60.0, "{heard} against {now}");
+    // A shop whose till sent nothing shows the process's start; the two that sent, later.
+    let started = heard("ujjain-mahakal");
+    for outlet in [OUTLET, REJECTED_SHOP] {
+        let heard = heard(outlet);
+        assert!(
+            (now - heard).abs() < 60.0,
+            "{outlet}: {heard} against {now}"
+        );
+        assert!(heard > started, "{outlet} not heard: {checked}");
+    }
 
     let fixed = drill.run("Fix").await;
     assert!(fixed.contains("\"on_hand\":9"), "{fixed}");
@@ -679,7 +736,12 @@ async fn owner_dead() {
         .split(&dead_url)
         .nth(1)
         .expect("the dead one's address");
-    assert!(!after_dead.trim_start().starts_with('{'), "{checked}");
+    assert!(
+        after_dead
+            .trim_start()
+            .starts_with("no answer (curl exit 7)"),
+        "{checked}"
+    );
     assert!(checked.contains("\"status\":\"ready\""), "{checked}");
 
     assert!(
@@ -767,6 +829,10 @@ async fn mongodb_down() {
     );
     assert!(
         checked.contains("shelfsync_ledger_insert_seconds_count"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("shelfsync_dependency_up{dependency=\"mongo\"} 0"),
         "{checked}"
     );
     // XLEN of the outlet's outbox: what waits for the ledger.
