@@ -1,8 +1,16 @@
 //! A service's environment file (`--env-file`, `SHELFSYNC_ENV_FILE`), read the way systemd
-//! reads an `EnvironmentFile=` (systemd.exec(5)): `KEY=VALUE` lines, blank lines and lines
-//! starting with `#` or `;` ignored, a value in single quotes taken as it is, one in double
-//! quotes with `\"`, `\\` and `\$` unescaped, a line ending in `\` continued on the next.
-//! It is not a shell script: `&`, spaces and `$` in a value are the value's own.
+//! reads an `EnvironmentFile=` (systemd.exec(5); the state machine of systemd's
+//! `src/basic/env-file.c`): `KEY=VALUE` lines; blank lines and lines starting with `#` or `;`
+//! are comments; whitespace around the key and before the value is dropped, and after an
+//! unquoted value too; outside quotes a backslash takes the next character as it is, and
+//! before a line's end continues the value on the next line; inside single quotes everything
+//! is taken as it is, newlines too; inside double quotes a backslash escapes `"`, `\`, `` ` ``
+//! and `$` only. A later assignment of a key replaces an earlier one. It is not a shell
+//! script: `&`, spaces and `$` in a value are the value's own.
+//!
+//! Where systemd ignores a line (no `=`, a key that is not a variable name), this refuses the
+//! file, naming the line: an operator's check should not pass a file the service reads
+//! differently from what it says.
 //!
 //! So the operator's `shelfsync check`, `rebuild` and `export` read the same settings as the
 //! service they run next to (deploy/production/shelfsync.env.example).
@@ -11,8 +19,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-/// The variables of the file, in order; a line that is not `KEY=VALUE` is an error naming
-/// the file and the line.
+/// The variables of the file, in order, each once (its last assignment); a line that is not
+/// `KEY=VALUE` is an error naming the file and the line.
 pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the environment file {}", path.display()))?;
@@ -31,87 +39,175 @@ pub fn apply(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut vars = Vec::new();
-    let mut lines = text.lines().enumerate();
-    while let Some((i, line)) = lines.next() {
-        let mut line = line.trim().to_owned();
-        // A line ending in a backslash goes on (systemd joins them with a space).
-        while line.ends_with('\\') {
-            line.pop();
-            match lines.next() {
-                Some((_, next)) => {
-                    line.push(' ');
-                    line.push_str(next.trim());
-                }
-                None => break,
-            }
-        }
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            bail!("line {}: not KEY=VALUE", i + 1);
-        };
-        let key = key.trim();
-        let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            bail!("line {}: {key:?} is not a variable name", i + 1);
-        }
-        let value = unquote(value.trim()).with_context(|| format!("line {}", i + 1))?;
-        vars.push((key.to_owned(), value));
-    }
-    Ok(vars)
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    PreKey,
+    Key,
+    PreValue,
+    Value,
+    ValueEscape,
+    SingleQuote,
+    DoubleQuote,
+    DoubleQuoteEscape,
+    Comment,
 }
 
-fn unquote(value: &str) -> anyhow::Result<String> {
-    let quoted = |q: char| value.len() >= 2 && value.starts_with(q) && value.ends_with(q);
-    if quoted('\'') {
-        return Ok(value[1..value.len() - 1].to_owned());
-    }
-    if !quoted('"') {
-        return Ok(value.to_owned());
-    }
-    let mut out = String::new();
-    let mut chars = value[1..value.len() - 1].chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
+fn parse(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use State::*;
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    // Where the key began, and the value's length without its trailing whitespace.
+    let (mut line, mut key_line, mut value_end) = (1usize, 1usize, 0usize);
+    let mut state = PreKey;
+    let mut push = |key: &mut String, value: &mut String, at: usize| -> anyhow::Result<()> {
+        let k = key.trim_end();
+        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            bail!("line {at}: {k:?} is not a variable name");
         }
-        match chars.next() {
-            Some(e @ ('"' | '\\' | '$' | '`')) => out.push(e),
-            Some('n') => out.push('\n'),
-            Some(e) => {
-                out.push('\\');
-                out.push(e);
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_owned(), std::mem::take(value)));
+        key.clear();
+        Ok(())
+    };
+    for c in text.chars() {
+        match state {
+            PreKey => match c {
+                '#' | ';' => state = Comment,
+                '\n' => {}
+                c if c.is_whitespace() => {}
+                c => {
+                    key.push(c);
+                    key_line = line;
+                    state = Key;
+                }
+            },
+            Key => match c {
+                '\n' => bail!("line {key_line}: not KEY=VALUE"),
+                '=' => state = PreValue,
+                c => key.push(c),
+            },
+            PreValue => match c {
+                '\n' => {
+                    push(&mut key, &mut value, key_line)?;
+                    state = PreKey;
+                }
+                '\'' => state = SingleQuote,
+                '"' => state = DoubleQuote,
+                '\\' => state = ValueEscape,
+                c if c.is_whitespace() => {}
+                c => {
+                    value.push(c);
+                    value_end = value.len();
+                    state = Value;
+                }
+            },
+            Value => match c {
+                '\n' => {
+                    value.truncate(value_end);
+                    push(&mut key, &mut value, key_line)?;
+                    state = PreKey;
+                }
+                '\\' => state = ValueEscape,
+                c => {
+                    value.push(c);
+                    if !c.is_whitespace() {
+                        value_end = value.len();
+                    }
+                }
+            },
+            ValueEscape => {
+                // A backslash before the line's end continues the value.
+                if c != '\n' {
+                    value.push(c);
+                    value_end = value.len();
+                }
+                state = Value;
             }
-            None => bail!("a double-quoted value ends in a lone backslash"),
+            SingleQuote => match c {
+                '\'' => {
+                    value_end = value.len();
+                    state = PreValue;
+                }
+                c => value.push(c),
+            },
+            DoubleQuote => match c {
+                '"' => {
+                    value_end = value.len();
+                    state = PreValue;
+                }
+                '\\' => state = DoubleQuoteEscape,
+                c => value.push(c),
+            },
+            DoubleQuoteEscape => {
+                match c {
+                    '"' | '\\' | '`' | '$' => value.push(c),
+                    '\n' => {}
+                    c => {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                }
+                state = DoubleQuote;
+            }
+            Comment => {
+                if c == '\n' {
+                    state = PreKey;
+                }
+            }
+        }
+        if c == '\n' {
+            line += 1;
         }
     }
-    Ok(out)
+    match state {
+        PreKey | Comment => {}
+        Key => bail!("line {key_line}: not KEY=VALUE"),
+        SingleQuote | DoubleQuote | DoubleQuoteEscape => {
+            bail!("line {key_line}: a quote is not closed")
+        }
+        Value | ValueEscape => {
+            value.truncate(value_end);
+            push(&mut key, &mut value, key_line)?;
+        }
+        PreValue => push(&mut key, &mut value, key_line)?,
+    }
+    Ok(vars)
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse;
 
+    fn parsed(text: &str) -> Vec<(String, String)> {
+        parse(text).unwrap()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn reads_what_systemd_reads() {
         let text = "# a comment\n; another\n\n\
             SHELFSYNC__MONGO__URI=mongodb://u:p@m1,m2/?replicaSet=rs0&authSource=admin\n\
             SHELFSYNC__API_KEYS=[{key=\"k\",role=\"admin\",label=\"head office\"}]\n\
-            SINGLE='a \"b\" $c'\n\
-            DOUBLE=\"x \\\"y\\\" \\$z \\\\ \\q\"\n\
+            SINGLE='a \"b\" $c \\d'\n\
+            DOUBLE=\"x \\\"y\\\" \\$z \\\\ \\q \\n\"\n\
             SPACED = v w \n\
             EMPTY=\n\
-            LONG=one \\\n  two\n";
-        let vars = parse(text).unwrap();
-        let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            BARE=a\\ b\\\\c\n\
+            GLUED='a'b\"c\"\n\
+            LONG=one \\\n  two\n\
+            # a comment that ends in a backslash \\\n\
+            AFTER=1\n\
+            SPACED=again";
         assert_eq!(
-            got,
-            [
+            parsed(text),
+            pairs(&[
                 (
                     "SHELFSYNC__MONGO__URI",
                     "mongodb://u:p@m1,m2/?replicaSet=rs0&authSource=admin"
@@ -120,21 +216,36 @@ mod tests {
                     "SHELFSYNC__API_KEYS",
                     "[{key=\"k\",role=\"admin\",label=\"head office\"}]"
                 ),
-                ("SINGLE", "a \"b\" $c"),
-                ("DOUBLE", "x \"y\" $z \\ \\q"),
-                ("SPACED", "v w"),
+                ("SINGLE", "a \"b\" $c \\d"),
+                ("DOUBLE", "x \"y\" $z \\ \\q \\n"),
                 ("EMPTY", ""),
-                ("LONG", "one  two"),
-            ]
+                ("BARE", "a b\\c"),
+                // After a closing quote the value goes on unquoted: a quote there is a character.
+                ("GLUED", "ab\"c\""),
+                // The backslash and the line's end go; the next line's spaces stay.
+                ("LONG", "one   two"),
+                ("AFTER", "1"),
+                // A later assignment replaces an earlier one, as the service would see it.
+                ("SPACED", "again"),
+            ])
         );
+        // A value in quotes may run over lines.
+        assert_eq!(parsed("A='x\ny'\n"), pairs(&[("A", "x\ny")]));
     }
 
     #[test]
-    fn a_line_that_is_not_an_assignment_is_refused_by_its_number() {
+    fn a_line_systemd_would_skip_is_refused_by_its_number() {
         let e = parse("A=1\nexport B=2\n").unwrap_err();
-        assert!(format!("{e:#}").contains("line 2"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("line 2: \"export B\" is not a variable name"),
+            "{e:#}"
+        );
         let e = parse("A=1\n\njust words\n").unwrap_err();
         assert!(format!("{e:#}").contains("line 3: not KEY=VALUE"), "{e:#}");
-        assert!(parse("A=\"x\\\"\n").is_err());
+        let e = parse("A=\"x\\\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 1: a quote is not closed"),
+            "{e:#}"
+        );
     }
 }

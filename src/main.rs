@@ -176,12 +176,13 @@ fn urlencode(v: &str) -> String {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    shelfsync::init_tracing();
     let cli = Cli::parse();
-    // Before the settings and before any thread of ours: it sets environment variables.
+    // Before the settings, the log filter (a RUST_LOG in the file counts) and any thread of
+    // ours: it sets environment variables.
     if let Some(file) = &cli.env_file {
         shelfsync::env_file::apply(file)?;
     }
+    shelfsync::init_tracing();
     let settings = shelfsync::Settings::load(&cli.config)?;
     match cli.command {
         Command::Settings => {

@@ -39,8 +39,9 @@ impl PosLinks {
     /// A message came that was rejected (it has no `at` to trust): the link is alive, its lag
     /// stays what the last good message said.
     pub fn heard(&self, outlet: &OutletId, now_ms: i64) {
-        let lag = self.seen.get(outlet).map_or(0, |e| e.1);
-        self.seen.insert(outlet.clone(), (now_ms, lag));
+        (self.seen.entry(outlet.clone()))
+            .and_modify(|e| e.0 = now_ms)
+            .or_insert((now_ms, 0));
     }
 
     pub fn get(&self, outlet: &OutletId) -> Option<(i64, i64)> {

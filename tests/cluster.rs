@@ -631,7 +631,7 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
         .filter(|(i, _)| *i != victim)
         .map(|(_, n)| n)
         .collect();
-    let after = spread(&survivors, outlets, 20).await;
+    let after = spread(&survivors, outlets, SETTLE_SECS).await;
     let gap = killed.elapsed();
     println!(
         "kill -9 of {busiest} ({} outlets): owned again after {} ms (lease {LEASE_MS} ms)",

@@ -44,3 +44,26 @@ pub struct Shared {
     /// What outlet actors commit and sell, for the alert engine.
     pub alerts: Arc<AlertInbox>,
 }
+
+impl Shared {
+    /// The outlet's ledger lag as this process reports it: none for an outlet owned
+    /// elsewhere. What it committed before it handed the outlet over is the new owner's to
+    /// write, and would otherwise seem to wait here for ever.
+    pub fn ledger_lag(&self, outlet: &crate::domain::OutletId, now_ms: i64) -> crate::durable::Lag {
+        match self.owners.owns(outlet) {
+            true => self.durable.lag(outlet, now_ms),
+            false => crate::durable::Lag::default(),
+        }
+    }
+
+    /// `ledger_lag` of every outlet this process has committed to.
+    pub fn ledger_lags(&self, now_ms: i64) -> Vec<(crate::domain::OutletId, crate::durable::Lag)> {
+        let mut lags = self.durable.lags(now_ms);
+        for (outlet, lag) in &mut lags {
+            if !self.owners.owns(outlet) {
+                *lag = crate::durable::Lag::default();
+            }
+        }
+        lags
+    }
+}

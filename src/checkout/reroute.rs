@@ -199,6 +199,11 @@ async fn release_moved(
 /// Replaces the outlet's at-risk holds; a hold newly at risk counts its units as oversold
 /// once and is announced.
 fn mark(services: &Services, outlet: &OutletId, now: HashMap<ReservationId, i64>) {
+    // A pass that ran on while the outlet was handed over: its owner judges it now (the step
+    // down cleared this process's gauges).
+    if !services.shared.owners.owns(outlet) {
+        return;
+    }
     let (metrics, hub) = (&services.shared.metrics, &services.shared.hub);
     let labels = [outlet.as_str()];
     (metrics.at_risk_holds.with_label_values(&labels)).set(now.len() as i64);

@@ -99,8 +99,7 @@ pub async fn lag(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
     let budget_secs = state.settings.ledger.lag_max_secs;
     let outlets: Vec<_> = state
         .shared
-        .durable
-        .lags(crate::domain::now_ms())
+        .ledger_lags(crate::domain::now_ms())
         .into_iter()
         .map(|(outlet, lag)| {
             json!({"outlet": outlet, "entries": lag.entries,

@@ -72,14 +72,8 @@ pub async fn readyz(
 pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadMetrics, None)?;
     // The lag is computed as of the scrape, not as of the writer's last pass: a stuck insert
-    // shows as a growing age. An outlet owned elsewhere has none here (its owner reports it):
-    // what this process committed before it handed the outlet over is the new owner's to
-    // write, and would otherwise seem to wait here for ever.
-    for (outlet, lag) in state.shared.durable.lags(crate::domain::now_ms()) {
-        let lag = match state.shared.owners.owns(&outlet) {
-            true => lag,
-            false => crate::durable::Lag::default(),
-        };
+    // shows as a growing age. An outlet owned elsewhere has none here (its owner reports it).
+    for (outlet, lag) in state.shared.ledger_lags(crate::domain::now_ms()) {
         let m = &state.shared.metrics;
         m.ledger_lag_seconds
             .with_label_values(&[outlet.as_str()])

@@ -29,7 +29,7 @@ pub async fn get(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
     let m = &state.shared.metrics;
     let figures = (ids.iter().filter_map(|id| catalogue.outlet(id)))
         .map(|o| {
-            let lag = state.shared.durable.lag(&o.id, now);
+            let lag = state.shared.ledger_lag(&o.id, now);
             let label = [o.id.as_str()];
             let f = Figures {
                 name: o.name.clone(),
