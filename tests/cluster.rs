@@ -208,8 +208,37 @@ async fn ledger_docs(settings: &shelfsync::Settings, outlet: &str) -> Vec<mongod
 }
 
 /// Fresh settings with the demo chain imported, and its number of outlets.
-fn chain() -> (shelfsync::Settings, usize) {
-    imported(test_settings())
+/// A SecantusDB of the test's own, fresh: the shared one of the whole suite has run every
+/// earlier test's ledger by the time these run, and answers the takeovers' ledger reads
+/// slowly enough to stall every process's ownership rounds (ARCHITECTURE.md, Several
+/// processes). These tests are about ownership and fencing, not that server's age.
+struct OwnDb {
+    proc: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl OwnDb {
+    async fn start(settings: &mut shelfsync::Settings) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("shelfsync-cluster-db-{}", uuid::Uuid::new_v4()));
+        let proc = common::procs::start_mongo(&dir).await;
+        settings.mongo.uri = common::procs::mongo_uri(&proc);
+        Self { proc, dir }
+    }
+}
+
+impl Drop for OwnDb {
+    fn drop(&mut self) {
+        self.proc.signal("-KILL");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn chain() -> (shelfsync::Settings, usize, OwnDb) {
+    let mut settings = test_settings();
+    let db = OwnDb::start(&mut settings).await;
+    let (settings, outlets) = imported(settings);
+    (settings, outlets, db)
 }
 
 /// `settings` with the demo chain imported, and its number of outlets.
@@ -372,7 +401,7 @@ async fn a_write_under_a_superseded_token_is_refused_and_changes_nothing() {
 /// it owns, for the whole timeout). The other process then owns every outlet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_keep_alive_connection_does_not_hold_a_stopping_process() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let timeout = [("SHELFSYNC__HTTP__SHUTDOWN_TIMEOUT_SECS", "600")];
     let mut a = Node::start_with(&settings, "a", &timeout).await;
     let b = Node::start(&settings, "b").await;
@@ -449,7 +478,7 @@ async fn a_busy_keep_alive_connection_does_not_hold_a_stopping_process() {
 /// in flight (a request in its socket, an expiry timer that came due) is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_and_steps_down() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let a = Node::start(&settings, "a").await;
     spread(&[&a], outlets, 20).await;
     let b = Node::start(&settings, "b").await;
@@ -601,7 +630,7 @@ async fn a_paused_owner_is_fenced_and_steps_down() {
 /// expire; the confirms it answered are in the ledger once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let c = Node::start(&settings, "c").await;
@@ -712,7 +741,7 @@ async fn killing_an_owner_moves_its_outlets_and_releases_its_holds() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pos_sale_is_applied_once_by_its_owner_and_let_go_by_the_other_process() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let owner = spread(&[&a, &b], outlets, 30).await;
@@ -940,7 +969,7 @@ async fn in_redis(
 /// gap on the channel makes a view read the outlet again, never take the commit.
 #[tokio::test]
 async fn after_load_on_two_processes_every_stock_read_from_either_equals_redis() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let owner = spread(&[&a, &b], outlets, 30).await;
@@ -1197,13 +1226,14 @@ async fn replay_finds_no_oversell(settings: &shelfsync::Settings) {
 
 /// A real Redis Cluster of three masters and fresh settings on it with the demo chain
 /// imported, and the chain's number of outlets.
-async fn cluster_chain() -> (shelfsync::Settings, usize, RedisCluster) {
+async fn cluster_chain() -> (shelfsync::Settings, usize, RedisCluster, OwnDb) {
     let redis = RedisCluster::start().await;
     let mut settings = test_settings();
+    let db = OwnDb::start(&mut settings).await;
     settings.redis.url = redis.url();
     settings.redis.cluster = true;
     let (settings, outlets) = imported(settings);
-    (settings, outlets, redis)
+    (settings, outlets, redis, db)
 }
 
 /// The failover bar on a real Redis Cluster of three masters: three processes under mixed
@@ -1215,7 +1245,7 @@ async fn cluster_chain() -> (shelfsync::Settings, usize, RedisCluster) {
 /// check` is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() {
-    let (settings, outlets, redis) = cluster_chain().await;
+    let (settings, outlets, redis, _db) = cluster_chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let c = Node::start(&settings, "c").await;
@@ -1276,7 +1306,7 @@ async fn on_a_redis_cluster_a_kill_under_mixed_load_loses_and_doubles_nothing() 
 /// changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_an_outlet_owned_elsewhere_is_forwarded_to_its_owner() {
-    let (settings, outlets) = chain();
+    let (settings, outlets, _db) = chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let owner = spread(&[&a, &b], outlets, 30).await;
@@ -1429,7 +1459,7 @@ async fn a_request_for_an_outlet_owned_elsewhere_is_forwarded_to_its_owner() {
 /// `Retry-After` (`mixed_load` checks each), and nothing is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_answers_no_5xx_but_503_and_loses_nothing() {
-    let (settings, outlets, redis) = cluster_chain().await;
+    let (settings, outlets, redis, _db) = cluster_chain().await;
     let a = Node::start(&settings, "a").await;
     let b = Node::start(&settings, "b").await;
     let c = Node::start(&settings, "c").await;
