@@ -135,7 +135,9 @@ impl Webhook {
                     }
                     format!("status {status}")
                 }
-                Err(e) => e.to_string(),
+                // Without the URL (a secret: a receiver's URL carries its token, and reqwest
+                // names it in every error), with the causes (connection refused, timed out).
+                Err(e) => format!("{:#}", anyhow::Error::new(e.without_url())),
             };
             warn!(%delivery, attempt, error = %why, "an alert webhook delivery failed");
             if stop.load(Ordering::Acquire) {
